@@ -1,0 +1,174 @@
+"""The enrollment policy (policy.md) as a typed, checked value.
+
+Every category threshold, status list and date window lives in ``policy.yaml``; code reads
+them only through ``Policy``. A bad policy file is a ``UsageError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.errors import UsageError
+
+
+@dataclass(frozen=True)
+class LevelWindow:
+    level: str
+    birth_from: dt.date
+    birth_to: dt.date
+
+
+@dataclass(frozen=True)
+class Policy:
+    policy_id: str
+    enrollment_year: int
+    cutoff_date: dt.date
+    urban_region_codes: tuple[str, ...]
+    levels: tuple[LevelWindow, ...]
+    property_uses: tuple[str, ...]
+    title_status: tuple[str, ...]
+    contract_status: tuple[str, ...]
+    rental_status: tuple[str, ...]
+    insurance_schemes: tuple[str, ...]
+    insurance_status: tuple[str, ...]
+    min_local_months: int
+    business_status: tuple[str, ...]
+    min_business_months: int
+
+    @property
+    def business_established_by(self) -> dt.date:
+        """Latest establishment date that still counts as stable: cutoff − min_business_months."""
+        return add_months(self.cutoff_date, -self.min_business_months)
+
+    def level_of_birth(self, birth: dt.date) -> str | None:
+        for window in self.levels:
+            if window.birth_from <= birth <= window.birth_to:
+                return window.level
+        return None
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """Calendar month arithmetic, clamping to the month's last day (2027-03-31 − 1 → 02-28)."""
+    month_index = day.year * 12 + (day.month - 1) + months
+    year, month = divmod(month_index, 12)
+    month += 1
+    next_month = dt.date(year + (month == 12), month % 12 + 1, 1)
+    last_day = (next_month - dt.timedelta(days=1)).day
+    return dt.date(year, month, min(day.day, last_day))
+
+
+def _get(doc: dict, dotted: str) -> Any:
+    node: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise UsageError(f"policy: missing key '{dotted}'")
+        node = node[part]
+    return node
+
+
+def _date(doc: dict, dotted: str) -> dt.date:
+    value = _get(doc, dotted)
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise UsageError(f"policy: key '{dotted}' must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def _strings(doc: dict, dotted: str) -> tuple[str, ...]:
+    value = _get(doc, dotted)
+    if not isinstance(value, list) or not value or not all(isinstance(v, (str, int)) for v in value):
+        raise UsageError(f"policy: key '{dotted}' must be a non-empty list of values")
+    return tuple(str(v) for v in value)
+
+
+def _int(doc: dict, dotted: str, minimum: int = 0) -> int:
+    value = _get(doc, dotted)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"policy: key '{dotted}' must be an integer ≥ {minimum}, got {value!r}")
+    return value
+
+
+def policy_from_dict(doc: Any) -> Policy:
+    """Check a parsed policy document and build the ``Policy``; errors name the key."""
+    if not isinstance(doc, dict):
+        raise UsageError("policy: the file must be a YAML mapping")
+    policy_id = _get(doc, "policy_id")
+    if not isinstance(policy_id, str) or not policy_id.strip():
+        raise UsageError("policy: key 'policy_id' must be a non-empty string")
+    levels_doc = _get(doc, "levels")
+    if not isinstance(levels_doc, dict) or not levels_doc:
+        raise UsageError("policy: key 'levels' must map level names to birth windows")
+    levels = []
+    for name in levels_doc:
+        window = LevelWindow(str(name), _date(doc, f"levels.{name}.birth_from"),
+                             _date(doc, f"levels.{name}.birth_to"))
+        if window.birth_from > window.birth_to:
+            raise UsageError(f"policy: key 'levels.{name}': birth_from is after birth_to")
+        levels.append(window)
+    ordered = sorted(levels, key=lambda w: w.birth_from)
+    for earlier, later in zip(ordered, ordered[1:]):
+        if later.birth_from <= earlier.birth_to:
+            raise UsageError(f"policy: key 'levels': windows of {earlier.level} and {later.level} overlap")
+    return Policy(
+        policy_id=policy_id.strip(),
+        enrollment_year=_int(doc, "enrollment_year", 1900),
+        cutoff_date=_date(doc, "cutoff_date"),
+        urban_region_codes=_strings(doc, "urban_region_codes"),
+        levels=tuple(levels),
+        property_uses=_strings(doc, "property.uses"),
+        title_status=_strings(doc, "property.title_status"),
+        contract_status=_strings(doc, "property.contract_status"),
+        rental_status=_strings(doc, "rental.status"),
+        insurance_schemes=_strings(doc, "employment.insurance_schemes"),
+        insurance_status=_strings(doc, "employment.insurance_status"),
+        min_local_months=_int(doc, "employment.min_local_months"),
+        business_status=_strings(doc, "employment.business_status"),
+        min_business_months=_int(doc, "employment.min_business_months"),
+    )
+
+
+def load_policy(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"policy: file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"policy: cannot read {path}: {exc}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"policy: {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return policy_from_dict(doc)
+
+
+DEMO_POLICY_YAML = """\
+policy_id: demo-2027            # recorded on every eligibility row
+enrollment_year: 2027
+cutoff_date: 2027-07-31         # hukou settlement, title registration, contract signing, rental filing must be on or before
+urban_region_codes: ["371102", "371171"]   # hukou in these counties counts as urban
+levels:                          # birth-date windows, inclusive
+  primary: {birth_from: 2020-09-01, birth_to: 2021-08-31}
+  junior:  {birth_from: 2014-09-01, birth_to: 2015-08-31}
+property:
+  uses: [住宅]
+  title_status: [现势]
+  contract_status: [已备案]
+rental:
+  status: [有效]
+employment:
+  insurance_schemes: [企业职工基本养老保险]
+  insurance_status: [参保缴费]
+  min_local_months: 12
+  business_status: [存续, 在业]
+  min_business_months: 12       # established at least this many months before cutoff_date
+"""
