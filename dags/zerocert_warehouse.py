@@ -1,0 +1,107 @@
+"""
+### zerocert: build and publish the enrollment warehouse
+
+Runs when every staged source has refreshed (asset schedule), or on demand. Stages each source's
+newest complete delivery for the as-of date (idempotent: a rerun rewrites the same files),
+validates it with its Great Expectations suite (a table-level failure stops the run before
+anything is published), resolves every address and places it in school catchments, joins per
+resident, computes every child's eligibility, and publishes all tables in one atomic switch.
+The last good warehouse stays readable if any step fails.
+
+Look at: `run_audit` and `source_snapshot` in the warehouse, the validation Data Docs under
+`<work_dir>/runs/<as_of>/validation/data_docs/`, and the address review lists under
+`<work_dir>/runs/<as_of>/addresses/review/`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SOURCES = sorted(p.stem for p in SCHEMAS.glob("*.yaml"))
+DEFAULT_ARGS = {"owner": "data-bureau", "retries": 2, "retry_delay": pendulum.duration(minutes=5)}
+
+
+@dag(
+    dag_id="zerocert_warehouse",
+    schedule=[Asset(f"zerocert://staged/{source}", group="zerocert") for source in SOURCES],
+    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["zerocert", "warehouse", "eligibility"],
+    default_args=DEFAULT_ARGS,
+    doc_md=__doc__,
+    params={"as_of": Param("", type="string", description="as-of date YYYY-MM-DD; blank: the run's date")},
+)
+def zerocert_warehouse():
+    @task(doc_md="Resolve the run's configuration (variables, environment, defaults).")
+    def configure(**context) -> dict:
+        from pipelines.airflow_glue import settings_for_task, start_warehouse_run, user_errors_fail_fast
+
+        with user_errors_fail_fast():
+            return start_warehouse_run(settings_for_task(context))
+
+    @task(doc_md="Stage one source for the run's as-of date.")
+    def stage(run: dict, source: str) -> dict:
+        from pipelines.airflow_glue import user_errors_fail_fast
+        from pipelines.config import settings_from_dict
+        from pipelines.run import stage as stage_source
+
+        with user_errors_fail_fast():
+            return stage_source(source, settings_from_dict(run["settings"]))
+
+    @task(doc_md="Great Expectations suite of one source; a table-level failure stops the run.")
+    def validate(run: dict, source: str) -> dict:
+        from pipelines.airflow_glue import user_errors_fail_fast
+        from pipelines.config import settings_from_dict
+        from pipelines.run import validate as validate_source
+
+        with user_errors_fail_fast():
+            return validate_source(source, settings_from_dict(run["settings"]))
+
+    @task(doc_md="Resolve every address text and place standard addresses in catchments.")
+    def resolve_addresses(run: dict) -> dict:
+        from pipelines.airflow_glue import user_errors_fail_fast
+        from pipelines.config import settings_from_dict
+        from pipelines.run import resolve_addresses as resolve
+
+        with user_errors_fail_fast():
+            return resolve(settings_from_dict(run["settings"]))
+
+    @task(doc_md="Join per resident and compute eligibility (Parquet per table).")
+    def join_and_decide(run: dict) -> dict:
+        from pipelines.airflow_glue import user_errors_fail_fast
+        from pipelines.config import settings_from_dict
+        from pipelines.run import join_and_decide as decide
+
+        with user_errors_fail_fast():
+            return decide(settings_from_dict(run["settings"]))
+
+    @task(doc_md="Publish every table in one atomic switch.")
+    def publish(run: dict, decided: dict) -> dict:
+        from pipelines.airflow_glue import finish_warehouse_run, user_errors_fail_fast
+
+        with user_errors_fail_fast():
+            return finish_warehouse_run(run, decided)
+
+    run = configure()
+    validated = []
+    for source in SOURCES:
+        staged = stage.override(task_id=f"stage_{source}")(run, source)
+        checked = validate.override(task_id=f"validate_{source}")(run, source)
+        staged >> checked
+        validated.append(checked)
+    addresses = resolve_addresses(run)
+    validated >> addresses
+    decided = join_and_decide(run)
+    addresses >> decided
+    publish(run, decided)
+
+
+dag = zerocert_warehouse()
+
+if __name__ == "__main__":
+    dag.test()

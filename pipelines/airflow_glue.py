@@ -1,0 +1,56 @@
+"""What the DAG tasks share: configuration from Airflow, and user errors that fail fast.
+
+Imported only inside tasks, so DAG files stay cheap to parse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from typing import Iterator
+
+from pipelines.config import Settings, resolve_settings, settings_from_dict
+from pipelines.errors import ZerocertError
+from pipelines.masking import mask_ids_in
+
+
+def _variable(key: str) -> str | None:
+    from airflow.sdk import Variable
+
+    try:
+        return Variable.get(key, default=None)
+    except Exception:
+        return None
+
+
+def settings_for_task(context: dict) -> Settings:
+    """Settings from the run's `as_of` param, Airflow variables and ``ZEROCERT_*``.
+
+    Without an as-of date anywhere, the date of the run (its logical date, or when it was
+    triggered for asset-driven runs) is used.
+    """
+    as_of = (context.get("params") or {}).get("as_of") or None
+    moment = context.get("logical_date") or context.get("dag_run").run_after
+    today = dt.date(moment.year, moment.month, moment.day)
+    return resolve_settings({"as_of": as_of}, lookup=_variable, today=today)
+
+
+@contextlib.contextmanager
+def user_errors_fail_fast() -> Iterator[None]:
+    """A user's mistake (bad delivery, failed validation) is not retried and shows one masked line."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        yield
+    except ZerocertError as exc:
+        raise AirflowFailException(mask_ids_in(str(exc))) from None
+
+
+def start_warehouse_run(settings: Settings) -> dict:
+    return {"settings": settings.as_dict(), "started_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+
+
+def finish_warehouse_run(run: dict, decided: dict) -> dict:
+    from pipelines.run import publish
+
+    return publish(settings_from_dict(run["settings"]), decided, dt.datetime.fromisoformat(run["started_at"]))

@@ -1,0 +1,164 @@
+"""The ``zerocert`` command: the same pipeline as the DAGs, without a scheduler.
+
+Exit status (interfaces.md): 0 published / done; 2 bad usage or configuration; 3 a source
+failed validation (nothing published); 1 anything else. A user's mistake prints one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from pipelines.errors import UsageError, ZerocertError
+from pipelines.masking import configure_logging, mask_ids_in
+
+log = logging.getLogger("zerocert")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but bad usage is a UsageError (exit 2) with one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _progress(message: str, _start: list[float] = []) -> None:
+    if not _start:
+        _start.append(time.monotonic())
+    print(f"[{time.monotonic() - _start[0]:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from pipelines.synth import synth_from_args
+
+    summary = synth_from_args(args)
+    print(json.dumps(summary, ensure_ascii=False, indent=1, default=str))
+    return 0
+
+
+def _settings_from_args(args: argparse.Namespace):
+    from pipelines.config import resolve_settings
+
+    return resolve_settings({
+        "landing": args.landing, "exchange_url": args.exchange, "reference": args.reference,
+        "warehouse_url": args.warehouse, "policy": args.policy, "as_of": args.as_of,
+        "work_dir": args.work_dir,
+    })
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.run import run_pipeline
+
+    settings = _settings_from_args(args)
+    result = run_pipeline(settings, progress=_progress)
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    from pipelines.config import default_warehouse_url, zerocert_home
+    from pipelines.lookup import lookup
+
+    import os
+
+    url = args.warehouse or os.environ.get("ZEROCERT_WAREHOUSE_URL") or default_warehouse_url(zerocert_home())
+    document = lookup(url, args.id)
+    print(json.dumps(document, ensure_ascii=False, indent=1, default=str))
+    return 0
+
+
+def cmd_check_address(args: argparse.Namespace) -> int:
+    from pipelines.addresses import check_address
+    from pipelines.config import zerocert_home
+
+    import os
+
+    reference = Path(args.reference or os.environ.get("ZEROCERT_REFERENCE") or zerocert_home() / "city" / "reference")
+    if not (reference / "addresses.csv").is_file():
+        raise UsageError(f"no address registry at {reference / 'addresses.csv'}")
+    print(json.dumps(check_address(args.text, reference), ensure_ascii=False, indent=1, default=str))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipelines.demo import run_demo
+
+    return run_demo(Path(args.out), people=args.people, seed=args.seed, progress=_progress)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pipelines.bench import run_bench
+
+    print(json.dumps(run_bench(people=args.people, seed=args.seed, workdir=args.workdir,
+                               warehouse_url=args.warehouse), ensure_ascii=False, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="zerocert", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    synth = sub.add_parser("synth", help="write a synthetic city with its ground truth")
+    from pipelines.synth import add_synth_arguments
+
+    add_synth_arguments(synth)
+    synth.set_defaults(func=cmd_synth)
+
+    run = sub.add_parser("run", help="one full run: stage, validate, join, decide, publish")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--landing", help="landing directory (file form)")
+    source.add_argument("--exchange", help="exchange database SQLAlchemy URL (database form)")
+    run.add_argument("--reference", help="reference directory (schools, catchments, addresses, policy)")
+    run.add_argument("--warehouse", help="warehouse SQLAlchemy URL (default: embedded SQLite)")
+    run.add_argument("--as-of", dest="as_of", help="as-of date YYYY-MM-DD (default: today)")
+    run.add_argument("--policy", help="policy file (default: REFERENCE/policy.yaml)")
+    run.add_argument("--work-dir", dest="work_dir", help="where staged files go (default: ~/.zerocert/work)")
+    run.set_defaults(func=cmd_run)
+
+    lookup = sub.add_parser("lookup", help="prefill document of a guardian or eligibility of a child")
+    lookup.add_argument("id", help="resident ID")
+    lookup.add_argument("--warehouse", help="warehouse SQLAlchemy URL")
+    lookup.set_defaults(func=cmd_lookup)
+
+    check = sub.add_parser("check-address", help="resolve an address text and list its catchments")
+    check.add_argument("text")
+    check.add_argument("--reference", help="reference directory")
+    check.set_defaults(func=cmd_check_address)
+
+    demo = sub.add_parser("demo", help="synthesize a small city, run the Airflow DAGs on it, show the result")
+    demo.add_argument("--out", default=".demo", help="demo folder (default .demo)")
+    demo.add_argument("--people", type=int, default=20000)
+    demo.add_argument("--seed", type=int, default=1)
+    demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="time and measure memory of every phase at city scale")
+    bench.add_argument("--people", type=int, default=3_000_000)
+    bench.add_argument("--seed", type=int, default=1)
+    bench.add_argument("--workdir", help="scratch folder (default: a temporary folder)")
+    bench.add_argument("--warehouse", help="warehouse URL to publish into (default: SQLite in workdir)")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    try:
+        args = build_parser().parse_args(argv)
+        if args.verbose:
+            logging.getLogger().setLevel(logging.DEBUG)
+        return args.func(args)
+    except ZerocertError as exc:
+        print(f"zerocert: {mask_ids_in(str(exc))}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("zerocert: interrupted", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

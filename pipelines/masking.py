@@ -1,0 +1,43 @@
+"""Keep resident IDs out of every log line: a logging filter that masks them in place.
+
+Names cannot be recognised in free text, so code never logs names; IDs are caught here as a
+second line of defence (``371102********1234``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from pipelines.resident_id import mask_id
+
+ID_PATTERN = re.compile(r"(?<!\d)\d{15}(?:\d{2}[\dXx])?(?!\d)")
+
+
+def mask_ids_in(text: str) -> str:
+    """Mask every 15- or 18-character resident ID in ``text``."""
+    return ID_PATTERN.sub(lambda m: mask_id(m.group(0)), text)
+
+
+class MaskingFilter(logging.Filter):
+    """Rewrites the formatted message so no whole ID reaches a handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_ids_in(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Plain one-line logs on stderr, masked."""
+    root = logging.getLogger()
+    if not any(isinstance(f, MaskingFilter) for h in root.handlers for f in h.filters):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(MaskingFilter())
+        root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("great_expectations", "urllib3", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,259 @@
+"""One run, as named steps: stage → validate → addresses → join and decide → publish.
+
+Each step reads and writes files under ``Settings.run_dir`` and returns a small dict, so the
+same functions serve the ``zerocert run`` command (one process) and the Airflow tasks (one step
+each, paths through XCom). Steps are idempotent for a given as-of date: rerunning one rewrites
+its own outputs from its inputs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import __version__
+from pipelines.config import Settings
+from pipelines.errors import ZerocertError
+from pipelines.policy import load_policy
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS_DIR = REPO_ROOT / "schemas"
+EXPECTATIONS_DIR = REPO_ROOT / "expectations"
+
+ADDRESS_COLUMNS = {
+    "hukou": "hukou_address",
+    "property_title": "address",
+    "housing_contract": "address",
+    "rental": "address",
+    "individual_business": "address",
+    "enterprise": "address",
+}
+
+
+def source_keys() -> list[str]:
+    """The sources this installation knows: one schema file each (adding a source adds a file)."""
+    from pipelines.sources import SOURCES
+
+    return list(SOURCES)
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, ensure_ascii=False, sort_keys=True, indent=1, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# --- step 1: stage -----------------------------------------------------------------------------
+
+def stage(source: str, settings: Settings) -> dict:
+    """Stage one source's newest complete delivery on or before the as-of date."""
+    from pipelines.staging import stage_source
+
+    snapshot = stage_source(
+        source,
+        landing=settings.landing,
+        exchange_url=settings.exchange_url,
+        as_of=settings.as_of,
+        out_dir=settings.run_dir / "staged",
+    )
+    log.info("staged %s delivery %s: %s in, %s accepted, %s quarantined, %s duplicate", source,
+             snapshot["delivery"], snapshot["rows_in"], snapshot["rows_accepted"],
+             snapshot["rows_quarantined"], snapshot["rows_duplicate"])
+    return {k: snapshot[k] for k in ("source", "delivery", "checksum", "rows_in", "rows_accepted",
+                                       "rows_quarantined", "rows_duplicate")}
+
+
+def staged_snapshot(source: str, settings: Settings) -> dict:
+    return _read_json(settings.run_dir / "staged" / source / "snapshot.json")
+
+
+# --- step 2: validate --------------------------------------------------------------------------
+
+def previous_accepted_rows(settings: Settings, source: str) -> int | None:
+    """Accepted rows of this source in the published run, for the row-count-change check."""
+    from pipelines.publish import read_current_source_rows
+
+    return read_current_source_rows(settings.warehouse_url, source)
+
+
+def validate(source: str, settings: Settings) -> dict:
+    """Run the source's expectation suite on its staged rows; raises ValidationFailed."""
+    from pipelines.validation import validate_staged
+
+    snapshot = staged_snapshot(source, settings)
+    accepted = pd.read_parquet(snapshot["accepted_path"])
+    result = validate_staged(
+        source, accepted, as_of=settings.as_of,
+        previous_rows=previous_accepted_rows(settings, source),
+        results_dir=settings.run_dir / "validation",
+    )
+    return {"source": source, "success": bool(result["success"]),
+            "docs_path": str(result.get("docs_path", ""))}
+
+
+# --- step 3: addresses -------------------------------------------------------------------------
+
+def resolve_addresses(settings: Settings) -> dict:
+    """Match every distinct address text of every source and place standard addresses in catchments."""
+    from pipelines.addresses import AddressRegistry, place_in_catchments, resolve_texts, write_review_list
+
+    policy = load_policy(settings.policy_path)
+    registry = AddressRegistry.load(settings.reference / "addresses.csv")
+    texts = []
+    for source, column in ADDRESS_COLUMNS.items():
+        path = settings.run_dir / "staged" / source / "accepted.parquet"
+        if not path.exists():
+            continue
+        frame = pd.read_parquet(path, columns=[column])
+        distinct = frame[column].dropna().astype(str).drop_duplicates()
+        texts.append(pd.DataFrame({"source": source, "address": distinct.to_numpy()}))
+    by_source = pd.concat(texts, ignore_index=True) if texts else pd.DataFrame(columns=["source", "address"])
+    resolved = resolve_texts(by_source["address"].drop_duplicates().reset_index(drop=True), registry)
+    address_match = by_source.merge(resolved, on="address", how="left").sort_values(["source", "address"])
+    out = settings.run_dir / "addresses"
+    out.mkdir(parents=True, exist_ok=True)
+    address_match.to_parquet(out / "address_match.parquet", index=False)
+    catchment = place_in_catchments(registry, settings.reference / "catchments.geojson", policy.enrollment_year)
+    catchment.to_parquet(out / "address_catchment.parquet", index=False)
+    review = write_review_list(address_match, out / "review")
+    counts = address_match["status"].value_counts().to_dict()
+    log.info("addresses: %s texts, by status %s", len(address_match), counts)
+    return {"texts": int(len(address_match)), "by_status": {k: int(v) for k, v in counts.items()},
+            "review_lists": [str(p) for p in review]}
+
+
+# --- step 4: join and decide -------------------------------------------------------------------
+
+def run_id_for(settings: Settings) -> str:
+    """Deterministic: the same as-of date, inputs, policy and code give the same run_id."""
+    digest = hashlib.sha256()
+    digest.update(__version__.encode())
+    digest.update(settings.policy_path.read_bytes())
+    for source in source_keys():
+        digest.update(staged_snapshot(source, settings)["checksum"].encode())
+    return f"{settings.as_of:%Y%m%d}-{digest.hexdigest()[:10]}"
+
+
+def join_and_decide(settings: Settings) -> dict:
+    """Per-citizen tables, then eligibility, written as Parquet under the run folder."""
+    from pipelines.join import run_engine
+
+    policy = load_policy(settings.policy_path)
+    run_id = run_id_for(settings)
+    paths = run_engine(settings.run_dir / "staged", settings.run_dir / "addresses", policy, run_id,
+                       settings.run_dir / "tables")
+    return {"run_id": run_id, "tables": {name: str(path) for name, path in paths.items()}}
+
+
+# --- step 5: publish ---------------------------------------------------------------------------
+
+def _with_run_id(path: Path, run_id: str, out: Path) -> Path:
+    table = pq.read_table(path)
+    if "run_id" in table.column_names:
+        table = table.drop_columns(["run_id"])
+    table = table.append_column("run_id", pa.array([run_id] * table.num_rows, type=pa.string()))
+    pq.write_table(table, out)
+    return out
+
+
+def audit_tables(settings: Settings, run_id: str) -> dict[str, Path]:
+    """quarantine, source_snapshot and address_match for this run, as Parquet."""
+    out = settings.run_dir / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    snapshots, quarantines = [], []
+    for source in source_keys():
+        snap = staged_snapshot(source, settings)
+        snapshots.append({k: snap[k] for k in ("source", "delivery", "checksum", "rows_in", "rows_accepted",
+                                               "rows_quarantined", "rows_duplicate")})
+        quarantines.append(pd.read_parquet(snap["quarantine_path"]))
+    pd.DataFrame(snapshots).to_parquet(out / "source_snapshot.pre.parquet", index=False)
+    pd.concat(quarantines, ignore_index=True).to_parquet(out / "quarantine.pre.parquet", index=False)
+    return {
+        "source_snapshot": _with_run_id(out / "source_snapshot.pre.parquet", run_id, out / "source_snapshot.parquet"),
+        "quarantine": _with_run_id(out / "quarantine.pre.parquet", run_id, out / "quarantine.parquet"),
+        "address_match": _with_run_id(settings.run_dir / "addresses" / "address_match.parquet", run_id,
+                                      out / "address_match.parquet"),
+    }
+
+
+def run_record(settings: Settings, run_id: str, started_at: dt.datetime) -> dict:
+    return {"run_id": run_id, "as_of": settings.as_of, "policy_id": load_policy(settings.policy_path).policy_id,
+            "started_at": started_at, "code_version": __version__}
+
+
+def publish(settings: Settings, decided: dict, started_at: dt.datetime) -> dict:
+    """Load every table and switch the warehouse to this run in one transaction."""
+    from pipelines.publish import ensure_warehouse, publish_run
+
+    run_id = decided["run_id"]
+    tables = {name: Path(path) for name, path in decided["tables"].items()}
+    tables.update(audit_tables(settings, run_id))
+    ensure_warehouse(settings.warehouse_url)
+    publish_run(settings.warehouse_url, run_record(settings, run_id, started_at), tables)
+    log.info("published run %s to %s", run_id, redact_url(settings.warehouse_url))
+    return {"run_id": run_id, "warehouse": redact_url(settings.warehouse_url)}
+
+
+def record_failure(settings: Settings, started_at: dt.datetime, reason: str) -> None:
+    """Note a failed run in run_audit; the published tables stay as they were."""
+    from pipelines.publish import ensure_warehouse, record_failed_run
+
+    run_id = f"{settings.as_of:%Y%m%d}-failed-{started_at:%H%M%S}"
+    try:
+        ensure_warehouse(settings.warehouse_url)
+        record_failed_run(settings.warehouse_url, run_record(settings, run_id, started_at), reason)
+    except Exception as exc:  # the original failure matters more than its bookkeeping
+        log.warning("could not record the failed run in run_audit: %s", exc)
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in a SQLAlchemy URL before it is printed."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+# --- the whole run ------------------------------------------------------------------------------
+
+def run_pipeline(settings: Settings, *, now: Callable[[], dt.datetime] | None = None,
+                 progress: Callable[[str], None] = lambda message: None) -> dict:
+    """Stage, validate, resolve, join, decide and publish; on failure the old run stays."""
+    clock = now or (lambda: dt.datetime.now(dt.timezone.utc))
+    started_at = clock()
+    if settings.run_dir.exists():
+        shutil.rmtree(settings.run_dir)
+    try:
+        for source in source_keys():
+            progress(f"stage {source}")
+            stage(source, settings)
+        for source in source_keys():
+            progress(f"validate {source}")
+            validate(source, settings)
+        progress("resolve addresses")
+        resolve_addresses(settings)
+        progress("join and decide eligibility")
+        decided = join_and_decide(settings)
+        progress("publish")
+        return publish(settings, decided, started_at)
+    except ZerocertError as exc:
+        record_failure(settings, started_at, str(exc))
+        raise
