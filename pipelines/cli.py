@@ -158,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zerocert: interrupted", file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug, not a user's mistake: keep the trace, masked
+        import traceback
+
+        print(mask_ids_in(traceback.format_exc()), file=sys.stderr)
+        print(f"zerocert: unexpected {type(exc).__name__}: {mask_ids_in(str(exc))}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
