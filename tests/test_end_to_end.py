@@ -1,0 +1,136 @@
+"""Whole runs on a small synthetic city, checked against the city's ground truth.
+
+The `zerocert run` command publishes to SQLite and to a real PostgreSQL database; the Airflow
+DAGs run with `airflow dags test` on SQLite metadata, as `make demo` does.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from pipelines.cli import main
+
+PEOPLE = 3000
+KEYS = ["child_id", "level", "school_code", "category"]
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory) -> Path:
+    from pipelines.synth import synthesize
+
+    out = tmp_path_factory.mktemp("city")
+    synthesize(out, PEOPLE, seed=7)
+    return out
+
+
+def run_cli(city: Path, warehouse: str, work: Path, *extra: str) -> int:
+    return main(["run", "--landing", str(city / "landing"), "--reference", str(city / "reference"),
+                 "--warehouse", warehouse, "--as-of", "2027-08-15", "--work-dir", str(work), *extra])
+
+
+def read(url: str, sql: str) -> pd.DataFrame:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as db:
+            return pd.read_sql(sql, db)
+    finally:
+        engine.dispose()
+
+
+def assert_matches_truth(url: str, city: Path) -> None:
+    got = read(url, "SELECT child_id, level, school_code, category FROM eligibility")
+    truth = pd.read_csv(city / "truth" / "eligibility.csv", dtype=str)
+    got_rows = set(map(tuple, got[KEYS].astype(str).to_numpy()))
+    truth_rows = set(map(tuple, truth[KEYS].to_numpy()))
+    assert len(truth_rows) > 50
+    assert got_rows - truth_rows == set(), "rows the truth does not hold"
+    assert truth_rows - got_rows == set(), "rows the truth holds that are missing"
+    ineligible = read(url, "SELECT child_id, level FROM ineligibility")
+    truth_inel = pd.read_csv(city / "truth" / "ineligible.csv", dtype=str)
+    assert set(map(tuple, ineligible[["child_id", "level"]].to_numpy())) == set(
+        map(tuple, truth_inel[["child_id", "level"]].to_numpy()))
+
+
+def assert_counts_reconcile(url: str) -> None:
+    snapshots = read(url, "SELECT * FROM source_snapshot")
+    assert len(snapshots) == 7
+    total = snapshots.rows_accepted + snapshots.rows_quarantined + snapshots.rows_duplicate
+    assert (snapshots.rows_in == total).all()
+    quarantine = read(url, "SELECT source, COUNT(*) AS n FROM quarantine GROUP BY source")
+    by_source = dict(zip(quarantine.source, quarantine.n))
+    for row in snapshots.itertuples():
+        assert by_source.get(row.source, 0) == row.rows_quarantined, row.source
+
+
+@pytest.mark.e2e
+def test_run_into_sqlite_matches_ground_truth(city, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
+    assert run_cli(city, url, tmp_path / "work") == 0
+    assert_matches_truth(url, city)
+    assert_counts_reconcile(url)
+    truth_q = pd.read_csv(city / "truth" / "quarantine.csv", dtype=str)
+    got_q = read(url, "SELECT source, record_ref, reason_code FROM quarantine")
+    assert set(map(tuple, got_q.to_numpy())) == set(map(tuple, truth_q[["source", "record_ref", "reason_code"]].to_numpy()))
+    out = capsys.readouterr()
+    for child in pd.read_csv(city / "truth" / "eligibility.csv", dtype=str).child_id.head(50):
+        assert child not in out.out and child not in out.err
+
+
+@pytest.mark.e2e
+def test_rerun_for_the_same_as_of_gives_identical_tables(city, tmp_path):
+    url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
+    assert run_cli(city, url, tmp_path / "work") == 0
+    first = read(url, "SELECT * FROM eligibility ORDER BY child_id, level, school_code")
+    assert run_cli(city, url, tmp_path / "work") == 0
+    second = read(url, "SELECT * FROM eligibility ORDER BY child_id, level, school_code")
+    pd.testing.assert_frame_equal(first, second)
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_run_into_postgresql_matches_ground_truth(city, tmp_path, pg_url):
+    assert run_cli(city, pg_url, tmp_path / "work") == 0
+    assert_matches_truth(pg_url, city)
+    assert_counts_reconcile(pg_url)
+
+
+@pytest.mark.e2e
+def test_bad_delivery_fails_with_status_3_and_keeps_the_last_good_run(city, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
+    assert run_cli(city, url, tmp_path / "work") == 0
+    before = read(url, "SELECT run_id, COUNT(*) AS n FROM eligibility GROUP BY run_id")
+    broken = tmp_path / "landing"
+    shutil.copytree(city / "landing", broken)
+    newest = sorted(p for p in (broken / "rental").iterdir() if (p / "_SUCCESS").exists())[-1]
+    (newest / "rental.jsonl").write_bytes(b"")
+    code = main(["run", "--landing", str(broken), "--reference", str(city / "reference"), "--warehouse", url,
+                 "--as-of", "2027-08-15", "--work-dir", str(tmp_path / "work2")])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "rental" in err and "Traceback" not in err
+    after = read(url, "SELECT run_id, COUNT(*) AS n FROM eligibility GROUP BY run_id")
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
+    assert main(["run", "--landing", str(tmp_path / "missing"), "--reference", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zerocert:") and "\n" not in err and "landing" in err
+    assert main(["run", "--as-of", "yesterday", "--landing", str(tmp_path), "--reference", str(tmp_path)]) == 2
+    assert main(["no-such-command"]) == 2
+
+
+@pytest.mark.e2e
+def test_airflow_dags_run_the_city_like_the_demo(tmp_path, capsys):
+    from pipelines.demo import run_demo
+
+    assert run_demo(tmp_path / "demo", people=PEOPLE, seed=3, progress=lambda m: None) == 0
+    out = capsys.readouterr().out
+    assert "0 extra, 0 missing" in out
+    url = f"sqlite:///{tmp_path / 'demo' / 'warehouse.sqlite'}"
+    assert_matches_truth(url, tmp_path / "demo" / "city")
