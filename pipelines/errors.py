@@ -26,3 +26,9 @@ class ValidationFailed(ZerocertError):
     """A source failed its table-level expectations: nothing is published."""
 
     exit_status = 3
+
+
+class NotFound(ZerocertError):
+    """A lookup found nothing: a clean answer, not a crash."""
+
+    exit_status = 1
