@@ -1,0 +1,116 @@
+"""The city's standard address registry (标准地址库), keyed the way texts are parsed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines.addresses.normalize import compound_key, normalize_name, number_key
+from pipelines.errors import UsageError
+
+REGISTRY_COLUMNS = ("address_code", "district_code", "street", "community", "road", "door_no",
+                    "compound", "building", "unit", "room", "standard_text", "lon", "lat")
+KEY_SEP = "\x1f"
+
+
+def component_key(road: pd.Series, door_no: pd.Series, compound: pd.Series,
+                  building: pd.Series, unit: pd.Series, room: pd.Series) -> pd.Series:
+    """One string per address that texts and registry rows share when they mean the same room."""
+    key = road
+    for part in (door_no, compound, building, unit, room):
+        key = key + KEY_SEP + part
+    return key
+
+
+@dataclass
+class AddressRegistry:
+    """Built once per run; ``keys`` is what texts are joined against.
+
+    ``frame``: the registry as delivered (codes as text, lon/lat float).
+    ``keys``: address_code, district_code, road, door_no, compound, building, unit, room and
+    ``key`` (all but the district), normalized like department texts.
+    ``exact``: standard_text → address_code for texts that name one code only.
+    ``roads``: normalized road → the district codes it runs through.
+    ``district_names``: district name (as in standard_text) → code, longest first.
+    """
+
+    frame: pd.DataFrame
+    keys: pd.DataFrame
+    exact: pd.Series
+    roads: dict[str, frozenset[str]]
+    district_names: dict[str, str]
+    duplicate_texts: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))
+
+    @classmethod
+    def load(cls, path: Path) -> AddressRegistry:
+        """Read ``REFERENCE/addresses.csv``."""
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"address registry not found: {path}")
+        text_columns = {c: "str" for c in REGISTRY_COLUMNS if c not in ("lon", "lat")}
+        try:
+            frame = pd.read_csv(path, dtype=text_columns, keep_default_na=False,
+                                encoding="utf-8-sig")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UsageError(f"address registry {path} cannot be read: {exc}") from None
+        return cls.from_frame(frame, origin=str(path))
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, origin: str = "address registry") -> AddressRegistry:
+        """Build from a frame with the addresses.csv columns."""
+        missing = [c for c in REGISTRY_COLUMNS if c not in frame.columns]
+        if missing:
+            raise UsageError(f"{origin} lacks columns: {', '.join(missing)}")
+        frame = frame.loc[:, list(REGISTRY_COLUMNS)].copy()
+        for column in REGISTRY_COLUMNS[:-2]:
+            frame[column] = frame[column].fillna("").astype("str").str.strip()
+        frame["lon"] = pd.to_numeric(frame["lon"], errors="coerce")
+        frame["lat"] = pd.to_numeric(frame["lat"], errors="coerce")
+        frame = frame.reset_index(drop=True)
+
+        keys = pd.DataFrame({
+            "address_code": frame["address_code"],
+            "district_code": frame["district_code"],
+            "road": normalize_name(frame["road"]),
+            "door_no": number_key(normalize_name(frame["door_no"])),
+            "compound": compound_key(normalize_name(frame["compound"])),
+            "building": number_key(normalize_name(frame["building"])),
+            "unit": number_key(normalize_name(frame["unit"])),
+            "room": number_key(normalize_name(frame["room"])),
+        })
+        keys["key"] = component_key(keys["road"], keys["door_no"], keys["compound"],
+                                    keys["building"], keys["unit"], keys["room"])
+
+        counts = frame["standard_text"].map(frame["standard_text"].value_counts())
+        unique = frame.loc[counts == 1]
+        exact = pd.Series(unique["address_code"].to_numpy(), index=unique["standard_text"].to_numpy())
+        duplicates = frame.loc[counts > 1].groupby("standard_text")["address_code"].agg(sorted)
+
+        roads = {road: frozenset(codes) for road, codes in
+                 keys.groupby("road")["district_code"].unique().items() if road}
+        return cls(frame=frame, keys=keys, exact=exact, roads=roads,
+                   district_names=_district_names(frame), duplicate_texts=duplicates)
+
+    def standard_text(self, codes: list[str]) -> list[str]:
+        """The standard texts of some codes, in the given order."""
+        lookup = pd.Series(self.frame["standard_text"].to_numpy(), index=self.frame["address_code"])
+        return [str(lookup.get(code, "")) for code in codes]
+
+
+def _district_names(frame: pd.DataFrame) -> dict[str, str]:
+    """District names as standard_text spells them (the text before the road), per code."""
+    names: dict[str, str] = {}
+    for row in frame.drop_duplicates("district_code").itertuples(index=False):
+        tail = (f"{row.road}{row.door_no}号{row.compound}{row.building}号楼{row.unit}单元"
+                f"{row.room}室")
+        text = row.standard_text
+        if text.endswith(tail):
+            name = text[: len(text) - len(tail)]
+        else:
+            position = text.find(row.road) if row.road else -1
+            name = text[:position] if position > 0 else ""
+        if name:
+            names[name] = row.district_code
+    return dict(sorted(names.items(), key=lambda item: -len(item[0])))

@@ -1,0 +1,238 @@
+"""Address resolution and catchment placement on a five-room registry and three catchments."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipelines.addresses import (
+    AddressRegistry,
+    bench_addresses,
+    build_address_match,
+    check_address,
+    normalize_texts,
+    place_in_catchments,
+    resolve_texts,
+    write_review_list,
+)
+from pipelines.errors import UsageError
+
+
+def _row(code, district, road, door, compound, building, unit, room, lon, lat):
+    name = {"371102": "东港区", "371103": "岚山区"}[district]
+    return dict(address_code=code, district_code=district, street="街道", community="社区", road=road,
+                door_no=door, compound=compound, building=building, unit=unit, room=room,
+                standard_text=f"{name}{road}{door}号{compound}{building}号楼{unit}单元{room}室",
+                lon=lon, lat=lat)
+
+
+REGISTRY = pd.DataFrame([
+    _row("R501", "371102", "海滨二路", "15", "阳光小区", "3", "2", "501", 0.5, 0.5),
+    _row("R502", "371102", "海滨二路", "15", "阳光小区", "3", "2", "502", 1.5, 0.5),
+    _row("G101", "371103", "泰安路", "21", "金色家园", "12", "1", "101", 5.0, 5.0),
+    _row("Y102", "371102", "烟台路", "8", "翠园", "1", "1", "101", 1.0, 1.5),
+    _row("Y103", "371103", "烟台路", "8", "翠园", "1", "1", "101", 9.0, 9.0),
+])
+
+
+@pytest.fixture(scope="module")
+def registry() -> AddressRegistry:
+    return AddressRegistry.from_frame(REGISTRY)
+
+
+def resolve_one(text: str, registry: AddressRegistry) -> dict:
+    return resolve_texts(pd.Series([text]), registry).iloc[0].to_dict()
+
+
+def test_normalize_keeps_road_numerals_and_converts_house_numbers():
+    out = normalize_texts(pd.Series(["海滨二路 二十一号 阳光 三号楼十二单元", "１５号 ３＃２－５０１"]))
+    assert out.tolist() == ["海滨二路21号阳光3号楼12单元", "15号3#2-501"]
+
+
+def test_standard_text_is_exact(registry):
+    row = resolve_one("东港区海滨二路15号阳光小区3号楼2单元501室", registry)
+    assert (row["status"], row["address_code"], row["score"]) == ("exact", "R501", 1.0)
+    assert json.loads(row["candidates"]) == ["R501"]
+
+
+@pytest.mark.parametrize("text", [
+    "山东省日照市东港区海滨二路15号阳光小区3号楼2单元501室",   # full prefix
+    "日照市东港区海滨二路15号阳光小区3号楼2单元501室",         # city and district
+    "日照市海滨二路15号阳光小区3号楼2单元501室",               # city only
+    "海滨二路15号阳光小区3号楼2单元501室",                     # no prefix
+    "东港区海滨二路１５号阳光小区３号楼２单元５０１室",         # full-width digits
+    "东港区海滨二路十五号阳光小区三号楼二单元五零一室",         # Chinese numerals
+    "东港区海滨二路15号阳光小区3#2-501",
+    "东港区海滨二路15号阳光小区3-2-501",
+    "东港区海滨二路15号阳光小区3栋2单元501",
+    "东港区海滨二路15号阳光小区3幢2单元501号",
+    "东港区海滨二路15号阳光小区3号楼2单元501",                 # no 室
+    "东港区海滨二路15号阳光3号楼2单元501室",                   # 小区 dropped
+    " 东港区 海滨二路 15号\u3000阳光小区 3 号楼 2 单元 501 室 ",  # spaces anywhere
+])
+def test_each_variant_normalizes_to_its_room(text, registry):
+    row = resolve_one(text, registry)
+    assert (row["status"], row["address_code"]) == ("normalized", "R501")
+
+
+def test_chinese_numerals_above_ten_and_small_district_added(registry):
+    # Registry compound 金色家园 has no 小区; the text adds one and writes 二十一号 and 十二栋.
+    row = resolve_one("岚山区泰安路二十一号金色家园小区十二栋1单元101室", registry)
+    assert (row["status"], row["address_code"]) == ("normalized", "G101")
+
+
+def test_missing_district_on_a_road_of_one_district_is_fine(registry):
+    assert resolve_one("泰安路21号金色家园12-1-101", registry)["address_code"] == "G101"
+
+
+def test_road_in_two_districts_without_district_is_ambiguous(registry):
+    row = resolve_one("烟台路8号翠园1-1-101", registry)
+    assert row["status"] == "ambiguous" and row["address_code"] is None
+    assert json.loads(row["candidates"]) == ["Y102", "Y103"]
+
+
+def test_road_in_two_districts_with_district_resolves(registry):
+    assert resolve_one("岚山区烟台路8号翠园1-1-101", registry)["address_code"] == "Y103"
+
+
+def test_same_key_twice_in_the_registry_is_ambiguous():
+    twin = REGISTRY.iloc[[0]].assign(address_code="TWIN", compound="阳光")
+    row = resolve_one("海滨二路15号阳光3-2-501", AddressRegistry.from_frame(pd.concat([REGISTRY, twin])))
+    assert row["status"] == "ambiguous"
+    assert json.loads(row["candidates"]) == ["R501", "TWIN"]
+
+
+@pytest.mark.parametrize("text", [
+    "东港区海滨二路15号阳光小区3号楼2单元509室",   # no such room
+    "岚山区海滨二路15号阳光小区3号楼2单元501室",   # road not in that district
+    "东港区海滨三路15号阳光小区3号楼2单元501室",   # no such road
+    "东港区海滨二路15号阳光小区",                   # no room at all
+    "不知道",
+    "",
+])
+def test_what_does_not_fit_is_unmatched(text, registry):
+    row = resolve_one(text, registry)
+    assert (row["status"], row["address_code"], row["candidates"]) == ("unmatched", None, "[]")
+
+
+def test_compound_typo_is_fuzzy_with_its_score(registry):
+    row = resolve_one("泰安路21号金色佳园12-1-101", registry)
+    assert (row["status"], row["address_code"]) == ("fuzzy", "G101")
+    assert 0.7 < row["score"] < 1.0
+
+
+def test_fuzzy_never_changes_a_number(registry):
+    assert resolve_one("泰安路21号金色佳园12-1-102", registry)["status"] == "unmatched"
+
+
+def test_fuzzy_needs_one_clear_winner():
+    rival = REGISTRY.iloc[[2]].assign(address_code="G2", compound="金色佳苑")
+    reg = AddressRegistry.from_frame(pd.concat([REGISTRY, rival]))
+    assert resolve_one("泰安路21号金色佳园12-1-101", reg)["status"] == "unmatched"
+
+
+def test_one_row_per_distinct_text_and_input_untouched(registry):
+    texts = pd.Series(["海滨二路15号阳光3-2-502", None, "海滨二路15号阳光3-2-502", "不知道"])
+    before = texts.copy()
+    out = resolve_texts(texts, registry)
+    assert list(out.columns) == ["address", "address_code", "status", "candidates", "score"]
+    assert out["address"].tolist() == ["海滨二路15号阳光3-2-502", "不知道"]
+    assert out["address_code"].tolist() == ["R502", None]
+    pd.testing.assert_series_equal(texts, before)
+
+
+def test_registry_file_missing_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="not found"):
+        AddressRegistry.load(tmp_path / "addresses.csv")
+
+
+def _square(x0, y0, x1, y1):
+    return [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]
+
+
+def _feature(school, level, year, geometry):
+    return {"type": "Feature", "properties": {"school_code": school, "level": level,
+                                              "enrollment_year": year}, "geometry": geometry}
+
+
+@pytest.fixture()
+def reference(tmp_path):
+    """R501 (0.5,0.5) in P1 only; R502 (1.5,0.5) in P1 and P2 (overlap); Y102 (1,1.5) in a gap;
+    G101 (5,5) in J1's second polygon; P9 is another year's catchment covering everything."""
+    features = [
+        _feature("P1", "primary", 2027, {"type": "Polygon", "coordinates": _square(0, 0, 2, 1)}),
+        _feature("P2", "primary", 2027, {"type": "Polygon", "coordinates": _square(1, 0, 3, 1)}),
+        _feature("J1", "junior", 2027, {"type": "MultiPolygon",
+                                         "coordinates": [_square(0, 0, 2, 1), _square(4, 4, 6, 6)]}),
+        _feature("P9", "primary", 2026, {"type": "Polygon", "coordinates": _square(-10, -10, 10, 10)}),
+    ]
+    (tmp_path / "catchments.geojson").write_text(
+        json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
+    REGISTRY.to_csv(tmp_path / "addresses.csv", index=False)
+    pd.DataFrame({"school_code": ["P1", "P2", "J1"], "school_name": ["第一小学", "第二小学", "第一中学"],
+                  "level": ["primary", "primary", "junior"]}).to_csv(tmp_path / "schools.csv", index=False)
+    return tmp_path
+
+
+def test_placement_overlaps_gaps_multipolygons_and_year(reference, registry):
+    placed = place_in_catchments(registry, reference / "catchments.geojson", 2027)
+    got = set(placed.itertuples(index=False, name=None))
+    assert got == {("R501", "primary", "P1"), ("R501", "junior", "J1"), ("R502", "primary", "P1"),
+                   ("R502", "primary", "P2"), ("R502", "junior", "J1"), ("G101", "junior", "J1")}
+
+
+def test_placement_of_another_year(reference, registry):
+    placed = place_in_catchments(registry, reference / "catchments.geojson", 2026)
+    assert set(placed["school_code"]) == {"P9"} and len(placed) == len(REGISTRY)
+
+
+def test_broken_catchments_file_is_a_usage_error(tmp_path, registry):
+    (tmp_path / "catchments.geojson").write_text('{"type": "FeatureCollection"}', encoding="utf-8")
+    with pytest.raises(UsageError, match="FeatureCollection"):
+        place_in_catchments(registry, tmp_path / "catchments.geojson", 2027)
+
+
+def test_check_address_names_the_schools(reference):
+    result = check_address("日照市海滨二路15号阳光 3#2-502", reference, enrollment_year=2027)
+    assert (result["status"], result["address_code"]) == ("normalized", "R502")
+    assert result["standard_text"] == "东港区海滨二路15号阳光小区3号楼2单元502室"
+    assert result["schools"] == [
+        {"school_code": "J1", "school_name": "第一中学", "level": "junior"},
+        {"school_code": "P1", "school_name": "第一小学", "level": "primary"},
+        {"school_code": "P2", "school_name": "第二小学", "level": "primary"},
+    ]
+
+
+def test_check_address_ambiguous_lists_candidates_and_no_schools(reference):
+    result = check_address("烟台路8号翠园1-1-101", reference, enrollment_year=2027)
+    assert result["status"] == "ambiguous" and result["schools"] == []
+    assert [c["standard_text"] for c in result["candidates"]] == [
+        "东港区烟台路8号翠园1号楼1单元101室", "岚山区烟台路8号翠园1号楼1单元101室"]
+
+
+def test_address_match_and_review_lists(tmp_path, registry):
+    staged = {
+        "hukou": pd.DataFrame({"hukou_address": ["海滨二路15号阳光3-2-501", "海滨二路15号阳光3-2-501",
+                                                 "烟台路8号翠园1-1-101"]}),
+        "rental": pd.DataFrame({"address": ["海滨二路15号阳光3-2-501", "不知道", None]}),
+        "enterprise": pd.DataFrame({"address": ["泰安路21号金色家园12-1-101"]}),
+    }
+    match = build_address_match(staged, registry)
+    assert len(match) == 2 + 2 + 1  # distinct texts per source
+    assert set(match.loc[match["source"] == "rental", "status"]) == {"normalized", "unmatched"}
+    paths = write_review_list(match, tmp_path / "review")
+    assert sorted(p.name for p in paths) == ["address_review_enterprise.csv", "address_review_hukou.csv",
+                                             "address_review_rental.csv"]
+    hukou = pd.read_csv(tmp_path / "review" / "address_review_hukou.csv", encoding="utf-8-sig")
+    assert hukou["address"].tolist() == ["烟台路8号翠园1-1-101"]
+    assert hukou["status"].tolist() == ["ambiguous"]
+    assert pd.read_csv(tmp_path / "review" / "address_review_enterprise.csv").empty
+
+
+def test_bench_reports_counts(reference):
+    report = bench_addresses(reference, pd.Series(["海滨二路15号阳光3-2-501", "不知道", "不知道"]), 2027)
+    assert report["texts"] == 3 and report["distinct_texts"] == 2
+    assert report["status_counts"] == {"normalized": 1, "unmatched": 1}
+    assert report["placements"] == 6 and report["seconds_total"] >= 0
