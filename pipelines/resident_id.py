@@ -39,3 +39,91 @@ def mask_name(value: object) -> str:
     """Keep the family name's first character only: 张** ."""
     text = "" if value is None else str(value)
     return text[:1] + "*" * (len(text) - 1) if text else ""
+
+
+# --- staging: repair of delivered IDs -------------------------------------------------------
+
+INVALID_ID_FORMAT = "INVALID_ID_FORMAT"
+INVALID_ID_CHECKSUM = "INVALID_ID_CHECKSUM"
+
+# Full-width ASCII (U+FF01..U+FF5E) and the ideographic space fold to their ASCII forms.
+FULLWIDTH_TO_ASCII = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+
+# GB 32100 unified social credit code: 18 characters, no I, O, S, V, Z.
+CREDIT_CODE_PATTERN = r"[0-9A-HJ-NPQRTUWXY]{18}"
+
+
+def fold_fullwidth(values: pd.Series) -> pd.Series:
+    """Full-width digits and letters to ASCII; only the non-ASCII rows pay for ``translate``."""
+    text = values.astype("str")
+    wide = ~text.str.isascii().fillna(True).astype(bool)
+    if wide.any():
+        text = text.copy()
+        text[wide] = text[wide].str.translate(FULLWIDTH_TO_ASCII)
+    return text
+
+
+def clean_id_text(values: pd.Series) -> pd.Series:
+    """Undo the certain damage of spreadsheets and typing: spaces, full-width, ``'``, ``.0``, ``x``.
+
+    Missing values become ``""``. Nothing that would need a guess is touched.
+    """
+    text = fold_fullwidth(values.fillna("").astype("str")).str.strip()
+    text = text.str.removeprefix("'").str.strip()
+    text = text.str.replace(r"^(\d{15}|\d{17}[\dXx])\.0+$", r"\1", regex=True)
+    return text.str.replace(r"^(\d{17})x$", r"\1X", regex=True)
+
+
+def _valid_birth(first17: pd.Series) -> pd.Series:
+    births = pd.to_datetime(first17.str.slice(6, 14), format="%Y%m%d", errors="coerce")
+    return births.notna() & (births.dt.year >= 1850)
+
+
+def normalize_resident_ids(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Repair resident IDs where the repair is certain, and say why where it is not.
+
+    Returns ``(ids, reasons)`` aligned with ``values``: ``ids`` holds the 18-character ID
+    (upper-case ``X``), or the cleaned text where it cannot be repaired, or NA when blank;
+    ``reasons`` is NA, ``INVALID_ID_FORMAT`` (not an ID in a listed form, scientific notation,
+    letters inside, impossible birth date) or ``INVALID_ID_CHECKSUM``. A 15-digit legacy ID
+    (born 19YY) is widened and given its computed check character, which is certain.
+    """
+    index = values.index
+    text = clean_id_text(values.reset_index(drop=True))
+    blank = text == ""
+    is18 = text.str.fullmatch(r"\d{17}[\dX]")
+    is15 = text.str.fullmatch(r"\d{15}")
+    first17 = text.str.slice(0, 17).where(is18, text.str.slice(0, 6) + "19" + text.str.slice(6, 15))
+    shaped = (is18 | is15) & _valid_birth(first17.where(is18 | is15, ""))
+    ids = text.copy()
+    reasons = pd.Series(pd.NA, index=text.index, dtype="object")
+    if shaped.any():
+        checks = check_characters(first17[shaped])
+        wrong = is18[shaped] & (text[shaped].str.slice(17, 18) != checks)
+        repaired = wrong[~wrong].index
+        ids[repaired] = first17[repaired] + checks[repaired]
+        reasons[wrong[wrong].index] = INVALID_ID_CHECKSUM
+    reasons[~blank & ~shaped] = INVALID_ID_FORMAT
+    ids[blank] = pd.NA
+    return ids.set_axis(index), reasons.set_axis(index)
+
+
+def normalize_party_ids(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """IDs of a party that is a person or an organization (a title owner, a landlord).
+
+    Anything shaped like a resident ID (15 digits, or 17 digits and a check character) is
+    checked as one; otherwise an 18-character credit code marks an organization. Returns
+    ``(ids, kinds, reasons)``, kinds ``person`` / ``organization`` / NA.
+    """
+    index = values.index
+    text = clean_id_text(values.reset_index(drop=True)).str.upper()
+    person_like = text.str.fullmatch(r"\d{15}|\d{17}[\dX]")
+    organization = ~person_like & text.str.fullmatch(CREDIT_CODE_PATTERN)
+    ids, reasons = normalize_resident_ids(text.where(~organization, ""))
+    ids = ids.where(~organization, text)
+    blank = text == ""
+    reasons = reasons.where(~organization, pd.NA)
+    reasons[~blank & ~person_like & ~organization] = INVALID_ID_FORMAT
+    kinds = pd.Series(np.where(organization, "organization", "person"), index=text.index, dtype="str")
+    kinds[blank] = pd.NA
+    return ids.set_axis(index), kinds.set_axis(index), reasons.set_axis(index)

@@ -1,0 +1,677 @@
+"""Staging: from a department's delivery to a typed snapshot and its quarantine.
+
+Everything generic lives here once, driven by ``schemas/<source>.yaml``: choosing the delivery,
+detecting the encoding, reading CSV / JSON Lines / the exchange database as strings, checking
+the header against the schema (drift rejects the whole delivery so the last good snapshot stays
+in use), casting IDs, dates, codes and numbers, and the quarantine bookkeeping
+(``rows_in = accepted + quarantined + duplicate``). ``pipelines/sources/<source>.py`` adds only
+what is particular to one source.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+from pipelines.dates import parse_dates
+from pipelines.errors import DeliveryRejected, UsageError
+from pipelines.resident_id import (
+    INVALID_ID_CHECKSUM,
+    INVALID_ID_FORMAT,
+    fold_fullwidth,
+    normalize_party_ids,
+    normalize_resident_ids,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SUCCESS_MARKER = "_SUCCESS"
+MAX_LINE_CHARS = 1 << 20  # a record is a few hundred bytes; a 1 MiB line is not a record
+RAW_KEEP_CHARS = 4096  # how much of an oversized line the quarantine keeps
+
+MALFORMED_RECORD = "MALFORMED_RECORD"
+MISSING_REQUIRED = "MISSING_REQUIRED"
+INVALID_DATE = "INVALID_DATE"
+INVALID_CODE = "INVALID_CODE"
+INVALID_NUMBER = "INVALID_NUMBER"
+INVALID_SHARE = "INVALID_SHARE"
+REASON_ORDER = (
+    MALFORMED_RECORD,
+    MISSING_REQUIRED,
+    INVALID_ID_FORMAT,
+    INVALID_ID_CHECKSUM,
+    INVALID_DATE,
+    INVALID_CODE,
+    INVALID_NUMBER,
+    INVALID_SHARE,
+)
+COLUMN_TYPES = (
+    "id", "org_or_id", "credit_code", "string", "code", "date", "datetime",
+    "int", "float", "share", "month", "json",
+)
+FORMATS = ("csv", "jsonl")
+QUARANTINE_COLUMNS = ["source", "record_ref", "reason_code", "detail", "raw"]
+
+
+# --- schema ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    key: str
+    type: str
+    required: bool = False
+    codes: tuple[str, ...] = ()
+    aliases: dict[str, str] = field(default_factory=dict)
+    kind_column: str | None = None
+
+
+@dataclass(frozen=True)
+class Schema:
+    source: str
+    file: str
+    format: str
+    separator: str
+    encoding: str
+    natural_key: tuple[str, ...]
+    columns: tuple[Column, ...]
+
+    @property
+    def keys(self) -> list[str]:
+        return [column.key for column in self.columns]
+
+    def column(self, key: str) -> Column:
+        return next(column for column in self.columns if column.key == key)
+
+
+def _schema_error(path: Path, message: str) -> UsageError:
+    return UsageError(f"schema {path.name}: {message}")
+
+
+def _parse_column(path: Path, item: Any) -> Column:
+    if not isinstance(item, dict) or not {"header", "key", "type"} <= item.keys():
+        raise _schema_error(path, f"column {item!r} needs header, key and type")
+    unknown = set(item) - {"header", "key", "type", "required", "codes", "aliases", "kind_column"}
+    if unknown:
+        raise _schema_error(path, f"column {item['key']}: unknown setting {sorted(unknown)[0]}")
+    if item["type"] not in COLUMN_TYPES:
+        raise _schema_error(path, f"column {item['key']}: unknown type {item['type']!r}")
+    codes = tuple(str(code) for code in item.get("codes") or ())
+    aliases = {str(k): str(v) for k, v in (item.get("aliases") or {}).items()}
+    if item["type"] == "code" and not codes:
+        raise _schema_error(path, f"column {item['key']}: type code needs a codes list")
+    if any(target not in codes for target in aliases.values()):
+        raise _schema_error(path, f"column {item['key']}: an alias maps outside its codes")
+    if not isinstance(item.get("required", False), bool):
+        raise _schema_error(path, f"column {item['key']}: required must be true or false")
+    return Column(
+        header=str(item["header"]), key=str(item["key"]), type=item["type"],
+        required=item.get("required", False), codes=codes, aliases=aliases,
+        kind_column=item.get("kind_column"),
+    )
+
+
+def load_schema(source: str, schema_dir: Path | None = None) -> Schema:
+    """Read and check ``schemas/<source>.yaml``; a broken file is a one-line ``UsageError``."""
+    path = (schema_dir or SCHEMA_DIR) / f"{source}.yaml"
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"schema {path}: no such file (unknown source {source!r})") from None
+    except yaml.YAMLError as exc:
+        raise _schema_error(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise _schema_error(path, "must be a mapping")
+    for key in ("source", "file", "format", "natural_key", "columns"):
+        if key not in doc:
+            raise _schema_error(path, f"missing key {key!r}")
+    if doc["source"] != source:
+        raise _schema_error(path, f"source is {doc['source']!r}, expected {source!r}")
+    if doc["format"] not in FORMATS:
+        raise _schema_error(path, f"format must be one of {', '.join(FORMATS)}")
+    if not isinstance(doc["columns"], list) or not doc["columns"]:
+        raise _schema_error(path, "columns must be a non-empty list")
+    columns = tuple(_parse_column(path, item) for item in doc["columns"])
+    for attribute in ("key", "header"):
+        names = [getattr(column, attribute) for column in columns]
+        if len(set(names)) != len(names):
+            raise _schema_error(path, f"duplicate column {attribute}")
+    natural_key = tuple(doc["natural_key"] or ())
+    missing_key = [key for key in natural_key if key not in {c.key for c in columns}]
+    if not natural_key or missing_key:
+        raise _schema_error(path, f"natural_key must name columns ({missing_key or 'empty'})")
+    separator = str(doc.get("separator", ","))
+    if len(separator) != 1:
+        raise _schema_error(path, "separator must be one character")
+    return Schema(
+        source=source, file=str(doc["file"]), format=doc["format"], separator=separator,
+        encoding=str(doc.get("encoding", "utf-8")), natural_key=natural_key, columns=columns,
+    )
+
+
+def load_schemas(schema_dir: Path | None = None) -> dict[str, Schema]:
+    """Every schema in the directory, checked at start-up so a broken one fails before any work."""
+    directory = schema_dir or SCHEMA_DIR
+    return {path.stem: load_schema(path.stem, directory) for path in sorted(directory.glob("*.yaml"))}
+
+
+# --- staged result ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Staged:
+    """One source's staged snapshot: typed accepted rows and the quarantine, with the counts."""
+
+    accepted: pd.DataFrame
+    quarantined: pd.DataFrame
+    rows_in: int
+    rows_duplicate: int
+
+    @property
+    def rows_quarantined(self) -> int:
+        return len(self.quarantined)
+
+    @property
+    def rows_accepted(self) -> int:
+        """Delivered records accepted (contracts, not buyer rows, for housing_contract)."""
+        return self.rows_in - self.rows_duplicate - self.rows_quarantined
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Rows failing one check: the reason code, a row mask and a one-line detail (no values)."""
+
+    reason: str
+    mask: pd.Series
+    detail: str
+
+
+# --- delivery choice and decoding ------------------------------------------------------------
+
+def choose_delivery(landing: Path, source: str, as_of: dt.date) -> Path:
+    """The newest complete delivery folder dated on or before ``as_of``.
+
+    A folder without ``_SUCCESS`` is still being written by the exchange: skipped, with a warning.
+    """
+    base = landing / source
+    candidates: list[tuple[dt.date, Path]] = []
+    for folder in base.iterdir() if base.is_dir() else ():
+        try:
+            day = dt.date.fromisoformat(folder.name)
+        except ValueError:
+            continue
+        if folder.is_dir() and day <= as_of:
+            candidates.append((day, folder))
+    for day, folder in sorted(candidates, reverse=True):
+        if (folder / SUCCESS_MARKER).exists():
+            return folder
+        log.warning("%s: delivery %s has no %s yet, skipped", source, folder.name, SUCCESS_MARKER)
+    raise DeliveryRejected(f"{source}: no complete delivery on or before {as_of} under {base}")
+
+
+def decode_delivery(data: bytes, label: str) -> bytes:
+    """The delivery as UTF-8 bytes: strict UTF-8 (BOM dropped) first, then GB18030.
+
+    Anything else — binary content, a file cut inside a multi-byte character — rejects the
+    whole delivery naming the byte offset.
+    """
+    if data.startswith(b"\x89PNG") or b"\x00" in data[:1 << 16]:
+        raise DeliveryRejected(f"{label}: binary content, not a text table")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise DeliveryRejected(f"{label}: NUL byte at offset {nul}, not a text table")
+    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    try:
+        pa.array([body], type=pa.large_binary()).cast(pa.large_string())
+        return body
+    except pa.ArrowInvalid:
+        pass
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        utf8_offset = exc.start + (len(data) - len(body))
+    try:
+        return data.decode("gb18030").encode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DeliveryRejected(
+            f"{label}: neither UTF-8 (invalid byte at offset {utf8_offset}) nor GB18030 "
+            f"(invalid byte at offset {exc.start})"
+        ) from None
+
+
+def split_lines(text: bytes) -> pa.Array:
+    """Physical lines of UTF-8 bytes as an Arrow string array (``\\r\\n`` tolerated)."""
+    lines = pc.split_pattern(pa.array([text], type=pa.large_binary()), b"\n").flatten()
+    lines = lines.cast(pa.large_string())
+    if len(lines) and len(lines[-1].as_py()) == 0:
+        lines = lines.slice(0, len(lines) - 1)
+    return pc.utf8_rtrim(lines, characters="\r")
+
+
+def _to_str(array: pa.Array) -> pd.Series:
+    return pa.table({"v": array}).to_pandas()["v"].astype("str")
+
+
+def _truncate_raw(raw: pd.Series) -> pd.Series:
+    long = raw.str.len() > RAW_KEEP_CHARS
+    return raw.where(~long, raw.str.slice(0, RAW_KEEP_CHARS) + "…")
+
+
+def _raw_frame(values: dict[str, pd.Series], refs: pd.Series, raw: pd.Series,
+               errors: pd.Series) -> pd.DataFrame:
+    frame = pd.DataFrame(values, index=refs.index)
+    frame["record_ref"] = refs
+    frame["raw"] = raw
+    frame["parse_error"] = errors
+    return frame.reset_index(drop=True)
+
+
+# --- file readers: strings keyed by English column + record_ref, raw, parse_error -------------
+
+def _check_columns(schema: Schema, label: str, found: list[str], names: dict[str, str]) -> None:
+    """Schema drift: a duplicate, unknown or missing required column rejects the delivery."""
+    duplicated = sorted({name for name in found if found.count(name) > 1})
+    if duplicated:
+        raise DeliveryRejected(f"{schema.source}: {label}: duplicate column {duplicated[0]!r}")
+    unknown = [name for name in found if name not in names]
+    missing = [c.header for c in schema.columns if c.required and not ({c.header, c.key} & set(found))]
+    if unknown and missing:
+        raise DeliveryRejected(
+            f"{schema.source}: {label}: column {missing[0]!r} missing and unknown column "
+            f"{unknown[0]!r} (renamed header?)"
+        )
+    if missing:
+        raise DeliveryRejected(f"{schema.source}: {label}: required column {missing[0]!r} missing")
+    if unknown:
+        raise DeliveryRejected(f"{schema.source}: {label}: unknown column {unknown[0]!r}")
+
+
+def read_csv_delivery(text: bytes, schema: Schema, label: str) -> pd.DataFrame:
+    """Split CSV lines into string columns; a line with the wrong field count is malformed.
+
+    Unquoted lines (nearly all) are split in Arrow; only lines holding a ``"`` go through the
+    ``csv`` module one by one.
+    """
+    lines = split_lines(text)
+    if len(lines) == 0 or not lines[0].as_py().strip():
+        raise DeliveryRejected(f"{schema.source}: {label}: empty file")
+    header = [name.strip() for name in next(csv.reader([lines[0].as_py()], delimiter=schema.separator))]
+    names = {c.header: c.key for c in schema.columns}
+    _check_columns(schema, label, header, names)
+    data = lines.slice(1)
+    line_no = pd.Series(np.arange(2, len(data) + 2))
+    keep = ~_to_str(pc.utf8_trim_whitespace(data)).eq("").to_numpy()
+    if not keep.any():
+        raise DeliveryRejected(f"{schema.source}: {label}: no data rows (header only)")
+    data = data.filter(pa.array(keep))
+    line_no = line_no[keep].reset_index(drop=True)
+    width = len(header)
+    length = pc.utf8_length(data).to_numpy(zero_copy_only=False)
+    quoted = pc.match_substring(data, '"').to_numpy(zero_copy_only=False)
+    oversized = length > MAX_LINE_CHARS
+    parts = pc.split_pattern(data, schema.separator)
+    counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    plain = ~quoted & ~oversized & (counts == width)
+    errors = np.full(len(data), "", dtype=object)
+    bad_count = ~quoted & ~oversized & (counts != width)
+    errors[bad_count] = [f"{n} fields, expected {width}" for n in counts[bad_count]]
+    errors[oversized] = [f"line of {n} characters" for n in length[oversized]]
+
+    values = {name: np.full(len(data), "", dtype=object) for name in header}
+    flat = parts.filter(pa.array(plain)).flatten()
+    positions = np.flatnonzero(plain)
+    for j, name in enumerate(header):
+        values[name][positions] = flat.take(pa.array(np.arange(j, len(flat), width))).to_numpy(
+            zero_copy_only=False
+        )
+    for i in np.flatnonzero(quoted & ~oversized):
+        try:
+            row = next(csv.reader([data[int(i)].as_py()], delimiter=schema.separator, strict=True))
+        except csv.Error as exc:
+            errors[i] = f"unparsable quoting ({exc})"
+            continue
+        if len(row) != width:
+            errors[i] = f"{len(row)} fields, expected {width}"
+            continue
+        for name, value in zip(header, row):
+            values[name][i] = value
+    raw = _truncate_raw(_to_str(data))
+    refs = schema.file + ":" + line_no.astype("str")
+    keyed = {names[name]: pd.Series(values[name], dtype="str") for name in header}
+    return _raw_frame(keyed, refs, raw, pd.Series(errors, dtype="str"))
+
+
+def _json_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def read_jsonl_delivery(text: bytes, schema: Schema, label: str) -> pd.DataFrame:
+    """Parse JSON Lines; a line that is not a JSON object is malformed, the rest is staged."""
+    lines = split_lines(text)
+    raw_lines = _to_str(lines)
+    keep = raw_lines.str.strip() != ""
+    if not keep.any():
+        raise DeliveryRejected(f"{schema.source}: {label}: empty file")
+    raw_lines = raw_lines[keep]
+    line_no = pd.Series(np.flatnonzero(keep.to_numpy()) + 1, index=raw_lines.index)
+    records: list[dict[str, Any] | None] = []
+    errors: list[str] = []
+    for line in raw_lines.tolist():
+        if len(line) > MAX_LINE_CHARS:
+            records.append(None)
+            errors.append(f"line of {len(line)} characters")
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            records.append(None)
+            errors.append(f"broken JSON at column {getattr(exc, 'colno', '?')}")
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+            errors.append("")
+        else:
+            records.append(None)
+            errors.append("not a JSON object")
+    parsed = [record for record in records if record is not None]
+    if not parsed:
+        raise DeliveryRejected(f"{schema.source}: {label}: no parsable record")
+    seen: set[str] = set()
+    for record in parsed:
+        seen.update(record)
+    names = {c.key: c.key for c in schema.columns}
+    present = [key for key in schema.keys if key in seen] + sorted(seen - set(names))
+    _check_columns(schema, label, present, names)
+    values = {
+        key: pd.Series([_json_text(r.get(key)) if r is not None else "" for r in records],
+                       index=raw_lines.index, dtype="str")
+        for key in schema.keys
+    }
+    refs = schema.file + ":" + line_no.astype("str")
+    return _raw_frame(values, refs, _truncate_raw(raw_lines),
+                      pd.Series(errors, index=raw_lines.index, dtype="str"))
+
+
+def read_file_delivery(folder: Path, schema: Schema) -> tuple[pd.DataFrame, str]:
+    """The raw frame of one delivery folder and the sha256 of its bytes."""
+    path = folder / schema.file
+    label = f"{schema.source}/{folder.name}/{schema.file}"
+    if not path.is_file():
+        raise DeliveryRejected(f"{schema.source}: {label}: file missing from the delivery")
+    data = path.read_bytes()
+    if not data.strip():
+        raise DeliveryRejected(f"{schema.source}: {label}: empty file")
+    checksum = hashlib.sha256(data).hexdigest()
+    text = decode_delivery(data, f"{schema.source}: {label}")
+    del data
+    reader = read_csv_delivery if schema.format == "csv" else read_jsonl_delivery
+    return reader(text, schema, label), checksum
+
+
+# --- exchange database -----------------------------------------------------------------------
+
+def _as_date(value: Any) -> dt.date | None:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+
+
+def _json_escape(values: pd.Series) -> pd.Series:
+    escaped = values.str.replace("\\", "\\\\", regex=False).str.replace('"', '\\"', regex=False)
+    return escaped.str.replace(r"[\x00-\x1f]", " ", regex=True)
+
+
+def read_exchange_delivery(url: str, schema: Schema, as_of: dt.date) -> tuple[pd.DataFrame, str, dt.date]:
+    """The snapshot in the exchange database: rows of the newest ``extract_date`` ≤ ``as_of``.
+
+    Columns may carry the department's header or the English key. Returns the raw frame
+    (``raw`` is the row as JSON text), a sha256 over the sorted rows, and the extract date.
+    """
+    import sqlalchemy as sa
+
+    table_name = schema.source
+    label = f"exchange table {table_name}"
+    try:
+        engine = sa.create_engine(url)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise UsageError(f"exchange database URL not usable: {type(exc).__name__}") from None
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(table_name):
+                raise DeliveryRejected(f"{schema.source}: {label}: no such table")
+            table = sa.Table(table_name, sa.MetaData(), autoload_with=conn)
+            if "extract_date" not in table.c:
+                raise DeliveryRejected(f"{schema.source}: {label}: required column 'extract_date' missing")
+            extracts = conn.execute(sa.select(table.c.extract_date).distinct()).scalars().all()
+            dated = [(day, value) for value in extracts if (day := _as_date(value)) and day <= as_of]
+            if not dated:
+                raise DeliveryRejected(f"{schema.source}: {label}: no extract on or before {as_of}")
+            chosen_day, chosen_value = max(dated, key=lambda pair: pair[0])
+            result = conn.execute(sa.select(table).where(table.c.extract_date == chosen_value))
+            found = [name for name in result.keys() if name != "extract_date"]
+            rows = result.fetchall()
+    except sa.exc.SQLAlchemyError as exc:
+        raise DeliveryRejected(f"{schema.source}: {label}: database error {type(exc).__name__}") from None
+    finally:
+        engine.dispose()
+    names = {c.header: c.key for c in schema.columns} | {c.key: c.key for c in schema.columns}
+    _check_columns(schema, label, found, names)
+    if not rows:
+        raise DeliveryRejected(f"{schema.source}: {label}: empty extract {chosen_day}")
+    frame = pd.DataFrame.from_records(rows, columns=list(result.keys()))
+    strings: dict[str, pd.Series] = {}
+    for name in found:
+        column = frame[name]
+        strings[names[name]] = column.where(column.notna(), "").astype("str")
+    for key in schema.keys:
+        strings.setdefault(key, pd.Series("", index=frame.index, dtype="str"))
+    raw = "{" + ", ".join(
+        f'"{name}": "' + _json_escape(strings[names[name]]) + '"' for name in found
+    ) + "}" if found else pd.Series("{}", index=frame.index)
+    keys = [strings[key].str.strip() for key in schema.natural_key]
+    refs = table_name + ":" + keys[0].str.cat(keys[1:], sep="|") if len(keys) > 1 else table_name + ":" + keys[0]
+    checksum = hashlib.sha256("\n".join(raw.sort_values().tolist()).encode("utf-8")).hexdigest()
+    errors = pd.Series("", index=frame.index, dtype="str")
+    return _raw_frame(strings, refs, raw, errors), checksum, chosen_day
+
+
+# --- casting and quarantine ------------------------------------------------------------------
+
+def _strip(values: pd.Series) -> pd.Series:
+    text = values.fillna("").astype("str").str.strip()
+    return text.where(text != "", pd.NA)
+
+
+def _cast_share(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """``50%``, ``1/2``, ``0.5`` → 0.5; blank → NaN; anything else or outside (0, 1] invalid."""
+    text = fold_fullwidth(text.fillna("")).str.replace(" ", "", regex=False)
+    percent = text.str.extract(r"^(\d+(?:\.\d+)?)%$")[0]
+    fraction = text.str.extract(r"^(\d+)/(\d+)$")
+    plain = text.str.extract(r"^(\d+(?:\.\d+)?)$")[0]
+    share = pd.to_numeric(plain, errors="coerce")
+    share = share.fillna(pd.to_numeric(percent, errors="coerce") / 100)
+    share = share.fillna(pd.to_numeric(fraction[0], errors="coerce") / pd.to_numeric(fraction[1], errors="coerce"))
+    share = share.astype("float64")
+    invalid = (text != "") & ~((share > 0) & (share <= 1))
+    return share.where(~invalid), invalid
+
+
+def _cast_month(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """YYYYMM (also ``2024-05``, ``2024/5``, ``202405.0``) as a ``YYYYMM`` string."""
+    parts = fold_fullwidth(text.fillna("")).str.extract(r"^(\d{4})[-/年]?(\d{1,2})月?(?:\.0+)?$")
+    month = pd.to_numeric(parts[1], errors="coerce")
+    good = parts[0].notna() & month.between(1, 12)
+    value = parts[0] + month.fillna(0).astype("int64").astype("str").str.zfill(2)
+    return value.where(good, pd.NA).astype("str"), text.notna() & ~good
+
+
+def cast_columns(raw: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, list[Failure]]:
+    """Typed columns per the schema, and the failures of every row (not yet ordered)."""
+    typed: dict[str, pd.Series] = {}
+    failures: list[Failure] = []
+    for column in schema.columns:
+        text = _strip(raw[column.key])
+        if column.required:
+            failures.append(Failure(MISSING_REQUIRED, text.isna(), f"{column.key}: required value missing"))
+        if column.type in ("id", "org_or_id"):
+            if column.type == "id":
+                ids, reasons = normalize_resident_ids(text)
+            else:
+                ids, kinds, reasons = normalize_party_ids(text)
+                if column.kind_column:
+                    typed[column.kind_column] = kinds
+            typed[column.key] = ids
+            failures.append(Failure(INVALID_ID_FORMAT, reasons.eq(INVALID_ID_FORMAT).fillna(False).astype(bool),
+                                    f"{column.key}: not a resident ID in any accepted form"))
+            failures.append(Failure(INVALID_ID_CHECKSUM, reasons.eq(INVALID_ID_CHECKSUM).fillna(False).astype(bool),
+                                    f"{column.key}: check character does not match"))
+        elif column.type in ("date", "datetime"):
+            typed[column.key], invalid = parse_dates(text, keep_time=column.type == "datetime")
+            failures.append(Failure(INVALID_DATE, invalid, f"{column.key}: not a possible date"))
+        elif column.type == "code":
+            value = text.replace(column.aliases) if column.aliases else text
+            typed[column.key] = value
+            failures.append(Failure(INVALID_CODE, value.notna() & ~value.isin(column.codes),
+                                    f"{column.key}: value outside the schema's code list"))
+        elif column.type == "credit_code":
+            typed[column.key] = fold_fullwidth(text).str.upper().where(text.notna(), pd.NA)
+        elif column.type == "int":
+            cleaned = text.str.replace(r"\.0+$", "", regex=True)
+            number = pd.to_numeric(cleaned.where(cleaned.str.fullmatch(r"[+-]?\d+"), pd.NA), errors="coerce")
+            typed[column.key] = number.astype("Int64")
+            failures.append(Failure(INVALID_NUMBER, text.notna() & number.isna(), f"{column.key}: not an integer"))
+        elif column.type == "float":
+            number = pd.to_numeric(text.where(text.str.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)"), pd.NA), errors="coerce")
+            typed[column.key] = number.astype("float64")
+            failures.append(Failure(INVALID_NUMBER, text.notna() & number.isna(), f"{column.key}: not a number"))
+        elif column.type == "share":
+            typed[column.key], invalid = _cast_share(text)
+            failures.append(Failure(INVALID_SHARE, invalid, f"{column.key}: not a share in (0, 1]"))
+        elif column.type == "month":
+            typed[column.key], invalid = _cast_month(text)
+            failures.append(Failure(INVALID_DATE, invalid, f"{column.key}: not a year-month"))
+        else:
+            typed[column.key] = text
+    return pd.DataFrame(typed, index=raw.index), failures
+
+
+def first_failure(failures: list[Failure], index: pd.Index) -> tuple[pd.Series, pd.Series]:
+    """Per row, the first failing check in contract order (reason code and detail), else NA."""
+    reason = pd.Series(pd.NA, index=index, dtype="object")
+    detail = pd.Series(pd.NA, index=index, dtype="object")
+    rank = {code: i for i, code in enumerate(REASON_ORDER)}
+    for failure in sorted(failures, key=lambda f: rank.get(f.reason, len(REASON_ORDER))):
+        hit = failure.mask.reindex(index, fill_value=False).to_numpy(dtype=bool) & reason.isna().to_numpy()
+        reason[hit] = failure.reason
+        detail[hit] = failure.detail
+    return reason, detail
+
+
+def stage_with_schema(raw: pd.DataFrame, schema: Schema,
+                      extra_failures: tuple[Failure, ...] = ()) -> tuple[Staged, pd.DataFrame]:
+    """Dedupe, cast, and split into accepted and quarantined rows.
+
+    Returns the ``Staged`` result and the typed frame of the accepted rows indexed like ``raw``
+    (for a source module that reshapes them, like housing_contract's buyers).
+    ``extra_failures`` are a source's own checks, masks indexed like ``raw``.
+    """
+    duplicate = raw["raw"].duplicated(keep="first")
+    records = raw[~duplicate]
+    malformed = records["parse_error"].fillna("") != ""
+    typed, failures = cast_columns(records, schema)
+    failures.append(Failure(MALFORMED_RECORD, malformed, ""))
+    failures.extend(extra_failures)
+    reason, detail = first_failure(failures, records.index)
+    detail = detail.where(reason != MALFORMED_RECORD, records["parse_error"]).where(reason.notna(), pd.NA)
+    bad = reason.notna().to_numpy(dtype=bool)
+    quarantined = pd.DataFrame({
+        "source": schema.source,
+        "record_ref": records["record_ref"][bad].astype("str"),
+        "reason_code": reason[bad].astype("str"),
+        "detail": detail[bad].astype("str"),
+        "raw": records["raw"][bad].astype("str"),
+    }, columns=QUARANTINE_COLUMNS).reset_index(drop=True)
+    accepted = typed[~bad].copy()
+    accepted["record_ref"] = records["record_ref"][~bad].astype("str")
+    staged = Staged(accepted=accepted.reset_index(drop=True), quarantined=quarantined,
+                    rows_in=len(raw), rows_duplicate=int(duplicate.sum()))
+    return staged, accepted
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(temporary, index=False)
+    os.replace(temporary, path)
+
+
+def stage_source(source: str, *, landing: Path | None, exchange_url: str | None,
+                 as_of: dt.date, out_dir: Path) -> dict:
+    """Stage one source's delivery for ``as_of`` and write its snapshot under ``out_dir/source``.
+
+    Writes ``accepted.parquet``, ``quarantine.parquet`` and ``snapshot.json``, each replaced
+    atomically and only once the whole delivery has been read, so a rejected delivery leaves
+    the last good snapshot untouched. Returns the snapshot dict (contracts.md).
+    """
+    from pipelines.sources import stage_function
+
+    if (landing is None) == (exchange_url is None):
+        raise UsageError("stage_source needs exactly one of a landing directory or an exchange URL")
+    schema = load_schema(source)
+    stage = stage_function(source)
+    if landing is not None:
+        folder = choose_delivery(Path(landing), source, as_of)
+        raw, checksum = read_file_delivery(folder, schema)
+        delivery = folder.name
+    else:
+        raw, checksum, day = read_exchange_delivery(exchange_url, schema, as_of)
+        delivery = day.isoformat()
+    staged = stage(raw)
+    target = Path(out_dir) / source
+    target.mkdir(parents=True, exist_ok=True)
+    accepted_path, quarantine_path = target / "accepted.parquet", target / "quarantine.parquet"
+    _write_atomically(staged.accepted, accepted_path)
+    _write_atomically(staged.quarantined, quarantine_path)
+    snapshot = {
+        "source": source,
+        "delivery": delivery,
+        "checksum": checksum,
+        "rows_in": staged.rows_in,
+        "rows_accepted": staged.rows_accepted,
+        "rows_quarantined": staged.rows_quarantined,
+        "rows_duplicate": staged.rows_duplicate,
+        "accepted_path": str(accepted_path),
+        "quarantine_path": str(quarantine_path),
+    }
+    temporary = target / ".snapshot.json.tmp"
+    temporary.write_text(json.dumps(snapshot, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(temporary, target / "snapshot.json")
+    log.info("%s %s: %d in, %d accepted, %d quarantined, %d duplicate", source, delivery,
+             staged.rows_in, staged.rows_accepted, staged.rows_quarantined, staged.rows_duplicate)
+    return snapshot
