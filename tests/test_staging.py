@@ -1,0 +1,238 @@
+"""Staging of file deliveries: choice of delivery, encodings, schema drift, hostile files."""
+
+import datetime as dt
+import hashlib
+import json
+import logging
+
+import pandas as pd
+import pytest
+
+from pipelines.errors import DeliveryRejected, UsageError
+from pipelines.staging import load_schema, load_schemas, stage_source
+
+AS_OF = dt.date(2026, 7, 1)
+HUKOU = load_schema("hukou")
+HEADERS = [c.header for c in HUKOU.columns]
+FATHER = "11010519491231002X"
+CHILD = "110105201801010019"
+MOTHER = "110105198503030025"
+
+
+def person(citizen_id=FATHER, **changes):
+    row = {
+        "公民身份号码": citizen_id, "姓名": "张三", "性别": "1", "出生日期": "1949-12-31", "民族": "汉",
+        "户号": "123456789", "与户主关系": "户主", "户籍地址": "某区某路1号", "户籍地行政区划代码": "110105",
+        "迁入本址日期": "2019/7/31", "监护人一公民身份号码": "", "监护人一关系": "", "监护人二公民身份号码": "",
+        "监护人二关系": "", "人员状态": "正常", "更新时间": "2024-01-01 08:00:00",
+    }
+    row.update(changes)
+    return row
+
+
+def csv_text(rows, headers=HEADERS, sep=","):
+    lines = [sep.join(headers)] + [sep.join(str(row.get(h, "")) for h in headers) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def deliver(landing, source, day, filename, payload, complete=True):
+    folder = landing / source / day
+    folder.mkdir(parents=True)
+    (folder / filename).write_bytes(payload)
+    if complete:
+        (folder / "_SUCCESS").touch()
+    return folder
+
+
+def stage(tmp_path, source="hukou", as_of=AS_OF):
+    return stage_source(source, landing=tmp_path / "landing", exchange_url=None, as_of=as_of,
+                        out_dir=tmp_path / "out")
+
+
+def staged_frames(snapshot):
+    return pd.read_parquet(snapshot["accepted_path"]), pd.read_parquet(snapshot["quarantine_path"])
+
+
+def test_gb18030_delivery_is_staged_with_counts_refs_and_types(tmp_path):
+    rows = [
+        person(),
+        person(MOTHER, 姓名="李四", 性别="女", 出生日期="19850303", 与户主关系="配偶"),
+        person(CHILD, 姓名="张小", 出生日期="43101", 与户主关系="子",
+               监护人一公民身份号码="110105491231002", 监护人一关系="父亲"),
+        person(CHILD, 姓名="张小", 出生日期="43101", 与户主关系="子",
+               监护人一公民身份号码="110105491231002", 监护人一关系="父亲"),
+        person("110105194912310021", 姓名="王五"),
+    ]
+    payload = csv_text(rows).encode("gb18030")
+    deliver(tmp_path / "landing", "hukou", "2026-06-30", "hukou.csv", payload)
+    snapshot = stage(tmp_path)
+    accepted, quarantine = staged_frames(snapshot)
+
+    assert snapshot["delivery"] == "2026-06-30"
+    assert (snapshot["rows_in"], snapshot["rows_accepted"], snapshot["rows_quarantined"],
+            snapshot["rows_duplicate"]) == (5, 3, 1, 1)
+    assert json.loads((tmp_path / "out/hukou/snapshot.json").read_text()) == snapshot
+    assert snapshot["checksum"] == hashlib.sha256(payload).hexdigest()
+
+    assert accepted["record_ref"].tolist() == ["hukou.csv:2", "hukou.csv:3", "hukou.csv:4"]
+    child = accepted.set_index("citizen_id").loc[CHILD]
+    assert child["guardian1_id"] == FATHER
+    assert child["birth_date"] == pd.Timestamp("2018-01-01")
+    assert accepted["sex"].tolist() == ["男", "女", "男"]
+    assert str(accepted["birth_date"].dtype) == "datetime64[ns]"
+    assert "110105194912310021" not in quarantine.loc[0, "detail"]
+    assert quarantine.to_dict("records")[0] | {"detail": None} == {
+        "source": "hukou", "record_ref": "hukou.csv:6", "reason_code": "INVALID_ID_CHECKSUM",
+        "detail": None, "raw": csv_text([rows[4]]).splitlines()[1],
+    }
+
+
+def test_utf8_with_bom_and_quoted_field(tmp_path):
+    rows = [person(户籍地址='"某区某路1号,2单元"'), person(MOTHER, 与户主关系="配偶")]
+    payload = "\ufeff" + csv_text(rows)
+    deliver(tmp_path / "landing", "hukou", "2026-06-30", "hukou.csv", payload.encode("utf-8"))
+    accepted, _ = staged_frames(stage(tmp_path))
+    assert accepted["hukou_address"].tolist() == ["某区某路1号,2单元", "某区某路1号"]
+    assert accepted["citizen_id"].tolist() == [FATHER, MOTHER]
+
+
+def test_pipe_separated_social_insurance_gb18030(tmp_path):
+    headers = [c.header for c in load_schema("social_insurance").columns]
+    row = dict(zip(headers, [" 11010519491231002x ", "张三", "企业职工基本养老保险", "参保缴费", "某公司",
+                             "91370100MA3C12345Q", "2010年1月1日", "120.0", "202605"]))
+    deliver(tmp_path / "landing", "social_insurance", "2026-06-30", "social_insurance.csv",
+            csv_text([row], headers, sep="|").encode("gb18030"))
+    accepted, quarantine = staged_frames(stage(tmp_path, "social_insurance"))
+    assert quarantine.empty
+    assert accepted.loc[0, "citizen_id"] == FATHER
+    assert accepted.loc[0, "local_months"] == 120
+    assert accepted.loc[0, "last_paid_month"] == "202605"
+
+
+def test_newest_complete_delivery_on_or_before_as_of(tmp_path, caplog):
+    landing = tmp_path / "landing"
+    deliver(landing, "hukou", "2026-05-31", "hukou.csv", csv_text([person()]).encode())
+    deliver(landing, "hukou", "2026-06-30", "hukou.csv", csv_text([person(), person(MOTHER)]).encode(),
+            complete=False)
+    deliver(landing, "hukou", "2026-07-02", "hukou.csv", csv_text([person()] * 3).encode())
+    with caplog.at_level(logging.WARNING):
+        snapshot = stage(tmp_path)
+    assert snapshot["delivery"] == "2026-05-31"
+    assert any("2026-06-30" in r.getMessage() and "_SUCCESS" in r.getMessage() for r in caplog.records)
+
+
+def test_no_delivery_before_as_of_is_rejected(tmp_path):
+    deliver(tmp_path / "landing", "hukou", "2026-07-02", "hukou.csv", csv_text([person()]).encode())
+    with pytest.raises(DeliveryRejected, match="no complete delivery"):
+        stage(tmp_path)
+
+
+def rejected_message(tmp_path, payload, source="hukou", filename="hukou.csv"):
+    deliver(tmp_path / "landing", source, "2026-06-30", filename, payload)
+    with pytest.raises(DeliveryRejected) as caught:
+        stage(tmp_path, source)
+    message = str(caught.value)
+    assert "\n" not in message and source in message
+    assert not (tmp_path / "out" / source / "accepted.parquet").exists()
+    return message
+
+
+def test_png_renamed_csv_is_rejected(tmp_path):
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
+    assert "hukou.csv" in rejected_message(tmp_path, png)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\n", ",".join(HEADERS).encode() + b"\n"])
+def test_empty_or_header_only_file_is_rejected(tmp_path, payload):
+    message = rejected_message(tmp_path, payload)
+    assert "empty" in message or "no data rows" in message
+
+
+def test_truncated_gb18030_file_names_the_byte_offset(tmp_path):
+    payload = csv_text([person()]).encode("gb18030").rstrip(b"\n")
+    payload += "张".encode("gb18030")[:1]
+    message = rejected_message(tmp_path, payload)
+    assert f"offset {len(payload) - 1}" in message and "GB18030" in message
+
+
+@pytest.mark.parametrize("headers, expected", [
+    ([h for h in HEADERS if h != "出生日期"], "'出生日期' missing"),
+    (HEADERS + ["备注"], "unknown column '备注'"),
+    ([("生日" if h == "出生日期" else h) for h in HEADERS], "'出生日期' missing and unknown column '生日'"),
+])
+def test_schema_drift_rejects_delivery_and_keeps_last_good_snapshot(tmp_path, headers, expected):
+    landing = tmp_path / "landing"
+    deliver(landing, "hukou", "2026-05-31", "hukou.csv", csv_text([person()]).encode())
+    first = stage(tmp_path, as_of=dt.date(2026, 6, 1))
+    before = (tmp_path / "out/hukou/accepted.parquet").read_bytes()
+    deliver(landing, "hukou", "2026-06-30", "hukou.csv", csv_text([person()], headers).encode())
+    with pytest.raises(DeliveryRejected) as caught:
+        stage(tmp_path)
+    assert expected in str(caught.value) and "2026-06-30/hukou.csv" in str(caught.value)
+    assert (tmp_path / "out/hukou/accepted.parquet").read_bytes() == before
+    assert json.loads((tmp_path / "out/hukou/snapshot.json").read_text()) == first
+
+
+def test_a_50_mb_line_is_quarantined_and_the_rest_staged(tmp_path):
+    text = csv_text([person(), person(MOTHER)])
+    lines = text.splitlines()
+    payload = "\n".join([lines[0], lines[1], "x" * (50 << 20), lines[2]]) + "\n"
+    deliver(tmp_path / "landing", "hukou", "2026-06-30", "hukou.csv", payload.encode())
+    snapshot = stage(tmp_path)
+    accepted, quarantine = staged_frames(snapshot)
+    assert accepted["citizen_id"].tolist() == [FATHER, MOTHER]
+    assert quarantine[["record_ref", "reason_code"]].values.tolist() == [["hukou.csv:3", "MALFORMED_RECORD"]]
+    assert len(quarantine.loc[0, "raw"]) < 10_000
+
+
+def test_wrong_field_count_is_malformed(tmp_path):
+    text = csv_text([person()]) + "a,b,c\n" + csv_text([person(MOTHER)]).splitlines()[1] + "\n"
+    deliver(tmp_path / "landing", "hukou", "2026-06-30", "hukou.csv", text.encode())
+    snapshot = stage(tmp_path)
+    _, quarantine = staged_frames(snapshot)
+    assert quarantine[["record_ref", "reason_code"]].values.tolist() == [["hukou.csv:3", "MALFORMED_RECORD"]]
+    assert "3 fields" in quarantine.loc[0, "detail"]
+    assert snapshot["rows_in"] == 3 and snapshot["rows_accepted"] == 2
+
+
+def rental(record_no, tenant_id=FATHER, **changes):
+    record = {"record_no": record_no, "tenant_name": "张三", "tenant_id": tenant_id,
+              "landlord_id": "91370100MA3C12345Q", "address": "某区某路1号", "start_date": "2025-09-01",
+              "end_date": "2027-08-31", "registered_date": "2025-09-02", "status": "有效"}
+    return record | changes
+
+
+def test_jsonl_broken_line_is_malformed_rest_staged(tmp_path):
+    lines = [json.dumps(rental("R1"), ensure_ascii=False), '{"record_no": "R2", "tenant_id": ',
+             json.dumps(rental("R3", MOTHER, landlord_id=CHILD), ensure_ascii=False), "[1, 2]"]
+    deliver(tmp_path / "landing", "rental", "2026-06-30", "rental.jsonl", ("\n".join(lines) + "\n").encode())
+    snapshot = stage(tmp_path, "rental")
+    accepted, quarantine = staged_frames(snapshot)
+    assert accepted["record_no"].tolist() == ["R1", "R3"]
+    assert accepted["record_ref"].tolist() == ["rental.jsonl:1", "rental.jsonl:3"]
+    assert quarantine[["record_ref", "reason_code"]].values.tolist() == [
+        ["rental.jsonl:2", "MALFORMED_RECORD"], ["rental.jsonl:4", "MALFORMED_RECORD"]]
+    assert quarantine.loc[0, "raw"] == lines[1]
+    assert snapshot["rows_in"] == 4
+
+
+def test_jsonl_unknown_key_is_schema_drift(tmp_path):
+    line = json.dumps(rental("R1") | {"rent": 3000}, ensure_ascii=False)
+    message = rejected_message(tmp_path, line.encode(), "rental", "rental.jsonl")
+    assert "unknown column 'rent'" in message
+
+
+def test_all_schemas_load_and_a_broken_one_is_a_clear_error(tmp_path):
+    assert set(load_schemas()) == {"hukou", "property_title", "housing_contract", "rental",
+                                   "social_insurance", "individual_business", "enterprise"}
+    (tmp_path / "hukou.yaml").write_text("source: hukou\nfile: hukou.csv\nformat: xlsx\n"
+                                         "natural_key: [a]\ncolumns: [{header: a, key: a, type: id}]\n")
+    with pytest.raises(UsageError, match="format must be one of"):
+        load_schema("hukou", tmp_path)
+    (tmp_path / "hukou.yaml").write_text("source: hukou\nfile: hukou.csv\nformat: csv\n"
+                                         "natural_key: [a]\ncolumns: [{header: a, key: a, type: idd}]\n")
+    with pytest.raises(UsageError, match="unknown type 'idd'"):
+        load_schema("hukou", tmp_path)
+    (tmp_path / "hukou.yaml").write_text("columns: [unclosed\n")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        load_schema("hukou", tmp_path)
