@@ -490,9 +490,11 @@ def read_exchange_delivery(url: str, schema: Schema, as_of: dt.date) -> tuple[pd
         strings[names[name]] = column.where(column.notna(), "").astype("str")
     for key in schema.keys:
         strings.setdefault(key, pd.Series("", index=frame.index, dtype="str"))
-    raw = "{" + ", ".join(
-        f'"{name}": "' + _json_escape(strings[names[name]]) + '"' for name in found
-    ) + "}" if found else pd.Series("{}", index=frame.index)
+    raw = pd.Series("{", index=frame.index, dtype="str")
+    for i, name in enumerate(found):
+        prefix = (", " if i else "") + json.dumps(name, ensure_ascii=False) + ': "'
+        raw = raw + prefix + _json_escape(strings[names[name]]) + '"'
+    raw = raw + "}"
     keys = [strings[key].str.strip() for key in schema.natural_key]
     refs = table_name + ":" + keys[0].str.cat(keys[1:], sep="|") if len(keys) > 1 else table_name + ":" + keys[0]
     checksum = hashlib.sha256("\n".join(raw.sort_values().tolist()).encode("utf-8")).hexdigest()
