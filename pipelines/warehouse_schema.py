@@ -1,0 +1,222 @@
+"""The published warehouse tables as one explicit registry, rendered as DDL per dialect.
+
+warehouse.md is a public interface: enrollment systems are written against these names and
+types. The registry is the single place that defines them; `publish.py` creates every
+published table from it on each run (so a column added here reaches readers atomically with
+the next run), and `conform_batch` holds every incoming Parquet file to it, so a producer that
+drifts fails loudly naming the table and column instead of silently changing the contract.
+
+Logical types: ``text`` (IDs, codes, free text), ``date``, ``bool``, ``int``, ``double``,
+``json`` (JSON text; ``jsonb`` on PostgreSQL, TEXT checked by ``json_valid`` on SQLite).
+Persistent tables (``run_audit``, ``schema_version``) are not here: they keep history across
+runs and evolve through the SQL migrations in ``warehouse/migrations/<dialect>/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.errors import ZerocertError
+
+SCHEMA = "zerocert"  # PostgreSQL schema readers query (SQLite: the main database)
+DIALECTS = ("postgresql", "sqlite")
+
+_SQL_TYPES = {
+    "postgresql": {"text": "text", "date": "date", "bool": "boolean", "int": "bigint",
+                   "double": "double precision", "json": "jsonb"},
+    "sqlite": {"text": "TEXT", "date": "DATE", "bool": "BOOLEAN", "int": "INTEGER",
+               "double": "REAL", "json": "TEXT"},
+}
+_ARROW_TYPES = {"text": pa.string(), "json": pa.string(), "date": pa.date32(), "bool": pa.bool_(),
+                "int": pa.int64(), "double": pa.float64()}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    required: bool = False  # NOT NULL
+    free_text: bool = False  # unvalidated department text: NUL bytes are replaced
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
+    indexes: tuple[tuple[str, ...], ...] = ()
+    checks: tuple[str, ...] = field(default=())  # portable SQL boolean expressions
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+def _table(name: str, spec: str, *, pk: tuple[str, ...] = (), indexes=(), checks=()) -> Table:
+    """Build a table from compact ``name:type[!]`` lines (``!`` = required); run_id is appended."""
+    columns = []
+    for item in spec.split():
+        col, kind = item.split(":")
+        required = kind.endswith("!")
+        kind = kind.rstrip("!")
+        free = kind == "free"
+        columns.append(Column(col, "text" if free else kind, required or col in pk, free))
+    columns.append(Column("run_id", "text", True))
+    return Table(name, tuple(columns), pk, tuple(indexes), tuple(checks))
+
+
+TABLES: dict[str, Table] = {t.name: t for t in [
+    _table("citizen", """citizen_id:text name:text sex:text birth_date:date household_no:text
+        hukou_status:text hukou_region_code:text hukou_address:text hukou_address_code:text
+        settled_date:date urban_hukou:bool sources:json name_conflict:bool""",
+           pk=("citizen_id",)),
+    _table("guardianship", "child_id:text! guardian_id:text! relation:text basis:text!",
+           indexes=[("child_id",), ("guardian_id",)]),
+    _table("property_holding", """citizen_id:text! kind:text! record_key:text! use:text status:text
+        record_date:date share:double address:text address_code:text address_status:text
+        qualifying:bool""", indexes=[("citizen_id",)]),
+    _table("rental_holding", """citizen_id:text! record_no:text! address:text address_code:text
+        address_status:text start_date:date end_date:date registered_date:date qualifying:bool""",
+           indexes=[("citizen_id",)]),
+    _table("employment", """citizen_id:text! kind:text! record_key:text org_code:text since:date
+        local_months:int status:text qualifying:bool""", indexes=[("citizen_id",)]),
+    _table("eligibility", """child_id:text level:text school_code:text category:text!
+        priority_date:date basis_guardian_id:text evidence:json policy_id:text!""",
+           pk=("child_id", "level", "school_code"), indexes=[("school_code", "category")]),
+    _table("ineligibility", "child_id:text! level:text! reasons:json! policy_id:text!",
+           indexes=[("child_id",)]),
+    _table("guardian_eligibility", """guardian_id:text! level:text! school_code:text! basis:text!
+        priority_date:date evidence:json""", indexes=[("guardian_id",)]),
+    _table("prefill", "guardian_id:text document:json!", pk=("guardian_id",)),
+    _table("source_snapshot", """source:text! delivery:date checksum:text rows_in:int!
+        rows_accepted:int! rows_quarantined:int! rows_duplicate:int!""",
+           checks=["rows_in = rows_accepted + rows_quarantined + rows_duplicate"]),
+    _table("quarantine", "source:text! record_ref:text! reason_code:text! detail:free raw:free",
+           indexes=[("source", "reason_code")]),
+    _table("address_match", """source:text! address:text! address_code:text status:text!
+        candidates:json score:double""", indexes=[("address_code",)]),
+]}
+PUBLISHED_TABLES: tuple[str, ...] = tuple(TABLES)
+
+
+def index_name(table: str, columns: tuple[str, ...]) -> str:
+    return f"{table}_{'_'.join(columns)}_idx"
+
+
+def render_create_table(table: Table, dialect: str, qualified_name: str,
+                        *, with_primary_key: bool = True, if_not_exists: bool = False) -> str:
+    """CREATE TABLE for one dialect; PostgreSQL adds the primary key after the bulk load."""
+    types = _SQL_TYPES[dialect]
+    lines = []
+    for c in table.columns:
+        line = f"    {c.name} {types[c.type]}" + (" NOT NULL" if c.required else "")
+        if c.type == "json" and dialect == "sqlite":
+            line += f" CHECK ({c.name} IS NULL OR json_valid({c.name}))"
+        lines.append(line)
+    lines += [f"    CHECK ({check})" for check in table.checks]
+    if with_primary_key and table.primary_key:
+        lines.append(f"    PRIMARY KEY ({', '.join(table.primary_key)})")
+    create = "CREATE TABLE IF NOT EXISTS" if if_not_exists else "CREATE TABLE"
+    return f"{create} {qualified_name} (\n" + ",\n".join(lines) + "\n)"
+
+
+def render_indexes(table: Table, qualified_name: str, *, if_not_exists: bool = False) -> list[str]:
+    create = "CREATE INDEX IF NOT EXISTS" if if_not_exists else "CREATE INDEX"
+    return [f"{create} {index_name(table.name, cols)} ON {qualified_name} ({', '.join(cols)})"
+            for cols in table.indexes]
+
+
+def render_reference_ddl(dialect: str) -> str:
+    """The published tables as one readable SQL file (kept in ``warehouse/`` for readers)."""
+    out = [f"-- Published zerocert tables ({dialect}); generated from pipelines/warehouse_schema.py.",
+           "-- Every publish recreates these and swaps them in atomically; do not edit by hand.", ""]
+    for table in TABLES.values():
+        name = f"{SCHEMA}.{table.name}" if dialect == "postgresql" else table.name
+        out.append(render_create_table(table, dialect, name) + ";")
+        out += [ddl + ";" for ddl in render_indexes(table, name)]
+        out.append("")
+    return "\n".join(out)
+
+
+def _is_textual(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return _is_textual(t.value_type)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _accepts(kind: str, t: pa.DataType) -> bool:
+    if pa.types.is_null(t):
+        return True
+    if kind in ("text", "json"):
+        return _is_textual(t)
+    if kind == "date":
+        return pa.types.is_date(t) or (pa.types.is_timestamp(t) and t.tz is None)
+    if kind == "bool":
+        return pa.types.is_boolean(t)
+    if kind == "int":
+        return pa.types.is_integer(t) or pa.types.is_floating(t)
+    if kind == "double":
+        return pa.types.is_integer(t) or pa.types.is_floating(t)
+    raise AssertionError(kind)
+
+
+def check_input_schema(table: Table, schema: pa.Schema) -> None:
+    """Refuse a Parquet schema that does not match the table: unknown, missing or mistyped columns.
+
+    pandas index artefacts (``__index_level_0__``) are ignored; a missing ``run_id`` is filled in.
+    """
+    names = [n for n in schema.names if not n.startswith("__index_level_")]
+    unknown = [n for n in names if n not in table.column_names]
+    if unknown:
+        raise ZerocertError(f"table {table.name}: unknown column {unknown[0]!r} in input "
+                            f"(not in the warehouse schema)")
+    for col in table.columns:
+        if col.name not in names:
+            if col.name != "run_id":
+                raise ZerocertError(f"table {table.name}: input lacks column {col.name!r}")
+            continue
+        got = schema.field(col.name).type
+        if not _accepts(col.type, got):
+            raise ZerocertError(f"table {table.name}, column {col.name}: expected {col.type}, "
+                                f"input has {got}")
+
+
+def conform_batch(table: Table, batch: pa.RecordBatch, run_id: str) -> pa.RecordBatch:
+    """Cast one input batch to the table's exact Arrow types, in the table's column order.
+
+    Refuses what would change meaning: dates with a time of day, integers with a fraction,
+    missing required values, rows of another run. NaN in doubles becomes NULL (both dialects
+    then store the same thing), NUL characters in free text become U+FFFD (PostgreSQL text
+    cannot hold them).
+    """
+    arrays = []
+    for col in table.columns:
+        target = _ARROW_TYPES[col.type]
+        if col.name not in batch.schema.names:  # only run_id may be absent (checked before)
+            arrays.append(pa.array([run_id] * batch.num_rows, pa.string()))
+            continue
+        arr = batch.column(col.name)
+        where = f"table {table.name}, column {col.name}"
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.dictionary_decode()
+        if col.type == "date" and pa.types.is_timestamp(arr.type):
+            day = pc.floor_temporal(arr, unit="day")
+            if not pc.all(pc.or_kleene(pc.equal(day, arr), pc.is_null(arr))).as_py():
+                raise ZerocertError(f"{where}: a date carries a time of day")
+        if pa.types.is_floating(arr.type):
+            arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
+        try:
+            arr = arr.cast(target, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ZerocertError(f"{where}: cannot be read as {col.type} ({exc})") from None
+        if col.free_text and arr.null_count < len(arr):
+            arr = pc.replace_substring(arr, "\x00", "\ufffd")
+        if col.required and arr.null_count:
+            raise ZerocertError(f"{where}: {arr.null_count} row(s) lack a required value")
+        if col.name == "run_id" and not pc.all(pc.equal(arr, run_id)).as_py():
+            raise ZerocertError(f"table {table.name}: rows carry a run_id other than {run_id!r}")
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, names=table.column_names)

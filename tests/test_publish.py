@@ -1,0 +1,374 @@
+"""Publishing a run to the warehouse: atomic switch, failure leaves the old run, reruns repeat.
+
+Every behaviour is checked on SQLite (a file in tmp_path) and on the real PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+
+from pipelines.errors import ZerocertError
+from pipelines.resident_id import check_character, mask_id
+from pipelines.publish import (
+    ensure_warehouse, publish_run, read_current_run, read_table, record_failed_run,
+)
+from pipelines.warehouse_schema import PUBLISHED_TABLES, TABLES
+
+
+
+def resident(first17: str) -> str:
+    return first17 + check_character(first17)
+
+
+def child_id(i: int) -> str:
+    return resident(f"37110220200101{i:03d}")
+
+
+CHILD = child_id(1)
+GUARDIAN = resident("37110219850101001")
+
+
+def frames(run_id: str | None, children: int = 3, *, shift: int = 0) -> dict[str, pd.DataFrame]:
+    """A tiny but complete run; ``shift`` changes values so two runs are told apart."""
+    kids = [child_id(i) for i in range(children)]
+    day = pd.Timestamp("2027-07-01") + pd.Timedelta(days=shift)
+    evidence = json.dumps([{"date": "2020-05-01", "record_key": "鲁(2020)第1号", "source": "property_title"}],
+                          ensure_ascii=False, sort_keys=True)
+    out = {
+        "citizen": pd.DataFrame({
+            "citizen_id": kids + [GUARDIAN],
+            "name": [["张三", "", None][i] if i < 3 else f"n{i}" for i in range(children)] + ["王五"],
+            "sex": "男", "birth_date": pd.Timestamp("2020-01-01"), "household_no": "000000123",
+            "hukou_status": "正常", "hukou_region_code": "371102", "hukou_address": 'a "quoted", \\. addr\nline',
+            "hukou_address_code": None, "settled_date": day, "urban_hukou": True,
+            "sources": json.dumps(["hukou"]), "name_conflict": False}),
+        "guardianship": pd.DataFrame({"child_id": kids, "guardian_id": GUARDIAN, "relation": "父亲",
+                                      "basis": "guardian_field"}),
+        "property_holding": pd.DataFrame({
+            "citizen_id": [GUARDIAN], "kind": ["title"], "record_key": ["鲁(2020)第1号"], "use": ["住宅"],
+            "status": ["现势"], "record_date": [pd.Timestamp("2020-05-01")], "share": [0.5 + shift],
+            "address": ["x"], "address_code": ["A1"], "address_status": ["exact"], "qualifying": [True]}),
+        "rental_holding": pd.DataFrame({
+            "citizen_id": [GUARDIAN], "record_no": ["R1"], "address": ["y"], "address_code": [None],
+            "address_status": ["unmatched"], "start_date": [pd.Timestamp("2026-01-01")],
+            "end_date": [pd.NaT], "registered_date": [pd.Timestamp("2026-01-02")], "qualifying": [False]}),
+        "employment": pd.DataFrame({
+            "citizen_id": [GUARDIAN], "kind": ["social_insurance"], "record_key": ["企业职工基本养老保险"],
+            "org_code": ["91370000MA3C00000X"], "since": [pd.Timestamp("2015-01-01")],
+            "local_months": pd.array([24 + shift], dtype="Int64"), "status": ["参保缴费"], "qualifying": [True]}),
+        "eligibility": pd.DataFrame({
+            "child_id": kids, "level": "primary", "school_code": "S01", "category": "A1",
+            "priority_date": pd.Timestamp("2020-05-01") + pd.Timedelta(days=shift),
+            "basis_guardian_id": GUARDIAN, "evidence": evidence, "policy_id": "demo-2027"}),
+        "ineligibility": pd.DataFrame({"child_id": [kids[0]], "level": ["junior"],
+                                       "reasons": [json.dumps(["NO_QUALIFYING_PROPERTY"])],
+                                       "policy_id": ["demo-2027"]}),
+        "guardian_eligibility": pd.DataFrame({
+            "guardian_id": [GUARDIAN], "level": ["primary"], "school_code": ["S01"], "basis": ["property"],
+            "priority_date": [pd.Timestamp("2020-05-01")], "evidence": [evidence]}),
+        "prefill": pd.DataFrame({"guardian_id": [GUARDIAN],
+                                 "document": [json.dumps({"children": kids, "shift": shift})]}),
+        "source_snapshot": pd.DataFrame({
+            "source": ["hukou", "rental"], "delivery": [pd.Timestamp("2027-07-01")] * 2,
+            "checksum": ["ab", "cd"], "rows_in": [10, 4], "rows_accepted": [8, 4],
+            "rows_quarantined": [1, 0], "rows_duplicate": [1, 0]}),
+        "quarantine": pd.DataFrame({"source": ["hukou"], "record_ref": ["hukou.csv:7"],
+                                    "reason_code": ["INVALID_DATE"], "detail": ["birth_date"],
+                                    "raw": ["a,b\x00,c"]}),
+        "address_match": pd.DataFrame({"source": ["rental"], "address": ["y"], "address_code": [None],
+                                       "status": ["unmatched"], "candidates": ["[]"], "score": [float("nan")]}),
+    }
+    if run_id is not None:
+        for frame in out.values():
+            frame["run_id"] = run_id
+    return out
+
+
+def write(frames_: dict[str, pd.DataFrame], directory: Path) -> dict[str, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, frame in frames_.items():
+        paths[name] = directory / f"{name}.parquet"
+        frame.to_parquet(paths[name], index=False)
+    return paths
+
+
+def run_desc(run_id: str, started: str = "2026-11-01T08:00:00+00:00") -> dict:
+    return {"run_id": run_id, "as_of": dt.date(2027, 8, 15), "policy_id": "demo-2027",
+            "started_at": started, "code_version": "test"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    return request.getfixturevalue("pg_url")
+
+
+def run_ids(url: str, table: str) -> set[str]:
+    column = TABLES[table].column_names.index("run_id")
+    return {row[column] for row in read_table(url, table)}
+
+
+def audit(url: str) -> dict[str, list[str]]:
+    """run_id -> statuses of its attempts, through a plain SQL read as an engineer would."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.connect() as db:
+        rows = db.execute(sa.text("SELECT run_id, status FROM run_audit ORDER BY started_at")).all()
+    engine.dispose()
+    out: dict[str, list[str]] = {}
+    for run_id, status in rows:
+        out.setdefault(run_id, []).append(status)
+    return out
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_second_run_replaces_the_first_and_audit_keeps_both(url, tmp_path):
+    first, second = unique("r1"), unique("r2")
+    publish_run(url, run_desc(first), write(frames(first), tmp_path / "a"))
+    assert read_current_run(url)["run_id"] == first
+    publish_run(url, run_desc(second, "2026-11-02T08:00:00+00:00"),
+                write(frames(second, children=2, shift=1), tmp_path / "b"))
+    for table in PUBLISHED_TABLES:
+        assert run_ids(url, table) == {second}, table
+    assert len(read_table(url, "eligibility")) == 2
+    current = read_current_run(url)
+    assert current["run_id"] == second and current["status"] == "published"
+    assert current["finished_at"] > current["started_at"]
+    assert current["row_counts"]["eligibility"] == 2
+    history = audit(url)
+    assert history[first] == ["published"] and history[second] == ["published"]
+
+
+def test_published_values_round_trip(url, tmp_path):
+    run_id = unique("rt")
+    given = frames(run_id)
+    publish_run(url, run_desc(run_id), write(given, tmp_path / "a"))
+    citizens = {row[0]: row for row in read_table(url, "citizen")}
+    names = TABLES["citizen"].column_names
+    child = citizens[child_id(1)]
+    assert child[names.index("name")] == ""  # an empty string is not NULL
+    assert citizens[child_id(2)][names.index("name")] is None
+    assert child[names.index("hukou_address")] == 'a "quoted", \\. addr\nline'
+    assert str(child[names.index("birth_date")]) == "2020-01-01"
+    assert child[names.index("urban_hukou")] in (True, 1)
+    assert child[names.index("household_no")] == "000000123"
+    [holding] = read_table(url, "property_holding")
+    assert holding[TABLES["property_holding"].column_names.index("share")] == 0.5
+    [employment] = read_table(url, "employment")
+    assert employment[TABLES["employment"].column_names.index("local_months")] == 24
+    [rental] = read_table(url, "rental_holding")
+    assert rental[TABLES["rental_holding"].column_names.index("end_date")] is None
+    [match] = read_table(url, "address_match")
+    assert match[TABLES["address_match"].column_names.index("score")] is None  # NaN stored as NULL
+    [quarantined] = read_table(url, "quarantine")
+    assert quarantined[TABLES["quarantine"].column_names.index("raw")] == "a,b\ufffd,c"
+    evidence = read_table(url, "eligibility")[0][TABLES["eligibility"].column_names.index("evidence")]
+    assert json.loads(evidence) == json.loads(given["eligibility"].evidence[0])
+
+
+@pytest.mark.parametrize("damage", ["missing_file", "wrong_type", "duplicate_key", "broken_json"])
+def test_failed_publish_leaves_the_previous_run_and_is_audited(url, tmp_path, damage):
+    good, bad = unique("good"), unique("bad")
+    publish_run(url, run_desc(good), write(frames(good), tmp_path / "good"))
+    before = {t: sorted(read_table(url, t), key=repr) for t in PUBLISHED_TABLES}
+    broken = frames(bad, shift=2)
+    if damage == "wrong_type":
+        broken["employment"]["since"] = "2015-01-01"  # text where a date belongs
+    elif damage == "duplicate_key":  # prefill is loaded late: earlier tables are already staged
+        broken["prefill"] = pd.concat([broken["prefill"]] * 2, ignore_index=True)
+    elif damage == "broken_json":
+        broken["address_match"]["candidates"] = "[unterminated"
+    paths = write(broken, tmp_path / "bad")
+    if damage == "missing_file":
+        paths["guardianship"].unlink()
+    with pytest.raises(ZerocertError) as failure:
+        publish_run(url, run_desc(bad), paths)
+    assert "\n" not in str(failure.value) and GUARDIAN not in str(failure.value)
+    after = {t: sorted(read_table(url, t), key=repr) for t in PUBLISHED_TABLES}
+    assert after == before
+    assert read_current_run(url)["run_id"] == good
+    assert audit(url)[bad] == ["failed"]
+
+
+def test_wrong_type_names_table_and_column(tmp_path):
+    url = f"sqlite:///{tmp_path / 'w.sqlite'}"
+    broken = frames("r")
+    broken["employment"]["since"] = "2015-01-01"
+    with pytest.raises(ZerocertError, match="employment.*since.*date"):
+        publish_run(url, run_desc("r"), write(broken, tmp_path / "in"))
+
+
+def test_unknown_column_is_refused_by_name(tmp_path):
+    url = f"sqlite:///{tmp_path / 'w.sqlite'}"
+    broken = frames("r")
+    broken["eligibility"]["score_hint"] = 1
+    with pytest.raises(ZerocertError, match="eligibility.*score_hint"):
+        publish_run(url, run_desc("r"), write(broken, tmp_path / "in"))
+
+
+def test_a_table_left_out_of_the_run_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'w.sqlite'}"
+    paths = write(frames("r"), tmp_path / "in")
+    del paths["quarantine"]
+    with pytest.raises(ZerocertError, match="quarantine"):
+        publish_run(url, run_desc("r"), paths)
+    assert read_current_run(url) is None
+
+
+def test_rerun_with_identical_inputs_gives_identical_tables(url, tmp_path):
+    run_id = unique("same")
+    paths = write(frames(run_id, children=4), tmp_path / "in")
+    publish_run(url, run_desc(run_id), paths)
+    first = {t: sorted(read_table(url, t), key=repr) for t in PUBLISHED_TABLES}
+    publish_run(url, run_desc(run_id, "2026-11-01T09:00:00+00:00"), paths)
+    second = {t: sorted(read_table(url, t), key=repr) for t in PUBLISHED_TABLES}
+    assert first == second
+    assert audit(url)[run_id] == ["published", "published"]
+
+
+def test_run_id_is_filled_in_and_must_match(url, tmp_path):
+    run_id = unique("fill")
+    publish_run(url, run_desc(run_id), write(frames(None), tmp_path / "plain"))
+    assert run_ids(url, "citizen") == {run_id}
+    with pytest.raises(ZerocertError, match="run_id"):
+        publish_run(url, run_desc(unique("other")), write(frames("someone-else"), tmp_path / "foreign"))
+
+
+def test_record_failed_run_keeps_the_published_tables(url, tmp_path):
+    good, failed = unique("good"), unique("validation")
+    publish_run(url, run_desc(good), write(frames(good), tmp_path / "a"))
+    record_failed_run(url, run_desc(failed), f"hukou failed validation near {CHILD}")
+    assert read_current_run(url)["run_id"] == good
+    assert audit(url)[failed] == ["failed"]
+
+
+def test_failure_reason_masks_resident_ids(tmp_path):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'w.sqlite'}"
+    record_failed_run(url, run_desc("r"), f"duplicate key ({CHILD}, primary, S01)")
+    [reason] = sqlite3.connect(tmp_path / "w.sqlite").execute("SELECT reason FROM run_audit").fetchone()
+    assert CHILD not in reason and mask_id(CHILD) in reason
+
+
+def test_ensure_warehouse_is_idempotent_and_versioned(url):
+    import sqlalchemy as sa
+
+    ensure_warehouse(url)
+    ensure_warehouse(url)
+    engine = sa.create_engine(url)
+    with engine.connect() as db:
+        versions = db.execute(sa.text("SELECT version FROM schema_version")).scalars().all()
+        empty = db.execute(sa.text("SELECT count(*) FROM prefill")).scalar()  # readable before a run
+    engine.dispose()
+    assert versions == sorted(set(versions)) and versions[0] == 1
+    assert empty >= 0
+
+
+def test_no_current_run_before_the_first_publish(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new.sqlite'}"
+    assert read_current_run(url) is None
+    assert not (tmp_path / "new.sqlite").exists()  # reading creates nothing
+
+
+@pytest.mark.postgres
+def test_lookups_by_child_and_guardian_use_an_index(pg_url, tmp_path):
+    run_id = unique("idx")
+    publish_run(pg_url, run_desc(run_id), write(frames(run_id), tmp_path / "a"))
+    with psycopg.connect(pg_url.replace("+psycopg", "")) as conn:
+        conn.execute("SET enable_seqscan = off")
+        for sql in ["SELECT * FROM eligibility WHERE child_id = 'x'",
+                    "SELECT * FROM prefill WHERE guardian_id = 'x'",
+                    "SELECT * FROM guardianship WHERE guardian_id = 'x'",
+                    "SELECT * FROM guardianship WHERE child_id = 'x'",
+                    "SELECT count(*) FROM eligibility WHERE school_code = 'S' AND category = 'A1'"]:
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql))
+            assert "Index" in plan, (sql, plan)
+
+
+@pytest.mark.postgres
+def test_grants_and_row_level_security_survive_the_swap(pg_url, tmp_path):
+    role = f"zc_reader_{uuid.uuid4().hex[:8]}"
+    plain = pg_url.replace("+psycopg", "")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        ensure_warehouse(pg_url)
+        conn.execute(f"CREATE ROLE {role}")
+        try:
+            conn.execute(f"GRANT USAGE ON SCHEMA zerocert TO {role}")
+            conn.execute(f"GRANT SELECT ON zerocert.eligibility TO {role}")
+            conn.execute(f"GRANT SELECT (source, reason_code) ON zerocert.quarantine TO {role}")
+            conn.execute("ALTER TABLE zerocert.eligibility ENABLE ROW LEVEL SECURITY")
+            conn.execute(f"CREATE POLICY own_school ON zerocert.eligibility FOR SELECT TO {role} "
+                         "USING (school_code = current_setting('zerocert.school', true))")
+            run_id = unique("acl")
+            publish_run(pg_url, run_desc(run_id), write(frames(run_id), tmp_path / "a"))
+            conn.execute(f"SET ROLE {role}")
+            assert conn.execute("SELECT count(*) FROM zerocert.eligibility").fetchone()[0] == 0
+            conn.execute("SET zerocert.school = 'S01'")
+            assert conn.execute("SELECT count(*) FROM zerocert.eligibility").fetchone()[0] == 3
+            assert conn.execute("SELECT count(source) FROM zerocert.quarantine").fetchone()[0] == 1
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT raw FROM zerocert.quarantine")
+        finally:
+            conn.execute("RESET ROLE")
+            conn.execute("DROP POLICY IF EXISTS own_school ON zerocert.eligibility")
+            conn.execute("ALTER TABLE zerocert.eligibility DISABLE ROW LEVEL SECURITY")
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.postgres
+def test_concurrent_reader_sees_the_old_run_or_the_new_never_a_mix(pg_url, tmp_path):
+    runs = [unique(f"c{i}") for i in range(4)]
+    inputs = [write(frames(r, children=2000 + 500 * i, shift=i), tmp_path / r) for i, r in enumerate(runs)]
+    publish_run(pg_url, run_desc(runs[0]), inputs[0])
+    expected = {r: 2000 + 500 * i for i, r in enumerate(runs)}
+    seen: list[tuple] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            with psycopg.connect(pg_url.replace("+psycopg", "")) as conn:
+                while not stop.is_set():
+                    with conn.transaction():
+                        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                        elig = conn.execute("SELECT run_id, count(*) FROM eligibility GROUP BY run_id").fetchall()
+                        time.sleep(0.002)  # hold the tables across statements, as a real client might
+                        guard = conn.execute("SELECT run_id, count(*) FROM guardianship GROUP BY run_id").fetchall()
+                    seen.append((tuple(elig), tuple(guard)))
+        except BaseException as exc:  # surfaced by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(1, len(runs)):
+            publish_run(pg_url, run_desc(runs[i], f"2026-11-01T0{i}:00:00+00:00"), inputs[i])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert len(seen) > 20
+    for elig, guard in seen:
+        assert len(elig) == 1 and len(guard) == 1, (elig, guard)
+        (run_e, n_e), (run_g, n_g) = elig[0], guard[0]
+        assert run_e == run_g and n_e == n_g == expected[run_e]
+    assert {e[0][0] for e, _ in seen} >= {runs[0], runs[-1]}
