@@ -1,0 +1,263 @@
+"""Great Expectations guards on staged frames: what passes, what rejects a delivery, what is kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.errors import UsageError, ValidationFailed
+from pipelines.resident_id import check_character
+from pipelines.validation import (
+    DEFAULT_EXPECTATIONS_DIR,
+    SOURCES,
+    load_expectation_suites,
+    row_count_bounds,
+    TableChecks,
+    valid_resident_ids,
+    validate_staged,
+)
+
+AS_OF = dt.date(2027, 3, 1)
+
+
+def resident_id(first17: str) -> str:
+    return first17 + check_character(first17)
+
+
+def wrong_check(valid: str) -> str:
+    return valid[:17] + ("1" if valid[17] != "1" else "2")
+
+
+def hukou_frame(rows: int = 5) -> pd.DataFrame:
+    """Staged hukou rows as staging hands them over (contracts.md)."""
+    ids = [resident_id(f"3711021980{i // 28 % 12 + 1:02d}{i % 28 + 1:02d}{i % 1000:03d}")
+           for i in range(rows)]
+    births = pd.to_datetime([f"1980-{i // 28 % 12 + 1:02d}-{i % 28 + 1:02d}" for i in range(rows)])
+    return pd.DataFrame({
+        "citizen_id": pd.array(ids, dtype="str"),
+        "name": pd.array(["张伟"] * rows, dtype="str"),
+        "sex": pd.array(["男", "女"] * (rows // 2) + ["男"] * (rows % 2), dtype="str"),
+        "birth_date": births.astype("datetime64[ns]"),
+        "household_no": pd.array([f"{100000000 + i // 3}" for i in range(rows)], dtype="str"),
+        "relation_to_head": pd.array((["户主", "配偶", "子"] * rows)[:rows], dtype="str"),
+        "hukou_address": pd.array(["某区文化路12号"] * rows, dtype="str"),
+        "hukou_region_code": pd.array(["371102"] * rows, dtype="str"),
+        "settled_date": pd.Series(pd.to_datetime(["2010-05-01"] * rows)).astype("datetime64[ns]")
+        .where(pd.Series(range(rows)) != 1),
+        "guardian1_id": pd.array([ids[0] if i % 3 == 2 else None for i in range(rows)], dtype="str"),
+        "guardian1_relation": pd.array(["父亲" if i % 3 == 2 else None for i in range(rows)],
+                                       dtype="str"),
+        "guardian2_id": pd.array([None] * rows, dtype="str"),
+        "guardian2_relation": pd.array([None] * rows, dtype="str"),
+        "status": pd.array(["正常"] * rows, dtype="str"),
+        "record_ref": pd.array([f"hukou.csv:{i + 2}" for i in range(rows)], dtype="str"),
+    })
+
+
+@pytest.fixture(scope="module")
+def suites():
+    return load_expectation_suites(DEFAULT_EXPECTATIONS_DIR)
+
+
+def run(frame, tmp_path, suites, *, source="hukou", previous_rows=None, **kwargs):
+    return validate_staged(source, frame, as_of=AS_OF, previous_rows=previous_rows,
+                           results_dir=tmp_path, suites=suites, **kwargs)
+
+
+def test_every_source_has_a_checked_suite(suites):
+    assert set(suites) == set(SOURCES)
+    for spec in suites.values():
+        assert spec.table.min_rows >= 1
+        assert any(check.kind == "unique" for check in spec.row_checks)
+
+
+def test_good_frame_passes_and_keeps_results_and_data_docs(tmp_path, suites):
+    frame = hukou_frame()
+    before = frame.copy()
+    report = run(frame, tmp_path, suites, previous_rows=5)
+    assert report["success"] is True
+    assert report["failed_expectations"] == []
+    assert report["rows"] == 5
+    kept = json.loads(Path(report["results_path"]).read_text(encoding="utf-8"))
+    assert kept["success"] is True
+    assert Path(report["results_path"]) == tmp_path / "hukou" / "validation.json"
+    checked = {r["expectation_config"]["meta"]["check"] for r in kept["results"]}
+    assert {"row_count", "resident_id(citizen_id)", "in_set(sex)", "unique(citizen_id)",
+            "date_range(birth_date)"} <= checked
+    docs = Path(report["docs_path"])
+    assert docs == tmp_path / "data_docs" / "index.html"
+    assert "hukou" in docs.read_text(encoding="utf-8")
+    pd.testing.assert_frame_equal(frame, before)
+
+
+@pytest.mark.parametrize("column, bad_value, check", [
+    ("sex", "男性", "in_set(sex)"),
+    ("status", "失踪", "in_set(status)"),
+    ("citizen_id", "wrong_check", "resident_id(citizen_id)"),
+    ("guardian1_id", "wrong_check", "resident_id(guardian1_id)"),
+    ("birth_date", pd.Timestamp("2027-03-02"), "date_range(birth_date)"),
+    ("settled_date", pd.Timestamp("1899-12-31"), "date_range(settled_date)"),
+    ("household_no", "12345678", "pattern(household_no)"),
+])
+def test_a_bad_row_fails_the_named_row_check(tmp_path, suites, column, bad_value, check):
+    frame = hukou_frame()
+    row = 2
+    if bad_value == "wrong_check":
+        bad_value = wrong_check(frame.loc[row, column])
+    frame.loc[row, column] = bad_value
+    with pytest.raises(ValidationFailed) as caught:
+        run(frame, tmp_path, suites)
+    message = str(caught.value)
+    assert caught.value.exit_status == 3
+    assert f"row check {check} failed: 1 of " in message
+    assert "\n" not in message
+    assert caught.value.report["failed_expectations"] == [check]
+    kept = json.loads((tmp_path / "hukou" / "validation.json").read_text(encoding="utf-8"))
+    assert kept["success"] is False
+
+
+def test_missing_required_value_fails_not_null(tmp_path, suites):
+    frame = hukou_frame()
+    frame.loc[0, "birth_date"] = pd.NaT
+    with pytest.raises(ValidationFailed, match=r"not_null\(birth_date\)"):
+        run(frame, tmp_path, suites)
+
+
+def test_an_empty_frame_fails_the_table_check(tmp_path, suites):
+    with pytest.raises(ValidationFailed) as caught:
+        run(hukou_frame().iloc[:0], tmp_path, suites)
+    assert "table check row_count failed: 0 rows" in str(caught.value)
+    assert (tmp_path / "data_docs" / "index.html").exists()
+
+
+def test_row_count_far_below_previous_snapshot_is_rejected(tmp_path, suites):
+    with pytest.raises(ValidationFailed) as caught:
+        run(hukou_frame(30), tmp_path, suites, previous_rows=100)
+    message = str(caught.value)
+    assert "row_count" in message and "30 rows" in message and "previous snapshot 100" in message
+
+
+def test_row_count_within_the_change_fraction_passes(tmp_path, suites):
+    assert run(hukou_frame(60), tmp_path, suites, previous_rows=100)["success"] is True
+
+
+def test_row_count_bounds():
+    assert row_count_bounds(TableChecks(min_rows=1, max_change_fraction=0.5), 100) == (50, 150)
+    assert row_count_bounds(TableChecks(min_rows=1, max_change_fraction=0.5), None) == (1, None)
+    assert row_count_bounds(TableChecks(min_rows=1, max_change_fraction=0.2), 0) == (1, 0)
+
+
+def test_table_failure_is_named_before_row_failures(tmp_path, suites):
+    frame = hukou_frame(30)
+    frame.loc[0, "sex"] = "未知"
+    with pytest.raises(ValidationFailed, match=r"table check row_count failed.*and 1 more"):
+        run(frame, tmp_path, suites, previous_rows=100)
+
+
+def test_duplicate_ids_fail_without_showing_them(tmp_path, suites):
+    frame = hukou_frame()
+    frame.loc[4, "citizen_id"] = frame.loc[3, "citizen_id"]
+    whole_id = frame.loc[3, "citizen_id"]
+    with pytest.raises(ValidationFailed, match=r"unique\(citizen_id\)") as caught:
+        run(frame, tmp_path, suites)
+    assert whole_id not in str(caught.value)
+    for path in tmp_path.rglob("*"):
+        if path.suffix in (".json", ".html"):
+            assert whole_id not in path.read_text(encoding="utf-8"), path.name
+    kept = (tmp_path / "hukou" / "validation.json").read_text(encoding="utf-8")
+    assert whole_id[:6] + "********" + whole_id[-4:] in kept
+
+
+def test_every_run_stays_in_the_data_docs_index(tmp_path, suites):
+    run(hukou_frame(), tmp_path, suites)
+    with pytest.raises(ValidationFailed):
+        run(hukou_frame().iloc[:0], tmp_path, suites)
+    pages = list((tmp_path / "data_docs" / "validations").rglob("*.html"))
+    assert len(pages) == 2
+    index = (tmp_path / "data_docs" / "index.html").read_text(encoding="utf-8")
+    assert index.count("hukou-as-of-2027-03-01/") >= 2
+
+
+def test_property_owner_ids_are_checked_by_owner_kind(tmp_path, suites):
+    person = resident_id("37110219850101123")
+    frame = pd.DataFrame({
+        "certificate_no": pd.array(["鲁(2019)某市不动产权第0000001号"] * 2
+                                   + ["鲁(2020)某市不动产权第0000002号"], dtype="str"),
+        "owner_id": pd.array([person, "91371100MA3C0000X1", resident_id("37110219900202456")],
+                             dtype="str"),
+        "owner_kind": pd.array(["person", "organization", "person"], dtype="str"),
+        "co_ownership": pd.array(["按份共有", "按份共有", "单独所有"], dtype="str"),
+        "share": [0.5, 0.5, float("nan")],
+        "use": pd.array(["住宅", "住宅", "商业"], dtype="str"),
+        "floor_area": [89.5, 89.5, 120.0],
+        "registered_date": pd.to_datetime(["2019-06-01", "2019-06-01", "2020-01-02"])
+        .astype("datetime64[ns]"),
+        "title_status": pd.array(["现势", "现势", "历史"], dtype="str"),
+    })
+    assert run(frame, tmp_path, suites, source="property_title")["success"] is True
+    frame.loc[1, "owner_kind"] = "person"
+    with pytest.raises(ValidationFailed, match=r"resident_id\(owner_id\)\[owner_kind=person\]"):
+        run(frame, tmp_path, suites, source="property_title")
+
+
+def test_code_lists_come_from_the_staging_schema(tmp_path, suites):
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    (schemas / "hukou.yaml").write_text(
+        "columns:\n  - {key: status, type: code, codes: [正常, 迁出]}\n", encoding="utf-8")
+    frame = hukou_frame()
+    frame.loc[0, "status"] = "死亡"
+    with pytest.raises(ValidationFailed, match=r"in_set\(status\)"):
+        run(frame, tmp_path / "out", suites, schemas_dir=schemas)
+
+
+def test_a_warning_check_is_reported_not_raised(tmp_path):
+    folder = tmp_path / "expectations"
+    folder.mkdir()
+    (folder / "hukou.yaml").write_text(
+        "source: hukou\nrow_checks:\n"
+        "  - {check: in_set, column: sex, values: [男, 女], severity: warn}\n", encoding="utf-8")
+    frame = hukou_frame()
+    frame.loc[0, "sex"] = "未知"
+    report = run(frame, tmp_path / "out", load_expectation_suites(folder))
+    assert report["success"] is False
+    assert report["failed_expectations"] == ["in_set(sex)"]
+
+
+@pytest.mark.parametrize("text, named", [
+    ("source: hukou\nrow_checks:\n  - {check: exists, column: sex}\n", "check"),
+    ("source: hukou\nrow_checks:\n  - {check: not_null, column: sex, mostly: 1.5}\n", "mostly"),
+    ("source: hukou\nrow_checks:\n  - {check: in_set, column: sex}\n", "values"),
+    ("source: hukou\nrow_checks:\n  - {check: date_range, column: birth_date, max: tomorrow}\n",
+     "max"),
+    ("source: hukou\nrow_checks:\n  - {check: pattern, column: household_no, regex: '(\\d'}\n",
+     "regex"),
+    ("source: hukou\ntable_checks: {max_change_fraction: -1}\n", "max_change_fraction"),
+    ("source: hukuo\n", "source"),
+    ("source: hukou\nrow_checks: [\n", "YAML"),
+])
+def test_a_broken_expectation_file_is_a_usage_error(tmp_path, text, named):
+    (tmp_path / "hukou.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(UsageError) as caught:
+        load_expectation_suites(tmp_path)
+    message = str(caught.value)
+    assert "hukou.yaml" in message and named in message
+    assert caught.value.exit_status == 2 and "\n" not in message
+
+
+def test_valid_resident_ids_verifies_the_check_character():
+    good = resident_id("37110219800101123")
+    values = pd.Series([good, wrong_check(good), good.lower()[:17] + "x", "371102800101123", None],
+                       dtype="str")
+    verdict = valid_resident_ids(values)
+    assert verdict.iloc[:4].tolist() == [True, False, False, False]
+    assert pd.isna(verdict.iloc[4])
+
+
+def test_a_frame_missing_a_checked_column_fails_the_table_check(tmp_path, suites):
+    with pytest.raises(ValidationFailed, match=r"columns_present failed: .*'status'"):
+        run(hukou_frame().drop(columns=["status"]), tmp_path, suites)
