@@ -331,13 +331,14 @@ def read_csv_delivery(text: bytes, schema: Schema, label: str) -> pd.DataFrame:
     errors[bad_count] = [f"{n} fields, expected {width}" for n in counts[bad_count]]
     errors[oversized] = [f"line of {n} characters" for n in length[oversized]]
 
-    values = {name: np.full(len(data), "", dtype=object) for name in header}
     flat = parts.filter(pa.array(plain)).flatten()
-    positions = np.flatnonzero(plain)
-    for j, name in enumerate(header):
-        values[name][positions] = flat.take(pa.array(np.arange(j, len(flat), width))).to_numpy(
-            zero_copy_only=False
-        )
+    slot = np.full(len(data), -1, dtype=np.int64)
+    slot[plain] = np.arange(int(plain.sum()), dtype=np.int64) * width
+    missing = slot < 0
+    columns = {
+        name: _to_str(flat.take(pa.array(slot + j, mask=missing))).fillna("")
+        for j, name in enumerate(header)
+    }
     for i in np.flatnonzero(quoted & ~oversized):
         try:
             row = next(csv.reader([data[int(i)].as_py()], delimiter=schema.separator, strict=True))
@@ -348,10 +349,12 @@ def read_csv_delivery(text: bytes, schema: Schema, label: str) -> pd.DataFrame:
             errors[i] = f"{len(row)} fields, expected {width}"
             continue
         for name, value in zip(header, row):
-            values[name][i] = value
-    raw = _truncate_raw(_to_str(data))
+            columns[name].iloc[i] = value
+    raw = _to_str(data)
+    if oversized.any():
+        raw = _truncate_raw(raw)
     refs = schema.file + ":" + line_no.astype("str")
-    keyed = {names[name]: pd.Series(values[name], dtype="str") for name in header}
+    keyed = {names[name]: columns[name] for name in header}
     return _raw_frame(keyed, refs, raw, pd.Series(errors, dtype="str"))
 
 
