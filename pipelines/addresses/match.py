@@ -62,7 +62,7 @@ def resolve_texts(texts: pd.Series, registry: AddressRegistry) -> pd.DataFrame:
     code[hit] = exact.to_numpy()[hit]
     status[hit] = "exact"
     score[hit] = 1.0
-    candidates[hit] = [_candidates_json([c]) for c in code[hit]]
+    candidates[hit] = _single_candidates(pd.Series(code[hit], dtype=object))
     if len(registry.duplicate_texts):
         dup = registry.duplicate_texts.reindex(distinct.to_numpy())
         several = dup.notna().to_numpy()
@@ -88,16 +88,27 @@ def resolve_texts(texts: pd.Series, registry: AddressRegistry) -> pd.DataFrame:
 def _parse(texts: pd.Series, registry: AddressRegistry) -> pd.DataFrame:
     """Components of each text plus the district (if written) and road its head names."""
     parts = split_components(normalize_texts(texts))
-    heads = parts["head"].dropna().unique()
-    split = {head: split_head(head, registry.roads, registry.district_names) for head in heads}
-    resolved = parts["head"].map(split)
-    parts["district_code"] = resolved.map(lambda v: v[0] if isinstance(v, tuple) else None)
-    parts["road"] = resolved.map(lambda v: v[1] if isinstance(v, tuple) else None)
+    head_codes, heads = pd.factorize(parts["head"])
+    split = [split_head(head, registry.roads, registry.district_names) for head in heads]
+    districts = np.array([d for d, _ in split] + [None], dtype=object)
+    roads = np.array([r for _, r in split] + [None], dtype=object)
+    parts["district_code"] = districts[head_codes]  # code -1 (no head) takes the trailing None
+    parts["road"] = roads[head_codes]
     return parts
 
 
 def _multi_district(roads: pd.Series, registry: AddressRegistry) -> pd.Series:
-    return roads.map(lambda road: len(registry.roads.get(road, ())) > 1).astype(bool)
+    """Roads that run through several districts: never placed without their district."""
+    several = [road for road, districts in registry.roads.items() if len(districts) > 1]
+    return roads.isin(several)
+
+
+def _single_candidates(codes: pd.Series) -> list[str]:
+    """``["<code>"]`` per code; built as strings unless a code would need JSON escaping."""
+    codes = codes.astype("str")
+    if codes.str.contains(r'["\\\x00-\x1f\x7f-\x9f]', regex=True).any():
+        return [_candidates_json([c]) for c in codes]
+    return ('["' + codes + '"]').tolist()
 
 
 def _match_components(parsed: pd.DataFrame, registry: AddressRegistry, code: np.ndarray,
@@ -125,7 +136,7 @@ def _match_components(parsed: pd.DataFrame, registry: AddressRegistry, code: np.
     code[positions] = single["first"].to_numpy()
     status[positions] = "normalized"
     score[positions] = 1.0
-    candidates[positions] = [_candidates_json([c]) for c in single["first"]]
+    candidates[positions] = _single_candidates(single["first"])
 
     several = found.index[(found["n"] > 1) | unsure].to_numpy()
     if len(several):
@@ -140,9 +151,12 @@ NUMERALS = re.compile(r"[^0-9零〇一二两三四五六七八九十百千甲乙
 
 def _ratio(a: str, b: str) -> float:
     """Name similarity; 0 when the names differ in a numeral or a direction (海滨二路 ≠ 海滨三路)."""
+    matcher = SequenceMatcher(None, a, b, autojunk=False)
+    if matcher.real_quick_ratio() < FUZZY_MIN_SCORE or matcher.quick_ratio() < FUZZY_MIN_SCORE:
+        return 0.0
     if NUMERALS.sub("", a) != NUMERALS.sub("", b):
         return 0.0
-    return SequenceMatcher(None, a, b, autojunk=False).ratio()
+    return matcher.ratio()
 
 
 def _match_fuzzy(left: pd.DataFrame, registry: AddressRegistry, code: np.ndarray,
@@ -199,7 +213,7 @@ def _match_fuzzy(left: pd.DataFrame, registry: AddressRegistry, code: np.ndarray
     code[positions] = chosen["address_code"].to_numpy()
     status[positions] = "fuzzy"
     score[positions] = chosen["score"].round(4).to_numpy()
-    candidates[positions] = [_candidates_json([c]) for c in chosen["address_code"]]
+    candidates[positions] = _single_candidates(chosen["address_code"])
 
 
 def build_address_match(staged: Mapping[str, pd.DataFrame], registry: AddressRegistry) -> pd.DataFrame:

@@ -11,32 +11,46 @@ import re
 from functools import lru_cache
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-# Full-width ASCII (U+FF01..U+FF5E) to half-width, the ideographic space to a space, and the
-# dashes people type between building, unit and room to "-".
-_HALF_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
-_HALF_WIDTH.update({0x3000: " ", 0x2014: "-", 0x2013: "-", 0x2212: "-", 0x2500: "-", 0xFE63: "-"})
-HALF_WIDTH_TABLE = str.maketrans(_HALF_WIDTH)
+# NFKC turns full-width digits, letters, #, - and the ideographic space into ASCII; these
+# dashes people type between building, unit and room it leaves alone.
+DASHES = r"[\x{2010}-\x{2015}\x{2212}\x{2500}\x{FE58}\x{FE63}]"
+SPACES = r"\s+"
 
 _CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
               "七": 7, "八": 8, "九": 9}
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
 # Only numerals standing right before a house-number marker are numbers; "海滨二路" keeps its 二.
-CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千]+(?=号|栋|幢|单元|室|#|-)")
+_CN_MARKERS = "(?:号|栋|幢|单元|室|#|-)"
+CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千]+(?=" + _CN_MARKERS + ")")
+CN_NUMBER_RE2 = r"[零〇一二两三四五六七八九十百千]+" + _CN_MARKERS
 
-SPACES = re.compile(r"\s+")
-SMALL_DISTRICT = re.compile(r"小区$")
-LEADING_ZEROS = re.compile(r"^0+(?=\d)")
+SMALL_DISTRICT = r"小区$"
+LEADING_ZEROS = r"^0+([0-9])"
 
-# <head = prefix + road><door>号<compound><building><sep><unit><sep><room>[室|号]
-COMPONENTS = re.compile(
-    r"^(?P<head>.*?)(?P<door_no>\d+)号(?P<compound>.*?)"
-    r"(?P<building>\d+)(?:号楼|栋|幢|#|号|-)"
-    r"(?P<unit>\d+)(?:单元|-)"
-    r"(?P<room>\d+)(?:室|号)?$"
+# <head = prefix + road><door>号<compound><building><sep><unit><sep><room>[室|号]; RE2 syntax
+# (pyarrow), leading zeros outside the groups.
+COMPONENTS = (
+    r"^(?P<head>.*?)0*(?P<door_no>\d+)号(?P<compound>.*?)"
+    r"0*(?P<building>\d+)(?:号楼|栋|幢|#|号|-)"
+    r"0*(?P<unit>\d+)(?:单元|-)"
+    r"0*(?P<room>\d+)(?:室|号)?$"
 )
+COMPONENT_FIELDS = ("head", "door_no", "compound", "building", "unit", "room")
 # Province and city in front of the district: 山东省日照市, 日照市, 山东省, or nothing.
 PROVINCE_CITY = re.compile(r"^(?:[\u4e00-\u9fff]{2,3}省)?(?:[\u4e00-\u9fff]{2,4}市)?$")
+
+
+def _arrow(values: pd.Series) -> pa.ChunkedArray:
+    return pa.chunked_array([pa.array(values.astype("str").array, type=pa.large_string())]) \
+        if not isinstance(getattr(values.array, "_pa_array", None), pa.ChunkedArray) \
+        else values.array._pa_array
+
+
+def _series(values: pa.ChunkedArray | pa.Array, index: pd.Index) -> pd.Series:
+    return pd.Series(pd.array(values, dtype="str"), index=index)
 
 
 @lru_cache(maxsize=4096)
@@ -55,13 +69,22 @@ def chinese_number(token: str) -> str:
 
 
 def normalize_texts(texts: pd.Series) -> pd.Series:
-    """Half-width, no spaces, Arabic house numbers: the form both sides are compared in."""
-    out = texts.astype("str").str.translate(HALF_WIDTH_TABLE).str.replace(SPACES, "", regex=True)
-    has_numeral = out.str.contains(CN_NUMBER, regex=True)
+    """Half-width, no spaces, Arabic house numbers: the form both sides are compared in.
+
+    pyarrow compute (RE2) does the bulk; Python only rewrites the texts that carry a Chinese
+    house number, each distinct numeral converted once.
+    """
+    values = _arrow(texts.astype("str"))
+    values = pc.utf8_normalize(values, "NFKC")
+    values = pc.replace_substring_regex(values, DASHES, "-")
+    values = pc.replace_substring_regex(values, SPACES, "")
+    out = _series(values, texts.index)
+    has_numeral = pd.Series(pc.fill_null(pc.match_substring_regex(values, CN_NUMBER_RE2), False)
+                            .to_numpy(zero_copy_only=False), index=texts.index)
     if has_numeral.any():
-        out = out.mask(has_numeral,
-                       out[has_numeral].str.replace(CN_NUMBER, lambda m: chinese_number(m.group(0)),
-                                                    regex=True))
+        converted = out[has_numeral].str.replace(CN_NUMBER, lambda m: chinese_number(m.group(0)),
+                                                 regex=True)
+        out = out.mask(has_numeral, converted)
     return out
 
 
@@ -72,12 +95,14 @@ def normalize_name(names: pd.Series) -> pd.Series:
 
 def compound_key(compounds: pd.Series) -> pd.Series:
     """A compound name without a trailing 小区, which departments add or drop at will."""
-    return compounds.fillna("").str.replace(SMALL_DISTRICT, "", regex=True)
+    values = pc.replace_substring_regex(_arrow(compounds.fillna("")), SMALL_DISTRICT, "")
+    return _series(values, compounds.index)
 
 
 def number_key(numbers: pd.Series) -> pd.Series:
     """``03`` and ``3`` are the same building."""
-    return numbers.fillna("").astype("str").str.replace(LEADING_ZEROS, "", regex=True)
+    values = pc.replace_substring_regex(_arrow(numbers.fillna("")), LEADING_ZEROS, r"\1")
+    return _series(values, numbers.index)
 
 
 def split_components(normalized: pd.Series) -> pd.DataFrame:
@@ -86,9 +111,11 @@ def split_components(normalized: pd.Series) -> pd.DataFrame:
     Rows that do not fit the pattern have NaN everywhere; ``compound`` is keyed (no 小区) and
     the numbers lose leading zeros.
     """
-    parts = normalized.str.extract(COMPONENTS)
-    for column in ("door_no", "building", "unit", "room"):
-        parts[column] = number_key(parts[column]).where(parts[column].notna())
+    extracted = pc.extract_regex(_arrow(normalized), COMPONENTS)
+    fits = pc.is_valid(extracted)
+    parts = pd.DataFrame({
+        name: _series(pc.if_else(fits, pc.struct_field(extracted, name), None), normalized.index)
+        for name in COMPONENT_FIELDS})
     parts["compound"] = compound_key(parts["compound"]).where(parts["compound"].notna())
     return parts
 
