@@ -33,7 +33,6 @@ import datetime as dt
 import io
 import json
 import logging
-import re
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -49,7 +48,7 @@ from sqlalchemy.exc import ArgumentError
 from pipelines.errors import UsageError, ZerocertError
 from pipelines.resident_id import mask_id
 from pipelines.warehouse_schema import (
-    PUBLISHED_TABLES, SCHEMA, TABLES, Table, check_input_schema, conform_batch,
+    _ID_PATTERN, PUBLISHED_TABLES, SCHEMA, TABLES, Table, check_input_schema, conform_batch,
     render_create_table, render_indexes,
 )
 
@@ -63,7 +62,6 @@ AUDIT_COLUMNS = ("run_id", "as_of", "policy_id", "started_at", "finished_at", "s
 BATCH_ROWS = 65_536
 _MIGRATE_LOCK = 0x7A65_726F_0001  # advisory lock keys ("zero"...)
 _PUBLISH_LOCK = 0x7A65_726F_0002
-_ID_PATTERN = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 
 
 @dataclass(frozen=True)
@@ -365,8 +363,19 @@ def _open_inputs(tables: Mapping[str, object]) -> dict[str, pq.ParquetFile]:
     return files
 
 
-def _batches(table: Table, source: pq.ParquetFile, run_id: str) -> Iterator[pa.RecordBatch]:
-    for batch in source.iter_batches(batch_size=BATCH_ROWS):
+def _batches(table: Table, source: pq.ParquetFile, run_id: str, *,
+             key_order: bool = False) -> Iterator[pa.RecordBatch]:
+    """Conformed batches, streamed; or the whole file sorted by its primary key.
+
+    SQLite maintains a primary key while inserting: in key order that is an append, in random
+    order a B-tree search per row (twice as slow at a million rows).
+    """
+    if key_order and table.primary_key:
+        whole = source.read().sort_by([(column, "ascending") for column in table.primary_key])
+        batches = whole.to_batches(max_chunksize=BATCH_ROWS)
+    else:
+        batches = source.iter_batches(batch_size=BATCH_ROWS)
+    for batch in batches:
         yield conform_batch(table, batch, run_id)
 
 
@@ -572,7 +581,7 @@ def _publish_sqlite(wh: _Warehouse, run: dict, files: Mapping[str, pq.ParquetFil
             insert = (f"INSERT INTO {staged} ({', '.join(table.column_names)}) "
                       f"VALUES ({', '.join('?' * len(table.columns))})")
             counts[name] = 0
-            for batch in _batches(table, files[name], run["run_id"]):
+            for batch in _batches(table, files[name], run["run_id"], key_order=True):
                 con.executemany(insert, _sqlite_rows(batch))
                 counts[name] += batch.num_rows
             _log_load(name, counts[name], time.monotonic() - began)

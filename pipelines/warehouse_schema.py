@@ -14,13 +14,16 @@ runs and evolve through the SQL migrations in ``warehouse/migrations/<dialect>/`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.errors import ZerocertError
+from pipelines.resident_id import mask_id
 
+_ID_PATTERN = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 SCHEMA = "zerocert"  # PostgreSQL schema readers query (SQLite: the main database)
 DIALECTS = ("postgresql", "sqlite")
 
@@ -152,8 +155,8 @@ def _accepts(kind: str, t: pa.DataType) -> bool:
         return True
     if kind in ("text", "json"):
         return _is_textual(t)
-    if kind == "date":
-        return pa.types.is_date(t) or (pa.types.is_timestamp(t) and t.tz is None)
+    if kind == "date":  # ISO text ('2027-07-31') is unambiguous; anything else fails the cast
+        return pa.types.is_date(t) or (pa.types.is_timestamp(t) and t.tz is None) or _is_textual(t)
     if kind == "bool":
         return pa.types.is_boolean(t)
     if kind == "int":
@@ -211,7 +214,8 @@ def conform_batch(table: Table, batch: pa.RecordBatch, run_id: str) -> pa.Record
         try:
             arr = arr.cast(target, safe=True)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise ZerocertError(f"{where}: cannot be read as {col.type} ({exc})") from None
+            detail = _ID_PATTERN.sub(lambda m: mask_id(m.group()), str(exc).splitlines()[0])
+            raise ZerocertError(f"{where}: cannot be read as {col.type} ({detail})") from None
         if col.free_text and arr.null_count < len(arr):
             arr = pc.replace_substring(arr, "\x00", "\ufffd")
         if col.required and arr.null_count:
@@ -220,3 +224,14 @@ def conform_batch(table: Table, batch: pa.RecordBatch, run_id: str) -> pa.Record
             raise ZerocertError(f"table {table.name}: rows carry a run_id other than {run_id!r}")
         arrays.append(arr)
     return pa.RecordBatch.from_arrays(arrays, names=table.column_names)
+
+
+def reference_ddl_path(dialect: str):
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent / "warehouse" / f"published_tables.{dialect}.sql"
+
+
+if __name__ == "__main__":  # python -m pipelines.warehouse_schema: refresh warehouse/*.sql
+    for _dialect in DIALECTS:
+        reference_ddl_path(_dialect).write_text(render_reference_ddl(_dialect), encoding="utf-8")

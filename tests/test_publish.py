@@ -188,7 +188,7 @@ def test_failed_publish_leaves_the_previous_run_and_is_audited(url, tmp_path, da
     before = {t: sorted(read_table(url, t), key=repr) for t in PUBLISHED_TABLES}
     broken = frames(bad, shift=2)
     if damage == "wrong_type":
-        broken["employment"]["since"] = "2015-01-01"  # text where a date belongs
+        broken["citizen"]["household_no"] = 123  # a number where a code with leading zeros belongs
     elif damage == "duplicate_key":  # prefill is loaded late: earlier tables are already staged
         broken["prefill"] = pd.concat([broken["prefill"]] * 2, ignore_index=True)
     elif damage == "broken_json":
@@ -208,7 +208,7 @@ def test_failed_publish_leaves_the_previous_run_and_is_audited(url, tmp_path, da
 def test_wrong_type_names_table_and_column(tmp_path):
     url = f"sqlite:///{tmp_path / 'w.sqlite'}"
     broken = frames("r")
-    broken["employment"]["since"] = "2015-01-01"
+    broken["employment"]["since"] = "2015/01/01"
     with pytest.raises(ZerocertError, match="employment.*since.*date"):
         publish_run(url, run_desc("r"), write(broken, tmp_path / "in"))
 
@@ -372,3 +372,14 @@ def test_concurrent_reader_sees_the_old_run_or_the_new_never_a_mix(pg_url, tmp_p
         (run_e, n_e), (run_g, n_g) = elig[0], guard[0]
         assert run_e == run_g and n_e == n_g == expected[run_e]
     assert {e[0][0] for e, _ in seen} >= {runs[0], runs[-1]}
+
+
+def test_empty_tables_publish_as_empty(url, tmp_path):
+    run_id = unique("empty")
+    given = frames(run_id)
+    for name in ("quarantine", "ineligibility", "address_match"):
+        given[name] = given[name].iloc[0:0].astype(object)  # as pandas writes an empty result
+    publish_run(url, run_desc(run_id), write(given, tmp_path / "a"))
+    assert read_table(url, "quarantine") == [] and read_table(url, "ineligibility") == []
+    assert read_current_run(url)["row_counts"]["quarantine"] == 0
+    assert run_ids(url, "eligibility") == {run_id}
