@@ -172,15 +172,20 @@ def _schools_and_catchments(blocks, registry, rng, year):
                     "lon": round((b["lon0"] + b["lon1"]) / 2, 6), "lat": round((b["lat0"] + b["lat1"]) / 2, 6),
                 })
             school_of_block = base + np.searchsorted(uniq, tile_id)
-            keep = rng.random(len(ids)) >= 0.06  # gaps: blocks in no catchment of this level
+            # gaps: blocks in no catchment of this level (at least one per district); every school keeps its centre
+            centre = np.isin(ids, [ids[tile_id == t][len(ids[tile_id == t]) // 2] for t in uniq])
+            gap = (rng.random(len(ids)) < 0.08) & ~centre
+            if not gap.any():
+                gap[rng.choice(np.flatnonzero(~centre))] = True
+            keep = ~gap
             assign += list(zip(ids[keep], school_of_block[keep]))
             # overlaps: edge blocks also belong to the next tile's school to the east
-            east = (dblocks["col"].to_numpy() % tile == tile - 1) & (tc + 1 < ntc) & (rng.random(len(ids)) < 0.35)
+            east = (dblocks["col"].to_numpy() % tile == tile - 1) & (tc + 1 < ntc) & (rng.random(len(ids)) < 0.35) & keep
             assign += list(zip(ids[east], base + np.searchsorted(uniq, tile_id[east] + 1)))
             # islands: a far block of the east neighbour's tile joins a school -> MultiPolygon
             for t in uniq[rng.random(len(uniq)) < 0.3]:
                 if (t % ntc) + 1 < ntc:
-                    nb = ids[(tile_id == t + 1) & (dblocks["col"].to_numpy() % tile == tile - 1)]
+                    nb = ids[(tile_id == t + 1) & (dblocks["col"].to_numpy() % tile == tile - 1) & keep]
                     if tile >= 2 and len(nb):
                         assign.append((nb[0], base + int(np.searchsorted(uniq, t))))
         assign = sorted(set((int(b), int(s)) for b, s in assign))

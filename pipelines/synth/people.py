@@ -230,7 +230,7 @@ def _finish(p: pd.DataFrame, rooms: pd.DataFrame, rng: np.random.Generator, poli
     ymd = pd.Series(pd.to_datetime(birth).strftime("%Y%m%d"))
     key = pd.DataFrame({"r": p["region"], "b": ymd, "s": p["sex"]})
     k = key.groupby(["r", "b", "s"], sort=False).cumcount().to_numpy()
-    offset = (pd.to_datetime(birth).dayofyear.to_numpy() * 7 + p["region"].astype(int).to_numpy()) % 90
+    offset = (pd.to_datetime(birth).day_of_year.to_numpy() * 7 + p["region"].astype(int).to_numpy()) % 90
     seq = 2 * (k + offset) + np.where(p["sex"] == "男", 1, 2)
     if seq.max() >= 1000:
         raise ValueError("too many people born on one day in one county for 3-digit sequences")

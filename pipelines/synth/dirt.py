@@ -1,0 +1,253 @@
+"""Dirt: how departments really write IDs, dates and addresses, and the damage nobody can repair.
+
+Repairable dirt keeps the record's meaning (the truth keeps it); damage makes one field of a
+record unusable so the record must be quarantined (the truth drops its facts and lists it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipelines.synth.geography import DISTRICT_NAME
+from pipelines.synth.names import GIVEN_CHARS, VARIANT_CHARS
+
+FULLWIDTH = str.maketrans("0123456789Xx", "０１２３４５６７８９Ｘｘ")
+DIGITS = "零一二三四五六七八九"
+EXCEL_EPOCH = np.datetime64("1899-12-30")
+
+
+def chinese_numeral(n: int) -> str:
+    """1..999 the way people write them: 三, 十二, 二十一, 一百零八."""
+    if n < 10:
+        return DIGITS[n]
+    if n < 100:
+        tens, ones = divmod(n, 10)
+        return ("" if tens == 1 else DIGITS[tens]) + "十" + (DIGITS[ones] if ones else "")
+    hundreds, rest = divmod(n, 100)
+    if rest == 0:
+        return DIGITS[hundreds] + "百"
+    if rest < 10:
+        return DIGITS[hundreds] + "百零" + DIGITS[rest]
+    tens, ones = divmod(rest, 10)
+    return DIGITS[hundreds] + "百" + DIGITS[tens] + "十" + (DIGITS[ones] if ones else "")
+
+
+NUMERALS = np.array([""] + [chinese_numeral(i) for i in range(1, 1000)], dtype=object)
+
+
+def fullwidth(values: pd.Series) -> pd.Series:
+    return values.str.translate(FULLWIDTH)
+
+
+def pick(rng: np.random.Generator, n: int, rate: float, eligible: np.ndarray | None = None) -> np.ndarray:
+    mask = rng.random(n) < rate
+    return mask if eligible is None else mask & eligible
+
+
+# ------------------------------------------------------------------ dates
+DATE_FORMS = ("iso", "slash", "compact", "chinese", "timestamp", "serial")
+
+
+def format_dates(values: np.ndarray, forms: np.ndarray) -> np.ndarray:
+    """Dates as text in the form index given per value (see ``DATE_FORMS``); NaT becomes ''."""
+    days = np.asarray(values).astype("datetime64[D]")
+    missing = np.isnat(days)
+    safe = np.where(missing, np.datetime64("2000-01-01"), days)
+    idx = pd.DatetimeIndex(safe)
+    y = pd.Series(idx.year.astype(str))
+    m = pd.Series(idx.month.astype(str))
+    d = pd.Series(idx.day.astype(str))
+    m2, d2 = m.str.zfill(2), d.str.zfill(2)
+    iso = y + "-" + m2 + "-" + d2
+    serial = pd.Series(((safe - EXCEL_EPOCH) / np.timedelta64(1, "D")).astype(int).astype(str))
+    clock = pd.Series(np.array(["08:15:00", "09:30:12", "14:02:45", "16:40:00", "00:00:00"], dtype=object)[
+        np.arange(len(safe)) % 5])
+    options = [iso, y + "/" + m + "/" + d, y + m2 + d2, y + "年" + m + "月" + d + "日", iso + " " + clock, serial]
+    out = np.select([forms == k for k in range(len(options))], [o.to_numpy(dtype=object) for o in options], "")
+    return np.where(missing, "", out).astype(object)
+
+
+def dirty_date_forms(rng, n: int, rate: float) -> np.ndarray:
+    forms = np.zeros(n, dtype=int)
+    mask = rng.random(n) < rate
+    forms[mask] = rng.integers(1, len(DATE_FORMS), mask.sum())
+    return forms
+
+
+# ------------------------------------------------------------------ IDs
+ID_DIRT = ("id_spaces", "id_fullwidth", "id_lowercase_x", "id_legacy15", "id_trailing_dot0", "id_quote_prefix")
+
+
+def dirty_ids(ids: np.ndarray, rng, rates: dict[str, float], counts: dict[str, int]) -> np.ndarray:
+    """Each clean 18-character ID, maybe written the way a spreadsheet or an old system writes it."""
+    s = pd.Series(ids, dtype=object)
+    n = len(s)
+    present = s.str.len().to_numpy() == 18
+    out = s.copy()
+    taken = ~present
+    born_19 = present & (s.str.slice(6, 8) == "19").to_numpy()
+    ends_x = present & (s.str.slice(17) == "X").to_numpy()
+    all_digits = present & ~ends_x
+    eligible = {"id_spaces": present, "id_fullwidth": present, "id_lowercase_x": ends_x, "id_legacy15": born_19,
+                "id_trailing_dot0": all_digits, "id_quote_prefix": present}
+    for kind in ID_DIRT:
+        boost = 8.0 if kind == "id_lowercase_x" else 1.0  # only 1 in 11 IDs ends in X
+        mask = (rng.random(n) < rates[kind] * boost) & eligible[kind] & ~taken
+        if not mask.any():
+            continue
+        v = s[mask]
+        if kind == "id_spaces":
+            v = np.where(rng.random(mask.sum()) < 0.5, " " + v, v + "  ")
+        elif kind == "id_fullwidth":
+            v = fullwidth(v)
+        elif kind == "id_lowercase_x":
+            v = v.str.slice(0, 17) + "x"
+        elif kind == "id_legacy15":
+            v = v.str.slice(0, 6) + v.str.slice(8, 17)
+        elif kind == "id_trailing_dot0":
+            v = v + ".0"
+        else:
+            v = "'" + v
+        out[mask] = v
+        taken |= mask
+        counts[kind] = counts.get(kind, 0) + int(mask.sum())
+    return out.to_numpy(dtype=object)
+
+
+# ------------------------------------------------------------------ names
+def conflicting_names(names: np.ndarray, rng, rate: float, counts: dict[str, int]) -> np.ndarray:
+    """A person's name as another department spelled it: one character swapped."""
+    s = pd.Series(names, dtype=object)
+    mask = (rng.random(len(s)) < rate) & (s.str.len() >= 2).to_numpy()
+    if mask.any():
+        last = s[mask].str.slice(-1)
+        alt = last.map(VARIANT_CHARS)
+        fallback = pd.Series(np.array(GIVEN_CHARS, dtype=object)[rng.integers(0, len(GIVEN_CHARS), mask.sum())],
+                             index=last.index)
+        fallback = fallback.where(fallback != last, "彬")
+        s[mask] = s[mask].str.slice(0, -1) + alt.fillna(fallback)
+        counts["name_conflict"] = counts.get("name_conflict", 0) + int(mask.sum())
+    return s.to_numpy(dtype=object)
+
+
+# ------------------------------------------------------------------ addresses
+ADDRESS_DIRT = ("addr_prefix", "addr_fullwidth", "addr_numerals", "addr_format", "addr_room_suffix",
+                "addr_xiaoqu", "addr_spaces")
+UNRESOLVABLE = ("addr_no_such_room", "addr_no_such_building", "addr_unit_missing")
+
+
+@dataclass
+class RenderedAddresses:
+    text: np.ndarray            # as delivered
+    truth_code: np.ndarray      # the room's code, or '' where deliberately unresolvable
+
+
+def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, variant_rate: float,
+                     unresolvable_rate: float, counts: dict[str, int]) -> RenderedAddresses:
+    """Write each room's address as a department would: standard text, a variant, or unresolvable."""
+    reg = registry.set_index("address_code")
+    r = reg.loc[codes]
+    n = len(r)
+    district = r["district_code"].map(DISTRICT_NAME).to_numpy(dtype=object)
+    road = r["road"].to_numpy(dtype=object)
+    door = r["door_no"].astype(int).to_numpy()
+    compound = r["compound"].to_numpy(dtype=object)
+    building = r["building"].astype(int).to_numpy()
+    unit = r["unit"].astype(int).to_numpy()
+    room = r["room"].astype(int).to_numpy()
+
+    variant = rng.random(n) < variant_rate
+    parts = {k: variant & (rng.random(n) < 0.35) for k in ADDRESS_DIRT}
+    none = variant & ~np.logical_or.reduce(list(parts.values()))
+    parts["addr_prefix"] |= none
+
+    # deliberately unresolvable
+    bad = rng.random(n) < unresolvable_rate
+    kind = rng.integers(0, 3, n)
+    multi_unit = r["n_units"].to_numpy() > 1
+    kind = np.where((kind == 2) & ~multi_unit, 0, kind)
+    no_room = bad & (kind == 0)
+    no_building = bad & (kind == 1)
+    no_unit = bad & (kind == 2)
+    room = np.where(no_room, (r["max_floor"].to_numpy() + rng.integers(2, 6, n)) * 100 + 1, room)
+    building = np.where(no_building, r["n_buildings"].to_numpy() + rng.integers(3, 10, n), building)
+    for k, m in zip(UNRESOLVABLE, (no_room, no_building, no_unit)):
+        counts[k] = counts.get(k, 0) + int(m.sum())
+
+    prefix_choice = np.where(parts["addr_prefix"], rng.choice([0, 1, 3], n), 2)
+    prefix = np.select([prefix_choice == 0, prefix_choice == 1, prefix_choice == 2],
+                       ["山东省日照市" + district, "日照市" + district, district], "")
+    numerals = parts["addr_numerals"]
+    door_s = np.where(numerals & (rng.random(n) < 0.3), NUMERALS[np.minimum(door, 999)], door.astype(str).astype(object))
+    ends_xq = pd.Series(compound).str.endswith("小区").to_numpy()
+    compound_s = np.where(parts["addr_xiaoqu"], np.where(ends_xq, pd.Series(compound).str.slice(0, -2), compound + "小区"),
+                          compound)
+    b_s = np.where(numerals, NUMERALS[np.minimum(building, 999)], building.astype(str).astype(object))
+    u_s = np.where(numerals & (rng.random(n) < 0.7), NUMERALS[np.minimum(unit, 999)], unit.astype(str).astype(object))
+    bd, ud, rd = building.astype(str).astype(object), unit.astype(str).astype(object), room.astype(str).astype(object)
+    fmt = np.where(parts["addr_format"], rng.integers(1, 6, n), 0)
+    fmt = np.where(numerals & np.isin(fmt, [1, 2]), 3, fmt)  # numerals only in worded forms
+    tails = [b_s + "号楼" + u_s + "单元" + rd + "室", bd + "#" + ud + "-" + rd, bd + "-" + ud + "-" + rd,
+             b_s + "栋" + u_s + "单元" + rd, b_s + "幢" + u_s + "单元" + rd + "号", b_s + "号楼" + u_s + "单元" + rd]
+    tail = np.select([fmt == k for k in range(6)], tails, "")
+    suffix_change = parts["addr_room_suffix"]
+    bare = np.select([fmt == k for k in range(6)], [b_s + "号楼" + u_s + "单元" + rd, tails[1], tails[2],
+                                                   b_s + "栋" + u_s + "单元" + rd, b_s + "幢" + u_s + "单元" + rd, tails[5]], "")
+    tail = np.where(suffix_change, bare + np.array(["", "室", "号"], dtype=object)[rng.integers(0, 3, n)], tail)
+    tail = np.where(no_unit, b_s + "号楼" + rd + "室", tail)
+
+    spaces = parts["addr_spaces"]
+    sp = [np.where(spaces & (rng.random(n) < 0.4), " ", "") for _ in range(5)]
+    text = sp[0] + prefix + sp[1] + road + door_s + "号" + sp[2] + compound_s + sp[3] + tail + sp[4]
+    text = pd.Series(text, dtype=object)
+    fw = parts["addr_fullwidth"]
+    if fw.any():
+        text[fw] = fullwidth(text[fw])
+    for k in ADDRESS_DIRT:
+        counts[k] = counts.get(k, 0) + int(parts[k].sum())
+    truth = np.where(bad, "", np.asarray(codes, dtype=object))
+    return RenderedAddresses(text.to_numpy(dtype=object), truth.astype(object))
+
+
+# ------------------------------------------------------------------ damage beyond repair
+DAMAGE = ("damage_checksum", "damage_id_format", "damage_date", "damage_missing", "damage_code", "damage_malformed")
+REASON = {"damage_checksum": "INVALID_ID_CHECKSUM", "damage_id_format": "INVALID_ID_FORMAT",
+          "damage_date": "INVALID_DATE", "damage_missing": "MISSING_REQUIRED", "damage_code": "INVALID_CODE",
+          "damage_malformed": "MALFORMED_RECORD"}
+
+
+def choose_damage(rng, n: int, rates: dict[str, float], eligible: np.ndarray) -> np.ndarray:
+    """Per row: index into ``DAMAGE`` or -1; one damage per damaged row."""
+    u = rng.random(n)
+    edges = np.cumsum([rates[k] for k in DAMAGE])
+    kind = np.searchsorted(edges, u, side="right")
+    return np.where((kind < len(DAMAGE)) & eligible, kind, -1)
+
+
+def wrong_checksum(ids: np.ndarray) -> np.ndarray:
+    s = pd.Series(ids, dtype=object)
+    last = s.str.slice(17)
+    swap = last.map(lambda c: "X" if c == "0" else ("0" if c == "X" else str((int(c) + 3) % 10 if c != "X" else 0)))
+    # (int(c) + 3) % 10 is a different character for every digit; X<->0 keep it a valid-looking ID
+    return (s.str.slice(0, 17) + swap).to_numpy(dtype=object)
+
+
+def bad_format_ids(ids: np.ndarray, rng) -> np.ndarray:
+    """IDs no repair can trust: month 13 inside, a letter inside, or scientific notation."""
+    from pipelines.resident_id import check_characters
+    s = pd.Series(ids, dtype=object)
+    kind = rng.integers(0, 3, len(s))
+    first17 = s.str.slice(0, 10) + "13" + s.str.slice(12, 17)
+    month13 = first17 + check_characters(first17).to_numpy()
+    letter = s.str.slice(0, 4) + "A" + s.str.slice(5)
+    sci = s.str.slice(0, 1) + "." + s.str.slice(1, 6) + "E+17"
+    return np.select([kind == 0, kind == 1], [month13.to_numpy(dtype=object), letter.to_numpy(dtype=object)],
+                     sci.to_numpy(dtype=object)).astype(object)
+
+
+def bad_dates(n: int, rng) -> np.ndarray:
+    options = np.array(["2019-02-30", "2021-13-05", "2018年2月30日", "20191345", "不详", "2020/02/31"], dtype=object)
+    return options[rng.integers(0, len(options), n)]
