@@ -117,6 +117,19 @@ def test_what_does_not_fit_is_unmatched(text, registry):
     assert (row["status"], row["address_code"], row["candidates"]) == ("unmatched", None, "[]")
 
 
+def test_unit_left_out_is_unmatched_when_the_building_has_units(registry):
+    row = resolve_one("东港区海滨二路15号阳光小区3号楼501室", registry)
+    assert (row["status"], row["address_code"]) == ("unmatched", None)
+
+
+def test_building_without_units_and_leading_zeros():
+    no_unit = REGISTRY.iloc[[2]].assign(address_code="NOUNIT", unit="", room="201",
+                                        standard_text="岚山区泰安路21号金色家园12号楼201室")
+    reg = AddressRegistry.from_frame(pd.concat([REGISTRY, no_unit]))
+    assert resolve_one("泰安路21号金色家园12号楼201室", reg)["address_code"] == "NOUNIT"
+    assert resolve_one("泰安路021号金色家园012—01—0101", reg)["address_code"] == "G101"
+
+
 def test_compound_typo_is_fuzzy_with_its_score(registry):
     row = resolve_one("泰安路21号金色佳园12-1-101", registry)
     assert (row["status"], row["address_code"]) == ("fuzzy", "G101")

@@ -30,12 +30,13 @@ CN_NUMBER_RE2 = r"[零〇一二两三四五六七八九十百千]+" + _CN_MARKER
 SMALL_DISTRICT = r"小区$"
 LEADING_ZEROS = r"^0+([0-9])"
 
-# <head = prefix + road><door>号<compound><building><sep><unit><sep><room>[室|号]; RE2 syntax
-# (pyarrow), leading zeros outside the groups.
+# <head = prefix + road><door>号<compound><building><sep>[<unit><sep>]<room>[室|号]; RE2 syntax
+# (pyarrow), leading zeros outside the groups. A text without a unit only fits registry rows
+# without one.
 COMPONENTS = (
     r"^(?P<head>.*?)0*(?P<door_no>\d+)号(?P<compound>.*?)"
     r"0*(?P<building>\d+)(?:号楼|栋|幢|#|号|-)"
-    r"0*(?P<unit>\d+)(?:单元|-)"
+    r"(?:0*(?P<unit>\d+)(?:单元|-))?"
     r"0*(?P<room>\d+)(?:室|号)?$"
 )
 COMPONENT_FIELDS = ("head", "door_no", "compound", "building", "unit", "room")
