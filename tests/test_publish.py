@@ -383,3 +383,48 @@ def test_empty_tables_publish_as_empty(url, tmp_path):
     assert read_table(url, "quarantine") == [] and read_table(url, "ineligibility") == []
     assert read_current_run(url)["row_counts"]["quarantine"] == 0
     assert run_ids(url, "eligibility") == {run_id}
+
+
+@pytest.mark.postgres
+def test_a_reader_that_never_lets_go_fails_the_publish_not_the_reader(pg_url, tmp_path):
+    good, late = unique("held"), unique("late")
+    publish_run(pg_url, run_desc(good), write(frames(good), tmp_path / "a"))
+    with psycopg.connect(pg_url.replace("+psycopg", "")) as reader:
+        reader.execute("SELECT count(*) FROM eligibility").fetchone()  # holds the table until commit
+        with pytest.raises(ZerocertError, match="readers kept the warehouse tables busy"):
+            publish_run(pg_url, run_desc(late), write(frames(late, shift=1), tmp_path / "b"), swap_timeout=0.5)
+        assert reader.execute("SELECT DISTINCT run_id FROM eligibility").fetchall() == [(good,)]
+    assert read_current_run(pg_url)["run_id"] == good
+    assert audit(pg_url)[late] == ["failed"]
+
+
+@pytest.mark.postgres
+def test_a_snapshot_taken_before_the_load_reads_the_whole_new_run(pg_url, tmp_path):
+    """COPY FREEZE: rows of the new tables are visible even to an older REPEATABLE READ snapshot."""
+    old, new = unique("old"), unique("new")
+    publish_run(pg_url, run_desc(old), write(frames(old, children=3), tmp_path / "a"))
+    with psycopg.connect(pg_url.replace("+psycopg", "")) as reader:
+        reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        reader.execute("SELECT 1")  # the snapshot is taken here, before the new run exists
+        publish_run(pg_url, run_desc(new), write(frames(new, children=5, shift=1), tmp_path / "b"))
+        rows = reader.execute("SELECT run_id, count(*) FROM eligibility GROUP BY run_id").fetchall()
+        citizens = reader.execute("SELECT run_id, count(*) FROM citizen GROUP BY run_id").fetchall()
+    assert rows == [(new, 5)] and citizens == [(new, 6)]
+
+
+@pytest.mark.postgres
+def test_a_failure_during_the_switch_rolls_everything_back(pg_url, tmp_path):
+    good, bad = unique("good"), unique("blocked")
+    publish_run(pg_url, run_desc(good), write(frames(good), tmp_path / "a"))
+    plain = pg_url.replace("+psycopg", "")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute("CREATE VIEW public.pinned AS SELECT guardian_id FROM zerocert.prefill")
+        try:
+            with pytest.raises(ZerocertError, match="depend"):
+                publish_run(pg_url, run_desc(bad), write(frames(bad, shift=1), tmp_path / "b"))
+        finally:
+            conn.execute("DROP VIEW public.pinned")
+        stage = conn.execute("SELECT to_regnamespace('zerocert_stage')").fetchone()[0]
+    assert stage is None
+    assert run_ids(pg_url, "citizen") == {good} and run_ids(pg_url, "prefill") == {good}
+    assert audit(pg_url)[bad] == ["failed"]
