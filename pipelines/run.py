@@ -72,9 +72,6 @@ def stage(source: str, settings: Settings) -> dict:
         as_of=settings.as_of,
         out_dir=settings.run_dir / "staged",
     )
-    log.info("staged %s delivery %s: %s in, %s accepted, %s quarantined, %s duplicate", source,
-             snapshot["delivery"], snapshot["rows_in"], snapshot["rows_accepted"],
-             snapshot["rows_quarantined"], snapshot["rows_duplicate"])
     return {k: snapshot[k] for k in ("source", "delivery", "checksum", "rows_in", "rows_accepted",
                                        "rows_quarantined", "rows_duplicate")}
 
@@ -87,9 +84,17 @@ def staged_snapshot(source: str, settings: Settings) -> dict:
 
 def previous_accepted_rows(settings: Settings, source: str) -> int | None:
     """Accepted rows of this source in the published run, for the row-count-change check."""
-    from pipelines.publish import read_current_source_rows
+    from pipelines.publish import read_current_run, read_table
+    from pipelines.warehouse_schema import TABLES
 
-    return read_current_source_rows(settings.warehouse_url, source)
+    if read_current_run(settings.warehouse_url) is None:
+        return None
+    columns = TABLES["source_snapshot"].column_names
+    for row in read_table(settings.warehouse_url, "source_snapshot"):
+        record = dict(zip(columns, row))
+        if record["source"] == source:
+            return int(record["rows_accepted"])
+    return None
 
 
 def validate(source: str, settings: Settings) -> dict:
