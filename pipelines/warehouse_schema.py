@@ -113,9 +113,13 @@ def render_create_table(table: Table, dialect: str, qualified_name: str,
                         *, with_primary_key: bool = True, if_not_exists: bool = False) -> str:
     """CREATE TABLE for one dialect; PostgreSQL adds the primary key after the bulk load."""
     types = _SQL_TYPES[dialect]
+    keys = set(table.primary_key).union(*table.indexes)
     lines = []
     for c in table.columns:
-        line = f"    {c.name} {types[c.type]}" + (" NOT NULL" if c.required else "")
+        line = f"    {c.name} {types[c.type]}"
+        if dialect == "postgresql" and c.type == "text" and c.name in keys:
+            line += ' COLLATE "C"'  # IDs and codes: byte order makes key builds and lookups cheap
+        line += " NOT NULL" if c.required else ""
         if c.type == "json" and dialect == "sqlite":
             line += f" CHECK ({c.name} IS NULL OR json_valid({c.name}))"
         lines.append(line)

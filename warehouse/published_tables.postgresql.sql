@@ -2,7 +2,7 @@
 -- Every publish recreates these and swaps them in atomically; do not edit by hand.
 
 CREATE TABLE zerocert.citizen (
-    citizen_id text NOT NULL,
+    citizen_id text COLLATE "C" NOT NULL,
     name text,
     sex text,
     birth_date date,
@@ -20,8 +20,8 @@ CREATE TABLE zerocert.citizen (
 );
 
 CREATE TABLE zerocert.guardianship (
-    child_id text NOT NULL,
-    guardian_id text NOT NULL,
+    child_id text COLLATE "C" NOT NULL,
+    guardian_id text COLLATE "C" NOT NULL,
     relation text,
     basis text NOT NULL,
     run_id text NOT NULL
@@ -30,7 +30,7 @@ CREATE INDEX guardianship_child_id_idx ON zerocert.guardianship (child_id);
 CREATE INDEX guardianship_guardian_id_idx ON zerocert.guardianship (guardian_id);
 
 CREATE TABLE zerocert.property_holding (
-    citizen_id text NOT NULL,
+    citizen_id text COLLATE "C" NOT NULL,
     kind text NOT NULL,
     record_key text NOT NULL,
     use text,
@@ -46,7 +46,7 @@ CREATE TABLE zerocert.property_holding (
 CREATE INDEX property_holding_citizen_id_idx ON zerocert.property_holding (citizen_id);
 
 CREATE TABLE zerocert.rental_holding (
-    citizen_id text NOT NULL,
+    citizen_id text COLLATE "C" NOT NULL,
     record_no text NOT NULL,
     address text,
     address_code text,
@@ -60,7 +60,7 @@ CREATE TABLE zerocert.rental_holding (
 CREATE INDEX rental_holding_citizen_id_idx ON zerocert.rental_holding (citizen_id);
 
 CREATE TABLE zerocert.employment (
-    citizen_id text NOT NULL,
+    citizen_id text COLLATE "C" NOT NULL,
     kind text NOT NULL,
     record_key text,
     org_code text,
@@ -73,10 +73,10 @@ CREATE TABLE zerocert.employment (
 CREATE INDEX employment_citizen_id_idx ON zerocert.employment (citizen_id);
 
 CREATE TABLE zerocert.eligibility (
-    child_id text NOT NULL,
-    level text NOT NULL,
-    school_code text NOT NULL,
-    category text NOT NULL,
+    child_id text COLLATE "C" NOT NULL,
+    level text COLLATE "C" NOT NULL,
+    school_code text COLLATE "C" NOT NULL,
+    category text COLLATE "C" NOT NULL,
     priority_date date,
     basis_guardian_id text,
     evidence jsonb,
@@ -87,7 +87,7 @@ CREATE TABLE zerocert.eligibility (
 CREATE INDEX eligibility_school_code_category_idx ON zerocert.eligibility (school_code, category);
 
 CREATE TABLE zerocert.ineligibility (
-    child_id text NOT NULL,
+    child_id text COLLATE "C" NOT NULL,
     level text NOT NULL,
     reasons jsonb NOT NULL,
     policy_id text NOT NULL,
@@ -96,7 +96,7 @@ CREATE TABLE zerocert.ineligibility (
 CREATE INDEX ineligibility_child_id_idx ON zerocert.ineligibility (child_id);
 
 CREATE TABLE zerocert.guardian_eligibility (
-    guardian_id text NOT NULL,
+    guardian_id text COLLATE "C" NOT NULL,
     level text NOT NULL,
     school_code text NOT NULL,
     basis text NOT NULL,
@@ -107,7 +107,7 @@ CREATE TABLE zerocert.guardian_eligibility (
 CREATE INDEX guardian_eligibility_guardian_id_idx ON zerocert.guardian_eligibility (guardian_id);
 
 CREATE TABLE zerocert.prefill (
-    guardian_id text NOT NULL,
+    guardian_id text COLLATE "C" NOT NULL,
     document jsonb NOT NULL,
     run_id text NOT NULL,
     PRIMARY KEY (guardian_id)
@@ -126,9 +126,9 @@ CREATE TABLE zerocert.source_snapshot (
 );
 
 CREATE TABLE zerocert.quarantine (
-    source text NOT NULL,
+    source text COLLATE "C" NOT NULL,
     record_ref text NOT NULL,
-    reason_code text NOT NULL,
+    reason_code text COLLATE "C" NOT NULL,
     detail text,
     raw text,
     run_id text NOT NULL
@@ -138,7 +138,7 @@ CREATE INDEX quarantine_source_reason_code_idx ON zerocert.quarantine (source, r
 CREATE TABLE zerocert.address_match (
     source text NOT NULL,
     address text NOT NULL,
-    address_code text,
+    address_code text COLLATE "C",
     status text NOT NULL,
     candidates jsonb,
     score double precision,
