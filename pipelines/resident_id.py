@@ -86,7 +86,10 @@ def _valid_birth(first17: pd.Series) -> pd.Series:
 
 def _fast_check_characters(first17: pd.Series) -> np.ndarray:
     """``check_characters`` without a Python string per row: the 17 digits as one byte block."""
-    block = pa.array(first17).cast(pa.binary()).cast(pa.binary(17))
+    block = pa.array(first17)
+    if isinstance(block, pa.ChunkedArray):
+        block = block.combine_chunks()
+    block = block.cast(pa.binary()).cast(pa.binary(17))
     digits = np.frombuffer(block.buffers()[1], dtype=np.uint8)[block.offset * 17:(block.offset + len(block)) * 17]
     digits = (digits.reshape(-1, 17) - ord("0")).astype(np.int64)
     remainders = (digits @ np.array(WEIGHTS, dtype=np.int64)) % 11

@@ -255,11 +255,13 @@ def decode_delivery(data: bytes, label: str) -> bytes:
 
 def split_lines(text: bytes) -> pa.Array:
     """Physical lines of UTF-8 bytes as an Arrow string array (``\\r\\n`` tolerated)."""
+    crlf = b"\r" in text
     lines = pc.split_pattern(pa.array([text], type=pa.large_binary()), b"\n").flatten()
+    del text
     lines = lines.cast(pa.large_string())
     if len(lines) and len(lines[-1].as_py()) == 0:
         lines = lines.slice(0, len(lines) - 1)
-    return pc.utf8_rtrim(lines, characters="\r")
+    return pc.utf8_rtrim(lines, characters="\r") if crlf else lines
 
 
 def _to_str(array: pa.Array) -> pd.Series:
@@ -300,61 +302,83 @@ def _check_columns(schema: Schema, label: str, found: list[str], names: dict[str
         raise DeliveryRejected(f"{schema.source}: {label}: unknown column {unknown[0]!r}")
 
 
-def read_csv_delivery(text: bytes, schema: Schema, label: str) -> pd.DataFrame:
+CHUNK_LINES = 1 << 19  # parse in slices so the split's intermediates stay small at city scale
+
+
+def _split_chunk(chunk: pa.Array, separator: str, width: int) -> tuple[list[pa.Array], np.ndarray, np.ndarray]:
+    """Columns of a slice's unquoted lines (null on other lines), per-line errors, quoted lines."""
+    length = pc.utf8_length(chunk).to_numpy(zero_copy_only=False)
+    quoted = pc.match_substring(chunk, '"').to_numpy(zero_copy_only=False)
+    oversized = length > MAX_LINE_CHARS
+    parts = pc.split_pattern(chunk, separator)
+    counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    plain = ~quoted & ~oversized & (counts == width)
+    errors = np.full(len(chunk), "", dtype=object)
+    bad_count = ~quoted & ~oversized & (counts != width)
+    errors[bad_count] = [f"{n} fields, expected {width}" for n in counts[bad_count]]
+    errors[oversized] = [f"line of {n} characters" for n in length[oversized]]
+    flat = parts.filter(pa.array(plain)).flatten()
+    slot = np.full(len(chunk), -1, dtype=np.int64)
+    slot[plain] = np.arange(int(plain.sum()), dtype=np.int64) * width
+    columns = [flat.take(pa.array(slot + j, mask=slot < 0)) for j in range(width)]
+    return columns, errors, quoted & ~oversized
+
+
+def read_csv_delivery(lines: pa.Array, schema: Schema, label: str) -> pd.DataFrame:
     """Split CSV lines into string columns; a line with the wrong field count is malformed.
 
     Unquoted lines (nearly all) are split in Arrow; only lines holding a ``"`` go through the
-    ``csv`` module one by one.
+    ``csv`` module. Blank lines carry no record and are skipped.
     """
-    lines = split_lines(text)
     if len(lines) == 0 or not lines[0].as_py().strip():
         raise DeliveryRejected(f"{schema.source}: {label}: empty file")
     header = [name.strip() for name in next(csv.reader([lines[0].as_py()], delimiter=schema.separator))]
     names = {c.header: c.key for c in schema.columns}
     _check_columns(schema, label, header, names)
-    data = lines.slice(1)
-    line_no = pd.Series(np.arange(2, len(data) + 2))
-    keep = ~_to_str(pc.utf8_trim_whitespace(data)).eq("").to_numpy()
-    if not keep.any():
-        raise DeliveryRejected(f"{schema.source}: {label}: no data rows (header only)")
-    data = data.filter(pa.array(keep))
-    line_no = line_no[keep].reset_index(drop=True)
     width = len(header)
-    length = pc.utf8_length(data).to_numpy(zero_copy_only=False)
-    quoted = pc.match_substring(data, '"').to_numpy(zero_copy_only=False)
-    oversized = length > MAX_LINE_CHARS
-    parts = pc.split_pattern(data, schema.separator)
-    counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
-    plain = ~quoted & ~oversized & (counts == width)
-    errors = np.full(len(data), "", dtype=object)
-    bad_count = ~quoted & ~oversized & (counts != width)
-    errors[bad_count] = [f"{n} fields, expected {width}" for n in counts[bad_count]]
-    errors[oversized] = [f"line of {n} characters" for n in length[oversized]]
-
-    flat = parts.filter(pa.array(plain)).flatten()
-    slot = np.full(len(data), -1, dtype=np.int64)
-    slot[plain] = np.arange(int(plain.sum()), dtype=np.int64) * width
-    missing = slot < 0
-    columns = {
-        name: _to_str(flat.take(pa.array(slot + j, mask=missing))).fillna("")
-        for j, name in enumerate(header)
-    }
-    for i in np.flatnonzero(quoted & ~oversized):
+    column_chunks: list[list[pa.Array]] = [[] for _ in header]
+    raw_chunks, error_chunks, line_chunks, quoted_chunks = [], [], [], []
+    for start in range(1, len(lines), CHUNK_LINES):
+        chunk = lines.slice(start, CHUNK_LINES)
+        line_no = np.arange(start + 1, start + 1 + len(chunk))
+        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(chunk)), 0).to_numpy(zero_copy_only=False)
+        if blank.any():
+            chunk, line_no = chunk.filter(pa.array(~blank)), line_no[~blank]
+        columns, errors, quoted = _split_chunk(chunk, schema.separator, width)
+        for j, column in enumerate(columns):
+            column_chunks[j].append(column)
+        raw_chunks.append(chunk)
+        error_chunks.append(errors)
+        line_chunks.append(line_no)
+        quoted_chunks.append(quoted)
+    line_no = np.concatenate(line_chunks) if line_chunks else np.zeros(0, dtype=np.int64)
+    if len(line_no) == 0:
+        raise DeliveryRejected(f"{schema.source}: {label}: no data rows (header only)")
+    raw_lines = pa.chunked_array(raw_chunks, type=pa.large_string())
+    errors = np.concatenate(error_chunks)
+    quoted_rows = np.flatnonzero(np.concatenate(quoted_chunks))
+    quoted_values: list[list[str]] = [[] for _ in header]
+    for i in quoted_rows:
+        line = raw_lines[int(i)].as_py()
         try:
-            row = next(csv.reader([data[int(i)].as_py()], delimiter=schema.separator, strict=True))
+            row = next(csv.reader([line], delimiter=schema.separator, strict=True))
         except csv.Error as exc:
-            errors[i] = f"unparsable quoting ({exc})"
-            continue
-        if len(row) != width:
+            row, errors[i] = [], f"unparsable quoting ({exc})"
+        if row and len(row) != width:
             errors[i] = f"{len(row)} fields, expected {width}"
-            continue
-        for name, value in zip(header, row):
-            columns[name].iloc[i] = value
-    raw = _to_str(data)
-    if oversized.any():
+        for j in range(width):
+            quoted_values[j].append(row[j] if len(row) == width else None)
+    keyed = {}
+    for j, name in enumerate(header):
+        column = _to_str(pa.chunked_array(column_chunks[j], type=pa.large_string()))
+        column_chunks[j] = []
+        if len(quoted_rows):
+            column.iloc[quoted_rows] = quoted_values[j]
+        keyed[names[name]] = column
+    raw = _to_str(raw_lines)
+    if (errors != "").any():
         raw = _truncate_raw(raw)
-    refs = schema.file + ":" + line_no.astype("str")
-    keyed = {names[name]: columns[name] for name in header}
+    refs = pd.Series(schema.file + ":", index=raw.index) + pd.Series(line_no).astype("str")
     return _raw_frame(keyed, refs, raw, pd.Series(errors, dtype="str"))
 
 
@@ -368,9 +392,8 @@ def _json_text(value: Any) -> str:
     return str(value)
 
 
-def read_jsonl_delivery(text: bytes, schema: Schema, label: str) -> pd.DataFrame:
+def read_jsonl_delivery(lines: pa.Array, schema: Schema, label: str) -> pd.DataFrame:
     """Parse JSON Lines; a line that is not a JSON object is malformed, the rest is staged."""
-    lines = split_lines(text)
     raw_lines = _to_str(lines)
     keep = raw_lines.str.strip() != ""
     if not keep.any():
@@ -425,10 +448,10 @@ def read_file_delivery(folder: Path, schema: Schema) -> tuple[pd.DataFrame, str]
     if not data.strip():
         raise DeliveryRejected(f"{schema.source}: {label}: empty file")
     checksum = hashlib.sha256(data).hexdigest()
-    text = decode_delivery(data, f"{schema.source}: {label}")
+    lines = split_lines(decode_delivery(data, f"{schema.source}: {label}"))
     del data
     reader = read_csv_delivery if schema.format == "csv" else read_jsonl_delivery
-    return reader(text, schema, label), checksum
+    return reader(lines, schema, label), checksum
 
 
 # --- exchange database -----------------------------------------------------------------------
@@ -606,7 +629,7 @@ def stage_with_schema(raw: pd.DataFrame, schema: Schema,
     ``extra_failures`` are a source's own checks, masks indexed like ``raw``.
     """
     duplicate = raw["raw"].duplicated(keep="first")
-    records = raw[~duplicate]
+    records = raw[~duplicate] if duplicate.any() else raw
     malformed = records["parse_error"].fillna("") != ""
     typed, failures = cast_columns(records, schema)
     failures.append(Failure(MALFORMED_RECORD, malformed, ""))

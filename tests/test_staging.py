@@ -236,3 +236,19 @@ def test_all_schemas_load_and_a_broken_one_is_a_clear_error(tmp_path):
     (tmp_path / "hukou.yaml").write_text("columns: [unclosed\n")
     with pytest.raises(UsageError, match="not valid YAML"):
         load_schema("hukou", tmp_path)
+
+
+def test_line_numbers_survive_chunked_parsing_and_blank_lines(tmp_path, monkeypatch):
+    from pipelines import staging
+
+    monkeypatch.setattr(staging, "CHUNK_LINES", 2)
+    lines = csv_text([person(), person(MOTHER), person(CHILD, 与户主关系="子")]).splitlines()
+    quoted = csv_text([person(MOTHER, 户籍地址='"某区,某路2号"')]).splitlines()[1]
+    payload = "\r\n".join([lines[0], lines[1], "", "a,b", lines[2], quoted, lines[3]]) + "\r\n"
+    deliver(tmp_path / "landing", "hukou", "2026-06-30", "hukou.csv", payload.encode())
+    snapshot = stage(tmp_path)
+    accepted, quarantine = staged_frames(snapshot)
+    assert accepted["record_ref"].tolist() == ["hukou.csv:2", "hukou.csv:5", "hukou.csv:6", "hukou.csv:7"]
+    assert accepted["hukou_address"].tolist()[2] == "某区,某路2号"
+    assert quarantine[["record_ref", "raw"]].values.tolist() == [["hukou.csv:4", "a,b"]]
+    assert snapshot["rows_in"] == 5
