@@ -261,3 +261,20 @@ def test_valid_resident_ids_verifies_the_check_character():
 def test_a_frame_missing_a_checked_column_fails_the_table_check(tmp_path, suites):
     with pytest.raises(ValidationFailed, match=r"columns_present failed: .*'status'"):
         run(hukou_frame().drop(columns=["status"]), tmp_path, suites)
+
+
+def test_dates_delivered_as_text_fail_the_date_check_instead_of_crashing(tmp_path, suites):
+    frame = hukou_frame()
+    frame["birth_date"] = frame["birth_date"].dt.strftime("%Y-%m-%d")
+    with pytest.raises(ValidationFailed, match=r"date_range\(birth_date\) failed: could not be "):
+        run(frame, tmp_path, suites)
+
+
+def test_valid_resident_ids_agrees_across_string_storages():
+    good = [resident_id(f"3711021980010{i}12{i}") for i in range(4)]
+    values = good + [wrong_check(good[0]), None]
+    expected = [True] * 4 + [False]
+    for dtype in ("str", object, "string[python]"):
+        verdict = valid_resident_ids(pd.Series(values, dtype=dtype))
+        assert verdict.iloc[:5].tolist() == expected, dtype
+        assert pd.isna(verdict.iloc[5])
