@@ -428,3 +428,43 @@ def test_a_failure_during_the_switch_rolls_everything_back(pg_url, tmp_path):
     assert stage is None
     assert run_ids(pg_url, "citizen") == {good} and run_ids(pg_url, "prefill") == {good}
     assert audit(pg_url)[bad] == ["failed"]
+
+
+def test_sqlite_reader_sees_the_old_run_or_the_new_never_a_mix(tmp_path):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'w.sqlite'}"
+    runs = [unique(f"s{i}") for i in range(3)]
+    inputs = [write(frames(r, children=1000 + 300 * i, shift=i), tmp_path / r) for i, r in enumerate(runs)]
+    publish_run(url, run_desc(runs[0]), inputs[0])
+    seen: list[tuple] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            con = sqlite3.connect(tmp_path / "w.sqlite", isolation_level=None, timeout=30)
+            while not stop.is_set():
+                con.execute("BEGIN")
+                elig = con.execute("SELECT run_id, count(*) FROM eligibility GROUP BY run_id").fetchall()
+                guard = con.execute("SELECT run_id, count(*) FROM guardianship GROUP BY run_id").fetchall()
+                con.execute("COMMIT")
+                seen.append((tuple(elig), tuple(guard)))
+            con.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in (1, 2):
+            publish_run(url, run_desc(runs[i], f"2026-11-01T0{i}:00:00+00:00"), inputs[i])
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors
+    counts = {r: 1000 + 300 * i for i, r in enumerate(runs)}
+    for elig, guard in seen:
+        assert len(elig) == 1 and elig == guard and elig[0][1] == counts[elig[0][0]], (elig, guard)
+    assert len(seen) > 5
+    assert run_ids(url, "eligibility") == {runs[-1]}
