@@ -18,6 +18,7 @@ from pipelines.addresses import (
     write_review_list,
 )
 from pipelines.errors import UsageError
+from pipelines.policy import DEMO_POLICY_YAML
 
 
 def _row(code, district, road, door, compound, building, unit, room, lon, lat):
@@ -216,6 +217,15 @@ def test_check_address_names_the_schools(reference):
         {"school_code": "P1", "school_name": "第一小学", "level": "primary"},
         {"school_code": "P2", "school_name": "第二小学", "level": "primary"},
     ]
+
+
+def test_check_address_year_from_policy_or_newest_catchments(reference):
+    assert check_address("泰安路21号金色家园12-1-101", reference)["enrollment_year"] == 2027
+    (reference / "policy.yaml").write_text(
+        DEMO_POLICY_YAML.replace("enrollment_year: 2027", "enrollment_year: 2026"), encoding="utf-8")
+    result = check_address("泰安路21号金色家园12-1-101", reference)
+    assert result["enrollment_year"] == 2026
+    assert result["schools"] == [{"school_code": "P9", "school_name": None, "level": "primary"}]
 
 
 def test_check_address_ambiguous_lists_candidates_and_no_schools(reference):
