@@ -1,5 +1,9 @@
 """The published warehouse tables as one explicit registry, rendered as DDL per dialect.
 
+Columns are warehouse.md's, in its order where it gives one, plus a few extras the engine
+provides (``record_ref`` lineage, ``hukou_address_status``, rental ``status``, insurance
+``scheme``, ``policy_id`` on guardian_eligibility and prefill) and ``run_id`` last.
+
 warehouse.md is a public interface: enrollment systems are written against these names and
 types. The registry is the single place that defines them; `publish.py` creates every
 published table from it on each run (so a column added here reaches readers atomically with
@@ -74,26 +78,28 @@ def _table(name: str, spec: str, *, pk: tuple[str, ...] = (), indexes=(), checks
 TABLES: dict[str, Table] = {t.name: t for t in [
     _table("citizen", """citizen_id:text name:text sex:text birth_date:date household_no:text
         hukou_status:text hukou_region_code:text hukou_address:text hukou_address_code:text
-        settled_date:date urban_hukou:bool sources:json name_conflict:bool""",
+        hukou_address_status:text settled_date:date urban_hukou:bool sources:json name_conflict:bool""",
            pk=("citizen_id",)),
     _table("guardianship", "child_id:text! guardian_id:text! relation:text basis:text!",
            indexes=[("child_id",), ("guardian_id",)]),
     _table("property_holding", """citizen_id:text! kind:text! record_key:text! use:text status:text
         record_date:date share:double address:text address_code:text address_status:text
-        qualifying:bool""", indexes=[("citizen_id",)]),
+        qualifying:bool record_ref:text""", indexes=[("citizen_id",)]),
     _table("rental_holding", """citizen_id:text! record_no:text! address:text address_code:text
-        address_status:text start_date:date end_date:date registered_date:date qualifying:bool""",
+        address_status:text start_date:date end_date:date registered_date:date status:text
+        qualifying:bool record_ref:text""",
            indexes=[("citizen_id",)]),
     _table("employment", """citizen_id:text! kind:text! record_key:text org_code:text since:date
-        local_months:int status:text qualifying:bool""", indexes=[("citizen_id",)]),
+        local_months:int status:text scheme:text qualifying:bool record_ref:text""",
+           indexes=[("citizen_id",)]),
     _table("eligibility", """child_id:text level:text school_code:text category:text!
         priority_date:date basis_guardian_id:text evidence:json policy_id:text!""",
            pk=("child_id", "level", "school_code"), indexes=[("school_code", "category")]),
     _table("ineligibility", "child_id:text! level:text! reasons:json! policy_id:text!",
            indexes=[("child_id",)]),
     _table("guardian_eligibility", """guardian_id:text! level:text! school_code:text! basis:text!
-        priority_date:date evidence:json""", indexes=[("guardian_id",)]),
-    _table("prefill", "guardian_id:text document:json!", pk=("guardian_id",)),
+        priority_date:date evidence:json policy_id:text""", indexes=[("guardian_id",)]),
+    _table("prefill", "guardian_id:text document:json! policy_id:text", pk=("guardian_id",)),
     _table("source_snapshot", """source:text! delivery:date checksum:text rows_in:int!
         rows_accepted:int! rows_quarantined:int! rows_duplicate:int!""",
            checks=["rows_in = rows_accepted + rows_quarantined + rows_duplicate"]),

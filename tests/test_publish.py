@@ -49,22 +49,25 @@ def frames(run_id: str | None, children: int = 3, *, shift: int = 0) -> dict[str
             "name": [["张三", "", None][i] if i < 3 else f"n{i}" for i in range(children)] + ["王五"],
             "sex": "男", "birth_date": pd.Timestamp("2020-01-01"), "household_no": "000000123",
             "hukou_status": "正常", "hukou_region_code": "371102", "hukou_address": 'a "quoted", \\. addr\nline',
-            "hukou_address_code": None, "settled_date": day, "urban_hukou": True,
+            "hukou_address_code": None, "hukou_address_status": "unmatched", "settled_date": day, "urban_hukou": True,
             "sources": json.dumps(["hukou"]), "name_conflict": False}),
         "guardianship": pd.DataFrame({"child_id": kids, "guardian_id": GUARDIAN, "relation": "父亲",
                                       "basis": "guardian_field"}),
         "property_holding": pd.DataFrame({
             "citizen_id": [GUARDIAN], "kind": ["title"], "record_key": ["鲁(2020)第1号"], "use": ["住宅"],
             "status": ["现势"], "record_date": [pd.Timestamp("2020-05-01")], "share": [0.5 + shift],
-            "address": ["x"], "address_code": ["A1"], "address_status": ["exact"], "qualifying": [True]}),
+            "address": ["x"], "address_code": ["A1"], "address_status": ["exact"], "qualifying": [True],
+            "record_ref": ["property_title.csv:2"]}),
         "rental_holding": pd.DataFrame({
             "citizen_id": [GUARDIAN], "record_no": ["R1"], "address": ["y"], "address_code": [None],
             "address_status": ["unmatched"], "start_date": [pd.Timestamp("2026-01-01")],
-            "end_date": [pd.NaT], "registered_date": [pd.Timestamp("2026-01-02")], "qualifying": [False]}),
+            "end_date": [pd.NaT], "registered_date": [pd.Timestamp("2026-01-02")], "status": ["有效"],
+            "qualifying": [False], "record_ref": ["rental.jsonl:1"]}),
         "employment": pd.DataFrame({
             "citizen_id": [GUARDIAN], "kind": ["social_insurance"], "record_key": ["企业职工基本养老保险"],
             "org_code": ["91370000MA3C00000X"], "since": [pd.Timestamp("2015-01-01")],
-            "local_months": pd.array([24 + shift], dtype="Int64"), "status": ["参保缴费"], "qualifying": [True]}),
+            "local_months": pd.array([24 + shift], dtype="Int64"), "status": ["参保缴费"],
+            "scheme": ["企业职工基本养老保险"], "qualifying": [True], "record_ref": ["social_insurance.csv:2"]}),
         "eligibility": pd.DataFrame({
             "child_id": kids, "level": "primary", "school_code": "S01", "category": "A1",
             "priority_date": pd.Timestamp("2020-05-01") + pd.Timedelta(days=shift),
@@ -74,9 +77,10 @@ def frames(run_id: str | None, children: int = 3, *, shift: int = 0) -> dict[str
                                        "policy_id": ["demo-2027"]}),
         "guardian_eligibility": pd.DataFrame({
             "guardian_id": [GUARDIAN], "level": ["primary"], "school_code": ["S01"], "basis": ["property"],
-            "priority_date": [pd.Timestamp("2020-05-01")], "evidence": [evidence]}),
+            "priority_date": [pd.Timestamp("2020-05-01")], "evidence": [evidence], "policy_id": "demo-2027"}),
         "prefill": pd.DataFrame({"guardian_id": [GUARDIAN],
-                                 "document": [json.dumps({"children": kids, "shift": shift})]}),
+                                 "document": [json.dumps({"children": kids, "shift": shift})],
+                                 "policy_id": ["demo-2027"]}),
         "source_snapshot": pd.DataFrame({
             "source": ["hukou", "rental"], "delivery": [pd.Timestamp("2027-07-01")] * 2,
             "checksum": ["ab", "cd"], "rows_in": [10, 4], "rows_accepted": [8, 4],

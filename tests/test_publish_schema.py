@@ -25,7 +25,9 @@ def employment(**overrides) -> pa.RecordBatch:
         "since": pa.array([dt.datetime(2015, 1, 1), None, dt.datetime(2016, 2, 29)], pa.timestamp("ns")),
         "local_months": pa.array([12, None, 3], pa.int64()),
         "status": pa.array(["参保缴费", "存续", "在业"]),
+        "scheme": pa.array(["企业职工基本养老保险", None, None]),
         "qualifying": pa.array([True, False, None]),
+        "record_ref": pa.array(["social_insurance.csv:2", "enterprise.csv:2", "individual_business.csv:5"]),
     }
     columns.update(overrides)
     return pa.RecordBatch.from_pydict(columns)

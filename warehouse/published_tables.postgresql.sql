@@ -11,6 +11,7 @@ CREATE TABLE zerocert.citizen (
     hukou_region_code text,
     hukou_address text,
     hukou_address_code text,
+    hukou_address_status text,
     settled_date date,
     urban_hukou boolean,
     sources jsonb,
@@ -41,6 +42,7 @@ CREATE TABLE zerocert.property_holding (
     address_code text,
     address_status text,
     qualifying boolean,
+    record_ref text,
     run_id text NOT NULL
 );
 CREATE INDEX property_holding_citizen_id_idx ON zerocert.property_holding (citizen_id);
@@ -54,7 +56,9 @@ CREATE TABLE zerocert.rental_holding (
     start_date date,
     end_date date,
     registered_date date,
+    status text,
     qualifying boolean,
+    record_ref text,
     run_id text NOT NULL
 );
 CREATE INDEX rental_holding_citizen_id_idx ON zerocert.rental_holding (citizen_id);
@@ -67,7 +71,9 @@ CREATE TABLE zerocert.employment (
     since date,
     local_months bigint,
     status text,
+    scheme text,
     qualifying boolean,
+    record_ref text,
     run_id text NOT NULL
 );
 CREATE INDEX employment_citizen_id_idx ON zerocert.employment (citizen_id);
@@ -102,6 +108,7 @@ CREATE TABLE zerocert.guardian_eligibility (
     basis text NOT NULL,
     priority_date date,
     evidence jsonb,
+    policy_id text,
     run_id text NOT NULL
 );
 CREATE INDEX guardian_eligibility_guardian_id_idx ON zerocert.guardian_eligibility (guardian_id);
@@ -109,6 +116,7 @@ CREATE INDEX guardian_eligibility_guardian_id_idx ON zerocert.guardian_eligibili
 CREATE TABLE zerocert.prefill (
     guardian_id text COLLATE "C" NOT NULL,
     document jsonb NOT NULL,
+    policy_id text,
     run_id text NOT NULL,
     PRIMARY KEY (guardian_id)
 );

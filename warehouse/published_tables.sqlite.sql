@@ -11,6 +11,7 @@ CREATE TABLE citizen (
     hukou_region_code TEXT,
     hukou_address TEXT,
     hukou_address_code TEXT,
+    hukou_address_status TEXT,
     settled_date DATE,
     urban_hukou BOOLEAN,
     sources TEXT CHECK (sources IS NULL OR json_valid(sources)),
@@ -41,6 +42,7 @@ CREATE TABLE property_holding (
     address_code TEXT,
     address_status TEXT,
     qualifying BOOLEAN,
+    record_ref TEXT,
     run_id TEXT NOT NULL
 );
 CREATE INDEX property_holding_citizen_id_idx ON property_holding (citizen_id);
@@ -54,7 +56,9 @@ CREATE TABLE rental_holding (
     start_date DATE,
     end_date DATE,
     registered_date DATE,
+    status TEXT,
     qualifying BOOLEAN,
+    record_ref TEXT,
     run_id TEXT NOT NULL
 );
 CREATE INDEX rental_holding_citizen_id_idx ON rental_holding (citizen_id);
@@ -67,7 +71,9 @@ CREATE TABLE employment (
     since DATE,
     local_months INTEGER,
     status TEXT,
+    scheme TEXT,
     qualifying BOOLEAN,
+    record_ref TEXT,
     run_id TEXT NOT NULL
 );
 CREATE INDEX employment_citizen_id_idx ON employment (citizen_id);
@@ -102,6 +108,7 @@ CREATE TABLE guardian_eligibility (
     basis TEXT NOT NULL,
     priority_date DATE,
     evidence TEXT CHECK (evidence IS NULL OR json_valid(evidence)),
+    policy_id TEXT,
     run_id TEXT NOT NULL
 );
 CREATE INDEX guardian_eligibility_guardian_id_idx ON guardian_eligibility (guardian_id);
@@ -109,6 +116,7 @@ CREATE INDEX guardian_eligibility_guardian_id_idx ON guardian_eligibility (guard
 CREATE TABLE prefill (
     guardian_id TEXT NOT NULL,
     document TEXT NOT NULL CHECK (document IS NULL OR json_valid(document)),
+    policy_id TEXT,
     run_id TEXT NOT NULL,
     PRIMARY KEY (guardian_id)
 );
