@@ -18,11 +18,11 @@ EARLIEST_YEAR = 1850
 LATEST_YEAR = 2200
 
 _SEPARATED = (
-    r"^(?P<year>\d{4})\s*[-/.年]\s*(?P<month>\d{1,2})\s*[-/.月]\s*(?P<day>\d{1,2})\s*日?"
-    r"(?:[ T]+(?P<hour>\d{1,2}):(?P<minute>\d{1,2})(?::(?P<second>\d{1,2})(?:\.\d+)?)?)?$"
+    r"^(?P<year>[0-9]{4})\s*[-/.年]\s*(?P<month>[0-9]{1,2})\s*[-/.月]\s*(?P<day>[0-9]{1,2})\s*日?"
+    r"(?:[ T]+(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{1,2})(?::(?P<second>[0-9]{1,2})(?:\.[0-9]+)?)?)?$"
 )
-_COMPACT = r"^(?P<year>\d{4})(?P<month>\d{2})(?P<day>\d{2})$"
-_SERIAL = r"^(?P<days>\d{1,5})(?:\.(?P<fraction>\d+))?$"
+_COMPACT = r"^(?P<year>[0-9]{4})(?P<month>[0-9]{2})(?P<day>[0-9]{2})$"
+_SERIAL = r"^(?P<days>[0-9]{1,5})(?:\.(?P<fraction>[0-9]+))?$"
 
 
 def _from_parts(parts: pd.DataFrame) -> pd.Series:
@@ -44,7 +44,7 @@ def _parse_distinct(texts: pd.Series, keep_time: bool) -> pd.Series:
         if found.any():
             parsed[found] = _from_parts(parts[found].astype("float64", errors="ignore"))
     serial = texts.str.extract(_SERIAL)
-    found = serial["days"].notna() & parsed.isna() & ~texts.str.fullmatch(r"\d{8}")
+    found = serial["days"].notna() & parsed.isna() & ~texts.str.fullmatch(r"[0-9]{8}")
     if found.any():
         days = pd.to_numeric(serial.loc[found, "days"]).astype("int64")
         fraction = pd.to_numeric("0." + serial.loc[found, "fraction"].fillna("0"))

@@ -71,8 +71,8 @@ def clean_id_text(values: pd.Series) -> pd.Series:
     """
     text = fold_fullwidth(values.fillna("").astype("str")).str.strip()
     text = text.str.removeprefix("'").str.strip()
-    text = text.str.replace(r"^(\d{15}|\d{17}[\dXx])\.0+$", r"\1", regex=True)
-    return text.str.replace(r"^(\d{17})x$", r"\1X", regex=True)
+    text = text.str.replace(r"^([0-9]{15}|[0-9]{17}[0-9Xx])\.0+$", r"\1", regex=True)
+    return text.str.replace(r"^([0-9]{17})x$", r"\1X", regex=True)
 
 
 def _valid_birth(first17: pd.Series) -> pd.Series:
@@ -111,12 +111,12 @@ def normalize_resident_ids(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     ids = pd.Series(pd.NA, index=text.index, dtype="str")
     reasons = pd.Series(pd.NA, index=text.index, dtype="object")
     text = text[text != ""]
-    clean = text.str.fullmatch(r"\d{17}[\dX]")
+    clean = text.str.fullmatch(r"[0-9]{17}[0-9X]")
     if not clean.all():
         text = text.where(clean, clean_id_text(text[~clean]))
         text = text[text != ""]
-    is18 = text.str.fullmatch(r"\d{17}[\dX]")
-    is15 = text.str.fullmatch(r"\d{15}")
+    is18 = text.str.fullmatch(r"[0-9]{17}[0-9X]")
+    is15 = text.str.fullmatch(r"[0-9]{15}")
     first17 = text.str.slice(0, 17).where(is18, text.str.slice(0, 6) + "19" + text.str.slice(6, 15))
     shaped = (is18 | is15) & _valid_birth(first17.where(is18 | is15, "00000000000000000"))
     ids[text.index] = text
@@ -131,22 +131,44 @@ def normalize_resident_ids(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return ids.set_axis(index), reasons.set_axis(index)
 
 
+CREDIT_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+CREDIT_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+
+
+def credit_codes_valid(values: pd.Series) -> pd.Series:
+    """GB 32100 check character (MOD 31) of 18-character unified social credit codes."""
+    shaped = values.fillna("").astype("str").str.fullmatch(CREDIT_CODE_PATTERN)
+    valid = pd.Series(False, index=values.index)
+    if shaped.any():
+        block = pa.array(values[shaped].astype("str"))
+        if isinstance(block, pa.ChunkedArray):
+            block = block.combine_chunks()
+        block = block.cast(pa.binary()).cast(pa.binary(18))
+        raw = np.frombuffer(block.buffers()[1], dtype=np.uint8)[block.offset * 18:(block.offset + len(block)) * 18]
+        table = np.zeros(256, dtype=np.int64)
+        table[np.frombuffer(CREDIT_CHARS.encode("ascii"), dtype=np.uint8)] = np.arange(31)
+        digits = table[raw.reshape(-1, 18)]
+        check = (31 - (digits[:, :17] @ np.array(CREDIT_WEIGHTS, dtype=np.int64)) % 31) % 31
+        valid[shaped] = check == digits[:, 17]
+    return valid
+
+
 def normalize_party_ids(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     """IDs of a party that is a person or an organization (a title owner, a landlord).
 
-    Anything shaped like a resident ID (15 digits, or 17 digits and a check character) is
-    checked as one; otherwise an 18-character credit code marks an organization. Returns
-    ``(ids, kinds, reasons)``, kinds ``person`` / ``organization`` / NA.
+    A valid resident ID is a person; so is an ID-shaped value (digits, real birth date) whose
+    check character is wrong — quarantined, as a credit code matches its MOD 31 check by chance
+    one time in 31. Otherwise a credit code with a valid GB 32100 check character is an
+    organization (credit codes may be all digits, so shape alone cannot tell); anything else
+    is ``INVALID_ID_FORMAT``.
+    Returns ``(ids, kinds, reasons)``, kinds ``person`` / ``organization`` / NA.
     """
     index = values.index
     text = clean_id_text(values.reset_index(drop=True)).str.upper()
-    person_like = text.str.fullmatch(r"\d{15}|\d{17}[\dX]")
-    organization = ~person_like & text.str.fullmatch(CREDIT_CODE_PATTERN)
-    ids, reasons = normalize_resident_ids(text.where(~organization, ""))
+    ids, reasons = normalize_resident_ids(text)
+    organization = reasons.eq(INVALID_ID_FORMAT).fillna(False).to_numpy(dtype=bool) & credit_codes_valid(text).to_numpy()
     ids = ids.where(~organization, text)
-    blank = text == ""
     reasons = reasons.where(~organization, pd.NA)
-    reasons[~blank & ~person_like & ~organization] = INVALID_ID_FORMAT
     kinds = pd.Series(np.where(organization, "organization", "person"), index=text.index, dtype="str")
-    kinds[blank] = pd.NA
+    kinds[text == ""] = pd.NA
     return ids.set_axis(index), kinds.set_axis(index), reasons.set_axis(index)

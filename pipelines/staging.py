@@ -538,9 +538,9 @@ def _strip(values: pd.Series) -> pd.Series:
 def _cast_share(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     """``50%``, ``1/2``, ``0.5`` → 0.5; blank → NaN; anything else or outside (0, 1] invalid."""
     text = fold_fullwidth(text.fillna("")).str.replace(" ", "", regex=False)
-    percent = text.str.extract(r"^(\d+(?:\.\d+)?)%$")[0]
-    fraction = text.str.extract(r"^(\d+)/(\d+)$")
-    plain = text.str.extract(r"^(\d+(?:\.\d+)?)$")[0]
+    percent = text.str.extract(r"^([0-9]+(?:\.[0-9]+)?)%$")[0]
+    fraction = text.str.extract(r"^([0-9]+)/([0-9]+)$")
+    plain = text.str.extract(r"^([0-9]+(?:\.[0-9]+)?)$")[0]
     share = pd.to_numeric(plain, errors="coerce")
     share = share.fillna(pd.to_numeric(percent, errors="coerce") / 100)
     share = share.fillna(pd.to_numeric(fraction[0], errors="coerce") / pd.to_numeric(fraction[1], errors="coerce"))
@@ -551,7 +551,7 @@ def _cast_share(text: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def _cast_month(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     """YYYYMM (also ``2024-05``, ``2024/5``, ``202405.0``) as a ``YYYYMM`` string."""
-    parts = fold_fullwidth(text.fillna("")).str.extract(r"^(\d{4})[-/年]?(\d{1,2})月?(?:\.0+)?$")
+    parts = fold_fullwidth(text.fillna("")).str.extract(r"^([0-9]{4})[-/年]?([0-9]{1,2})月?(?:\.0+)?$")
     month = pd.to_numeric(parts[1], errors="coerce")
     good = parts[0].notna() & month.between(1, 12)
     value = parts[0] + month.fillna(0).astype("int64").astype("str").str.zfill(2)
@@ -590,11 +590,11 @@ def cast_columns(raw: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, list[
             typed[column.key] = fold_fullwidth(text).str.upper().where(text.notna(), pd.NA)
         elif column.type == "int":
             cleaned = text.str.replace(r"\.0+$", "", regex=True)
-            number = pd.to_numeric(cleaned.where(cleaned.str.fullmatch(r"[+-]?\d+"), pd.NA), errors="coerce")
+            number = pd.to_numeric(cleaned.where(cleaned.str.fullmatch(r"[+-]?[0-9]+"), pd.NA), errors="coerce")
             typed[column.key] = number.astype("Int64")
             failures.append(Failure(INVALID_NUMBER, text.notna() & number.isna(), f"{column.key}: not an integer"))
         elif column.type == "float":
-            number = pd.to_numeric(text.where(text.str.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)"), pd.NA), errors="coerce")
+            number = pd.to_numeric(text.where(text.str.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)"), pd.NA), errors="coerce")
             typed[column.key] = number.astype("float64")
             failures.append(Failure(INVALID_NUMBER, text.notna() & number.isna(), f"{column.key}: not a number"))
         elif column.type == "share":

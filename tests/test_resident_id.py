@@ -61,12 +61,29 @@ def test_blank_is_missing_not_invalid_and_index_is_kept():
 
 def test_party_ids_tell_persons_from_organizations():
     ids, kinds, reasons = normalize_party_ids(
-        pd.Series(["91370100ma3c12345q", "110105491231002", "110105194912310021", "not an id", ""]))
-    assert ids.iloc[0] == "91370100MA3C12345Q" and kinds.iloc[0] == "organization"
+        pd.Series(["91370100ma3c123459", "110105491231002", "110105194912310021", "not an id", ""]))
+    assert ids.iloc[0] == "91370100MA3C123459" and kinds.iloc[0] == "organization"
     assert ids.iloc[1] == GOOD and kinds.iloc[1] == "person"
     assert reasons.tolist()[:4] == [pd.NA, pd.NA, "INVALID_ID_CHECKSUM", "INVALID_ID_FORMAT"]
     assert pd.isna(kinds.iloc[4]) and pd.isna(reasons.iloc[4])
 
 
+def test_all_digit_credit_code_is_an_organization_and_a_bad_code_is_not():
+    ids, kinds, reasons = normalize_party_ids(pd.Series(["913711227034610307", "913711227034610308"]))
+    assert kinds.iloc[0] == "organization" and pd.isna(reasons.iloc[0])
+    assert reasons.iloc[1] == "INVALID_ID_FORMAT"
+
+
 def test_masking_keeps_region_and_last_four():
     assert mask_id(GOOD) == "110105********002X"
+
+
+def test_fullwidth_digits_are_not_mistaken_for_a_clean_id():
+    ids, reasons = normalize_resident_ids(pd.Series(["１１０１０５１９４９１２３１００２Ｘ", GOOD]))
+    assert ids.tolist() == [GOOD, GOOD]
+    assert reasons.isna().all()
+
+
+def test_person_id_with_wrong_check_stays_a_person_even_if_it_passes_as_credit_code():
+    ids, kinds, reasons = normalize_party_ids(pd.Series(["371102198707301395"]))
+    assert kinds.iloc[0] == "person" and reasons.iloc[0] == "INVALID_ID_CHECKSUM"
