@@ -20,6 +20,7 @@ from pipelines.errors import ZerocertError
 from pipelines.resident_id import check_character, mask_id
 from pipelines.publish import (
     ensure_warehouse, publish_run, read_current_run, read_table, record_failed_run,
+    record_started_run,
 )
 from pipelines.warehouse_schema import PUBLISHED_TABLES, TABLES
 
@@ -256,7 +257,9 @@ def test_run_id_is_filled_in_and_must_match(url, tmp_path):
 def test_record_failed_run_keeps_the_published_tables(url, tmp_path):
     good, failed = unique("good"), unique("validation")
     publish_run(url, run_desc(good), write(frames(good), tmp_path / "a"))
-    record_failed_run(url, run_desc(failed), f"hukou failed validation near {CHILD}")
+    record_started_run(url, run_desc(failed, "2026-11-03T08:00:00+00:00"))
+    assert audit(url)[failed] == ["started"]
+    record_failed_run(url, run_desc(failed, "2026-11-03T08:00:00+00:00"), f"hukou failed validation near {CHILD}")
     assert read_current_run(url)["run_id"] == good
     assert audit(url)[failed] == ["failed"]
 
