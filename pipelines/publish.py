@@ -33,9 +33,11 @@ import datetime as dt
 import io
 import json
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +48,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from pipelines.errors import UsageError, ZerocertError
-from pipelines.resident_id import mask_id
 from pipelines.warehouse_schema import (
-    _ID_PATTERN, PUBLISHED_TABLES, SCHEMA, TABLES, Table, check_input_schema, conform_batch,
+    PUBLISHED_TABLES, SCHEMA, TABLES, Table, check_input_schema, conform_batch, mask_ids_in,
     render_create_table, render_indexes,
 )
 
@@ -96,7 +97,7 @@ def _pg_connect(wh: _Warehouse):
         return psycopg.connect(**wh.conninfo)
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot connect to the warehouse: {scrub(first)}") from None
+        raise UsageError(f"cannot connect to the warehouse: {mask_ids_in(first)}") from None
 
 
 def _sqlite_connect(wh: _Warehouse) -> sqlite3.Connection:
@@ -105,11 +106,6 @@ def _sqlite_connect(wh: _Warehouse) -> sqlite3.Connection:
     con = sqlite3.connect(wh.path, timeout=60, isolation_level=None)
     con.execute("PRAGMA synchronous = NORMAL")
     return con
-
-
-def scrub(text: str) -> str:
-    """Mask every resident ID in a message (database errors may quote key values)."""
-    return _ID_PATTERN.sub(lambda m: mask_id(m.group()), text)
 
 
 def _migrations(dialect: str) -> list[tuple[int, str, str]]:
@@ -229,14 +225,14 @@ def _normalize_run(run: Mapping[str, object]) -> dict:
     missing = [k for k in RUN_KEYS if k not in run or run[k] is None]
     if missing:
         raise ZerocertError(f"run description lacks {', '.join(missing)}")
-    as_of = run["as_of"]
-    if isinstance(as_of, str):
-        as_of = dt.date.fromisoformat(as_of)
-    elif isinstance(as_of, dt.datetime):
+    as_of, started = run["as_of"], run["started_at"]
+    try:
+        as_of = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
+        started = dt.datetime.fromisoformat(started) if isinstance(started, str) else started
+    except ValueError:
+        raise ZerocertError("run as_of must be YYYY-MM-DD and started_at an ISO timestamp") from None
+    if isinstance(as_of, dt.datetime):
         as_of = as_of.date()
-    started = run["started_at"]
-    if isinstance(started, str):
-        started = dt.datetime.fromisoformat(started)
     if not isinstance(started, dt.datetime) or not isinstance(as_of, dt.date):
         raise ZerocertError("run as_of must be a date and started_at a datetime")
     if started.tzinfo is None:
@@ -289,7 +285,7 @@ def record_started_run(url: str, run: Mapping[str, object]) -> None:
 def record_failed_run(url: str, run: Mapping[str, object], reason: str) -> None:
     """Mark a run ``failed`` with its reason (IDs masked); the published tables are not touched."""
     ensure_warehouse(url)
-    _write_audit(_warehouse(url), _normalize_run(run), "failed", scrub(str(reason))[:2000])
+    _write_audit(_warehouse(url), _normalize_run(run), "failed", mask_ids_in(str(reason))[:2000])
 
 
 def read_current_run(url: str) -> dict | None:
@@ -304,8 +300,7 @@ def read_current_run(url: str) -> dict | None:
             row = conn.execute(query.format(SCHEMA + ".")).fetchone()
         if row is None:
             return None
-        found = dict(zip(AUDIT_COLUMNS, row))
-        return found
+        return dict(zip(AUDIT_COLUMNS, row))
     if wh.path is None or not wh.path.exists():
         return None
     con = _sqlite_connect(wh)
@@ -358,7 +353,8 @@ def _open_inputs(tables: Mapping[str, object]) -> dict[str, pq.ParquetFile]:
         except FileNotFoundError:
             raise ZerocertError(f"table {name}: Parquet file not found: {path}") from None
         except (pa.ArrowInvalid, OSError) as exc:
-            raise ZerocertError(f"table {name}: cannot read Parquet file {path}: {exc}") from None
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ZerocertError(f"table {name}: cannot read Parquet file {path}: {detail}") from None
         check_input_schema(TABLES[name], files[name].schema_arrow)
     return files
 
@@ -393,6 +389,7 @@ def publish_run(url: str, run: Mapping[str, object], tables: Mapping[str, Path |
     ensure_warehouse(url)
     _write_audit(wh, run, "started")
     started = time.monotonic()
+    files: dict[str, pq.ParquetFile] = {}
     try:
         files = _open_inputs(tables)
         if wh.dialect == "postgresql":
@@ -405,12 +402,29 @@ def publish_run(url: str, run: Mapping[str, object], tables: Mapping[str, Path |
             _write_audit(wh, run, "failed", reason)
         except Exception as audit_exc:  # the original failure matters more
             log.error("could not record the failure of run %s: %s", run["run_id"],
-                      scrub(str(audit_exc)))
+                      mask_ids_in(str(audit_exc)))
         if not isinstance(exc, Exception) or isinstance(exc, ZerocertError):
             raise
         raise ZerocertError(f"publish of run {run['run_id']} failed: {reason}") from exc
+    finally:
+        for source in files.values():
+            source.close()
     log.info("run %s published: %d rows in %d tables in %.1f s", run["run_id"],
              sum(counts.values()), len(counts), time.monotonic() - started)
+
+
+@contextmanager
+def _loading(name: str) -> Iterator[None]:
+    """Name the table (and, for COPY, the line and column) in any failure while loading it."""
+    try:
+        yield
+    except ZerocertError:
+        raise
+    except Exception as exc:
+        context = getattr(getattr(exc, "diag", None), "context", None) or ""
+        where = re.search(r"line \d+(, column \w+)?", context)
+        place = f"table {name}" + (f", {where.group()}" if where else "")
+        raise ZerocertError(f"{place}: {_reason(exc)}") from exc
 
 
 def _reason(exc: BaseException) -> str:
@@ -418,7 +432,7 @@ def _reason(exc: BaseException) -> str:
     diag = getattr(exc, "diag", None)
     text = getattr(diag, "message_primary", None) or str(exc).strip() or type(exc).__name__
     text = text.splitlines()[0]
-    return scrub(text if isinstance(exc, ZerocertError) else f"{type(exc).__name__}: {text}")
+    return mask_ids_in(text if isinstance(exc, ZerocertError) else f"{type(exc).__name__}: {text}")
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
@@ -455,15 +469,16 @@ def _publish_postgresql(wh: _Warehouse, run: dict, files: Mapping[str, pq.Parque
         for name in PUBLISHED_TABLES:
             table, staged = TABLES[name], f"{STAGE_SCHEMA}.{name}"
             began = time.monotonic()
-            cur.execute(render_create_table(table, "postgresql", staged, with_primary_key=False))
-            counts[name] = _copy_into(cur, table, staged, files[name], run["run_id"])
-            copied = time.monotonic()
-            if table.primary_key:
-                cur.execute(f"ALTER TABLE {staged} ADD CONSTRAINT {name}_pkey "
-                            f"PRIMARY KEY ({', '.join(table.primary_key)})")
-            for ddl in render_indexes(table, staged):
-                cur.execute(ddl)
-            cur.execute(f"ANALYZE {staged}")
+            with _loading(name):
+                cur.execute(render_create_table(table, "postgresql", staged, with_primary_key=False))
+                counts[name] = _copy_into(cur, table, staged, files[name], run["run_id"])
+                copied = time.monotonic()
+                if table.primary_key:
+                    cur.execute(f"ALTER TABLE {staged} ADD CONSTRAINT {name}_pkey "
+                                f"PRIMARY KEY ({', '.join(table.primary_key)})")
+                for ddl in render_indexes(table, staged):
+                    cur.execute(ddl)
+                cur.execute(f"ANALYZE {staged}")
             _log_load(name, counts[name], copied - began, time.monotonic() - copied)
         _swap_postgresql(cur, swap_timeout)
         _write_audit(wh, run, "published", row_counts=counts, cursor=cur)
@@ -583,9 +598,10 @@ def _publish_sqlite(wh: _Warehouse, run: dict, files: Mapping[str, pq.ParquetFil
             insert = (f"INSERT INTO {staged} ({', '.join(table.column_names)}) "
                       f"VALUES ({', '.join('?' * len(table.columns))})")
             counts[name] = 0
-            for batch in _batches(table, files[name], run["run_id"], key_order=True):
-                con.executemany(insert, _sqlite_rows(batch))
-                counts[name] += batch.num_rows
+            with _loading(name):
+                for batch in _batches(table, files[name], run["run_id"], key_order=True):
+                    con.executemany(insert, _sqlite_rows(batch))
+                    counts[name] += batch.num_rows
             _log_load(name, counts[name], time.monotonic() - began)
         for name in PUBLISHED_TABLES:
             con.execute(f"DROP TABLE IF EXISTS {name}")

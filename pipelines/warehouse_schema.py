@@ -28,6 +28,12 @@ from pipelines.errors import ZerocertError
 from pipelines.resident_id import mask_id
 
 _ID_PATTERN = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+
+
+def mask_ids_in(text: str) -> str:
+    """Mask every resident ID inside a message (database and Arrow errors quote values)."""
+    return _ID_PATTERN.sub(lambda m: mask_id(m.group()), text)
+
 SCHEMA = "zerocert"  # PostgreSQL schema readers query (SQLite: the main database)
 DIALECTS = ("postgresql", "sqlite")
 
@@ -224,7 +230,7 @@ def conform_batch(table: Table, batch: pa.RecordBatch, run_id: str) -> pa.Record
         try:
             arr = arr.cast(target, safe=True)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            detail = _ID_PATTERN.sub(lambda m: mask_id(m.group()), str(exc).splitlines()[0])
+            detail = mask_ids_in(str(exc).splitlines()[0])
             raise ZerocertError(f"{where}: cannot be read as {col.type} ({detail})") from None
         if col.free_text and arr.null_count < len(arr):
             arr = pc.replace_substring(arr, "\x00", "\ufffd")

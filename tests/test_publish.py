@@ -203,7 +203,11 @@ def test_failed_publish_leaves_the_previous_run_and_is_audited(url, tmp_path, da
         paths["guardianship"].unlink()
     with pytest.raises(ZerocertError) as failure:
         publish_run(url, run_desc(bad), paths)
-    assert "\n" not in str(failure.value) and GUARDIAN not in str(failure.value)
+    message = str(failure.value)
+    assert "\n" not in message and GUARDIAN not in message
+    damaged = {"missing_file": "guardianship", "wrong_type": "citizen", "duplicate_key": "prefill",
+               "broken_json": "address_match"}[damage]
+    assert damaged in message, message
     after = {t: sorted(read_table(url, t), key=repr) for t in PUBLISHED_TABLES}
     assert after == before
     assert read_current_run(url)["run_id"] == good
