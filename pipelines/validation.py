@@ -402,6 +402,15 @@ def build_validation_frame(spec: SuiteSpec, accepted: pd.DataFrame) -> pd.DataFr
             for name in check.columns:
                 if name not in narrow:
                     narrow[name] = _as_gx_friendly(accepted[name])
+    # Code columns checked only against lists become categorical: GX filters each column once
+    # per metric, and taking from a few integer codes is far cheaper than from strings.
+    code_only = ({c for chk in spec.row_checks if chk.kind == "in_set" and not chk.when
+                  for c in chk.columns}
+                 - {c for chk in spec.row_checks if chk.kind not in ("in_set", "not_null")
+                    for c in chk.columns})
+    for name in code_only & set(narrow):
+        if pd.api.types.is_string_dtype(narrow[name].dtype):
+            narrow[name] = narrow[name].astype("category")
     return pd.DataFrame(narrow, index=accepted.index)
 
 

@@ -278,3 +278,16 @@ def test_valid_resident_ids_agrees_across_string_storages():
         verdict = valid_resident_ids(pd.Series(values, dtype=dtype))
         assert verdict.iloc[:5].tolist() == expected, dtype
         assert pd.isna(verdict.iloc[5])
+
+
+def test_kept_results_show_the_unexpected_code_to_engineers(tmp_path, suites):
+    frame = hukou_frame()
+    frame.loc[3, "relation_to_head"] = "干亲"
+    with pytest.raises(ValidationFailed):
+        run(frame, tmp_path, suites)
+    kept = json.loads((tmp_path / "hukou" / "validation.json").read_text(encoding="utf-8"))
+    failed = [r for r in kept["results"] if not r["success"]]
+    assert [r["expectation_config"]["meta"]["check"] for r in failed] == ["in_set(relation_to_head)"]
+    assert failed[0]["result"]["partial_unexpected_list"] == ["干亲"]
+    page = next((tmp_path / "data_docs" / "validations").rglob("*.html"))
+    assert "干亲" in page.read_text(encoding="utf-8")
