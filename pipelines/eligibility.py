@@ -78,18 +78,19 @@ FACT_COLUMNS = ["citizen_id", "level", "school_code", "date", "source", "record_
 
 # ---------------------------------------------------------------- helpers
 
-def _iso(values: pd.Series) -> list:
-    """ISO dates for JSON; None for NaT."""
-    dates = pd.to_datetime(values, errors="coerce")
-    return [None if pd.isna(d) else d.strftime("%Y-%m-%d") for d in dates]
+def _iso(values: pd.Series) -> pd.Series:
+    """ISO dates (object, None for NaT), vectorized."""
+    dates = pd.Series(pd.to_datetime(values, errors="coerce"))
+    return dates.dt.strftime("%Y-%m-%d").astype(object).where(dates.notna(), None)
 
 
 def _plain(values: pd.Series) -> list:
     """Python scalars for JSON: dates as ISO text, missing as None."""
     if pd.api.types.is_datetime64_any_dtype(values):
-        return _iso(values)
-    return [None if (v is None or (not isinstance(v, (list, dict, str)) and pd.isna(v))) else
-            (v.item() if hasattr(v, "item") else v) for v in values.astype("object").tolist()]
+        return _iso(values).tolist()
+    column = values.astype(object)
+    column = column.where(column.notna(), None).tolist()
+    return [v.item() if isinstance(v, np.generic) else v for v in column]
 
 
 def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
@@ -104,19 +105,40 @@ def _grouped(keys: list[tuple], items: list) -> dict[tuple, list]:
             for key, group in itertools.groupby(zip(keys, items), key=lambda pair: pair[0])}
 
 
+def json_strings(values: pd.Series) -> pd.Series:
+    """Each value as a JSON string literal (``ensure_ascii=False``) or ``null``, vectorized.
+
+    Byte-identical to ``json.dumps`` for the same value; texts holding control characters
+    (never seen in keys) take ``json.dumps`` itself.
+    """
+    column = values.astype(object)
+    missing = column.isna()
+    text = column.where(~missing, "").astype(str)
+    if text.str.contains(r"[\x00-\x1f]", regex=True).any():
+        literal = text.map(lambda v: json.dumps(v, ensure_ascii=False))
+    else:
+        literal = '"' + text.str.replace("\\", "\\\\", regex=False).str.replace('"', '\\"', regex=False) + '"'
+    return literal.astype(object).where(~missing, "null")
+
+
 def _evidence(frame: pd.DataFrame, key_columns: list[str]) -> pd.DataFrame:
-    """One JSON evidence list per key: every (source, record_key, date) fact in the group."""
+    """One JSON evidence list per key: every (source, record_key, date) fact in the group.
+
+    The items are spelled with vectorized string operations, exactly as ``json_text`` would
+    spell ``{"date": …, "record_key": …, "source": …}``, then joined per group.
+    """
     if frame.empty:
         return pd.DataFrame({**{c: pd.Series(dtype="object") for c in key_columns},
                              "evidence": pd.Series(dtype="object")})
     facts = (frame[key_columns + ["source", "record_key", "date"]]
              .drop_duplicates(key_columns + ["source", "record_key"])
-             .sort_values(key_columns + ["source", "record_key"], kind="stable"))
-    keys = list(zip(*[facts[c].tolist() for c in key_columns]))
-    items = _records(facts, ["source", "record_key", "date"])
-    grouped = _grouped(keys, items)
-    out = pd.DataFrame(list(grouped.keys()), columns=key_columns)
-    out["evidence"] = [json_text(v) for v in grouped.values()]
+             .sort_values(key_columns + ["source", "record_key"], kind="stable", ignore_index=True))
+    items = ('{"date": ' + json_strings(_iso(facts["date"])) + ', "record_key": '
+             + json_strings(facts["record_key"]) + ', "source": ' + json_strings(facts["source"]) + "}")
+    joined = (facts[key_columns].assign(item=items.to_numpy())
+              .groupby(key_columns, sort=False, dropna=False)["item"].agg(", ".join))
+    out = joined.reset_index()
+    out["evidence"] = "[" + out.pop("item").astype(object) + "]"
     return out
 
 
@@ -135,7 +157,7 @@ def _outside(codes: pd.DataFrame, catchments: pd.DataFrame, policy: Policy) -> p
     parts = []
     for window in policy.levels:
         covered = catchments.loc[catchments["level"] == window.level, "address_code"]
-        rows = codes[~codes["address_code"].isin(covered)]
+        rows = codes[~join.member(codes["address_code"], covered)]
         parts.append(pd.DataFrame({"citizen_id": rows["citizen_id"], "level": window.level}))
     return pd.concat(parts, ignore_index=True)
 
@@ -197,9 +219,9 @@ def person_facts(tables: dict[str, pd.DataFrame], address_catchment: pd.DataFram
     people = pd.Index(pd.concat([properties["citizen_id"], rentals["citizen_id"],
                                  jobs["citizen_id"]]).unique())
     person_flags = pd.DataFrame({"citizen_id": people.astype("object")})
-    person_flags["has_property"] = person_flags["citizen_id"].isin(qualifying["citizen_id"])
-    person_flags["has_rental"] = person_flags["citizen_id"].isin(good_rentals["citizen_id"])
-    person_flags["stable_employment"] = person_flags["citizen_id"].isin(stable["citizen_id"])
+    person_flags["has_property"] = join.member(person_flags["citizen_id"], qualifying["citizen_id"])
+    person_flags["has_rental"] = join.member(person_flags["citizen_id"], good_rentals["citizen_id"])
+    person_flags["stable_employment"] = join.member(person_flags["citizen_id"], stable["citizen_id"])
 
     listed_status = np.where(properties["kind"].eq("title"),
                              properties["status"].isin(policy.title_status),
@@ -405,7 +427,7 @@ def _child_reasons(children: pd.DataFrame, facts: dict[str, pd.DataFrame],
       of the level. ADDRESS_UNMATCHED: urban hukou whose address has no single code.
     - plus every person reason (``person_facts``) of the child's and the guardians' records.
     """
-    has_guardian = children["child_id"].isin(facts["edge_guardians"]["child_id"])
+    has_guardian = pd.Series(join.member(children["child_id"], facts["edge_guardians"]["child_id"]), index=children.index)
     covered = catchments.assign(inside=True)[["address_code", "level", "inside"]].drop_duplicates(
         ["address_code", "level"])
     placed = children.merge(covered, left_on=["hukou_address_code", "level"],
@@ -448,13 +470,13 @@ def guardian_eligibility(facts: dict[str, pd.DataFrame], citizen: pd.DataFrame, 
     flags = facts["person_flags"].set_index("citizen_id")
 
     properties = facts["placed_property"].rename(columns={"citizen_id": "guardian_id"})
-    properties = properties[~properties["guardian_id"].isin(children)]
+    properties = properties[~join.member(properties["guardian_id"], children)]
     by_property = properties.sort_values(keys + ["date"], kind="stable").drop_duplicates(keys)
     by_property = by_property[keys + ["date"]].assign(basis="property").merge(_evidence(properties, keys), on=keys)
 
     open_rental = flags.index[flags["stable_employment"] & ~flags["has_property"]]
     rentals = facts["placed_rental"].rename(columns={"citizen_id": "guardian_id"})
-    rentals = rentals[rentals["guardian_id"].isin(open_rental) & ~rentals["guardian_id"].isin(children)]
+    rentals = rentals[join.member(rentals["guardian_id"], open_rental) & ~join.member(rentals["guardian_id"], children)]
     jobs = facts["stable_jobs"].rename(columns={"citizen_id": "guardian_id"}).merge(
         rentals[keys].drop_duplicates(), on="guardian_id")
     by_rental = rentals.sort_values(keys + ["date"], kind="stable").drop_duplicates(keys)
@@ -480,12 +502,12 @@ def build_prefill(guardianship: pd.DataFrame, tables: dict[str, pd.DataFrame], c
         return pd.DataFrame({c: pd.Series(dtype="object") for c in PREFILL_COLUMNS})
 
     def per_person(frame: pd.DataFrame, columns: list[str], order: list[str]) -> dict:
-        rows = frame[frame["citizen_id"].isin(guardian_ids)].sort_values(["citizen_id"] + order, kind="stable")
+        rows = frame[join.member(frame["citizen_id"], guardian_ids)].sort_values(["citizen_id"] + order, kind="stable")
         return {k[0]: v for k, v in _grouped([(c,) for c in rows["citizen_id"].tolist()],
                                              _records(rows, columns)).items()}
 
     citizen = tables["citizen"]
-    people = citizen[citizen["citizen_id"].isin(guardian_ids)]
+    people = citizen[join.member(citizen["citizen_id"], guardian_ids)]
     hukou_columns = ["household_no", "hukou_status", "hukou_region_code", "hukou_address",
                      "hukou_address_code", "settled_date", "urban_hukou"]
     person = dict(zip(people["citizen_id"].tolist(),

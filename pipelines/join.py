@@ -66,6 +66,17 @@ def json_text(value: object) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+def member(values: pd.Series, pool: pd.Series | pd.Index) -> np.ndarray:
+    """``values.isin(pool)`` through one hash table of Python strings.
+
+    pandas' Arrow-string ``isin`` walks a large pool in Python; IDs and address codes here
+    meet pools of millions, so membership goes through an object ``Index`` instead.
+    """
+    pool = np.asarray(pool, dtype=object)
+    index = pd.Index(pd.unique(pool[pd.notna(pool)]), dtype=object)
+    return index.get_indexer(np.asarray(values, dtype=object)) >= 0
+
+
 def _bucket_of_digits(values: pd.Series, buckets: int) -> np.ndarray:
     """Bucket from four digits of the value; deterministic across processes and machines."""
     if buckets <= 1:
@@ -408,3 +419,11 @@ def build_citizen_tables(staged: dict[str, pd.DataFrame], address_match: pd.Data
     tables = build_person_tables(staged, address_match, policy)
     tables["guardianship"] = build_guardianship(_frame(staged, "hukou", ["citizen_id"]), policy)
     return tables
+
+
+def run_engine(staged_dir, address_dir, policy: Policy, run_id: str, out_dir, buckets: int = 1) -> dict:
+    """The bucketed join-and-decide driver; lives in ``pipelines.eligibility`` (imported lazily,
+    since the engine builds on this module)."""
+    from pipelines.eligibility import run_engine as engine
+
+    return engine(staged_dir, address_dir, policy, run_id, out_dir, buckets=buckets)

@@ -291,3 +291,15 @@ def test_run_engine_gives_the_same_tables_for_any_bucket_count(tmp_path, buckets
         want = expected[name]
         assert len(got) == len(want), name
         assert sorted(map(str, got.to_dict("records"))) == sorted(map(str, want.to_dict("records"))), name
+
+
+def test_evidence_text_is_exactly_the_shared_json_spelling():
+    from pipelines.eligibility import _evidence
+    from pipelines.join import json_text
+
+    facts = pd.DataFrame({"child_id": ["c", "c"], "source": ["property_title", "rental"],
+                          "record_key": ['鲁(2019)某市"第1号"\\', "ZL1"],
+                          "date": [pd.Timestamp("2019-03-01"), pd.NaT]})
+    (text,) = _evidence(facts, ["child_id"])["evidence"]
+    assert text == json_text([{"source": "property_title", "record_key": '鲁(2019)某市"第1号"\\', "date": "2019-03-01"},
+                              {"source": "rental", "record_key": "ZL1", "date": None}])
