@@ -80,7 +80,7 @@ def _valid_birth(first17: pd.Series) -> pd.Series:
     codes, births = pd.factorize(first17.str.slice(6, 14))
     parsed = pd.to_datetime(pd.Series(np.asarray(births, dtype=object), dtype="str"),
                             format="%Y%m%d", errors="coerce")
-    valid = (parsed.notna() & (parsed.dt.year >= 1850)).to_numpy()
+    valid = (parsed.notna() & parsed.dt.year.between(1850, 2099)).to_numpy()
     return pd.Series(valid[codes] if len(valid) else np.zeros(len(codes), dtype=bool), index=first17.index)
 
 
@@ -133,10 +133,15 @@ def normalize_resident_ids(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 CREDIT_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 CREDIT_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+ORGANIZATION_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)  # GB 11714 organization code, characters 9..17
 
 
 def credit_codes_valid(values: pd.Series) -> pd.Series:
-    """GB 32100 check character (MOD 31) of 18-character unified social credit codes."""
+    """18-character unified social credit codes whose two check characters both hold.
+
+    GB 32100's final MOD 31 character and the embedded GB 11714 organization code's MOD 11
+    character (characters 9..17): one alone passes a damaged resident ID one time in 31.
+    """
     shaped = values.fillna("").astype("str").str.fullmatch(CREDIT_CODE_PATTERN)
     valid = pd.Series(False, index=values.index)
     if shaped.any():
@@ -147,26 +152,29 @@ def credit_codes_valid(values: pd.Series) -> pd.Series:
         raw = np.frombuffer(block.buffers()[1], dtype=np.uint8)[block.offset * 18:(block.offset + len(block)) * 18]
         table = np.zeros(256, dtype=np.int64)
         table[np.frombuffer(CREDIT_CHARS.encode("ascii"), dtype=np.uint8)] = np.arange(31)
-        digits = table[raw.reshape(-1, 18)]
+        chars = raw.reshape(-1, 18)
+        digits = table[chars]
         check = (31 - (digits[:, :17] @ np.array(CREDIT_WEIGHTS, dtype=np.int64)) % 31) % 31
-        valid[shaped] = check == digits[:, 17]
+        organization = np.where(chars[:, 8:16] <= ord("9"), chars[:, 8:16] - ord("0"), chars[:, 8:16] - ord("A") + 10)
+        org_check = (11 - (organization.astype(np.int64) @ np.array(ORGANIZATION_WEIGHTS, dtype=np.int64)) % 11) % 11
+        org_char = np.where(org_check == 10, ord("X"), org_check + ord("0"))
+        valid[shaped] = (check == digits[:, 17]) & (org_char == chars[:, 16])
     return valid
 
 
 def normalize_party_ids(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     """IDs of a party that is a person or an organization (a title owner, a landlord).
 
-    A valid resident ID is a person; so is an ID-shaped value (digits, real birth date) whose
-    check character is wrong — quarantined, as a credit code matches its MOD 31 check by chance
-    one time in 31. Otherwise a credit code with a valid GB 32100 check character is an
-    organization (credit codes may be all digits, so shape alone cannot tell); anything else
-    is ``INVALID_ID_FORMAT``.
+    A valid resident ID is a person; otherwise a credit code whose two check characters hold is
+    an organization (credit codes may be all digits, so shape alone cannot tell; a damaged
+    resident ID passes both checks about one time in 341); otherwise the resident-ID reason
+    stands (``INVALID_ID_FORMAT`` for anything not ID-shaped).
     Returns ``(ids, kinds, reasons)``, kinds ``person`` / ``organization`` / NA.
     """
     index = values.index
     text = clean_id_text(values.reset_index(drop=True)).str.upper()
     ids, reasons = normalize_resident_ids(text)
-    organization = reasons.eq(INVALID_ID_FORMAT).fillna(False).to_numpy(dtype=bool) & credit_codes_valid(text).to_numpy()
+    organization = reasons.notna().to_numpy(dtype=bool) & credit_codes_valid(text).to_numpy()
     ids = ids.where(~organization, text)
     reasons = reasons.where(~organization, pd.NA)
     kinds = pd.Series(np.where(organization, "organization", "person"), index=text.index, dtype="str")

@@ -61,8 +61,8 @@ def test_blank_is_missing_not_invalid_and_index_is_kept():
 
 def test_party_ids_tell_persons_from_organizations():
     ids, kinds, reasons = normalize_party_ids(
-        pd.Series(["91370100ma3c123459", "110105491231002", "110105194912310021", "not an id", ""]))
-    assert ids.iloc[0] == "91370100MA3C123459" and kinds.iloc[0] == "organization"
+        pd.Series(["91370100ma3c12346c", "110105491231002", "110105194912310021", "not an id", ""]))
+    assert ids.iloc[0] == "91370100MA3C12346C" and kinds.iloc[0] == "organization"
     assert ids.iloc[1] == GOOD and kinds.iloc[1] == "person"
     assert reasons.tolist()[:4] == [pd.NA, pd.NA, "INVALID_ID_CHECKSUM", "INVALID_ID_FORMAT"]
     assert pd.isna(kinds.iloc[4]) and pd.isna(reasons.iloc[4])
@@ -72,6 +72,12 @@ def test_all_digit_credit_code_is_an_organization_and_a_bad_code_is_not():
     ids, kinds, reasons = normalize_party_ids(pd.Series(["913711227034610307", "913711227034610308"]))
     assert kinds.iloc[0] == "organization" and pd.isna(reasons.iloc[0])
     assert reasons.iloc[1] == "INVALID_ID_FORMAT"
+
+
+@pytest.mark.parametrize("damaged", ["3711A1198103150596", "371103195713271591"])
+def test_damaged_ids_passing_the_credit_mod31_by_chance_stay_invalid(damaged):
+    _, kinds, reasons = normalize_party_ids(pd.Series([damaged]))
+    assert reasons.iloc[0] == "INVALID_ID_FORMAT"
 
 
 def test_masking_keeps_region_and_last_four():

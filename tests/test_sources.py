@@ -106,7 +106,7 @@ def test_impossible_shares_are_quarantined(share):
 
 def test_owner_kind_and_floor_area():
     staged = stage_property_title(raw_frame("property_title", [
-        title(), title(owner_id="91370100MA3C123459", owner_name="某公司"), title(floor_area="八十"),
+        title(), title(owner_id="91370100MA3C12346C", owner_name="某公司"), title(floor_area="八十"),
     ]))
     assert staged.accepted["owner_kind"].tolist() == ["person", "organization"]
     assert staged.accepted["floor_area"].tolist() == [89.5, 89.5]

@@ -99,7 +99,7 @@ def test_utf8_with_bom_and_quoted_field(tmp_path):
 def test_pipe_separated_social_insurance_gb18030(tmp_path):
     headers = [c.header for c in load_schema("social_insurance").columns]
     row = dict(zip(headers, [" 11010519491231002x ", "张三", "企业职工基本养老保险", "参保缴费", "某公司",
-                             "91370100MA3C123459", "2010年1月1日", "120.0", "202605"]))
+                             "91370100MA3C12346C", "2010年1月1日", "120.0", "202605"]))
     deliver(tmp_path / "landing", "social_insurance", "2026-06-30", "social_insurance.csv",
             csv_text([row], headers, sep="|").encode("gb18030"))
     accepted, quarantine = staged_frames(stage(tmp_path, "social_insurance"))
@@ -197,7 +197,7 @@ def test_wrong_field_count_is_malformed(tmp_path):
 
 def rental(record_no, tenant_id=FATHER, **changes):
     record = {"record_no": record_no, "tenant_name": "张三", "tenant_id": tenant_id,
-              "landlord_id": "91370100MA3C123459", "address": "某区某路1号", "start_date": "2025-09-01",
+              "landlord_id": "91370100MA3C12346C", "address": "某区某路1号", "start_date": "2025-09-01",
               "end_date": "2027-08-31", "registered_date": "2025-09-02", "status": "有效"}
     return record | changes
 
