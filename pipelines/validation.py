@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,13 +306,16 @@ def _id_bytes(ids: pd.Series) -> np.ndarray:
     """An (n, 18) uint8 view of 18-character ASCII strings, straight from the Arrow buffer
     when the column is Arrow-backed (no Python objects), else through a fixed-width copy."""
     try:
-        array = pa.array(ids.array).cast(pa.large_binary())
+        array = pa.array(ids.array)
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        array = array.cast(pa.large_binary())
         data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
         offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[
             array.offset:array.offset + len(array) + 1]
         if offsets[-1] - offsets[0] == 18 * len(array):
             return data[offsets[0]:offsets[-1]].reshape(-1, 18)
-    except (pa.ArrowException, TypeError, ValueError, IndexError):
+    except (pa.ArrowException, AttributeError, TypeError, ValueError, IndexError):
         pass
     return np.asarray(ids.to_numpy(dtype=object), dtype="S18").view(np.uint8).reshape(-1, 18)
 
@@ -411,7 +415,9 @@ def build_validation_frame(spec: SuiteSpec, accepted: pd.DataFrame) -> pd.DataFr
     for name in code_only & set(narrow):
         if pd.api.types.is_string_dtype(narrow[name].dtype):
             narrow[name] = narrow[name].astype("category")
-    return pd.DataFrame(narrow, index=accepted.index)
+    # Positions, not labels: a concatenated staged frame may repeat index labels.
+    return pd.DataFrame({name: values.reset_index(drop=True) for name, values in narrow.items()},
+                        index=pd.RangeIndex(len(accepted)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,7 +428,9 @@ def _gx():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     for name in ("great_expectations", "great_expectations.core", "tqdm"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    import great_expectations as gx
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import great_expectations as gx
 
     return gx
 

@@ -291,3 +291,12 @@ def test_kept_results_show_the_unexpected_code_to_engineers(tmp_path, suites):
     assert failed[0]["result"]["partial_unexpected_list"] == ["干亲"]
     page = next((tmp_path / "data_docs" / "validations").rglob("*.html"))
     assert "干亲" in page.read_text(encoding="utf-8")
+
+
+def test_repeated_index_labels_are_validated_by_position(tmp_path, suites):
+    frame = pd.concat([hukou_frame(3), hukou_frame(5).iloc[3:]])
+    frame.index = [0, 1, 2, 0, 1]
+    assert run(frame, tmp_path, suites)["rows"] == 5
+    frame.iloc[4, frame.columns.get_loc("sex")] = "男性"
+    with pytest.raises(ValidationFailed, match=r"in_set\(sex\) failed: 1 of 5"):
+        run(frame, tmp_path, suites)
