@@ -78,7 +78,7 @@ def _warehouse(url: str) -> _Warehouse:
     except ArgumentError:
         raise UsageError(f"not a warehouse URL: {url!r}") from None
     backend = parsed.get_backend_name()
-    if backend == "postgresql":
+    if backend in ("postgresql", "postgres"):  # Airflow connections say postgres://
         info = {"host": parsed.host, "port": parsed.port, "user": parsed.username,
                 "password": parsed.password, "dbname": parsed.database}
         info.update({k: v for k, v in parsed.query.items() if isinstance(v, str)})
@@ -588,6 +588,7 @@ def _sqlite_rows(batch: pa.RecordBatch) -> Iterator[tuple]:
 def _publish_sqlite(wh: _Warehouse, run: dict, files: Mapping[str, pq.ParquetFile]) -> dict[str, int]:
     counts: dict[str, int] = {}
     con = _sqlite_connect(wh)
+    con.execute("PRAGMA cache_size = -262144")  # 256 MiB: a whole run's pages stay in memory
     try:
         con.execute("BEGIN IMMEDIATE")
         for name in PUBLISHED_TABLES:
