@@ -27,13 +27,6 @@ import pyarrow.compute as pc
 from pipelines.errors import ZerocertError
 from pipelines.resident_id import mask_id
 
-_ID_PATTERN = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
-
-
-def mask_ids_in(text: str) -> str:
-    """Mask every resident ID inside a message (database and Arrow errors quote values)."""
-    return _ID_PATTERN.sub(lambda m: mask_id(m.group()), text)
-
 SCHEMA = "zerocert"  # PostgreSQL schema readers query (SQLite: the main database)
 DIALECTS = ("postgresql", "sqlite")
 
@@ -45,6 +38,14 @@ _SQL_TYPES = {
 }
 _ARROW_TYPES = {"text": pa.string(), "json": pa.string(), "date": pa.date32(), "bool": pa.bool_(),
                 "int": pa.int64(), "double": pa.float64()}
+
+
+_ID_PATTERN = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+
+
+def mask_ids_in(text: str) -> str:
+    """Mask every resident ID inside a message (database and Arrow errors quote values)."""
+    return _ID_PATTERN.sub(lambda m: mask_id(m.group()), text)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Table:
 
 
 def _table(name: str, spec: str, *, pk: tuple[str, ...] = (), indexes=(), checks=()) -> Table:
-    """Build a table from compact ``name:type[!]`` lines (``!`` = required); run_id is appended."""
+    """Build a table from ``name:type[!]`` items (``!`` = required, ``free`` = free text); run_id last."""
     columns = []
     for item in spec.split():
         col, kind = item.split(":")
