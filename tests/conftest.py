@@ -19,12 +19,14 @@ def pg_url():
     import psycopg
 
     name = f"zerocert_test_{os.getpid()}_{secrets.token_hex(4)}"
+    problem = None
     try:
         admin = psycopg.connect(**PG_SERVER, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at 127.0.0.1:5432 as user postgres "
-                    f"(start it, e.g. .ci/run does): {str(exc).strip().splitlines()[0]}",
-                    pytrace=False)
+        problem = str(exc).strip().splitlines()[0]
+    if problem:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER['host']}:{PG_SERVER['port']} as user "
+                    f"{PG_SERVER['user']} (start it, e.g. as .ci/run does): {problem}", pytrace=False)
     with admin:
         admin.execute(f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")
         try:
