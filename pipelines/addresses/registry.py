@@ -52,7 +52,7 @@ class AddressRegistry:
         text_columns = {c: "str" for c in REGISTRY_COLUMNS if c not in ("lon", "lat")}
         try:
             frame = pd.read_csv(path, dtype=text_columns, keep_default_na=False,
-                                encoding="utf-8-sig")
+                                encoding="utf-8-sig", engine="pyarrow")
         except (ValueError, UnicodeDecodeError) as exc:
             raise UsageError(f"address registry {path} cannot be read: {exc}") from None
         return cls.from_frame(frame, origin=str(path))
@@ -73,20 +73,20 @@ class AddressRegistry:
         keys = pd.DataFrame({
             "address_code": frame["address_code"],
             "district_code": frame["district_code"],
-            "road": normalize_name(frame["road"]),
-            "door_no": number_key(normalize_name(frame["door_no"])),
-            "compound": compound_key(normalize_name(frame["compound"])),
-            "building": number_key(normalize_name(frame["building"])),
-            "unit": number_key(normalize_name(frame["unit"])),
-            "room": number_key(normalize_name(frame["room"])),
+            "road": _per_distinct(frame["road"], normalize_name),
+            "door_no": _per_distinct(frame["door_no"], lambda v: number_key(normalize_name(v))),
+            "compound": _per_distinct(frame["compound"], lambda v: compound_key(normalize_name(v))),
+            "building": _per_distinct(frame["building"], lambda v: number_key(normalize_name(v))),
+            "unit": _per_distinct(frame["unit"], lambda v: number_key(normalize_name(v))),
+            "room": _per_distinct(frame["room"], lambda v: number_key(normalize_name(v))),
         })
         keys["key"] = component_key(keys["road"], keys["door_no"], keys["compound"],
                                     keys["building"], keys["unit"], keys["room"])
 
-        counts = frame["standard_text"].map(frame["standard_text"].value_counts())
-        unique = frame.loc[counts == 1]
+        repeated = frame["standard_text"].duplicated(keep=False).to_numpy()
+        unique = frame.loc[~repeated]
         exact = pd.Series(unique["address_code"].to_numpy(), index=unique["standard_text"].to_numpy())
-        duplicates = frame.loc[counts > 1].groupby("standard_text")["address_code"].agg(sorted)
+        duplicates = frame.loc[repeated].groupby("standard_text")["address_code"].agg(sorted)
 
         roads = {road: frozenset(codes) for road, codes in
                  keys.groupby("road")["district_code"].unique().items() if road}
@@ -97,6 +97,13 @@ class AddressRegistry:
         """The standard texts of some codes, in the given order."""
         lookup = pd.Series(self.frame["standard_text"].to_numpy(), index=self.frame["address_code"])
         return [str(lookup.get(code, "")) for code in codes]
+
+
+def _per_distinct(values: pd.Series, normalize) -> pd.Series:
+    """Normalize each distinct value once: a registry repeats few roads, numbers and compounds."""
+    codes, uniques = pd.factorize(values)
+    normalized = normalize(pd.Series(uniques, dtype="str")).to_numpy(dtype=object)
+    return pd.Series(normalized[codes], index=values.index, dtype="str")
 
 
 def _district_names(frame: pd.DataFrame) -> dict[str, str]:
