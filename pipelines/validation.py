@@ -8,8 +8,9 @@ size jumped against the last accepted snapshot (a truncated export looks valid r
 The suites are data (``expectations/<source>.yaml``); code lists come from the staging schema
 (``schemas/<source>.yaml``) when it names them, so one list rules both quarantine and guard.
 Each run uses an ephemeral GX context; only the validation results (JSON, one file per run
-under ``results_dir/gx/validations``) and the Data Docs site (``results_dir/data_docs``) are
-kept. Personal values (IDs) are masked in both before they are written.
+under ``results_dir/gx/validations``, the latest per source in ``results_dir/<source>/``) and
+the Data Docs site (``results_dir/data_docs``) are kept. Personal values (IDs) are masked
+before anything is written.
 
 Speed: GX evaluates on a narrow frame holding only the checked columns (GX hashes the whole
 batch frame), dates as ``datetime64[ns]`` and counts as float (other dtypes fall back to a
@@ -61,6 +62,7 @@ AS_OF = "as_of"
 ID_LIKE = re.compile(r"\d{14,17}[\dXx]")
 # Engineers open the index; validation pages sit below it.
 DOCS_SITE = "zerocert"
+KEPT_RESULTS_STORE = "kept_validation_results"
 SCHEMA_CODE_KEYS = ("codes", "allowed", "allowed_values", "values", "code_list")
 
 log = logging.getLogger(__name__)
@@ -535,13 +537,12 @@ def validate_staged(source: str, accepted: pd.DataFrame, *, as_of: dt.date,
         result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10}))
     from great_expectations.core.run_identifier import RunIdentifier
 
-    run_id = RunIdentifier(run_name=f"{source}-as-of-{as_of.isoformat()}",
-                           run_time=dt.datetime.now(dt.timezone.utc))
+    run_id = RunIdentifier(run_name=f"{source}-as-of-{as_of.isoformat()}")
     with _no_batch_fingerprint():
         outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
     (key, result), = outcome.run_results.items()
     _mask_personal_values(result, spec.personal_columns)
-    context.validation_results_store.set(key, result)
+    context.stores[KEPT_RESULTS_STORE].set(key, result)
 
     result_json = result.to_json_dict()
     results_path = results_dir / source / "validation.json"
@@ -593,10 +594,12 @@ def _no_batch_fingerprint():
 
 
 def _ephemeral_context(gx, results_dir: Path):
-    """An in-memory context whose validation results and Data Docs site live under results_dir.
+    """An in-memory context plus, under results_dir, a store of kept (masked) results and the
+    Data Docs site built from it.
 
-    The results store is on disk so the Data Docs index keeps every run's page (the index
-    builder drops pages whose result is no longer in the store).
+    GX writes its raw results to the in-memory store; only masked copies reach the disk. The
+    kept store lives across runs so the Data Docs index keeps every run's page (the index
+    builder drops pages whose result is no longer in its source store).
     """
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -607,9 +610,10 @@ def _ephemeral_context(gx, results_dir: Path):
     defaults = InMemoryStoreBackendDefaults(init_temp_docs_sites=False)
     config = DataContextConfig(store_backend_defaults=defaults,
                                progress_bars=ProgressBarsConfig(globally=False))
-    config.stores[config.validation_results_store_name]["store_backend"] = {
-        "class_name": "TupleFilesystemStoreBackend",
-        "base_directory": str((results_dir / "gx" / "validations").resolve()),
+    config.stores[KEPT_RESULTS_STORE] = {
+        "class_name": "ValidationResultsStore",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                          "base_directory": str((results_dir / "gx" / "validations").resolve())},
     }
     config.data_docs_sites = {
         DOCS_SITE: {
@@ -618,7 +622,8 @@ def _ephemeral_context(gx, results_dir: Path):
                               "base_directory": str((results_dir / "data_docs").resolve())},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
                                    "show_how_to_buttons": False},
-            "site_section_builders": {"expectations": "None", "profiling": "None"},
+            "site_section_builders": {"expectations": "None", "profiling": "None",
+                                      "validations": {"source_store_name": KEPT_RESULTS_STORE}},
         }
     }
     return gx.get_context(mode="ephemeral", project_config=config)
