@@ -611,7 +611,6 @@ def _publish_sqlite(wh: _Warehouse, run: dict, files: Mapping[str, pq.ParquetFil
                 con.execute(ddl)
         _write_audit(wh, run, "published", row_counts=counts, cursor=con)
         con.execute("COMMIT")
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # best effort: busy while readers read
     except BaseException:
         if con.in_transaction:
             con.execute("ROLLBACK")
