@@ -17,6 +17,7 @@ from pipelines.addresses import (
     resolve_texts,
     write_review_list,
 )
+from pipelines.addresses.match import HINTS, explain
 from pipelines.errors import UsageError
 from pipelines.policy import DEMO_POLICY_YAML
 
@@ -259,3 +260,27 @@ def test_bench_reports_counts(reference):
     assert report["texts"] == 3 and report["distinct_texts"] == 2
     assert report["status_counts"] == {"normalized": 1, "unmatched": 1}
     assert report["placements"] == 6 and report["seconds_total"] >= 0
+
+
+@pytest.mark.parametrize("text, hint", [
+    ("东港区海滨二路15号阳光小区", "unparsed"),
+    ("东港区海滨三路15号阳光3-2-501", "unknown_road"),
+    ("岚山区海滨二路15号阳光3-2-501", "district_mismatch"),
+    ("海滨二路17号阳光3-2-501", "no_such_door"),
+    ("海滨二路15号阴天3-2-501", "no_such_compound"),
+    ("海滨二路15号阳光4-2-501", "no_such_building"),
+    ("海滨二路15号阳光3号楼501室", "no_such_unit"),
+    ("海滨二路15号阳光3-2-509", "no_such_room"),
+    ("烟台路8号翠园1-1-101", "district_missing"),
+])
+def test_review_hint_names_what_to_fix(text, hint, registry):
+    assert explain(pd.Series([text]), registry).tolist() == [hint]
+
+
+def test_review_list_with_hints(tmp_path, registry):
+    match = build_address_match({"rental": pd.DataFrame({"address": [
+        "海滨二路15号阳光3-2-509", "烟台路8号翠园1-1-101", "海滨二路15号阳光3-2-501"]})}, registry)
+    [path] = write_review_list(match, tmp_path, registry)
+    review = pd.read_csv(path, encoding="utf-8-sig")
+    assert dict(zip(review["address"], review["hint"])) == {
+        "海滨二路15号阳光3-2-509": HINTS["no_such_room"], "烟台路8号翠园1-1-101": HINTS["district_missing"]}

@@ -232,21 +232,82 @@ def build_address_match(staged: Mapping[str, pd.DataFrame], registry: AddressReg
     return pd.concat(rows, ignore_index=True).merge(resolved, on="address", how="left")
 
 
-def write_review_list(address_match: pd.DataFrame, out_dir: Path) -> list[Path]:
+# Why a text found no single code, checked from the road down to the room (first failing level).
+HINTS = {
+    "several_codes": "several standard addresses fit (行政区或地址重复)",
+    "district_missing": "road runs through several districts; add the district (缺少区县)",
+    "unparsed": "door, building or room number not recognised (门牌/楼号/室号无法识别)",
+    "unknown_road": "road not in the registry (道路不在标准地址库)",
+    "district_mismatch": "road not in the district written (道路不在所写区县)",
+    "no_such_door": "no such door number on this road (门牌号不存在)",
+    "no_such_compound": "compound name differs from the registry (小区名称不符)",
+    "no_such_building": "no such building (楼号不存在)",
+    "no_such_unit": "no such unit, or unit missing (单元号不存在或缺失)",
+    "no_such_room": "no such room (室号不存在)",
+}
+
+
+def explain(texts: pd.Series, registry: AddressRegistry) -> pd.Series:
+    """A hint code (see ``HINTS``) per text, for texts that ended ambiguous or unmatched.
+
+    The first component, from road to room, that the registry does not know; a review list is
+    small, so this runs only on its texts.
+    """
+    texts = texts.astype("str").reset_index(drop=True)
+    parsed = _parse(texts, registry)
+    hint = pd.Series("several_codes", index=parsed.index, dtype=object)
+    unparsed = parsed["room"].isna()
+    no_road = ~unparsed & parsed["road"].isna()
+    keys = registry.keys
+    levels = [("no_such_door", ["road", "door_no"]),
+              ("no_such_compound", ["road", "door_no", "compound"]),
+              ("no_such_building", ["road", "door_no", "compound", "building"]),
+              ("no_such_unit", ["road", "door_no", "compound", "building", "unit"]),
+              ("no_such_room", ["road", "door_no", "compound", "building", "unit", "room"])]
+    decided = unparsed | no_road
+    with_district = parsed["district_code"].notna()
+    multi = ~with_district & _multi_district(parsed["road"], registry)
+    in_district = pd.MultiIndex.from_frame(parsed[["road", "district_code"]].fillna("")).isin(
+        pd.MultiIndex.from_frame(keys[["road", "district_code"]].drop_duplicates()))
+    mismatch = ~decided & with_district & ~in_district
+    hint[mismatch] = "district_mismatch"
+    decided |= mismatch
+    for code, columns in levels:
+        known = pd.MultiIndex.from_frame(parsed[columns].fillna("")).isin(
+            pd.MultiIndex.from_frame(keys[columns].drop_duplicates()))
+        fails = ~decided & ~known
+        hint[fails] = code
+        decided |= fails
+    hint[~decided & multi] = "district_missing"
+    hint[no_road] = "unknown_road"
+    hint[unparsed] = "unparsed"
+    return pd.Series(hint.to_numpy(), index=texts.index)
+
+
+def write_review_list(address_match: pd.DataFrame, out_dir: Path,
+                      registry: AddressRegistry | None = None) -> list[Path]:
     """One CSV per source of its ambiguous and unmatched texts, for the department to correct.
 
     ``address_review_<source>.csv`` (UTF-8 with BOM, so spreadsheet tools open it): address,
-    status, candidates, score; written for every source in ``address_match``, with only a header
-    when nothing needs review.
+    status, candidates, score and, when ``registry`` is given, ``hint`` (what to fix, see
+    ``HINTS``); written for every source in ``address_match``, with only a header when nothing
+    needs review.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    review = address_match.loc[address_match["status"].isin(REVIEW_STATUSES)]
+    hints = None
+    if registry is not None and len(review):
+        distinct = review["address"].drop_duplicates()
+        codes = explain(distinct, registry)
+        hints = pd.Series(codes.map(HINTS).to_numpy(), index=distinct.to_numpy())
     paths = []
     for source, rows in address_match.groupby("source", sort=True):
-        review = rows.loc[rows["status"].isin(REVIEW_STATUSES),
-                          ["address", "status", "candidates", "score"]]
-        review = review.sort_values(["status", "address"], kind="stable")
+        rows = rows.loc[rows["status"].isin(REVIEW_STATUSES), ["address", "status", "candidates", "score"]]
+        if registry is not None:
+            rows = rows.assign(hint=rows["address"].map(hints) if hints is not None else None)
+        rows = rows.sort_values(["status", "address"], kind="stable")
         path = out_dir / f"address_review_{source}.csv"
-        review.to_csv(path, index=False, encoding="utf-8-sig")
+        rows.to_csv(path, index=False, encoding="utf-8-sig")
         paths.append(path)
     return paths
