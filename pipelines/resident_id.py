@@ -84,16 +84,25 @@ def _valid_birth(first17: pd.Series) -> pd.Series:
     return pd.Series(valid[codes] if len(valid) else np.zeros(len(codes), dtype=bool), index=first17.index)
 
 
-def _fast_check_characters(first17: pd.Series) -> np.ndarray:
-    """``check_characters`` without a Python string per row: the 17 digits as one byte block."""
-    block = pa.array(first17)
+def _fixed_width_bytes(values: pd.Series, width: int) -> np.ndarray:
+    """ASCII strings of exactly ``width`` characters as an (n, width) byte matrix, no per-row objects."""
+    block = pa.array(values)
     if isinstance(block, pa.ChunkedArray):
         block = block.combine_chunks()
-    block = block.cast(pa.binary()).cast(pa.binary(17))
-    digits = np.frombuffer(block.buffers()[1], dtype=np.uint8)[block.offset * 17:(block.offset + len(block)) * 17]
-    digits = (digits.reshape(-1, 17) - ord("0")).astype(np.int64)
-    remainders = (digits @ np.array(WEIGHTS, dtype=np.int64)) % 11
-    return np.array(list(CHECK_CHARS), dtype=object)[remainders]
+    block = block.cast(pa.binary()).cast(pa.binary(width))
+    flat = np.frombuffer(block.buffers()[1], dtype=np.uint8)
+    return flat[block.offset * width:(block.offset + len(block)) * width].reshape(-1, width)
+
+
+def _with_check_characters(first17: pd.Series) -> pd.Series:
+    """Each 17-digit string completed by its check character (vectorized ``check_character``)."""
+    digits = _fixed_width_bytes(first17, 17)
+    remainders = ((digits - ord("0")).astype(np.int64) @ np.array(WEIGHTS, dtype=np.int64)) % 11
+    checks = np.frombuffer(CHECK_CHARS.encode("ascii"), dtype=np.uint8)[remainders]
+    full = np.ascontiguousarray(np.column_stack([digits, checks]))
+    ids = pa.FixedSizeBinaryArray.from_buffers(pa.binary(18), len(full), [None, pa.py_buffer(full)])
+    ids = ids.cast(pa.binary()).cast(pa.large_string())
+    return pa.table({"id": ids}).to_pandas()["id"].astype("str").set_axis(first17.index)
 
 
 def normalize_resident_ids(values: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -108,27 +117,31 @@ def normalize_resident_ids(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     """
     index = values.index
     text = values.reset_index(drop=True).fillna("").astype("str")
-    ids = pd.Series(pd.NA, index=text.index, dtype="str")
-    reasons = pd.Series(pd.NA, index=text.index, dtype="object")
-    text = text[text != ""]
-    clean = text.str.fullmatch(r"[0-9]{17}[0-9X]")
-    if not clean.all():
-        text = text.where(clean, clean_id_text(text[~clean]))
-        text = text[text != ""]
-    is18 = text.str.fullmatch(r"[0-9]{17}[0-9X]")
-    is15 = text.str.fullmatch(r"[0-9]{15}")
-    first17 = text.str.slice(0, 17).where(is18, text.str.slice(0, 6) + "19" + text.str.slice(6, 15))
-    shaped = (is18 | is15) & _valid_birth(first17.where(is18 | is15, "00000000000000000"))
-    ids[text.index] = text
-    reasons[shaped[~shaped].index] = INVALID_ID_FORMAT
+    is18 = text.str.fullmatch(r"[0-9]{17}[0-9X]").to_numpy(dtype=bool)
+    dirty = ~is18 & (text != "").to_numpy(dtype=bool)
+    is15 = np.zeros(len(text), dtype=bool)
+    if dirty.any():
+        text = text.where(~dirty, clean_id_text(text[dirty]))
+        is18 = text.str.fullmatch(r"[0-9]{17}[0-9X]").to_numpy(dtype=bool)
+        is15 = text.str.fullmatch(r"[0-9]{15}").to_numpy(dtype=bool)
+    first17 = text.str.slice(0, 17)
+    if is15.any():
+        first17 = first17.where(~is15, text.str.slice(0, 6) + "19" + text.str.slice(6, 15))
+    shaped = is18 | is15
+    shaped &= _valid_birth(first17.where(shaped, "0" * 17)).to_numpy(dtype=bool)
+    blank = (text == "").to_numpy(dtype=bool)
+    reasons = np.full(len(text), pd.NA, dtype=object)
+    reasons[~shaped & ~blank] = INVALID_ID_FORMAT
+    ids = text.where(~blank, pd.NA)
     if shaped.any():
-        first17 = first17[shaped]
-        checks = pd.Series(_fast_check_characters(first17), index=first17.index, dtype="str")
-        wrong = is18[shaped] & (text[shaped].str.slice(17, 18) != checks)
-        repaired = wrong[~wrong].index
-        ids[repaired] = first17[repaired] + checks[repaired]
-        reasons[wrong[wrong].index] = INVALID_ID_CHECKSUM
-    return ids.set_axis(index), reasons.set_axis(index)
+        rebuilt = first17 if shaped.all() else first17[shaped]
+        rebuilt = _with_check_characters(rebuilt)
+        if not shaped.all():
+            rebuilt = rebuilt.reindex(text.index)
+        wrong = is18 & (text != rebuilt).fillna(True).to_numpy(dtype=bool) & shaped
+        reasons[wrong] = INVALID_ID_CHECKSUM
+        ids = ids.where(~(shaped & ~wrong), rebuilt)
+    return ids.set_axis(index), pd.Series(reasons, index=index, dtype="object")
 
 
 CREDIT_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -145,14 +158,9 @@ def credit_codes_valid(values: pd.Series) -> pd.Series:
     shaped = values.fillna("").astype("str").str.fullmatch(CREDIT_CODE_PATTERN)
     valid = pd.Series(False, index=values.index)
     if shaped.any():
-        block = pa.array(values[shaped].astype("str"))
-        if isinstance(block, pa.ChunkedArray):
-            block = block.combine_chunks()
-        block = block.cast(pa.binary()).cast(pa.binary(18))
-        raw = np.frombuffer(block.buffers()[1], dtype=np.uint8)[block.offset * 18:(block.offset + len(block)) * 18]
+        chars = _fixed_width_bytes(values[shaped].astype("str"), 18)
         table = np.zeros(256, dtype=np.int64)
         table[np.frombuffer(CREDIT_CHARS.encode("ascii"), dtype=np.uint8)] = np.arange(31)
-        chars = raw.reshape(-1, 18)
         digits = table[chars]
         check = (31 - (digits[:, :17] @ np.array(CREDIT_WEIGHTS, dtype=np.int64)) % 31) % 31
         organization = np.where(chars[:, 8:16] <= ord("9"), chars[:, 8:16] - ord("0"), chars[:, 8:16] - ord("A") + 10)

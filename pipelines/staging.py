@@ -628,24 +628,24 @@ def stage_with_schema(raw: pd.DataFrame, schema: Schema,
     (for a source module that reshapes them, like housing_contract's buyers).
     ``extra_failures`` are a source's own checks, masks indexed like ``raw``.
     """
-    duplicate = raw["raw"].duplicated(keep="first")
-    records = raw[~duplicate] if duplicate.any() else raw
-    malformed = records["parse_error"].fillna("") != ""
-    typed, failures = cast_columns(records, schema)
+    duplicate = raw["raw"].duplicated(keep="first").to_numpy(dtype=bool)
+    malformed = raw["parse_error"].fillna("") != ""
+    typed, failures = cast_columns(raw, schema)
     failures.append(Failure(MALFORMED_RECORD, malformed, ""))
     failures.extend(extra_failures)
-    reason, detail = first_failure(failures, records.index)
-    detail = detail.where(reason != MALFORMED_RECORD, records["parse_error"]).where(reason.notna(), pd.NA)
-    bad = reason.notna().to_numpy(dtype=bool)
+    reason, detail = first_failure(failures, raw.index)
+    detail = detail.where(reason != MALFORMED_RECORD, raw["parse_error"]).where(reason.notna(), pd.NA)
+    failed = reason.notna().to_numpy(dtype=bool)
+    bad, good = failed & ~duplicate, ~failed & ~duplicate
     quarantined = pd.DataFrame({
         "source": schema.source,
-        "record_ref": records["record_ref"][bad].astype("str"),
+        "record_ref": raw["record_ref"][bad].astype("str"),
         "reason_code": reason[bad].astype("str"),
         "detail": detail[bad].astype("str"),
-        "raw": records["raw"][bad].astype("str"),
+        "raw": raw["raw"][bad].astype("str"),
     }, columns=QUARANTINE_COLUMNS).reset_index(drop=True)
-    accepted = typed[~bad].copy()
-    accepted["record_ref"] = records["record_ref"][~bad].astype("str")
+    accepted = typed[good] if not good.all() else typed.copy()
+    accepted["record_ref"] = raw["record_ref"][good].astype("str")
     staged = Staged(accepted=accepted.reset_index(drop=True), quarantined=quarantined,
                     rows_in=len(raw), rows_duplicate=int(duplicate.sum()))
     return staged, accepted
