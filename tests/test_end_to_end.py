@@ -129,8 +129,12 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
 def test_airflow_dags_run_the_city_like_the_demo(tmp_path, capsys):
     from pipelines.demo import run_demo
 
-    assert run_demo(tmp_path / "demo", people=PEOPLE, seed=3, progress=lambda m: None) == 0
+    assert run_demo(tmp_path / "demo", people=PEOPLE, seed=3, progress=lambda m: None, source_dags=["rental"]) == 0
     out = capsys.readouterr().out
     assert "0 extra, 0 missing" in out
     url = f"sqlite:///{tmp_path / 'demo' / 'warehouse.sqlite'}"
     assert_matches_truth(url, tmp_path / "demo" / "city")
+    assert (tmp_path / "demo" / "work" / "runs" / "2027-08-15" / "staged" / "rental" / "snapshot.json").exists()
+    for log in (tmp_path / "demo" / "logs").glob("*.log"):
+        text = log.read_text(encoding="utf-8", errors="replace")
+        assert "Traceback" not in text, log.name
