@@ -141,7 +141,8 @@ def _load_suite_file(path: Path) -> SuiteSpec:
         raise UsageError(f"{path}: unknown key {sorted(unknown)[0]!r}")
     source = doc.get("source")
     if source not in SOURCES:
-        raise UsageError(f"{path}: key 'source' must be one of {', '.join(SOURCES)}, got {source!r}")
+        raise UsageError(f"{path}: key 'source' must be one of {', '.join(SOURCES)}, "
+                         f"got {source!r}")
     if path.stem != source:
         raise UsageError(f"{path}: key 'source' is {source!r} but the file is named {path.name}")
     personal = doc.get("personal_columns", [])
@@ -167,7 +168,8 @@ def _row_check(path: Path, index: int, item: Any) -> RowCheck:
         raise UsageError(f"{where}: unknown key {sorted(unknown)[0]!r}")
     kind = item.get("check")
     if kind not in ROW_KINDS:
-        raise UsageError(f"{where}: key 'check' must be one of {', '.join(ROW_KINDS)}, got {kind!r}")
+        raise UsageError(f"{where}: key 'check' must be one of {', '.join(ROW_KINDS)}, "
+                         f"got {kind!r}")
     if ("column" in item) == ("columns" in item):
         raise UsageError(f"{where}: give exactly one of keys 'column' or 'columns'")
     columns = [item["column"]] if "column" in item else item["columns"]
@@ -201,7 +203,8 @@ def _row_check(path: Path, index: int, item: Any) -> RowCheck:
         minimum, maximum = (_date_bound(where, "min", minimum), _date_bound(where, "max", maximum))
     if kind == "between":
         for key, bound in (("min", minimum), ("max", maximum)):
-            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
+            if bound is not None and (isinstance(bound, bool)
+                                      or not isinstance(bound, (int, float))):
                 raise UsageError(f"{where}: key {key!r} must be a number, got {bound!r}")
     if kind in ("date_range", "between") and minimum is None and maximum is None:
         raise UsageError(f"{where}: {kind} needs key 'min' or 'max'")
@@ -209,7 +212,8 @@ def _row_check(path: Path, index: int, item: Any) -> RowCheck:
     if not isinstance(when, dict) or not all(isinstance(k, str) for k in when):
         raise UsageError(f"{where}: key 'when' must map column names to values")
     return RowCheck(kind=kind, columns=tuple(columns), mostly=float(mostly), severity=severity,
-                    values=tuple(str(v) for v in values) if values is not None else None, regex=regex,
+                    values=tuple(str(v) for v in values) if values is not None else None,
+                    regex=regex,
                     minimum=minimum, maximum=maximum,
                     when=tuple((k, str(v)) for k, v in when.items()))
 
@@ -237,7 +241,8 @@ def _table_checks(path: Path, doc: Any) -> TableChecks:
         raise UsageError(f"{path}: table_checks: unknown key {sorted(unknown)[0]!r}")
     min_rows = doc.get("min_rows", 1)
     if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 0:
-        raise UsageError(f"{path}: table_checks.min_rows must be a whole number ≥ 0, got {min_rows!r}")
+        raise UsageError(f"{path}: table_checks.min_rows must be a whole number ≥ 0, "
+                         f"got {min_rows!r}")
     change = doc.get("max_change_fraction")
     if change is not None and (isinstance(change, bool) or not isinstance(change, (int, float))
                                or change <= 0):
@@ -449,7 +454,8 @@ def _row_expectation(gx, spec: SuiteSpec, check: RowCheck, as_of: dt.date,
     if check.kind in ("resident_id", "credit_code"):
         note = ("GB 11643 check character verified (vectorized) on " if check.kind == "resident_id"
                 else "GB 32100 shape (18 characters of its alphabet) on ") + check.columns[0]
-        return [E.ExpectColumnValuesToBeInSet(column=column, value_set=[True], notes=note, **common)]
+        return [E.ExpectColumnValuesToBeInSet(column=column, value_set=[True], notes=note,
+                                              **common)]
     if check.kind == "unique":
         if len(check.columns) == 1:
             return [E.ExpectColumnValuesToBeUnique(column=column, **common)]

@@ -1,4 +1,4 @@
-"""Great Expectations guards on staged frames: what passes, what rejects a delivery, what is kept."""
+"""GX guards on staged frames: what passes, what rejects a delivery, what is kept."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def hukou_frame(rows: int = 5) -> pd.DataFrame:
         "hukou_region_code": pd.array(["371102"] * rows, dtype="str"),
         "settled_date": pd.Series(pd.to_datetime(["2010-05-01"] * rows)).astype("datetime64[ns]")
         .where(pd.Series(range(rows)) != 1),
-        "guardian1_id": pd.array([ids[0] if i % 3 == 2 else None for i in range(rows)], dtype="str"),
+        "guardian1_id": pd.array([ids[0] if i % 3 == 2 else None for i in range(rows)],
+                                 dtype="str"),
         "guardian1_relation": pd.array(["父亲" if i % 3 == 2 else None for i in range(rows)],
                                        dtype="str"),
         "guardian2_id": pd.array([None] * rows, dtype="str"),
@@ -286,7 +287,8 @@ def test_kept_results_show_the_unexpected_code_to_engineers(tmp_path, suites):
         run(frame, tmp_path, suites)
     kept = json.loads((tmp_path / "hukou" / "validation.json").read_text(encoding="utf-8"))
     failed = [r for r in kept["results"] if not r["success"]]
-    assert [r["expectation_config"]["meta"]["check"] for r in failed] == ["in_set(relation_to_head)"]
+    checks = [r["expectation_config"]["meta"]["check"] for r in failed]
+    assert checks == ["in_set(relation_to_head)"]
     assert failed[0]["result"]["partial_unexpected_list"] == ["干亲"]
     page = next((tmp_path / "data_docs" / "validations").rglob("*.html"))
     assert "干亲" in page.read_text(encoding="utf-8")
