@@ -27,7 +27,7 @@ _CN_MARKERS = "(?:号|栋|幢|单元|室|#|-)"
 CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千]+(?=" + _CN_MARKERS + ")")
 CN_NUMBER_RE2 = r"[零〇一二两三四五六七八九十百千]+" + _CN_MARKERS
 
-SMALL_DISTRICT = r"小区$"
+XIAOQU_SUFFIX = r"小区$"
 LEADING_ZEROS = r"^0+([0-9])"
 
 # <head = prefix + road><door>号<compound><building><sep>[<unit><sep>]<room>[室|号]; RE2 syntax
@@ -44,13 +44,13 @@ COMPONENT_FIELDS = ("head", "door_no", "compound", "building", "unit", "room")
 PROVINCE_CITY = re.compile(r"^(?:[\u4e00-\u9fff]{2,3}省)?(?:[\u4e00-\u9fff]{2,4}市)?$")
 
 
-def _arrow(values: pd.Series) -> pa.ChunkedArray:
-    return pa.chunked_array([pa.array(values.astype("str").array, type=pa.large_string())]) \
-        if not isinstance(getattr(values.array, "_pa_array", None), pa.ChunkedArray) \
-        else values.array._pa_array
+def _arrow(values: pd.Series) -> pa.Array:
+    """The Arrow strings behind a Series (zero-copy for pandas' Arrow-backed ``str``)."""
+    return pa.array(values.astype("str").array)
 
 
 def _series(values: pa.ChunkedArray | pa.Array, index: pd.Index) -> pd.Series:
+    """Back to a pandas ``str`` Series (missing stays missing)."""
     return pd.Series(pd.array(values, dtype="str"), index=index)
 
 
@@ -96,7 +96,7 @@ def normalize_name(names: pd.Series) -> pd.Series:
 
 def compound_key(compounds: pd.Series) -> pd.Series:
     """A compound name without a trailing 小区, which departments add or drop at will."""
-    values = pc.replace_substring_regex(_arrow(compounds.fillna("")), SMALL_DISTRICT, "")
+    values = pc.replace_substring_regex(_arrow(compounds.fillna("")), XIAOQU_SUFFIX, "")
     return _series(values, compounds.index)
 
 
