@@ -472,6 +472,21 @@ def _json_escape(values: pd.Series) -> pd.Series:
     return escaped.str.replace(r"[\x00-\x1f]", " ", regex=True)
 
 
+def _rows_checksum(raw: pd.Series) -> str:
+    """sha256 over the rows' texts in sorted order (a table has no byte order of its own)."""
+    rows = pa.array(raw.astype("str"))
+    if isinstance(rows, pa.ChunkedArray):
+        rows = rows.combine_chunks()
+    rows = rows.cast(pa.large_string())
+    rows = rows.take(pc.sort_indices(rows))
+    digest = hashlib.sha256()
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64)[: len(rows) + 1]
+    digest.update((offsets - offsets[0]).tobytes())
+    if rows.buffers()[2] is not None:
+        digest.update(memoryview(rows.buffers()[2])[offsets[0]:offsets[-1]])
+    return digest.hexdigest()
+
+
 def read_exchange_delivery(url: str, schema: Schema, as_of: dt.date) -> tuple[pd.DataFrame, str, dt.date]:
     """The snapshot in the exchange database: rows of the newest ``extract_date`` ≤ ``as_of``.
 
@@ -523,7 +538,7 @@ def read_exchange_delivery(url: str, schema: Schema, as_of: dt.date) -> tuple[pd
     raw = raw + "}"
     keys = [strings[key].str.strip() for key in schema.natural_key]
     refs = table_name + ":" + keys[0].str.cat(keys[1:], sep="|") if len(keys) > 1 else table_name + ":" + keys[0]
-    checksum = hashlib.sha256("\n".join(raw.sort_values().tolist()).encode("utf-8")).hexdigest()
+    checksum = _rows_checksum(raw)
     errors = pd.Series("", index=frame.index, dtype="str")
     return _raw_frame(strings, refs, raw, errors), checksum, chosen_day
 

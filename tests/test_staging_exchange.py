@@ -91,6 +91,27 @@ def test_exchange_sqlite(tmp_path):
     check_staged(url, tmp_path / "out")
 
 
+def test_exchange_checksum_follows_content_not_row_order(tmp_path):
+    url = f"sqlite:///{tmp_path / 'exchange.db'}"
+    fill(url)
+
+    def checksum():
+        return stage_source("hukou", landing=None, exchange_url=url, as_of=AS_OF, out_dir=tmp_path)["checksum"]
+
+    first = checksum()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        table = sa.Table("hukou", sa.MetaData(), autoload_with=conn)
+        rows = conn.execute(sa.select(table).order_by(sa.text("rowid DESC"))).mappings().all()
+        conn.execute(table.delete())
+        conn.execute(table.insert(), [dict(row) for row in rows])
+    assert checksum() == first
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE hukou SET 姓名 = '张四' WHERE 公民身份号码 = :id"), {"id": MOTHER})
+    engine.dispose()
+    assert checksum() != first
+
+
 @pytest.mark.postgres
 def test_exchange_postgresql(tmp_path):
     name = f"zerocert_test_staging_{uuid.uuid4().hex[:10]}"
