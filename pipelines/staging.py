@@ -472,6 +472,17 @@ def _json_escape(values: pd.Series) -> pd.Series:
     return escaped.str.replace(r"[\x00-\x1f]", " ", regex=True)
 
 
+EXCHANGE_BATCH_ROWS = 100_000
+
+
+def _text_array(values: tuple) -> pa.Array:
+    """One fetched column batch as Arrow text: dates, numbers and text alike, NULL kept null."""
+    try:
+        return pa.array(values, type=pa.large_string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], type=pa.large_string())
+
+
 def _rows_checksum(raw: pd.Series) -> str:
     """sha256 over the rows' texts in sorted order (a table has no byte order of its own)."""
     rows = pa.array(raw.astype("str"))
@@ -513,22 +524,27 @@ def read_exchange_delivery(url: str, schema: Schema, as_of: dt.date) -> tuple[pd
             if not dated:
                 raise DeliveryRejected(f"{schema.source}: {label}: no extract on or before {as_of}")
             chosen_day, chosen_value = max(dated, key=lambda pair: pair[0])
-            result = conn.execute(sa.select(table).where(table.c.extract_date == chosen_value))
-            found = [name for name in result.keys() if name != "extract_date"]
-            rows = result.fetchall()
+            names = {c.header: c.key for c in schema.columns} | {c.key: c.key for c in schema.columns}
+            found = [column.name for column in table.c if column.name != "extract_date"]
+            _check_columns(schema, label, found, names)
+            query = sa.select(*(table.c[name] for name in found)).where(table.c.extract_date == chosen_value)
+            result = conn.execution_options(stream_results=True, yield_per=EXCHANGE_BATCH_ROWS).execute(query)
+            batches: list[list[pa.Array]] = [[] for _ in found]
+            for part in result.partitions():
+                for j, values in enumerate(zip(*part)):
+                    batches[j].append(_text_array(values))
     except sa.exc.SQLAlchemyError as exc:
         raise DeliveryRejected(f"{schema.source}: {label}: database error {type(exc).__name__}") from None
     finally:
         engine.dispose()
-    names = {c.header: c.key for c in schema.columns} | {c.key: c.key for c in schema.columns}
-    _check_columns(schema, label, found, names)
-    if not rows:
+    if not batches or not batches[0]:
         raise DeliveryRejected(f"{schema.source}: {label}: empty extract {chosen_day}")
-    frame = pd.DataFrame.from_records(rows, columns=list(result.keys()))
     strings: dict[str, pd.Series] = {}
-    for name in found:
-        column = frame[name]
-        strings[names[name]] = column.where(column.notna(), "").astype("str")
+    for j, name in enumerate(found):
+        strings[names[name]] = _to_str(pa.chunked_array(batches[j], type=pa.large_string())).fillna("")
+        batches[j] = []
+    rows = len(next(iter(strings.values())))
+    frame = pd.DataFrame(index=pd.RangeIndex(rows))
     for key in schema.keys:
         strings.setdefault(key, pd.Series("", index=frame.index, dtype="str"))
     raw = pd.Series("{", index=frame.index, dtype="str")

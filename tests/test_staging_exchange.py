@@ -127,3 +127,17 @@ def test_exchange_postgresql(tmp_path):
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_exchange_table_with_a_renamed_column_is_rejected(tmp_path):
+    url = f"sqlite:///{tmp_path / 'exchange.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE rental (record_no TEXT, tenant TEXT, start_date TEXT, end_date TEXT,"
+                             " registered_date TEXT, status TEXT, extract_date TEXT)"))
+        conn.execute(sa.text("INSERT INTO rental VALUES ('R1', :id, '2025-09-01', '2027-08-31',"
+                             " '2025-09-02', '有效', '2026-06-30')"), {"id": FATHER})
+    engine.dispose()
+    with pytest.raises(DeliveryRejected, match="'tenant_id' missing and unknown column 'tenant'"):
+        stage_source("rental", landing=None, exchange_url=url, as_of=AS_OF, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out" / "rental").exists()
