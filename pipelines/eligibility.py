@@ -135,10 +135,12 @@ def _evidence(frame: pd.DataFrame, key_columns: list[str]) -> pd.DataFrame:
              .sort_values(key_columns + ["source", "record_key"], kind="stable", ignore_index=True))
     items = ('{"date": ' + json_strings(_iso(facts["date"])) + ', "record_key": '
              + json_strings(facts["record_key"]) + ', "source": ' + json_strings(facts["source"]) + "}")
-    joined = (facts[key_columns].assign(item=items.to_numpy())
-              .groupby(key_columns, sort=False, dropna=False)["item"].agg(", ".join))
-    out = joined.reset_index()
-    out["evidence"] = "[" + out.pop("item").astype(object) + "]"
+    keys = facts[key_columns]
+    starts = np.flatnonzero((keys != keys.shift()).any(axis=1).to_numpy())
+    ends = np.append(starts[1:], len(facts))
+    items = items.tolist()
+    out = keys.iloc[starts].reset_index(drop=True)
+    out["evidence"] = ["[" + ", ".join(items[s:e]) + "]" for s, e in zip(starts.tolist(), ends.tolist())]
     return out
 
 
@@ -602,7 +604,8 @@ def _split(frame: pd.DataFrame, bucket_of: np.ndarray, buckets: int, directory: 
 def _publish(parts: list[Path], path: Path, keys: list[str]) -> Path:
     """Concatenate a table's bucket parts into one Parquet, rows sorted by key."""
     frame = _read_parts(parts)
-    frame = frame.sort_values(keys, kind="stable", ignore_index=True)
+    if len(parts) > 1:  # one part is already in key order
+        frame = frame.sort_values(keys, kind="stable", ignore_index=True)
     _write(frame, path)
     return path
 
