@@ -284,3 +284,22 @@ def test_review_list_with_hints(tmp_path, registry):
     review = pd.read_csv(path, encoding="utf-8-sig")
     assert dict(zip(review["address"], review["hint"])) == {
         "海滨二路15号阳光3-2-509": HINTS["no_such_room"], "烟台路8号翠园1-1-101": HINTS["district_missing"]}
+
+
+def test_evaluation_against_truth_counts_right_wrong_and_blank(tmp_path):
+    from pipelines.addresses.evaluate import evaluate_against_truth
+
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "truth").mkdir()
+    REGISTRY.to_csv(tmp_path / "reference" / "addresses.csv", index=False)
+    pd.DataFrame({"source": "hukou",
+                  "address": ["东港区海滨二路15号阳光小区3号楼2单元501室", "日照市海滨二路15号阳光3#2-502",
+                              "海滨二路15号阳光3-2-509", "岚山区泰安路21号金色家园12-1-101"],
+                  # the last truth is deliberately wrong: the report must count it
+                  "address_code": ["R501", "R502", "", "R501"]}).to_csv(
+        tmp_path / "truth" / "addresses.csv", index=False)
+    report = evaluate_against_truth(tmp_path)
+    assert (report["texts_with_truth"], report["blank_truth_unresolved"]) == (3, True)
+    assert report["by_kind"]["all"] == {"texts": 3, "right": 2, "wrong": 1}
+    assert report["by_kind"]["format_hash"] == {"texts": 1, "right": 1, "wrong": 0}
+    assert report["by_kind"]["prefix_city"]["texts"] == 1
