@@ -1,6 +1,15 @@
 """Addresses: resolve department texts to the standard registry and place them in catchments.
 
 See docs/contracts.md "Addresses" for the seam with the engine and the orchestrator.
+
+- ``AddressRegistry.load(path)`` / ``.from_frame(df)``: the standard registry, keyed once.
+- ``resolve_texts(texts, registry)``: one row per distinct text (address, address_code, status,
+  candidates, score); ``build_address_match(staged, registry)`` adds the source.
+- ``place_in_catchments(registry, catchments_path, year)``: address_code, level, school_code.
+- ``write_review_list(address_match, out_dir, registry=None)``: ambiguous/unmatched per source,
+  with a hint of what to fix when the registry is given (``explain``).
+- ``check_address(text, reference_dir)``, ``bench_addresses(reference_dir, texts)``, and
+  ``evaluate.evaluate_against_truth(city_dir)`` for a synthetic city.
 """
 
 from pipelines.addresses.catchments import load_catchments, place_in_catchments

@@ -47,8 +47,9 @@ def resolve_texts(texts: pd.Series, registry: AddressRegistry) -> pd.DataFrame:
     """One row per distinct non-missing text: address, address_code, status, candidates, score.
 
     ``candidates`` is a JSON list of the codes that fit (the one code when resolved, several
-    when ambiguous, ``[]`` when unmatched); ``score`` is 1.0 for exact and normalized matches,
-    the name similarity for fuzzy ones, 0.0 when unmatched.
+    when ambiguous, ``[]`` when unmatched); ``score`` is 1.0 for exact and normalized matches
+    (and for texts whose components fit several codes), the name similarity for fuzzy ones,
+    0.0 when unmatched.
     """
     distinct = pd.Series(pd.unique(texts.dropna().astype("str")), dtype="str")
     n = len(distinct)
