@@ -143,6 +143,16 @@ def _default_search_path(cur) -> None:
                     "tables as %s.<table>", type(exc).__name__, SCHEMA)
 
 
+def _pending(dialect: str, applied: set[int]) -> list[tuple[int, str, str]]:
+    """Migrations not applied yet; a warehouse migrated by newer code is refused, not touched."""
+    known = _migrations(dialect)
+    newer = sorted(applied - {version for version, _, _ in known})
+    if newer:
+        raise ZerocertError(f"the warehouse schema is at version {newer[-1]}, newer than this code "
+                            f"knows ({known[-1][0]}); upgrade zerocert")
+    return [m for m in known if m[0] not in applied]
+
+
 def _sqlite_statements(script: str) -> Iterator[str]:
     """Split a SQL script into complete statements (``executescript`` would COMMIT first)."""
     pending = ""
@@ -174,12 +184,11 @@ def ensure_warehouse(url: str) -> None:
                 applied_at timestamptz NOT NULL DEFAULT now())""")
             cur.execute(f"SELECT version FROM {SCHEMA}.schema_version")
             applied = {row[0] for row in cur.fetchall()}
-            for version, name, sql in _migrations("postgresql"):
-                if version not in applied:
-                    cur.execute(sql)
-                    cur.execute(f"INSERT INTO {SCHEMA}.schema_version (version, name) "
-                                "VALUES (%s, %s)", (version, name))
-                    log.info("warehouse migration %04d_%s applied", version, name)
+            for version, name, sql in _pending("postgresql", applied):
+                cur.execute(sql)
+                cur.execute(f"INSERT INTO {SCHEMA}.schema_version (version, name) "
+                            "VALUES (%s, %s)", (version, name))
+                log.info("warehouse migration %04d_%s applied", version, name)
             for table in TABLES.values():
                 cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{table.name}",))
                 if cur.fetchone()[0] is None:
@@ -195,12 +204,11 @@ def ensure_warehouse(url: str) -> None:
         con.execute("""CREATE TABLE IF NOT EXISTS schema_version (
             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)""")
         applied = {row[0] for row in con.execute("SELECT version FROM schema_version")}
-        for version, name, sql in _migrations("sqlite"):
-            if version not in applied:
-                for statement in _sqlite_statements(sql):
-                    con.execute(statement)
-                con.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
-                            (version, name, _iso(_now())))
+        for version, name, sql in _pending("sqlite", applied):
+            for statement in _sqlite_statements(sql):
+                con.execute(statement)
+            con.execute("INSERT INTO schema_version VALUES (?, ?, ?)", (version, name, _iso(_now())))
+            log.info("warehouse migration %04d_%s applied", version, name)
         for table in TABLES.values():
             con.execute(render_create_table(table, "sqlite", table.name, if_not_exists=True))
             for ddl in render_indexes(table, table.name, if_not_exists=True):
