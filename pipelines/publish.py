@@ -475,7 +475,10 @@ def _publish_postgresql(wh: _Warehouse, run: dict, files: Mapping[str, pq.Parque
                         swap_timeout: float) -> dict[str, int]:
     counts: dict[str, int] = {}
     with _pg_connect(wh) as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PUBLISH_LOCK,))  # one publish at a time
+        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (_PUBLISH_LOCK,))
+        if not cur.fetchone()[0]:  # one publish at a time: the later one waits, then wins
+            log.info("another publish is running on this warehouse; waiting for it to finish")
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PUBLISH_LOCK,))
         cur.execute("SET LOCAL maintenance_work_mem = '256MB'")  # index builds sort in memory
         cur.execute(f"DROP SCHEMA IF EXISTS {STAGE_SCHEMA} CASCADE")
         cur.execute(f"CREATE SCHEMA {STAGE_SCHEMA}")
