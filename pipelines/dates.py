@@ -42,7 +42,7 @@ def _parse_distinct(texts: pd.Series, keep_time: bool) -> pd.Series:
         parts = texts.str.extract(pattern)
         found = parts["year"].notna()
         if found.any():
-            parsed[found] = _from_parts(parts[found].astype("float64", errors="ignore"))
+            parsed[found] = _from_parts(parts[found])
     serial = texts.str.extract(_SERIAL)
     found = serial["days"].notna() & parsed.isna() & ~texts.str.fullmatch(r"[0-9]{8}")
     if found.any():

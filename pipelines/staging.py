@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,12 +228,13 @@ def decode_delivery(data: bytes, label: str) -> bytes:
     Anything else — binary content, a file cut inside a multi-byte character — rejects the
     whole delivery naming the byte offset.
     """
-    if data.startswith(b"\x89PNG") or b"\x00" in data[:1 << 16]:
-        raise DeliveryRejected(f"{label}: binary content, not a text table")
+    if data.startswith(b"\x89PNG"):
+        raise DeliveryRejected(f"{label}: a PNG image, not a text table")
     nul = data.find(b"\x00")
     if nul >= 0:
         raise DeliveryRejected(f"{label}: NUL byte at offset {nul}, not a text table")
-    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    body = data[bom:]
     try:
         pa.array([body], type=pa.large_binary()).cast(pa.large_string())
         return body
@@ -242,8 +242,9 @@ def decode_delivery(data: bytes, label: str) -> bytes:
         pass
     try:
         body.decode("utf-8")
+        return body
     except UnicodeDecodeError as exc:
-        utf8_offset = exc.start + (len(data) - len(body))
+        utf8_offset = exc.start + bom
     try:
         return data.decode("gb18030").encode("utf-8")
     except UnicodeDecodeError as exc:
