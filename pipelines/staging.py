@@ -311,6 +311,8 @@ def _split_chunk(chunk: pa.Array, separator: str, width: int) -> tuple[list[pa.A
     length = pc.utf8_length(chunk).to_numpy(zero_copy_only=False)
     quoted = pc.match_substring(chunk, '"').to_numpy(zero_copy_only=False)
     oversized = length > MAX_LINE_CHARS
+    if oversized.any():  # never split a giant line into millions of fields
+        chunk = pc.if_else(pa.array(oversized), pa.scalar("", pa.large_string()), chunk)
     parts = pc.split_pattern(chunk, separator)
     counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
     plain = ~quoted & ~oversized & (counts == width)

@@ -176,12 +176,22 @@ def test_schema_drift_rejects_delivery_and_keeps_last_good_snapshot(tmp_path, he
 def test_a_50_mb_line_is_quarantined_and_the_rest_staged(tmp_path):
     text = csv_text([person(), person(MOTHER)])
     lines = text.splitlines()
-    payload = "\n".join([lines[0], lines[1], "x" * (50 << 20), lines[2]]) + "\n"
+    payload = "\n".join([lines[0], lines[1], "x," * (25 << 20), lines[2]]) + "\n"
     deliver(tmp_path / "landing", "hukou", "2026-06-30", "hukou.csv", payload.encode())
     snapshot = stage(tmp_path)
     accepted, quarantine = staged_frames(snapshot)
     assert accepted["citizen_id"].tolist() == [FATHER, MOTHER]
     assert quarantine[["record_ref", "reason_code"]].values.tolist() == [["hukou.csv:3", "MALFORMED_RECORD"]]
+    assert len(quarantine.loc[0, "raw"]) < 10_000
+
+
+def test_a_50_mb_json_line_is_quarantined_and_the_rest_staged(tmp_path):
+    lines = [json.dumps(rental("R1"), ensure_ascii=False), '{"record_no": "' + "x" * (50 << 20) + '"}',
+             json.dumps(rental("R3"), ensure_ascii=False)]
+    deliver(tmp_path / "landing", "rental", "2026-06-30", "rental.jsonl", ("\n".join(lines) + "\n").encode())
+    accepted, quarantine = staged_frames(stage(tmp_path, "rental"))
+    assert accepted["record_no"].tolist() == ["R1", "R3"]
+    assert quarantine[["record_ref", "reason_code"]].values.tolist() == [["rental.jsonl:2", "MALFORMED_RECORD"]]
     assert len(quarantine.loc[0, "raw"]) < 10_000
 
 
