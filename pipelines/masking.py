@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 from pipelines.resident_id import mask_id
 
@@ -30,11 +31,23 @@ class MaskingFilter(logging.Filter):
         return True
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (it may be swapped after set-up)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Plain one-line logs on stderr, masked."""
     root = logging.getLogger()
     if not any(isinstance(f, MaskingFilter) for h in root.handlers for f in h.filters):
-        handler = logging.StreamHandler()
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(MaskingFilter())
         root.addHandler(handler)
