@@ -47,6 +47,9 @@ def user_errors_fail_fast() -> Iterator[None]:
 
 
 def start_warehouse_run(settings: Settings) -> dict:
+    from pipelines.run import check_configuration
+
+    check_configuration(settings)
     return {"settings": settings.as_dict(), "started_at": dt.datetime.now(dt.timezone.utc).isoformat()}
 
 

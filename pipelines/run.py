@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from pipelines import __version__
 from pipelines.config import Settings
-from pipelines.errors import ZerocertError
+from pipelines.errors import UsageError, ZerocertError
 from pipelines.policy import load_policy
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,20 @@ def _write_json(path: Path, doc: dict) -> None:
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_configuration(settings: Settings) -> dict:
+    """Load policy, schemas and expectation suites up front: a bad file stops the run with exit 2."""
+    from pipelines.staging import load_schemas
+    from pipelines.validation import load_expectation_suites
+
+    policy = load_policy(settings.policy_path)
+    schemas = load_schemas()
+    suites = load_expectation_suites(EXPECTATIONS_DIR)
+    missing = sorted(set(schemas) - set(suites))
+    if missing:
+        raise UsageError(f"no expectation suite for source(s): {', '.join(missing)} (add expectations/<source>.yaml)")
+    return {"policy_id": policy.policy_id, "sources": sorted(schemas)}
 
 
 # --- step 1: stage -----------------------------------------------------------------------------
@@ -106,7 +120,7 @@ def validate(source: str, settings: Settings) -> dict:
     result = validate_staged(
         source, accepted, as_of=settings.as_of,
         previous_rows=previous_accepted_rows(settings, source),
-        results_dir=settings.run_dir / "validation",
+        results_dir=settings.work_dir / "validation",
     )
     return {"source": source, "success": bool(result["success"]),
             "docs_path": str(result.get("docs_path", ""))}
@@ -244,6 +258,7 @@ def run_pipeline(settings: Settings, *, now: Callable[[], dt.datetime] | None = 
     """Stage, validate, resolve, join, decide and publish; on failure the old run stays."""
     clock = now or (lambda: dt.datetime.now(dt.timezone.utc))
     started_at = clock()
+    check_configuration(settings)
     if settings.run_dir.exists():
         shutil.rmtree(settings.run_dir)
     try:
