@@ -22,7 +22,17 @@ from airflow.sdk import Asset, Param, dag, task
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 SOURCES = sorted(p.stem for p in SCHEMAS.glob("*.yaml"))
-DEFAULT_ARGS = {"owner": "data-bureau", "retries": 2, "retry_delay": pendulum.duration(minutes=5)}
+
+
+def record_failed_run(context) -> None:
+    """A task failed for good: note it in run_audit (the published tables stay as they were)."""
+    from pipelines.airflow_glue import record_task_failure
+
+    record_task_failure(context)
+
+
+DEFAULT_ARGS = {"owner": "data-bureau", "retries": 2, "retry_delay": pendulum.duration(minutes=5),
+                "on_failure_callback": record_failed_run}
 
 
 @dag(

@@ -57,3 +57,16 @@ def finish_warehouse_run(run: dict, decided: dict) -> dict:
     from pipelines.run import publish
 
     return publish(settings_from_dict(run["settings"]), decided, dt.datetime.fromisoformat(run["started_at"]))
+
+
+def record_task_failure(context: dict) -> None:
+    """Mark the run failed in run_audit with the task and its (masked) error."""
+    from pipelines.run import record_failure
+
+    try:
+        settings = settings_for_task(context)
+    except ZerocertError:
+        return
+    task = getattr(context.get("task_instance") or context.get("ti"), "task_id", "?")
+    error = mask_ids_in(str(context.get("exception") or "failed"))
+    record_failure(settings, dt.datetime.now(dt.timezone.utc), f"task {task}: {error}")
