@@ -50,7 +50,7 @@ from sqlalchemy.exc import ArgumentError
 
 from pipelines.errors import UsageError, ZerocertError
 from pipelines.warehouse_schema import (
-    PUBLISHED_TABLES, SCHEMA, TABLES, Table, check_input_schema, conform_batch, mask_ids_in,
+    OPTIONAL_TABLES, PUBLISHED_TABLES, SCHEMA, TABLES, arrow_schema, Table, check_input_schema, conform_batch, mask_ids_in,
     render_create_table, render_indexes,
 )
 
@@ -351,11 +351,18 @@ def _open_inputs(tables: Mapping[str, object]) -> dict[str, pq.ParquetFile]:
     unknown = sorted(set(tables) - set(PUBLISHED_TABLES))
     if unknown:
         raise ZerocertError(f"no published table named {unknown[0]!r}")
-    missing = [name for name in PUBLISHED_TABLES if name not in tables]
+    missing = [name for name in PUBLISHED_TABLES if name not in tables and name not in OPTIONAL_TABLES]
     if missing:
         raise ZerocertError(f"a run publishes every table at once; no input for {missing[0]!r}")
+    absent = [name for name in PUBLISHED_TABLES if name not in tables]
+    if absent:
+        log.warning("this run provides no %s: published empty (district readers and analysts see "
+                    "nothing there until a run provides them)", ", ".join(absent))
     files = {}
     for name in PUBLISHED_TABLES:
+        if name not in tables:
+            files[name] = _empty_parquet(TABLES[name])
+            continue
         path = Path(tables[name])
         try:
             files[name] = pq.ParquetFile(path)
@@ -366,6 +373,13 @@ def _open_inputs(tables: Mapping[str, object]) -> dict[str, pq.ParquetFile]:
             raise ZerocertError(f"table {name}: cannot read Parquet file {path}: {detail}") from None
         check_input_schema(TABLES[name], files[name].schema_arrow)
     return files
+
+
+def _empty_parquet(table: Table) -> pq.ParquetFile:
+    """An in-memory Parquet file with the table's columns and no rows."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(arrow_schema(table).empty_table(), sink)
+    return pq.ParquetFile(pa.BufferReader(sink.getvalue()))
 
 
 def _batches(table: Table, source: pq.ParquetFile, run_id: str, *,

@@ -114,8 +114,23 @@ TABLES: dict[str, Table] = {t.name: t for t in [
            indexes=[("source", "reason_code")]),
     _table("address_match", """source:text! address:text! address_code:text status:text!
         candidates:json score:double""", indexes=[("address_code",)]),
+    # Access tables (pipelines/access.py): district scope for row-level security, analysts' views.
+    _table("school", """school_code:text! level:text! school_name:text district_code:text!
+        capacity:int""", pk=("school_code",), indexes=[("district_code",)]),
+    _table("district_scope", "citizen_id:text! district_code:text!",
+           pk=("citizen_id", "district_code")),
+    _table("analyst_citizen", """citizen_key:text! sex:text birth_year:int hukou_status:text
+        hukou_region_code:text urban_hukou:bool""", pk=("citizen_key",)),
+    _table("analyst_eligibility", """child_key:text! level:text! school_code:text! category:text!
+        priority_date:date""", pk=("child_key", "level", "school_code")),
+    _table("demand_by_school", "school_code:text! level:text! category:text! children:int!",
+           pk=("school_code", "level", "category")),
 ]}
 PUBLISHED_TABLES: tuple[str, ...] = tuple(TABLES)
+# Published empty when a run does not provide them (no schools list, no HMAC key): readers of
+# district-scoped tables then see nothing, which is the safe failure.
+OPTIONAL_TABLES: frozenset[str] = frozenset(
+    {"school", "district_scope", "analyst_citizen", "analyst_eligibility", "demand_by_school"})
 
 
 def index_name(table: str, columns: tuple[str, ...]) -> str:
@@ -181,6 +196,11 @@ def _accepts(kind: str, t: pa.DataType) -> bool:
     if kind == "double":
         return pa.types.is_integer(t) or pa.types.is_floating(t)
     raise AssertionError(kind)
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+    """The exact Arrow schema ``conform_batch`` produces for the table."""
+    return pa.schema([(c.name, _ARROW_TYPES[c.type]) for c in table.columns])
 
 
 def check_input_schema(table: Table, schema: pa.Schema) -> None:

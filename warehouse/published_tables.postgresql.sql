@@ -153,3 +153,51 @@ CREATE TABLE zerocert.address_match (
     run_id text NOT NULL
 );
 CREATE INDEX address_match_address_code_idx ON zerocert.address_match (address_code);
+
+CREATE TABLE zerocert.school (
+    school_code text COLLATE "C" NOT NULL,
+    level text NOT NULL,
+    school_name text,
+    district_code text COLLATE "C" NOT NULL,
+    capacity bigint,
+    run_id text NOT NULL,
+    PRIMARY KEY (school_code)
+);
+CREATE INDEX school_district_code_idx ON zerocert.school (district_code);
+
+CREATE TABLE zerocert.district_scope (
+    citizen_id text COLLATE "C" NOT NULL,
+    district_code text COLLATE "C" NOT NULL,
+    run_id text NOT NULL,
+    PRIMARY KEY (citizen_id, district_code)
+);
+
+CREATE TABLE zerocert.analyst_citizen (
+    citizen_key text COLLATE "C" NOT NULL,
+    sex text,
+    birth_year bigint,
+    hukou_status text,
+    hukou_region_code text,
+    urban_hukou boolean,
+    run_id text NOT NULL,
+    PRIMARY KEY (citizen_key)
+);
+
+CREATE TABLE zerocert.analyst_eligibility (
+    child_key text COLLATE "C" NOT NULL,
+    level text COLLATE "C" NOT NULL,
+    school_code text COLLATE "C" NOT NULL,
+    category text NOT NULL,
+    priority_date date,
+    run_id text NOT NULL,
+    PRIMARY KEY (child_key, level, school_code)
+);
+
+CREATE TABLE zerocert.demand_by_school (
+    school_code text COLLATE "C" NOT NULL,
+    level text COLLATE "C" NOT NULL,
+    category text COLLATE "C" NOT NULL,
+    children bigint NOT NULL,
+    run_id text NOT NULL,
+    PRIMARY KEY (school_code, level, category)
+);

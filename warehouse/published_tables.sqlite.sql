@@ -153,3 +153,51 @@ CREATE TABLE address_match (
     run_id TEXT NOT NULL
 );
 CREATE INDEX address_match_address_code_idx ON address_match (address_code);
+
+CREATE TABLE school (
+    school_code TEXT NOT NULL,
+    level TEXT NOT NULL,
+    school_name TEXT,
+    district_code TEXT NOT NULL,
+    capacity INTEGER,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (school_code)
+);
+CREATE INDEX school_district_code_idx ON school (district_code);
+
+CREATE TABLE district_scope (
+    citizen_id TEXT NOT NULL,
+    district_code TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (citizen_id, district_code)
+);
+
+CREATE TABLE analyst_citizen (
+    citizen_key TEXT NOT NULL,
+    sex TEXT,
+    birth_year INTEGER,
+    hukou_status TEXT,
+    hukou_region_code TEXT,
+    urban_hukou BOOLEAN,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (citizen_key)
+);
+
+CREATE TABLE analyst_eligibility (
+    child_key TEXT NOT NULL,
+    level TEXT NOT NULL,
+    school_code TEXT NOT NULL,
+    category TEXT NOT NULL,
+    priority_date DATE,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (child_key, level, school_code)
+);
+
+CREATE TABLE demand_by_school (
+    school_code TEXT NOT NULL,
+    level TEXT NOT NULL,
+    category TEXT NOT NULL,
+    children INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (school_code, level, category)
+);
