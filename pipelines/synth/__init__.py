@@ -96,30 +96,35 @@ def synthesize(out: Path, people: int, seed: int, dirt: DirtRates = DirtRates(),
     rec = build_records(p, geo.registry, geo.blocks, policy, rng(3), as_of)
     counts: dict[str, int] = {}
     texts = render_sources(p, rec, geo.registry, policy, rates, rng(4), counts)
+    kept = {}
 
     deliveries = {"hukou": 1, "property_title": 2, "housing_contract": 3, "rental": 1,
                   "social_insurance": 5, "individual_business": 4, "enterprise": 4}
     summary_files: dict[str, int] = {}
     dup_rng, quarantine, address_rows = rng(5), [], []
-    for source, st in texts.items():
+    for source, st in texts:
         lines, name = render_lines(st, dup_rng, rates["duplicate"], counts)
+        st.fields = None  # the text is in ``lines`` now; keep memory low at city scale
         day = as_of - dt.timedelta(days=deliveries[source])
         path = deliver(out, source, day, lines)
-        summary_files[str(path.relative_to(out))] = len(lines) - (1 if FILES[source][1] else 0)
+        summary_files[str(path.relative_to(out))] = len(lines)
         damaged = st.damage >= 0
         quarantine.append(pd.DataFrame({"source": source, "record_ref": [f"{name}:{n}" for n in st.line[damaged]],
                                         "reason_code": [D.REASON[D.DAMAGE[k]] for k in st.damage[damaged]]}))
         if st.addresses is not None:
             ok = st.addresses[~damaged]
             address_rows.append(pd.DataFrame({"source": source, "address": pd.Series(ok["text"]).str.strip(),
-                                              "address_code": ok["code"].to_numpy()}))
+                                              "address_code": ok["code"].to_numpy()}).drop_duplicates())
+            st.addresses = st.addresses[["code"]]
         if source == "hukou":  # an older, smaller snapshot that a run on as-of must not use
-            keep = np.sort(rng(6).permutation(len(lines) - 1)[: int((len(lines) - 1) * 0.9)]) + 1
-            older = deliver(out, source, as_of - dt.timedelta(days=46), [lines[0]] + [lines[i] for i in keep])
+            keep = np.sort(rng(6).permutation(len(lines))[: int(len(lines) * 0.9)])
+            older = deliver(out, source, as_of - dt.timedelta(days=46), lines.take(keep))
             summary_files[str(older.relative_to(out))] = len(keep)
         if source == "rental":  # a folder still being written: no _SUCCESS
-            partial = deliver(out, source, as_of, lines[: len(lines) // 2], complete=False)
+            partial = deliver(out, source, as_of, lines.take(np.arange(len(lines) // 2)), complete=False)
             summary_files[str(partial.relative_to(out)) + " (incomplete)"] = len(lines) // 2
+        kept[source] = st
+        del lines
 
     truth_dir = out / "truth"
     truth_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +137,7 @@ def synthesize(out: Path, people: int, seed: int, dirt: DirtRates = DirtRates(),
         raise AssertionError("synth: one address text was given two truth codes")
     _write_csv(addrs.sort_values(["source", "address"]), truth_dir / "addresses.csv")
 
-    truth = compute_truth(policy, **truth_inputs(p, rec, texts), membership=geo.membership)
+    truth = compute_truth(policy, **truth_inputs(p, rec, kept), membership=geo.membership)
     _write_csv(truth["eligibility"].sort_values(["child_id", "level", "school_code"]), truth_dir / "eligibility.csv")
     _write_csv(truth["ineligible"], truth_dir / "ineligible.csv")
     elig = truth["eligibility"]

@@ -8,8 +8,12 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import re
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.synth import dirt as D
 
@@ -72,74 +76,101 @@ def apply_damage(st: SourceText, rng, rates: dict[str, float], counts: dict[str,
     st.damage = kind
 
 
-def _json_lines(f: pd.DataFrame) -> pd.Series:
-    """JSON objects by concatenation: values never hold quotes, backslashes or control characters."""
-    out = None
+def _arrow(col: pd.Series) -> pa.Array:
+    arr = pa.array(col.astype("str") if col.dtype != "str" else col, from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.cast(pa.large_string())
+
+
+def _lit(text: str) -> pa.Scalar:
+    return pa.scalar(text, pa.large_string())
+
+
+def _assemble(f: pd.DataFrame, sep: str | None) -> pa.Array:
+    """One text line per record, joined in Arrow (JSON by concatenation: values never hold quotes,
+    backslashes or control characters, which ``render_lines`` checks)."""
+    if sep is not None:
+        return pc.binary_join_element_wise(*[_arrow(f[c]) for c in f.columns], _lit(sep))
+    pieces = []
     for col in f.columns:
         if col == "buyers":
-            value = f[col]
+            pieces.append(pc.binary_join_element_wise(_lit('"buyers": '), _arrow(f[col]), _lit("")))
         else:
-            value = '"' + f[col].astype(object) + '"'
-        piece = '"' + col + '": ' + value
-        out = ("{" + piece) if out is None else (out + ", " + piece)
-    return out + "}"
+            pieces.append(pc.binary_join_element_wise(_lit(f'"{col}": "'), _arrow(f[col]), _lit('"'), _lit("")))
+    body = pc.binary_join_element_wise(*pieces, _lit(", "))
+    return pc.binary_join_element_wise(_lit("{"), body, _lit("}"), _lit(""))
 
 
-def render_lines(st: SourceText, rng, duplicate_rate: float, counts: dict[str, int]) -> tuple[list[str], str]:
-    """The file's lines (no header) in delivery order, with exact duplicates; sets ``st.line``."""
+@dataclass
+class Lines:
+    header: str | None
+    body: pa.Array  # large_string, one record per element, in file order
+
+    def __len__(self) -> int:
+        return len(self.body)
+
+    def take(self, index: np.ndarray) -> "Lines":
+        return Lines(self.header, self.body.take(pa.array(index)))
+
+
+def render_lines(st: SourceText, rng, duplicate_rate: float, counts: dict[str, int]) -> tuple[Lines, str]:
+    """The file's lines in delivery order, with exact duplicates; sets ``st.line``."""
     name, sep, _ = FILES[st.source]
     f = st.fields
+    forbidden = r'["\\\n\r]' + ("" if sep is None else "|" + re.escape(sep))
     for col in f.columns:
-        if col == "buyers":
-            continue
-        bad = f[col].astype(str).str.contains(r'["\\\n\r]' + ("" if sep is None else "|" + ("\\|" if sep == "|" else sep)),
-                                             regex=True)
-        if bad.any():
+        if col != "buyers" and f[col].astype("str").str.contains(forbidden, regex=True).any():
             raise ValueError(f"synth: {st.source}.{col} holds a character that would need quoting")
-    if sep is None:
-        lines = _json_lines(f).astype(object)
-    else:
-        lines = f.iloc[:, 0].astype(object)
-        for col in f.columns[1:]:
-            lines = lines + sep + f[col].astype(object)
-    lines = lines.to_numpy(dtype=object).copy()
-    malformed = st.damage == D.DAMAGE.index("damage_malformed")
-    if malformed.any():
-        mal = pd.Series(lines[malformed])
+    lines = _assemble(f, sep)
+    st.fields = f = None  # the text now lives in ``lines``
+    malformed = np.flatnonzero(st.damage == D.DAMAGE.index("damage_malformed"))
+    if len(malformed):
+        mal = pd.Series(lines.take(pa.array(malformed)).to_pylist(), dtype=object)
         if sep is None:
             mal = mal.str.slice(0, -2)  # a cut-off JSON object
         else:
             extra = rng.random(len(mal)) < 0.5
-            mal = pd.Series(np.where(extra, mal + sep + "备注", mal.str.rsplit(sep, n=1).str[0]))
-        lines[malformed] = mal.to_numpy(dtype=object)
+            mal = pd.Series(np.where(extra, mal + sep + "备注", mal.str.rsplit(sep, n=1).str[0]), dtype=object)
+        mask = np.zeros(len(lines), bool)
+        mask[malformed] = True
+        lines = pc.replace_with_mask(lines, pa.array(mask), pa.array(mal.to_numpy(dtype=object), pa.large_string()))
     n = len(lines)
     dup = (rng.random(n) < duplicate_rate) & (st.damage < 0)
     counts["duplicate"] = counts.get("duplicate", 0) + int(dup.sum())
     src = np.flatnonzero(dup)
     keys = np.concatenate([np.arange(n, dtype=float), src + 0.5 + rng.random(len(src)) * (n - src - 0.5)])
     order = np.argsort(keys, kind="stable")
-    all_lines = np.concatenate([lines, lines[src]])[order]
+    source_row = np.concatenate([np.arange(n), src])[order]
     position = np.empty(len(order), dtype=int)
     position[order] = np.arange(len(order))
-    first_line = 2 if sep is not None else 1
-    st.line = position[:n] + first_line
-    if sep is not None:
-        header = sep.join(HEADERS[st.source])
-        return [header] + all_lines.tolist(), name
-    return all_lines.tolist(), name
+    st.line = position[:n] + (2 if sep is not None else 1)
+    header = sep.join(HEADERS[st.source]) if sep is not None else None
+    return Lines(header, lines.take(pa.array(source_row))), name
 
 
-def write_file(folder: Path, name: str, lines: list[str], encoding: str) -> int:
+def write_file(folder: Path, name: str, lines: Lines, encoding: str, chunk: int = 200_000) -> int:
+    """Write header and lines, encoding a chunk of lines at a time (bounded memory at city scale)."""
     folder.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(lines) + "\n"
-    data = text.encode("gb18030" if encoding == "gb18030" else "utf-8")
-    if encoding == "utf-8-sig":
-        data = b"\xef\xbb\xbf" + data
-    (folder / name).write_bytes(data)
-    return len(data)
+    codec = "gb18030" if encoding == "gb18030" else "utf-8"
+    written = 0
+    with open(folder / name, "wb") as out:
+        if encoding == "utf-8-sig":
+            written += out.write(b"\xef\xbb\xbf")
+        if lines.header is not None:
+            written += out.write((lines.header + "\n").encode(codec))
+        for start in range(0, len(lines.body), chunk):
+            part = lines.body.slice(start, chunk)
+            offsets = pa.array([0, len(part)], pa.int64())
+            joined = pc.binary_join(pa.LargeListArray.from_arrays(offsets, part), _lit("\n"))[0]
+            data = joined.as_buffer().to_pybytes() + b"\n"
+            if codec == "gb18030":
+                data = data.decode("utf-8").encode("gb18030")
+            written += out.write(data)
+    return written
 
 
-def deliver(root: Path, source: str, day: dt.date, lines: list[str], complete: bool = True) -> Path:
+def deliver(root: Path, source: str, day: dt.date, lines: Lines, complete: bool = True) -> Path:
     name, _, encoding = FILES[source]
     folder = root / "landing" / source / day.isoformat()
     write_file(folder, name, lines, encoding)

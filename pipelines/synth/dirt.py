@@ -52,22 +52,30 @@ DATE_FORMS = ("iso", "slash", "compact", "chinese", "timestamp", "serial")
 
 
 def format_dates(values: np.ndarray, forms: np.ndarray) -> np.ndarray:
-    """Dates as text in the form index given per value (see ``DATE_FORMS``); NaT becomes ''."""
+    """Dates as text in the form index given per value (see ``DATE_FORMS``); NaT becomes ''.
+
+    Only the rows in a non-ISO form get the other renderings (memory stays flat at city scale).
+    """
     days = np.asarray(values).astype("datetime64[D]")
     missing = np.isnat(days)
-    safe = np.where(missing, np.datetime64("2000-01-01"), days)
-    idx = pd.DatetimeIndex(safe)
-    y = pd.Series(idx.year.astype(str))
-    m = pd.Series(idx.month.astype(str))
-    d = pd.Series(idx.day.astype(str))
-    m2, d2 = m.str.zfill(2), d.str.zfill(2)
-    iso = y + "-" + m2 + "-" + d2
-    serial = pd.Series(((safe - EXCEL_EPOCH) / np.timedelta64(1, "D")).astype(int).astype(str))
-    clock = pd.Series(np.array(["08:15:00", "09:30:12", "14:02:45", "16:40:00", "00:00:00"], dtype=object)[
-        np.arange(len(safe)) % 5])
-    options = [iso, y + "/" + m + "/" + d, y + m2 + d2, y + "年" + m + "月" + d + "日", iso + " " + clock, serial]
-    out = np.select([forms == k for k in range(len(options))], [o.to_numpy(dtype=object) for o in options], "")
-    return np.where(missing, "", out).astype(object)
+    out = np.datetime_as_string(np.where(missing, np.datetime64("2000-01-01"), days), unit="D").astype(object)
+    out[missing] = ""
+    other = np.flatnonzero((forms != 0) & ~missing)
+    if len(other):
+        sub = days[other]
+        idx = pd.DatetimeIndex(sub)
+        y = pd.Series(idx.year.astype(str), dtype=object)
+        m = pd.Series(idx.month.astype(str), dtype=object)
+        d = pd.Series(idx.day.astype(str), dtype=object)
+        m2, d2 = m.str.zfill(2), d.str.zfill(2)
+        iso = y + "-" + m2 + "-" + d2
+        serial = pd.Series(((sub - EXCEL_EPOCH) / np.timedelta64(1, "D")).astype(int).astype(str), dtype=object)
+        clock = pd.Series(np.array(["08:15:00", "09:30:12", "14:02:45", "16:40:00"], dtype=object)[
+            np.arange(len(sub)) % 4])
+        options = [iso, y + "/" + m + "/" + d, y + m2 + d2, y + "年" + m + "月" + d + "日", iso + " " + clock, serial]
+        f = forms[other]
+        out[other] = np.select([f == k for k in range(len(options))], [o.to_numpy(dtype=object) for o in options], "")
+    return out
 
 
 def dirty_date_forms(rng, n: int, rate: float) -> np.ndarray:
@@ -149,7 +157,13 @@ def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, variant_rat
                      unresolvable_rate: float, counts: dict[str, int]) -> RenderedAddresses:
     """Write each room's address as a department would: standard text, a variant, or unresolvable."""
     reg = registry.set_index("address_code")
-    r = reg.loc[codes]
+    codes = np.asarray(codes, dtype=object)
+    total = len(codes)
+    variant_all = rng.random(total) < variant_rate
+    bad_all = rng.random(total) < unresolvable_rate
+    touched = np.flatnonzero(variant_all | bad_all)
+    text_all = reg["standard_text"].reindex(codes).to_numpy(dtype=object)
+    r = reg.loc[codes[touched]]
     n = len(r)
     district = r["district_code"].map(DISTRICT_NAME).to_numpy(dtype=object)
     road = r["road"].to_numpy(dtype=object)
@@ -159,13 +173,13 @@ def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, variant_rat
     unit = r["unit"].astype(int).to_numpy()
     room = r["room"].astype(int).to_numpy()
 
-    variant = rng.random(n) < variant_rate
+    variant = variant_all[touched]
     parts = {k: variant & (rng.random(n) < 0.35) for k in ADDRESS_DIRT}
     none = variant & ~np.logical_or.reduce(list(parts.values()))
     parts["addr_prefix"] |= none
 
     # deliberately unresolvable
-    bad = rng.random(n) < unresolvable_rate
+    bad = bad_all[touched]
     kind = rng.integers(0, 3, n)
     multi_unit = r["n_units"].to_numpy() > 1
     kind = np.where((kind == 2) & ~multi_unit, 0, kind)
@@ -208,8 +222,10 @@ def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, variant_rat
         text[fw] = fullwidth(text[fw])
     for k in ADDRESS_DIRT:
         counts[k] = counts.get(k, 0) + int(parts[k].sum())
-    truth = np.where(bad, "", np.asarray(codes, dtype=object))
-    return RenderedAddresses(text.to_numpy(dtype=object), truth.astype(object))
+    text_all[touched] = text.to_numpy(dtype=object)
+    truth = codes.copy()
+    truth[touched[bad]] = ""
+    return RenderedAddresses(text_all, truth)
 
 
 # ------------------------------------------------------------------ damage beyond repair

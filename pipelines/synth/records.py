@@ -73,22 +73,25 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     owners_main = owners_main[own]
     is_inner = np.isin(owners_main, inner)
     home = np.where(is_inner, random_rooms(len(owners_main)), p["address_code"].to_numpy()[owners_main])
-    second = rng.random(len(owners_main)) < 0.1
-    shop = rng.random(len(owners_main)) < 0.08
-    title_person = np.concatenate([owners_main, owners_main[second], owners_main[shop]])
-    title_room = np.concatenate([home, random_rooms(second.sum()), random_rooms(shop.sum())])
+    second = rng.random(len(owners_main)) < 0.25
+    shop = rng.random(len(owners_main)) < 0.12
+    earlier = rng.random(len(owners_main)) < 0.3  # the title this owner held before a re-registration
+    title_person = np.concatenate([owners_main, owners_main[second], owners_main[earlier], owners_main[shop]])
+    title_room = np.concatenate([home, random_rooms(second.sum()), home[earlier], random_rooms(shop.sum())])
     k = len(title_person)
-    n_home = len(owners_main) + second.sum()
+    n_home = len(owners_main) + second.sum() + earlier.sum()
+    superseded = (np.arange(k) >= len(owners_main) + second.sum()) & (np.arange(k) < n_home)
     use = np.where(np.arange(k) < n_home, "住宅",
                    np.array(["商业", "办公", "车库", "工业", "其他"], dtype=object)[rng.integers(0, 5, k)])
     use = np.where((np.arange(k) < n_home) & (rng.random(k) < 0.02), "车库", use)
     r = rng.random(k)
-    status = np.select([r < 0.88, r < 0.95], ["现势", "历史"], "注销")
+    status = np.select([superseded, r < 0.88, r < 0.95], ["历史", "现势", "历史"], "注销")
     reg = _dates_between(np.datetime64("2001-01-01"), cutoff, k, rng)
+    reg = np.where(superseded, reg - rng.integers(400, 4000, k) * DAY, reg)
     reg = np.where(rng.random(k) < 0.05, _after_cutoff(cutoff, k, rng), reg)
     co = rng.random(k)
     pa = partner[title_person]
-    joint = (pa >= 0) & (co < 0.6)
+    joint = (pa >= 0) & (co < 0.7)
     mode = np.where(joint, np.where(co < 0.35, "共同共有", "按份共有"), "单独所有")
     cert_year = pd.DatetimeIndex(reg).year.to_numpy()
     cert_no = np.array([f"鲁({y})日照市不动产权第{n:07d}号" for y, n in
@@ -130,6 +133,8 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     # ---------------- purchase contracts: families without a title buying a new flat
     parents = p.index[(p["role"] == "parent").to_numpy() & ~np.isin(p.index, titles["person"])].to_numpy()
     buy = parents[(rng.random(len(parents)) < 0.18) & alive[parents]]
+    others = p.index[adult & alive & (p["role"] != "parent").to_numpy()].to_numpy()
+    buy = np.concatenate([buy, others[rng.random(len(others)) < 0.05]])
     buy = buy[~np.isin(buy, partner[buy])] if len(buy) else buy  # one contract per couple
     m = len(buy)
     pa = partner[buy]
@@ -159,7 +164,7 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     owners_any = np.isin(renters, titles["person"]) | np.isin(renters, contracts["buyer1"])
     renters = np.concatenate([renters[~owners_any], renters[owners_any][: len(renters) // 20]])
     extra_adults = p.index[adult & alive].to_numpy()
-    extra_adults = extra_adults[rng.random(len(extra_adults)) < 0.015]
+    extra_adults = extra_adults[rng.random(len(extra_adults)) < 0.045]
     tenants = np.concatenate([renters, extra_adults])
     # now and then the spouse or a grandparent signs instead
     t = len(tenants)
@@ -223,7 +228,7 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
                        _dates_between(np.datetime64("1998-01-01"), cutoff - 400 * DAY, n, rng))
         return who, n, est
 
-    who, n, est = firms(0.06, "92")
+    who, n, est = firms(0.095, "92")
     r = rng.random(n)
     st = np.select([r < 0.82, r < 0.93], ["存续", "注销"], "吊销")
     closed = np.where(st != "存续", np.minimum(est + rng.integers(100, 3000, n) * DAY, today - DAY), np.datetime64("NaT"))
@@ -236,7 +241,7 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
         "form": np.where(rng.random(n) < 0.8, "个人经营", "家庭经营"),
         "established_date": est, "reg_status": st, "closed_date": closed,
     })
-    who, n, est = firms(0.025, "91")
+    who, n, est = firms(0.04, "91")
     r = rng.random(n)
     st = np.select([r < 0.5, r < 0.82, r < 0.9, r < 0.95], ["存续", "在业", "注销", "吊销"], "迁出")
     ent_rooms = random_rooms(n)

@@ -3,6 +3,8 @@ clean, undamaged facts the truth is computed from."""
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -25,9 +27,14 @@ def _addresses(codes, registry, rng, rates, counts) -> D.RenderedAddresses:
                               rates["address_unresolvable"], counts)
 
 
+def _damaged(st: SourceText, rng, rates, counts) -> SourceText:
+    apply_damage(st, rng, rates, counts)
+    return st
+
+
 def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.DataFrame, policy: Policy,
-                   rates: dict[str, float], rng: np.random.Generator, counts: dict[str, int]) -> dict[str, SourceText]:
-    out: dict[str, SourceText] = {}
+                   rates: dict[str, float], rng: np.random.Generator, counts: dict[str, int]) -> Iterator[tuple[str, SourceText]]:
+    """Each source in turn (rendered lazily so only one source's text is in memory at a time)."""
     ids = p["citizen_id"].to_numpy(dtype=object)
     names = p["name"].to_numpy(dtype=object)
 
@@ -41,25 +48,32 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     sex = np.where(numeric, np.where(sex == "男", "1", "2"), sex)
     updated = pd.to_datetime(p["updated_at"]).dt.strftime("%Y-%m-%d") + " " + pd.Series(
         np.array(["08:15:00", "10:02:31", "15:47:09", "17:30:00"], dtype=object)[np.arange(len(p)) % 4])
-    f = pd.DataFrame({
-        "citizen_id": _ids(ids, rng, rates, counts), "name": names, "sex": sex,
-        "birth_date": _dates(p["birth_date"], rng, rates), "ethnicity": p["ethnicity"].to_numpy(dtype=object),
-        "household_no": p["household_no"].to_numpy(dtype=object), "relation": p["relation"].to_numpy(dtype=object),
-        "hukou_address": hh_addr.text[at], "hukou_region_code": p["region"].to_numpy(dtype=object),
-        "settled_date": _dates(p["settled_date"], rng, rates),
-        "guardian1_id": _ids(p["guardian1_id"], rng, rates, counts),
-        "guardian1_relation": p["guardian1_relation"].to_numpy(dtype=object),
-        "guardian2_id": _ids(p["guardian2_id"], rng, rates, counts),
-        "guardian2_relation": p["guardian2_relation"].to_numpy(dtype=object),
-        "status": p["status"].to_numpy(dtype=object), "updated_at": updated.to_numpy(dtype=object)})
+    # column by column, so each temporary object array is freed once it is stored as Arrow text
+    f = pd.DataFrame(index=pd.RangeIndex(len(p)))
+    f["citizen_id"] = _ids(ids, rng, rates, counts)
+    f["name"] = names
+    f["sex"] = sex
+    f["birth_date"] = _dates(p["birth_date"], rng, rates)
+    f["ethnicity"] = p["ethnicity"].to_numpy()
+    f["household_no"] = p["household_no"].to_numpy()
+    f["relation"] = p["relation"].to_numpy()
+    f["hukou_address"] = hh_addr.text[at]
+    f["hukou_region_code"] = p["region"].to_numpy()
+    f["settled_date"] = _dates(p["settled_date"], rng, rates)
+    f["guardian1_id"] = _ids(p["guardian1_id"], rng, rates, counts)
+    f["guardian1_relation"] = p["guardian1_relation"].to_numpy()
+    f["guardian2_id"] = _ids(p["guardian2_id"], rng, rates, counts)
+    f["guardian2_relation"] = p["guardian2_relation"].to_numpy()
+    f["status"] = p["status"].to_numpy()
+    f["updated_at"] = updated.to_numpy()
+    del sex, updated
     birth = p["birth_date"].to_numpy()
     window = np.zeros(len(p), bool)
     for w in policy.levels:
         window |= (birth >= np.datetime64(w.birth_from)) & (birth <= np.datetime64(w.birth_to))
-    facts = p.assign(hukou_code=hh_addr.truth_code[at])
-    out["hukou"] = SourceText("hukou", f, "citizen_id", "birth_date", "status", "citizen_id", ~window,
-                              clean_ids=ids, facts=facts,
-                              addresses=pd.DataFrame({"text": hh_addr.text[at], "code": hh_addr.truth_code[at]}))
+    yield "hukou", _damaged(SourceText("hukou", f, "citizen_id", "birth_date", "status", "citizen_id", ~window,
+                              clean_ids=ids, facts=p,
+                              addresses=pd.DataFrame({"text": hh_addr.text[at], "code": hh_addr.truth_code[at]})), rng, rates, counts)
 
     # ---- property titles: one address text per certificate
     t = rec["property_title"]
@@ -77,9 +91,9 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "share": t["share"].to_numpy(dtype=object), "address": cert_addr.text[at],
         "use": t["use"].to_numpy(dtype=object), "floor_area": t["floor_area"].map("{:.2f}".format).to_numpy(dtype=object),
         "registered_date": _dates(t["registered_date"], rng, rates), "title_status": t["title_status"].to_numpy(dtype=object)})
-    out["property_title"] = SourceText("property_title", f, "owner_id", "registered_date", "title_status", "owner_id",
+    yield "property_title", _damaged(SourceText("property_title", f, "owner_id", "registered_date", "title_status", "owner_id",
                                        person, clean_ids=t["owner_id"].to_numpy(dtype=object), facts=t,
-                                       addresses=pd.DataFrame({"text": cert_addr.text[at], "code": cert_addr.truth_code[at]}))
+                                       addresses=pd.DataFrame({"text": cert_addr.text[at], "code": cert_addr.truth_code[at]})), rng, rates, counts)
 
     # ---- housing contracts: buyers as a nested list
     c = rec["housing_contract"]
@@ -108,7 +122,7 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         buyers = one if buyers is None else buyers + np.where(one != "", ", " + one, "")
     st.fields = pd.DataFrame({"contract_no": f["contract_no"], "buyers": "[" + buyers + "]",
                               **{k: f[k] for k in ("seller", "project_name", "address", "use", "signed_date", "status")}})
-    out["housing_contract"] = st
+    yield "housing_contract", st
 
     # ---- rentals
     r = rec["rental"]
@@ -121,24 +135,24 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "address": r_addr.text, "start_date": _dates(r["start_date"], rng, rates),
         "end_date": _dates(r["end_date"], rng, rates), "registered_date": _dates(r["registered_date"], rng, rates),
         "status": r["status"].to_numpy(dtype=object)})
-    out["rental"] = SourceText("rental", f, "tenant_id", "start_date", "status", "record_no", np.ones(len(r), bool),
+    yield "rental", _damaged(SourceText("rental", f, "tenant_id", "start_date", "status", "record_no", np.ones(len(r), bool),
                                clean_ids=ids[pid], facts=r.assign(tenant_id=ids[pid]),
-                               addresses=pd.DataFrame({"text": r_addr.text, "code": r_addr.truth_code}))
+                               addresses=pd.DataFrame({"text": r_addr.text, "code": r_addr.truth_code})), rng, rates, counts)
 
     # ---- social insurance
     s = rec["social_insurance"]
     pid = s["person"].to_numpy()
-    f = pd.DataFrame({
-        "citizen_id": _ids(ids[pid], rng, rates, counts),
-        "name": D.conflicting_names(names[pid], rng, rates["name_conflict"], counts),
-        "scheme": s["scheme"].to_numpy(dtype=object), "insurance_status": s["insurance_status"].to_numpy(dtype=object),
-        "employer_name": s["employer_name"].to_numpy(dtype=object), "employer_code": s["employer_code"].to_numpy(dtype=object),
-        "first_insured_date": _dates(s["first_insured_date"], rng, rates),
-        "local_months": s["local_months"].astype(str).to_numpy(dtype=object),
-        "last_paid_month": s["last_paid_month"].to_numpy(dtype=object)})
-    out["social_insurance"] = SourceText("social_insurance", f, "citizen_id", "first_insured_date", "insurance_status",
+    f = pd.DataFrame(index=pd.RangeIndex(len(s)))
+    f["citizen_id"] = _ids(ids[pid], rng, rates, counts)
+    f["name"] = D.conflicting_names(names[pid], rng, rates["name_conflict"], counts)
+    for col in ("scheme", "insurance_status", "employer_name", "employer_code"):
+        f[col] = s[col].to_numpy()
+    f["first_insured_date"] = _dates(s["first_insured_date"], rng, rates)
+    f["local_months"] = s["local_months"].astype(str).to_numpy()
+    f["last_paid_month"] = s["last_paid_month"].to_numpy()
+    yield "social_insurance", _damaged(SourceText("social_insurance", f, "citizen_id", "first_insured_date", "insurance_status",
                                          "citizen_id", np.ones(len(s), bool), clean_ids=ids[pid],
-                                         facts=s.assign(citizen_id=ids[pid]))
+                                         facts=s), rng, rates, counts)
 
     # ---- individual businesses and enterprises
     b = rec["individual_business"]
@@ -150,10 +164,10 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "operator_id": _ids(ids[pid], rng, rates, counts), "address": b_addr.text, "form": b["form"].to_numpy(dtype=object),
         "established_date": _dates(b["established_date"], rng, rates), "reg_status": b["reg_status"].to_numpy(dtype=object),
         "closed_date": _dates(b["closed_date"], rng, rates)})
-    out["individual_business"] = SourceText(
+    yield "individual_business", _damaged(SourceText(
         "individual_business", f, "operator_id", "established_date", "reg_status", "credit_code", np.ones(len(b), bool),
         clean_ids=ids[pid], facts=b.assign(person_id=ids[pid]),
-        addresses=pd.DataFrame({"text": b_addr.text, "code": b_addr.truth_code}))
+        addresses=pd.DataFrame({"text": b_addr.text, "code": b_addr.truth_code})), rng, rates, counts)
     e = rec["enterprise"]
     e_addr = _addresses(e["address_code"].to_numpy(), registry, rng, rates, counts)
     pid = e["person"].to_numpy()
@@ -164,15 +178,11 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "legal_rep_id": _ids(ids[pid], rng, rates, counts), "address": e_addr.text,
         "established_date": _dates(e["established_date"], rng, rates), "reg_status": e["reg_status"].to_numpy(dtype=object),
         "approved_date": _dates(e["approved_date"], rng, rates)})
-    out["enterprise"] = SourceText(
+    yield "enterprise", _damaged(SourceText(
         "enterprise", f, "legal_rep_id", "established_date", "reg_status", "credit_code", np.ones(len(e), bool),
         clean_ids=ids[pid], facts=e.assign(person_id=ids[pid]),
-        addresses=pd.DataFrame({"text": e_addr.text, "code": e_addr.truth_code}))
+        addresses=pd.DataFrame({"text": e_addr.text, "code": e_addr.truth_code})), rng, rates, counts)
 
-    for source, st in out.items():
-        if st.damage is None:
-            apply_damage(st, rng, rates, counts)
-    return out
 
 
 def truth_inputs(p: pd.DataFrame, rec: dict[str, pd.DataFrame], texts: dict[str, SourceText]) -> dict:
@@ -206,7 +216,9 @@ def truth_inputs(p: pd.DataFrame, rec: dict[str, pd.DataFrame], texts: dict[str,
     rentals = pd.DataFrame({"tenant_id": r["tenant_id"], "status": r["status"], "registered_date": r["registered_date"],
                             "start_date": r["start_date"], "end_date": r["end_date"], "address_code": rcode})
     s, _ = kept("social_insurance")
-    insurance = s[["citizen_id", "scheme", "insurance_status", "local_months"]]
+    insurance = pd.DataFrame({"citizen_id": ids[s["person"].to_numpy()], "scheme": s["scheme"].to_numpy(),
+                              "insurance_status": s["insurance_status"].to_numpy(),
+                              "local_months": s["local_months"].to_numpy()})
     b, _ = kept("individual_business")
     e, _ = kept("enterprise")
     firms = pd.concat([b[["person_id", "reg_status", "established_date"]], e[["person_id", "reg_status", "established_date"]]],

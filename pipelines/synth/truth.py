@@ -41,7 +41,7 @@ def compute_truth(policy: Policy, hukou: pd.DataFrame, properties: pd.DataFrame,
     named = pd.concat([kids[["citizen_id", "guardian1_id"]].rename(columns={"guardian1_id": "guardian_id"}),
                        kids[["citizen_id", "guardian2_id"]].rename(columns={"guardian2_id": "guardian_id"})])
     named = named[named["guardian_id"] != ""]
-    has_named = kids["citizen_id"].isin(named["citizen_id"])
+    has_named = _in(kids["citizen_id"], named["citizen_id"])
     by_household = kids.loc[~has_named & kids["relation"].isin(["子", "女"]), ["citizen_id", "household_no"]]
     heads = h.loc[h["relation"].isin(["户主", "配偶"]) & (h["status"] == "正常"), ["household_no", "citizen_id"]]
     by_household = by_household.merge(heads.rename(columns={"citizen_id": "guardian_id"}), on="household_no")
@@ -76,13 +76,13 @@ def compute_truth(policy: Policy, hukou: pd.DataFrame, properties: pd.DataFrame,
                             & (pd.to_datetime(firms["established_date"]) <= firm_by), "person_id"]
     stable = set(stable_si) | set(stable_firm)
     g = holders[holders["is_guardian"]]
-    employed_children = set(g.loc[g["holder_id"].isin(stable), "child_id"])
+    employed_children = set(g.loc[_in(g["holder_id"], stable), "child_id"])
     b = g.merge(qr, on="holder_id").merge(kid_level[["child_id", "level"]], on="child_id").merge(
         membership, on=["address_code", "level"])
-    b = b[~b["child_id"].isin(held_children) & b["child_id"].isin(employed_children)]
+    b = b[~_in(b["child_id"], held_children) & _in(b["child_id"], employed_children)]
     b = b.assign(category="B")[["child_id", "level", "school_code", "category"]]
 
-    c = kid_level[kid_level["urban"] & ~kid_level["child_id"].isin(held_children)].merge(
+    c = kid_level[kid_level["urban"] & ~_in(kid_level["child_id"], held_children)].merge(
         membership, on=["address_code", "level"])
     c = c.assign(category="C")[["child_id", "level", "school_code", "category"]]
 
@@ -109,7 +109,7 @@ def _reasons(policy, none, kid_level, guardians, holders, prop, qp, rentals, ren
              membership, cutoff) -> dict[str, int]:
     """How many ineligible children each reason of policy.md applies to (a coverage check)."""
     ids = set(none["child_id"])
-    hold = holders[holders["child_id"].isin(ids)]
+    hold = holders[_in(holders["child_id"], ids)]
     g = hold[hold["is_guardian"]]
     their_props = hold.merge(prop, on="holder_id")
     their_qp = hold.merge(qp, on="holder_id")
@@ -119,7 +119,7 @@ def _reasons(policy, none, kid_level, guardians, holders, prop, qp, rentals, ren
     short = insurance[insurance["scheme"].isin(policy.insurance_schemes)
                       & insurance["insurance_status"].isin(policy.insurance_status)
                       & (insurance["local_months"] < policy.min_local_months)]
-    k = kid_level[kid_level["child_id"].isin(ids)]
+    k = kid_level[_in(kid_level["child_id"], ids)]
     out = {
         "NO_GUARDIAN_LINK": len(ids - set(guardians["child_id"])),
         "NO_QUALIFYING_PROPERTY": len(ids - set(their_qp["child_id"])),
@@ -129,8 +129,8 @@ def _reasons(policy, none, kid_level, guardians, holders, prop, qp, rentals, ren
         "ADDRESS_UNMATCHED": their_qp.loc[their_qp["address_code"] == "", "child_id"].nunique(),
         "NO_QUALIFYING_RENTAL": len(ids - set(rentals_g.loc[rentals_g["ok"], "child_id"])),
         "RENTAL_NOT_COVERING_CUTOFF": rentals_g.loc[~covering, "child_id"].nunique(),
-        "NO_STABLE_EMPLOYMENT": len(ids - set(g.loc[g["holder_id"].isin(stable), "child_id"])),
-        "INSUFFICIENT_INSURANCE_MONTHS": g.loc[g["holder_id"].isin(set(short["citizen_id"])), "child_id"].nunique(),
+        "NO_STABLE_EMPLOYMENT": len(ids - set(g.loc[_in(g["holder_id"], stable), "child_id"])),
+        "INSUFFICIENT_INSURANCE_MONTHS": g.loc[_in(g["holder_id"], short["citizen_id"]), "child_id"].nunique(),
         "HUKOU_NOT_URBAN": int((~k["urban"]).sum()),
         "HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS": _outside(k[k["urban"]], placed),
     }
@@ -141,3 +141,10 @@ def _outside(rows: pd.DataFrame, placed: pd.DataFrame) -> int:
     """Children with a resolved address that lies in no catchment of the child's level."""
     rows = rows[rows["address_code"] != ""].merge(placed, on=["address_code", "level"], how="left")
     return int(rows.loc[rows["placed"].isna(), "child_id"].nunique())
+
+
+def _in(values: pd.Series, members) -> np.ndarray:
+    """``values.isin(members)`` through a hash table (pandas' Arrow-string isin loops in Python)."""
+    pool = np.fromiter(members, dtype=object, count=len(members)) if isinstance(members, set) else \
+        np.asarray(members, dtype=object)
+    return pd.Series(values.to_numpy(dtype=object)).isin(pool).to_numpy()
