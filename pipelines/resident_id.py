@@ -147,13 +147,21 @@ def normalize_resident_ids(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 CREDIT_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 CREDIT_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 ORGANIZATION_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)  # GB 11714 organization code, characters 9..17
+# GB 32100 registration authority + organization type pairs (characters 1..2).
+CREDIT_PREFIXES = (
+    "11", "12", "13", "19", "21", "29", "31", "32", "33", "34", "35", "39", "41", "49", "51", "52",
+    "53", "59", "61", "62", "69", "71", "72", "79", "81", "89", "91", "92", "93", "A1", "A9", "N1",
+    "N2", "N3", "N9", "Y1",
+)
 
 
 def credit_codes_valid(values: pd.Series) -> pd.Series:
     """18-character unified social credit codes whose two check characters both hold.
 
     GB 32100's final MOD 31 character and the embedded GB 11714 organization code's MOD 11
-    character (characters 9..17): one alone passes a damaged resident ID one time in 31.
+    character (characters 9..17), after a registration-authority/type prefix: a damaged
+    resident ID passes both checks one time in 341, and never with a province prefix such as
+    37 (Shandong) that is no authority/type pair.
     """
     shaped = values.fillna("").astype("str").str.fullmatch(CREDIT_CODE_PATTERN)
     valid = pd.Series(False, index=values.index)
@@ -166,7 +174,8 @@ def credit_codes_valid(values: pd.Series) -> pd.Series:
         organization = np.where(chars[:, 8:16] <= ord("9"), chars[:, 8:16] - ord("0"), chars[:, 8:16] - ord("A") + 10)
         org_check = (11 - (organization.astype(np.int64) @ np.array(ORGANIZATION_WEIGHTS, dtype=np.int64)) % 11) % 11
         org_char = np.where(org_check == 10, ord("X"), org_check + ord("0"))
-        valid[shaped] = (check == digits[:, 17]) & (org_char == chars[:, 16])
+        prefix = values[shaped].astype("str").str.slice(0, 2).isin(CREDIT_PREFIXES).to_numpy(dtype=bool)
+        valid[shaped] = prefix & (check == digits[:, 17]) & (org_char == chars[:, 16])
     return valid
 
 
@@ -174,8 +183,8 @@ def normalize_party_ids(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Ser
     """IDs of a party that is a person or an organization (a title owner, a landlord).
 
     A valid resident ID is a person; otherwise a credit code whose two check characters hold is
-    an organization (credit codes may be all digits, so shape alone cannot tell; a damaged
-    resident ID passes both checks about one time in 341); otherwise the resident-ID reason
+    an organization (credit codes may be all digits, so shape alone cannot tell; see
+    ``credit_codes_valid`` for how rarely a damaged ID passes); otherwise the resident-ID reason
     stands (``INVALID_ID_FORMAT`` for anything not ID-shaped).
     Returns ``(ids, kinds, reasons)``, kinds ``person`` / ``organization`` / NA.
     """

@@ -93,3 +93,9 @@ def test_fullwidth_digits_are_not_mistaken_for_a_clean_id():
 def test_person_id_with_wrong_check_stays_a_person_even_if_it_passes_as_credit_code():
     ids, kinds, reasons = normalize_party_ids(pd.Series(["371102198707301395"]))
     assert kinds.iloc[0] == "person" and reasons.iloc[0] == "INVALID_ID_CHECKSUM"
+
+
+@pytest.mark.parametrize("damaged", ["371171195108180050", "3711A2197811180784"])
+def test_damaged_ids_passing_both_credit_checks_stay_persons(damaged):
+    _, kinds, reasons = normalize_party_ids(pd.Series([damaged]))
+    assert kinds.iloc[0] == "person" and pd.notna(reasons.iloc[0])
