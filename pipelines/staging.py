@@ -605,9 +605,9 @@ def cast_columns(raw: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, list[
                 ids, reasons = normalize_resident_ids(text)
             else:
                 ids, kinds, reasons = normalize_party_ids(text)
-                if column.kind_column:
-                    typed[column.kind_column] = kinds
             typed[column.key] = ids
+            if column.type == "org_or_id" and column.kind_column:
+                typed[column.kind_column] = kinds
             failures.append(Failure(INVALID_ID_FORMAT, reasons.eq(INVALID_ID_FORMAT).fillna(False).astype(bool),
                                     f"{column.key}: not a resident ID in any accepted form"))
             failures.append(Failure(INVALID_ID_CHECKSUM, reasons.eq(INVALID_ID_CHECKSUM).fillna(False).astype(bool),
