@@ -229,6 +229,17 @@ def publish(settings: Settings, decided: dict, started_at: dt.datetime) -> dict:
     return {"run_id": run_id, "warehouse": redact_url(settings.warehouse_url)}
 
 
+def published_row_counts(settings: Settings) -> dict[str, int]:
+    """Rows per table of the run the warehouse now holds (from run_audit)."""
+    from pipelines.publish import read_current_run
+
+    current = read_current_run(settings.warehouse_url) or {}
+    counts = current.get("row_counts") or {}
+    if isinstance(counts, str):
+        counts = json.loads(counts)
+    return {name: int(n) for name, n in counts.items()}
+
+
 def record_failure(settings: Settings, started_at: dt.datetime, reason: str) -> None:
     """Note a failed run in run_audit; the published tables stay as they were."""
     from pipelines.publish import ensure_warehouse, record_failed_run
