@@ -131,8 +131,8 @@ def _evidence(frame: pd.DataFrame, key_columns: list[str]) -> pd.DataFrame:
         return pd.DataFrame({**{c: pd.Series(dtype="object") for c in key_columns},
                              "evidence": pd.Series(dtype="object")})
     facts = (frame[key_columns + ["source", "record_key", "date"]]
-             .drop_duplicates(key_columns + ["source", "record_key"])
-             .sort_values(key_columns + ["source", "record_key"], kind="stable", ignore_index=True))
+             .sort_values(key_columns + ["source", "record_key", "date"], kind="stable")
+             .drop_duplicates(key_columns + ["source", "record_key"], ignore_index=True))
     items = ('{"date": ' + json_strings(_iso(facts["date"])) + ', "record_key": '
              + json_strings(facts["record_key"]) + ', "source": ' + json_strings(facts["source"]) + "}")
     keys = facts[key_columns]
@@ -395,6 +395,8 @@ def decide(children: pd.DataFrame, facts: dict[str, pd.DataFrame], address_catch
     eligibility = rows.assign(policy_id=policy.policy_id, run_id=run_id,
                               priority_date=pd.to_datetime(rows["priority_date"]).astype("datetime64[ns]"))
     eligibility = eligibility[ELIGIBILITY_COLUMNS].sort_values(keys, ignore_index=True)
+    basis = eligibility["basis_guardian_id"].astype(object)
+    eligibility["basis_guardian_id"] = basis.where(basis.notna(), None)
 
     without = living[~living.set_index(["child_id", "level"]).index.isin(
         eligibility.set_index(["child_id", "level"]).index)]

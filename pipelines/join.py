@@ -358,8 +358,9 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
 
     ``qualifying`` is policy.md's stable employment: a listed scheme in a listed status with
     at least ``min_local_months``; or a business/enterprise in a listed status established on
-    or before cutoff − ``min_business_months``. ``record_key`` is the scheme for insurance
-    (one row per person per scheme) and the credit code for businesses.
+    or before cutoff − ``min_business_months``. ``record_key`` is ``<citizen_id>:<scheme>`` for
+    insurance (its natural key: two parents in one scheme are two records of evidence) and the
+    credit code for businesses.
     """
     established_by = pd.Timestamp(policy.business_established_by)
     insurance = _frame(staged, "social_insurance", [
@@ -369,7 +370,7 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
     months = pd.to_numeric(insurance["local_months"], errors="coerce").astype("Int64")
     insured = pd.DataFrame({
         "citizen_id": insurance["citizen_id"].astype("object"), "kind": "social_insurance",
-        "record_key": insurance["scheme"].astype("object"),
+        "record_key": (insurance["citizen_id"].astype("str") + ":" + insurance["scheme"].astype("str")).astype("object"),
         "org_code": insurance["employer_code"].astype("object"),
         "since": _dates(insurance["first_insured_date"]), "local_months": months,
         "status": insurance["insurance_status"].astype("object"),

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipelines.eligibility import compute_eligibility, run_engine
-from test_join import (CHILD, FATHER, MOTHER, OTHER, POLICY, RURAL, address_catchment, address_match,
+from test_join import (CHILD, FATHER, MOTHER, OTHER, POLICY, ROLES, RURAL, address_catchment, address_match,
                        business, contract, family, insurance, person, policy_with, rental, rid, staged,
                        tables_of, title, who)
 
@@ -34,7 +34,12 @@ def reasons(result, child=CHILD):
 
 
 def evidence_keys(value):
-    return {(e["source"], e["record_key"]) for e in json.loads(value)}
+    """(source, record_key) of each evidence item, IDs inside keys shown as roles."""
+    def shown(key):
+        for citizen_id, role in ROLES.items():
+            key = key.replace(citizen_id, role)
+        return key
+    return {(e["source"], shown(e["record_key"])) for e in json.loads(value)}
 
 
 # ---------------------------------------------------------------- category A
@@ -136,7 +141,7 @@ def test_rental_with_stable_employment_gives_b_with_rental_and_job_evidence():
     assert schools(result) == {"S1": "B"}
     hit = row(result, "S1")
     assert (hit["priority_date"], who(hit["basis_guardian_id"])) == (pd.Timestamp("2026-09-05"), "father")
-    assert evidence_keys(hit["evidence"]) == {("rental", "R1"), ("social_insurance", "企业职工基本养老保险")}
+    assert evidence_keys(hit["evidence"]) == {("rental", "R1"), ("social_insurance", "mother:企业职工基本养老保险")}
 
 
 def test_eleven_insurance_months_are_not_stable_employment():
@@ -303,3 +308,11 @@ def test_evidence_text_is_exactly_the_shared_json_spelling():
     (text,) = _evidence(facts, ["child_id"])["evidence"]
     assert text == json_text([{"source": "property_title", "record_key": '鲁(2019)某市"第1号"\\', "date": "2019-03-01"},
                               {"source": "rental", "record_key": "ZL1", "date": None}])
+
+
+def test_b_evidence_lists_each_guardians_insurance_record():
+    result = run(staged(hukou=family(), rentals=[rental(FATHER, "R1")],
+                        insured=[insurance(FATHER, 30), insurance(MOTHER, 30)]))
+    assert evidence_keys(row(result, "S1")["evidence"]) == {
+        ("rental", "R1"), ("social_insurance", "father:企业职工基本养老保险"),
+        ("social_insurance", "mother:企业职工基本养老保险")}

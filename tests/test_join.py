@@ -264,8 +264,8 @@ def test_employment_qualifies_by_months_and_business_age():
                     enterprises=[enterprise(MOTHER, "E-closed", status="注销")])
     jobs = tables_of(frames)["employment"]
     by = {(r.citizen_id, r.kind, r.record_key): r.qualifying for r in jobs.itertuples()}
-    assert by[(FATHER, "social_insurance", "企业职工基本养老保险")] is True
-    assert by[(MOTHER, "social_insurance", "企业职工基本养老保险")] is False
+    assert by[(FATHER, "social_insurance", FATHER + ":企业职工基本养老保险")] is True
+    assert by[(MOTHER, "social_insurance", MOTHER + ":企业职工基本养老保险")] is False
     assert by[(FATHER, "individual_business", "B-old")] is True
     assert by[(MOTHER, "individual_business", "B-new")] is False
     assert by[(MOTHER, "enterprise", "E-closed")] is False
