@@ -199,10 +199,10 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     mentions = _mentions(staged)
     authority = {source: rank for rank, source in enumerate(NAME_AUTHORITY)}
     mentions = mentions.assign(rank=mentions["source"].map(authority))
-    named = mentions[mentions["name"].notna()]
-    chosen = (named.sort_values(["citizen_id", "rank", "name"], kind="stable")
-              .drop_duplicates("citizen_id").set_index("citizen_id")["name"])
-    conflict = named.groupby("citizen_id")["name"].nunique() > 1
+    spellings = mentions.loc[mentions["name"].notna(), ["citizen_id", "name", "rank"]]
+    spellings = spellings.sort_values("rank", kind="stable").drop_duplicates(["citizen_id", "name"])
+    chosen = spellings.drop_duplicates("citizen_id").set_index("citizen_id")["name"]
+    conflicting = spellings.loc[spellings["citizen_id"].duplicated(), "citizen_id"]
 
     bits = mentions["source"].map({s: 1 << i for i, s in enumerate(SOURCES)}).astype(np.int64)
     masks = (pd.DataFrame({"citizen_id": mentions["citizen_id"], "bit": bits})
@@ -213,7 +213,7 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     citizens = pd.DataFrame({"citizen_id": masks.index.astype("object")})
     citizens["name"] = citizens["citizen_id"].map(chosen).astype("object")
     citizens["sources"] = masks.map(mask_text).to_numpy()
-    citizens["name_conflict"] = citizens["citizen_id"].map(conflict).fillna(False).astype(bool).to_numpy()
+    citizens["name_conflict"] = member(citizens["citizen_id"], conflicting)
 
     hukou = latest_hukou(_frame(staged, "hukou", [
         "citizen_id", "sex", "birth_date", "household_no", "status", "hukou_region_code",
