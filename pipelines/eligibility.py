@@ -246,7 +246,8 @@ def person_facts(tables: dict[str, pd.DataFrame], address_catchment: pd.DataFram
         _reasons(properties.loc[listed_status & ~listed_use, "citizen_id"], PROPERTY_NOT_RESIDENTIAL, HOLDER_SCOPE),
         _reasons(properties.loc[~listed_status & listed_use, "citizen_id"], PROPERTY_NOT_CURRENT, HOLDER_SCOPE),
         _reasons(qualifying.loc[qualifying["address_code"].isna(), "citizen_id"], ADDRESS_UNMATCHED, HOLDER_SCOPE),
-        _reasons(good_rentals.loc[good_rentals["address_code"].isna(), "citizen_id"], ADDRESS_UNMATCHED, GUARDIAN_SCOPE),
+        _reasons(good_rentals.loc[good_rentals["address_code"].isna(), "citizen_id"], ADDRESS_UNMATCHED,
+                 GUARDIAN_SCOPE),
         _reasons(property_outside["citizen_id"], PROPERTY_OUTSIDE_ALL_CATCHMENTS, HOLDER_SCOPE,
                  property_outside["level"].to_numpy()),
         _reasons(rental_outside["citizen_id"], RENTAL_OUTSIDE_ALL_CATCHMENTS, GUARDIAN_SCOPE,
@@ -431,7 +432,8 @@ def _child_reasons(children: pd.DataFrame, facts: dict[str, pd.DataFrame],
       of the level. ADDRESS_UNMATCHED: urban hukou whose address has no single code.
     - plus every person reason (``person_facts``) of the child's and the guardians' records.
     """
-    has_guardian = pd.Series(join.member(children["child_id"], facts["edge_guardians"]["child_id"]), index=children.index)
+    has_guardian = pd.Series(join.member(children["child_id"], facts["edge_guardians"]["child_id"]),
+                             index=children.index)
     covered = catchments.assign(inside=True)[["address_code", "level", "inside"]].drop_duplicates(
         ["address_code", "level"])
     placed = children.merge(covered, left_on=["hukou_address_code", "level"],

@@ -370,7 +370,8 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
     months = pd.to_numeric(insurance["local_months"], errors="coerce").astype("Int64")
     insured = pd.DataFrame({
         "citizen_id": insurance["citizen_id"].astype("object"), "kind": "social_insurance",
-        "record_key": (insurance["citizen_id"].astype("str") + ":" + insurance["scheme"].astype("str")).astype("object"),
+        "record_key": (insurance["citizen_id"].astype("str") + ":"
+                       + insurance["scheme"].astype("str")).astype("object"),
         "org_code": insurance["employer_code"].astype("object"),
         "since": _dates(insurance["first_insured_date"]), "local_months": months,
         "status": insurance["insurance_status"].astype("object"),

@@ -256,7 +256,8 @@ def test_prefill_has_one_document_per_guardian_with_children_and_schools():
     assert [p["record_key"] for p in father["properties"]] == ["T1"]
     assert father["hukou"]["household_no"] == "100000001"
     (kid,) = father["children"]
-    assert who(kid["child_id"]) == "child" and [(s["school_code"], s["category"]) for s in kid["schools"]] == [("S1", "A1")]
+    assert who(kid["child_id"]) == "child"
+    assert [(s["school_code"], s["category"]) for s in kid["schools"]] == [("S1", "A1")]
     mother = json.loads(prefill.loc[MOTHER, "document"])
     assert mother["employment"][0]["qualifying"] is True
 
