@@ -150,7 +150,7 @@ def resolve_addresses(settings: Settings) -> dict:
     address_match.to_parquet(out / "address_match.parquet", index=False)
     catchment = place_in_catchments(registry, settings.reference / "catchments.geojson", policy.enrollment_year)
     catchment.to_parquet(out / "address_catchment.parquet", index=False)
-    review = write_review_list(address_match, out / "review")
+    review = write_review_list(address_match, out / "review", registry)
     counts = address_match["status"].value_counts().to_dict()
     log.info("addresses: %s texts, by status %s", len(address_match), counts)
     return {"texts": int(len(address_match)), "by_status": {k: int(v) for k, v in counts.items()},
