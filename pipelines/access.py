@@ -219,15 +219,17 @@ def build_access_tables(tables: Mapping[str, Path], schools_csv: Path, hmac_key:
 
 _FUNCTIONS = f"""
 CREATE OR REPLACE FUNCTION zerocert.reader_sees_citizen(citizen text) RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  SELECT EXISTS (SELECT 1 FROM zerocert.district_scope s WHERE s.citizen_id = citizen
-                 AND s.district_code = current_setting('{DISTRICT_SETTING}', true))
-$$;
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  RETURN EXISTS (SELECT 1 FROM zerocert.district_scope s WHERE s.citizen_id = citizen
+                 AND s.district_code = current_setting('{DISTRICT_SETTING}', true));
+END $$;
 CREATE OR REPLACE FUNCTION zerocert.reader_sees_school(school text) RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-  SELECT EXISTS (SELECT 1 FROM zerocert.school s WHERE s.school_code = school
-                 AND s.district_code = current_setting('{DISTRICT_SETTING}', true))
-$$;
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  RETURN EXISTS (SELECT 1 FROM zerocert.school s WHERE s.school_code = school
+                 AND s.district_code = current_setting('{DISTRICT_SETTING}', true));
+END $$;
 """
 
 
