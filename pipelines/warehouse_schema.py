@@ -18,14 +18,13 @@ runs and evolve through the SQL migrations in ``warehouse/migrations/<dialect>/`
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.errors import ZerocertError
-from pipelines.resident_id import mask_id
+from pipelines.masking import mask_ids_in  # noqa: F401 - database and Arrow errors quote values
 
 SCHEMA = "zerocert"  # PostgreSQL schema readers query (SQLite: the main database)
 DIALECTS = ("postgresql", "sqlite")
@@ -40,12 +39,6 @@ _ARROW_TYPES = {"text": pa.string(), "json": pa.string(), "date": pa.date32(), "
                 "int": pa.int64(), "double": pa.float64()}
 
 
-_ID_PATTERN = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
-
-
-def mask_ids_in(text: str) -> str:
-    """Mask every resident ID inside a message (database and Arrow errors quote values)."""
-    return _ID_PATTERN.sub(lambda m: mask_id(m.group()), text)
 
 
 @dataclass(frozen=True)
