@@ -80,7 +80,8 @@ def warehouse(pg_url, tmp_path_factory):
     publish(pg_url, tmp, f"r1-{uuid.uuid4().hex[:6]}")
     create_roles(pg_url)
     create_roles(pg_url)  # idempotent
-    publish(pg_url, tmp, f"r2-{uuid.uuid4().hex[:6]}")  # policies and grants carried by the swap
+    # the second run is published by the owner role itself; policies and grants carried by the swap
+    publish(pg_url.replace("://postgres@", "://zerocert_etl@"), tmp, f"r2-{uuid.uuid4().hex[:6]}")
     return pg_url
 
 
@@ -174,9 +175,13 @@ def test_analyst_sees_no_resident_id(warehouse):
                 conn.execute(f"SELECT 1 FROM zerocert.{table} LIMIT 1")
 
 
-def test_owner_role_reads_everything(warehouse):
+def test_owner_role_published_the_current_run_and_reads_everything(warehouse):
     with connect(warehouse, "zerocert_etl") as conn:
         assert visible_ids(conn, "citizen") == ALL_IDS
+        current = conn.execute("SELECT run_id FROM run_audit WHERE status = 'published' "
+                               "ORDER BY finished_at DESC LIMIT 1").fetchone()[0]
+        assert current.startswith("r2-")
+        assert {r[0] for r in conn.execute("SELECT DISTINCT run_id FROM citizen")} == {current}
         owners = {r[0] for r in conn.execute(
             "SELECT tableowner FROM pg_tables WHERE schemaname = 'zerocert'")}
     assert owners == {"zerocert_etl"}
