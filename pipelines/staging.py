@@ -678,7 +678,10 @@ def stage_with_schema(raw: pd.DataFrame, schema: Schema,
         "detail": detail[bad].astype("str"),
         "raw": raw["raw"][bad].astype("str"),
     }, columns=QUARANTINE_COLUMNS).reset_index(drop=True)
-    accepted = typed[good] if not good.all() else typed.copy()
+    columns = {}
+    for key in list(typed.columns):  # filter column by column, freeing each typed column as we go
+        columns[key] = typed.pop(key)[good]
+    accepted = pd.DataFrame(columns)
     accepted["record_ref"] = raw["record_ref"][good].astype("str")
     staged = Staged(accepted=accepted.reset_index(drop=True), quarantined=quarantined,
                     rows_in=len(raw), rows_duplicate=int(duplicate.sum()))
