@@ -54,19 +54,25 @@ def windows(text: str) -> set[str]:
     return out
 
 
-def test_a_dirty_run_logs_no_full_id_or_name(pg_url, tmp_path):
-    city = tmp_path / "city"
+@pytest.fixture(scope="module")
+def city_run(pg_url, tmp_path_factory):
+    """One whole CLI run over a dirty 400-person city, published to PostgreSQL, logs in files."""
+    root = tmp_path_factory.mktemp("privacy")
+    city, work = root / "city", root / "work"
     synthesize(city, people=400, seed=11)
-    work = tmp_path / "work"
-    log_file, out_file = tmp_path / "run.log", tmp_path / "run.out"
+    log_file, out_file = root / "run.log", root / "run.out"
     with log_file.open("wb") as stderr, out_file.open("wb") as stdout:
         status = subprocess.run(
             [sys.executable, "-m", "pipelines.cli", "-v", "run", "--landing", str(city / "landing"),
              "--reference", str(city / "reference"), "--warehouse", pg_url, "--as-of", "2027-08-15",
              "--work-dir", str(work)], stdout=stdout, stderr=stderr, timeout=240).returncode
-    logs = [log_file, out_file, *work.rglob("*.log")]
-    text = "\n".join(decoded(p) for p in logs)
+    text = "\n".join(decoded(p) for p in [log_file, out_file, *work.rglob("*.log")])
     assert status == 0, text[-2000:]
+    return city, work, text
+
+
+def test_a_dirty_run_logs_no_full_id_or_name(city_run):
+    city, work, text = city_run
     assert "quarantine" in text.lower() or "INVALID" in text  # the dirt was seen and logged about
 
     ids = delivered_ids(city / "landing")
@@ -81,3 +87,58 @@ def test_a_dirty_run_logs_no_full_id_or_name(pg_url, tmp_path):
     names = {n for n in citizens["name"].dropna() if len(n) >= 2}
     named = [n for n in names if n in text]
     assert not named, f"{len(named)} full names in the run's logs"
+
+
+def test_district_readers_of_a_real_run_see_their_district_only(city_run, pg_url):
+    """The engine's real outputs plus the access tables, published and read per district."""
+    import datetime as dt
+
+    import psycopg
+
+    from pipelines.access import build_access_tables, create_roles
+    from pipelines.publish import publish_run, read_current_run
+
+    city, work, _ = city_run
+    tables_dir = next(work.rglob("eligibility.parquet")).parent
+    tables = {p.stem: p for p in tables_dir.glob("*.parquet") if not p.stem.endswith(".pre")}
+    schools_csv = city / "reference" / "schools.csv"
+    key = b"privacy-test-key-0123456789"
+    tables.update(build_access_tables(tables, schools_csv, key, work / "access"))
+    current = read_current_run(pg_url)
+    publish_run(pg_url, {**current, "started_at": dt.datetime.now(dt.timezone.utc)}, tables)
+    create_roles(pg_url)
+
+    schools = pd.read_csv(schools_csv, dtype=str)
+    truth = pd.read_csv(city / "truth" / "eligibility.csv", dtype=str).merge(schools, on=["school_code", "level"])
+    ineligible = pd.read_csv(city / "truth" / "ineligible.csv", dtype=str)
+    citizen = pd.read_parquet(tables["citizen"], columns=["citizen_id", "hukou_region_code"])
+    home = dict(zip(citizen["citizen_id"], citizen["hukou_region_code"]))
+    guardianship = pd.read_parquet(tables["guardianship"], columns=["child_id", "guardian_id"])
+    database = pg_url.rsplit("/", 1)[1]
+    every_id = set(citizen["citizen_id"])
+    for district, own in schools.groupby("district_code"):
+        eligible = set(truth.loc[truth["district_code"] == district, "child_id"])
+        unplaced = {c for c in ineligible["child_id"] if home.get(c) == district}
+        guardians = set(guardianship.loc[guardianship["child_id"].isin(eligible | unplaced), "guardian_id"])
+        with psycopg.connect(host="127.0.0.1", user="enrollment_reader", dbname=database,
+                             options=f"-c zerocert.district={district}") as conn:
+            seen = conn.execute("SELECT child_id, school_code FROM eligibility").fetchall()
+            assert {s for _, s in seen} <= set(own["school_code"]), district
+            differ = len({c for c, _ in seen} ^ eligible)  # counts only: no ID in test output
+            assert differ == 0, district
+            prefill = {r[0] for r in conn.execute("SELECT guardian_id FROM prefill")}
+            people = {r[0] for r in conn.execute("SELECT citizen_id FROM citizen")}
+        strangers, others = len(prefill - guardians), len(people - (eligible | unplaced | guardians))
+        assert strangers == 0 and others == 0 and prefill, district
+    with psycopg.connect(host="127.0.0.1", user="analyst", dbname=database) as conn:
+        for table in ("analyst_citizen", "analyst_eligibility", "demand_by_school"):
+            text = " ".join(str(v) for row in conn.execute(f"SELECT * FROM {table}") for v in row)
+            leaked = len(ids_in(text, every_id))
+            assert text and leaked == 0, table
+        total = conn.execute("SELECT sum(children) FROM demand_by_school").fetchone()[0]
+    assert int(total) == truth.drop_duplicates(["child_id", "level", "school_code"]).groupby(
+        ["school_code", "level", "category"])["child_id"].nunique().sum()
+
+
+def ids_in(text: str, ids: set[str]) -> set[str]:
+    return ids & windows(text)
