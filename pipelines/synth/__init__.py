@@ -94,6 +94,9 @@ def synthesize(out: Path, people: int, seed: int, dirt: DirtRates = DirtRates(),
 
     p = build_people(people, policy, geo.registry, rng(2), as_of)
     rec = build_records(p, geo.registry, geo.blocks, policy, rng(3), as_of)
+    p = p[["hh", "citizen_id", "name", "sex", "birth_date", "ethnicity", "household_no", "relation", "address_code",
+           "region", "settled_date", "guardian1_id", "guardian1_relation", "guardian2_id", "guardian2_relation",
+           "status", "updated_at"]]  # what rendering and truth still read (memory at city scale)
     counts: dict[str, int] = {}
     texts = render_sources(p, rec, geo.registry, policy, rates, rng(4), counts)
     kept = {}

@@ -71,9 +71,11 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     window = np.zeros(len(p), bool)
     for w in policy.levels:
         window |= (birth >= np.datetime64(w.birth_from)) & (birth <= np.datetime64(w.birth_to))
-    yield "hukou", _damaged(SourceText("hukou", f, "citizen_id", "birth_date", "status", "citizen_id", ~window,
+    st = _damaged(SourceText("hukou", f, "citizen_id", "birth_date", "status", "citizen_id", ~window,
                               clean_ids=ids, facts=p,
                               addresses=pd.DataFrame({"text": hh_addr.text[at], "code": hh_addr.truth_code[at]})), rng, rates, counts)
+    f = None  # a suspended generator must not pin this source's text
+    yield "hukou", st
 
     # ---- property titles: one address text per certificate
     t = rec["property_title"]
@@ -91,9 +93,12 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "share": t["share"].to_numpy(dtype=object), "address": cert_addr.text[at],
         "use": t["use"].to_numpy(dtype=object), "floor_area": t["floor_area"].map("{:.2f}".format).to_numpy(dtype=object),
         "registered_date": _dates(t["registered_date"], rng, rates), "title_status": t["title_status"].to_numpy(dtype=object)})
-    yield "property_title", _damaged(SourceText("property_title", f, "owner_id", "registered_date", "title_status", "owner_id",
+    t = rec["property_title"] = t[["owner_kind", "owner_id", "use", "title_status", "registered_date"]]
+    st = _damaged(SourceText("property_title", f, "owner_id", "registered_date", "title_status", "owner_id",
                                        person, clean_ids=t["owner_id"].to_numpy(dtype=object), facts=t,
                                        addresses=pd.DataFrame({"text": cert_addr.text[at], "code": cert_addr.truth_code[at]})), rng, rates, counts)
+    f = None  # a suspended generator must not pin this source's text
+    yield "property_title", st
 
     # ---- housing contracts: buyers as a nested list
     c = rec["housing_contract"]
@@ -122,6 +127,7 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         buyers = one if buyers is None else buyers + np.where(one != "", ", " + one, "")
     st.fields = pd.DataFrame({"contract_no": f["contract_no"], "buyers": "[" + buyers + "]",
                               **{k: f[k] for k in ("seller", "project_name", "address", "use", "signed_date", "status")}})
+    f = None
     yield "housing_contract", st
 
     # ---- rentals
@@ -135,9 +141,11 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "address": r_addr.text, "start_date": _dates(r["start_date"], rng, rates),
         "end_date": _dates(r["end_date"], rng, rates), "registered_date": _dates(r["registered_date"], rng, rates),
         "status": r["status"].to_numpy(dtype=object)})
-    yield "rental", _damaged(SourceText("rental", f, "tenant_id", "start_date", "status", "record_no", np.ones(len(r), bool),
+    st = _damaged(SourceText("rental", f, "tenant_id", "start_date", "status", "record_no", np.ones(len(r), bool),
                                clean_ids=ids[pid], facts=r.assign(tenant_id=ids[pid]),
                                addresses=pd.DataFrame({"text": r_addr.text, "code": r_addr.truth_code})), rng, rates, counts)
+    f = None  # a suspended generator must not pin this source's text
+    yield "rental", st
 
     # ---- social insurance
     s = rec["social_insurance"]
@@ -150,9 +158,12 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     f["first_insured_date"] = _dates(s["first_insured_date"], rng, rates)
     f["local_months"] = s["local_months"].astype(str).to_numpy()
     f["last_paid_month"] = s["last_paid_month"].to_numpy()
-    yield "social_insurance", _damaged(SourceText("social_insurance", f, "citizen_id", "first_insured_date", "insurance_status",
+    s = rec["social_insurance"] = s[["person", "scheme", "insurance_status", "local_months"]]  # what the truth reads
+    st = _damaged(SourceText("social_insurance", f, "citizen_id", "first_insured_date", "insurance_status",
                                          "citizen_id", np.ones(len(s), bool), clean_ids=ids[pid],
                                          facts=s), rng, rates, counts)
+    f = None  # a suspended generator must not pin this source's text
+    yield "social_insurance", st
 
     # ---- individual businesses and enterprises
     b = rec["individual_business"]
@@ -164,10 +175,12 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "operator_id": _ids(ids[pid], rng, rates, counts), "address": b_addr.text, "form": b["form"].to_numpy(dtype=object),
         "established_date": _dates(b["established_date"], rng, rates), "reg_status": b["reg_status"].to_numpy(dtype=object),
         "closed_date": _dates(b["closed_date"], rng, rates)})
-    yield "individual_business", _damaged(SourceText(
+    st = _damaged(SourceText(
         "individual_business", f, "operator_id", "established_date", "reg_status", "credit_code", np.ones(len(b), bool),
         clean_ids=ids[pid], facts=b.assign(person_id=ids[pid]),
         addresses=pd.DataFrame({"text": b_addr.text, "code": b_addr.truth_code})), rng, rates, counts)
+    f = None  # a suspended generator must not pin this source's text
+    yield "individual_business", st
     e = rec["enterprise"]
     e_addr = _addresses(e["address_code"].to_numpy(), registry, rng, rates, counts)
     pid = e["person"].to_numpy()
@@ -178,10 +191,12 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "legal_rep_id": _ids(ids[pid], rng, rates, counts), "address": e_addr.text,
         "established_date": _dates(e["established_date"], rng, rates), "reg_status": e["reg_status"].to_numpy(dtype=object),
         "approved_date": _dates(e["approved_date"], rng, rates)})
-    yield "enterprise", _damaged(SourceText(
+    st = _damaged(SourceText(
         "enterprise", f, "legal_rep_id", "established_date", "reg_status", "credit_code", np.ones(len(e), bool),
         clean_ids=ids[pid], facts=e.assign(person_id=ids[pid]),
         addresses=pd.DataFrame({"text": e_addr.text, "code": e_addr.truth_code})), rng, rates, counts)
+    f = None  # a suspended generator must not pin this source's text
+    yield "enterprise", st
 
 
 
