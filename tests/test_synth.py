@@ -368,3 +368,34 @@ def test_cli_arguments_cover_every_dirt_rate_and_reach_synthesize(tmp_path):
         synthesize(tmp_path / "d", 10, 1)
     with pytest.raises(UsageError):
         synthesize(tmp_path / "e", 300, 1, DirtRates(duplicate=2.0))
+
+
+def test_records_cover_every_code_value_and_form_the_issue_names(city, delivered):
+    recs, _, _ = delivered
+    titles = pd.DataFrame(recs["property_title"])
+    assert set(titles["share"]) >= {"", "50%", "1/2", "0.5"}
+    assert set(titles["co_ownership"]) == {"单独所有", "共同共有", "按份共有"}
+    assert set(titles["title_status"]) == {"现势", "历史", "注销"}
+    assert set(titles["use"]) - {"住宅"} and "住宅" in set(titles["use"])
+    assert any(norm_date(d) > CUTOFF for d in titles["registered_date"])
+    credit = titles.loc[titles["owner_id"].str.fullmatch(r"91\d{6}[0-9A-Z]{10}"), "owner_id"]
+    assert len(credit) > 0 and credit.str.len().eq(18).all()
+    contracts = pd.DataFrame(recs["housing_contract"])
+    assert set(contracts["status"]) == {"已备案", "已撤销", "已注销"}
+    assert contracts["buyers"].map(len).max() >= 2
+    assert set(pd.DataFrame(recs["rental"])["status"]) == {"有效", "已注销"}
+    insurance = pd.DataFrame(recs["social_insurance"])
+    assert set(insurance["insurance_status"]) == {"参保缴费", "暂停缴费", "终止参保"}
+    assert len(set(insurance["scheme"])) == 6
+    months = insurance["local_months"].astype(int)
+    assert (months < 12).any() and (months >= 12).any()
+    assert insurance.groupby(insurance["citizen_id"].map(norm_id)).size().max() >= 2
+    assert set(pd.DataFrame(recs["individual_business"])["reg_status"]) == {"存续", "注销", "吊销"}
+    assert set(pd.DataFrame(recs["enterprise"])["reg_status"]) == {"存续", "在业", "注销", "吊销", "迁出"}
+    hukou = pd.DataFrame(recs["hukou"])
+    assert set(hukou["status"]) == {"正常", "迁出", "死亡", "注销"}
+    assert {"孙子", "孙女", "户主", "配偶", "子", "女", "其他"} <= set(hukou["relation"])
+    assert set(hukou["region"]) == {"371102", "371171", "371103", "371121", "371122"}
+    minors = hukou[hukou["birth_date"].map(norm_date) > dt.date(2010, 1, 1)]
+    blank = minors["guardian1_id"].str.strip() == ""
+    assert 0 < blank.sum() < len(minors) / 2

@@ -112,8 +112,10 @@ def synthesize(out: Path, people: int, seed: int, dirt: DirtRates = DirtRates(),
         path = deliver(out, source, day, lines)
         summary_files[str(path.relative_to(out))] = len(lines)
         damaged = st.damage >= 0
-        quarantine.append(pd.DataFrame({"source": source, "record_ref": [f"{name}:{n}" for n in st.line[damaged]],
-                                        "reason_code": [D.REASON[D.DAMAGE[k]] for k in st.damage[damaged]]}))
+        reasons = np.array([D.REASON[k] for k in D.DAMAGE], dtype=object)
+        quarantine.append(pd.DataFrame({"source": source,
+                                        "record_ref": name + ":" + pd.Series(st.line[damaged]).astype(str),
+                                        "reason_code": reasons[st.damage[damaged]]}))
         if st.addresses is not None:
             ok = st.addresses[~damaged]
             address_rows.append(pd.DataFrame({"source": source, "address": pd.Series(ok["text"]).str.strip(),

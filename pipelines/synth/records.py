@@ -29,15 +29,19 @@ def credit_codes(kind: str, regions: np.ndarray, rng: np.random.Generator) -> np
     n = len(regions)
     body = rng.integers(0, 10, (n, 8))
     org_check = (11 - (body * ORG_WEIGHTS).sum(axis=1) % 11) % 11
-    org_char = np.where(org_check == 10, 30, org_check)  # 'X' is index 30 in CREDIT_CHARS ('Y' is 30?)
-    region_digits = np.array([list(map(int, r)) for r in regions]) if n else np.zeros((0, 6), int)
+    region_text = "".join(np.asarray(regions, dtype=str).tolist()).encode("ascii")
+    region_digits = (np.frombuffer(region_text, dtype=np.uint8).reshape(n, 6) - ord("0")).astype(np.int64)
     values = np.column_stack([np.full(n, int(kind[0])), np.full(n, int(kind[1])), region_digits, body,
                               np.where(org_check == 10, CREDIT_CHARS.index("X"), org_check)])
-    del org_char
     check = (31 - (values * CREDIT_WEIGHTS).sum(axis=1) % 31) % 31
-    table = np.array(list(CREDIT_CHARS))
-    chars = table[np.column_stack([values, check])]
-    return np.array(["".join(r) for r in chars], dtype=object)
+    table = np.frombuffer(CREDIT_CHARS.encode("ascii"), dtype=np.uint8)
+    chars = np.ascontiguousarray(table[np.column_stack([values, check])])
+    return chars.view("S18").ravel().astype(str).astype(object)
+
+
+def _company_names(rng, n: int, prefix: str, kinds: tuple[str, ...], suffix: str) -> np.ndarray:
+    heads = np.array(clean(COMPOUND_HEADS), dtype=object)[rng.integers(0, 60, n)]
+    return prefix + heads + np.array(kinds, dtype=object)[rng.integers(0, len(kinds), n)] + suffix
 
 
 def _dates_between(lo: np.datetime64, hi: np.datetime64, n: int, rng) -> np.ndarray:
@@ -94,8 +98,8 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     joint = (pa >= 0) & (co < 0.7)
     mode = np.where(joint, np.where(co < 0.35, "共同共有", "按份共有"), "单独所有")
     cert_year = pd.DatetimeIndex(reg).year.to_numpy()
-    cert_no = np.array([f"鲁({y})日照市不动产权第{n:07d}号" for y, n in
-                        zip(cert_year, rng.choice(9_000_000, k, replace=False) + 1_000_000)], dtype=object)
+    cert_no = ("鲁(" + pd.Series(cert_year).astype(str) + ")日照市不动产权第"
+               + pd.Series(rng.choice(9_000_000, k, replace=False) + 1_000_000).astype(str) + "号").to_numpy(dtype=object)
     unit_no = (pd.Series(title_room).str.slice(0, 6) + "00" + pd.Series(title_room).str.slice(-4)
                + "GB" + pd.Series(rng.integers(0, 99999, k)).map("{:05d}".format) + "F"
                + pd.Series(rng.integers(0, 99999999, k)).map("{:08d}".format)).to_numpy()
@@ -122,8 +126,7 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
         "registered_date": _dates_between(np.datetime64("2005-01-01"), cutoff, nc, rng),
         "title_status": "现势", "person": -1, "share": "", "owner_kind": "organization"})
     companies["owner_id"] = credit_codes("91", companies["address_code"].str.slice(0, 6).to_numpy(), rng)
-    companies["owner_name"] = [f"日照{h}{i}有限公司" for h, i in zip(
-        np.array(clean(COMPOUND_HEADS))[rng.integers(0, 60, nc)], np.array(INDUSTRIES)[rng.integers(0, len(INDUSTRIES), nc)])]
+    companies["owner_name"] = _company_names(rng, nc, "日照", INDUSTRIES, "有限公司")
     titles["owner_id"] = p["citizen_id"].to_numpy()[titles["person"]]
     titles["owner_name"] = p["name"].to_numpy()[titles["person"]]
     titles = pd.concat([titles.drop(columns="share_kind"), companies], ignore_index=True)
@@ -150,7 +153,8 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
         "contract_no": pd.Series(rng.choice(90_000_000, m, replace=False) + 10_000_000).map("HT{:d}".format).to_numpy(),
         "buyer1": buy, "buyer2": np.where(rng.random(m) < 0.7, pa, -1),
         "buyer3": np.where(three, p["parent_idx"].to_numpy()[buy], -1),
-        "seller": [f"日照{c[:2]}置业有限公司" for c in compounds], "project_name": compounds,
+        "seller": ("日照" + pd.Series(compounds, dtype=object).str.slice(0, 2) + "置业有限公司").to_numpy(dtype=object),
+        "project_name": compounds,
         "address_code": addr,
         "use": np.where(rng.random(m) < 0.93, "住宅", np.where(rng.random(m) < 0.5, "商业", "车库")),
         "signed_date": np.where(rng.random(m) < 0.06, _after_cutoff(cutoff, m, rng),
@@ -193,9 +197,7 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     working = p.index[adult & alive & ((today - p["birth_date"].to_numpy()) / DAY < 62 * 365)].to_numpy()
     n_employers = max(5, len(working) // 40)
     employer_code = credit_codes("91", np.full(n_employers, "371102"), rng)
-    employer_name = np.array([f"日照{h}{i}有限公司" for h, i in zip(
-        np.array(clean(COMPOUND_HEADS))[rng.integers(0, 60, n_employers)],
-        np.array(INDUSTRIES)[rng.integers(0, len(INDUSTRIES), n_employers)])], dtype=object)
+    employer_name = _company_names(rng, n_employers, "日照", INDUSTRIES, "有限公司")
     employed = rng.random(len(working)) < 0.72
     emp_of = rng.integers(0, n_employers, len(working))
     parts = []
@@ -235,8 +237,7 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     biz_rooms = random_rooms(n)
     businesses = pd.DataFrame({
         "credit_code": credit_codes("92", pd.Series(biz_rooms).str.slice(0, 6).to_numpy(), rng),
-        "trade_name": [f"日照市{h}{s}" for h, s in zip(np.array(clean(COMPOUND_HEADS))[rng.integers(0, 60, n)],
-                                                     np.array(SHOP_KINDS)[rng.integers(0, len(SHOP_KINDS), n)])],
+        "trade_name": _company_names(rng, n, "日照市", SHOP_KINDS, ""),
         "person": who, "address_code": biz_rooms,
         "form": np.where(rng.random(n) < 0.8, "个人经营", "家庭经营"),
         "established_date": est, "reg_status": st, "closed_date": closed,
@@ -247,8 +248,7 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     ent_rooms = random_rooms(n)
     enterprises = pd.DataFrame({
         "credit_code": credit_codes("91", pd.Series(ent_rooms).str.slice(0, 6).to_numpy(), rng),
-        "name": [f"日照{h}{i}有限公司" for h, i in zip(np.array(clean(COMPOUND_HEADS))[rng.integers(0, 60, n)],
-                                                    np.array(INDUSTRIES)[rng.integers(0, len(INDUSTRIES), n)])],
+        "name": _company_names(rng, n, "日照", INDUSTRIES, "有限公司"),
         "company_type": np.array(COMPANY_TYPES, dtype=object)[rng.integers(0, len(COMPANY_TYPES), n)],
         "person": who, "address_code": ent_rooms, "established_date": est, "reg_status": st,
         "approved_date": np.minimum(est + rng.integers(0, 2000, n) * DAY, today - DAY),
