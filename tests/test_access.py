@@ -134,3 +134,14 @@ def test_build_access_tables_writes_parquet(tmp_path):
     assert dict(zip(school["school_code"], school["capacity"])) == {"PA": 300, "PB": 200}
     with pytest.raises(UsageError, match="no schools list"):
         build_access_tables(paths, tmp_path / "missing.csv", KEY, tmp_path / "access")
+
+
+def test_roles_and_lookup_bench_need_postgresql(tmp_path):
+    from pipelines.access import create_roles
+    from pipelines.lookup_bench import run_lookup_bench
+
+    url = f"sqlite:///{tmp_path / 'w.sqlite'}"
+    with pytest.raises(UsageError, match="PostgreSQL"):
+        create_roles(url)
+    with pytest.raises(UsageError, match="PostgreSQL"):
+        run_lookup_bench(url, clients=1, seconds=1)
