@@ -11,7 +11,7 @@ from typing import Iterator
 
 from pipelines.config import Settings, resolve_settings, settings_from_dict
 from pipelines.errors import ZerocertError
-from pipelines.masking import mask_ids_in
+from pipelines.masking import mask_every_log_record, mask_ids_in
 
 
 def _variable(key: str) -> str | None:
@@ -40,10 +40,17 @@ def user_errors_fail_fast() -> Iterator[None]:
     """A user's mistake (bad delivery, failed validation) is not retried and shows one masked line."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    mask_every_log_record()
     try:
         yield
     except ZerocertError as exc:
         raise AirflowFailException(mask_ids_in(str(exc))) from None
+    except Exception as exc:  # a bug or an outage: retried, its trace kept but masked
+        import logging
+        import traceback
+
+        logging.getLogger("zerocert").error("%s", mask_ids_in(traceback.format_exc()))
+        raise RuntimeError(f"{type(exc).__name__}: {mask_ids_in(str(exc))}") from None
 
 
 def start_warehouse_run(settings: Settings) -> dict:

@@ -98,6 +98,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_roles(args: argparse.Namespace) -> int:
+    import os
+
+    from pipelines.access import create_roles
+
+    create_roles(args.warehouse, reader_password=os.environ.get("ZEROCERT_READER_PASSWORD"),
+                 analyst_password=os.environ.get("ZEROCERT_ANALYST_PASSWORD"),
+                 etl_password=os.environ.get("ZEROCERT_ETL_PASSWORD"))
+    print("roles zerocert_etl, enrollment_reader, analyst are in place (see warehouse/roles.md)")
+    return 0
+
+
+def cmd_bench_lookups(args: argparse.Namespace) -> int:
+    from pipelines.lookup_bench import run_lookup_bench
+
+    run_lookup_bench(args.warehouse, clients=args.clients, seconds=args.seconds, district=args.district)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="zerocert", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -142,6 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workdir", help="scratch folder (default: a temporary folder)")
     bench.add_argument("--warehouse", help="warehouse URL to publish into (default: SQLite in workdir)")
     bench.set_defaults(func=cmd_bench)
+
+    roles = sub.add_parser("roles", help="create or refresh the PostgreSQL roles, grants and row-level security")
+    roles.add_argument("--warehouse", required=True, help="PostgreSQL warehouse URL (as a superuser or owner)")
+    roles.set_defaults(func=cmd_roles)
+
+    lookups = sub.add_parser("bench-lookups", help="p50/p99 and throughput of prefill and eligibility lookups")
+    lookups.add_argument("--warehouse", required=True, help="PostgreSQL warehouse URL")
+    lookups.add_argument("--clients", type=int, default=8)
+    lookups.add_argument("--seconds", type=float, default=20.0)
+    lookups.add_argument("--district", help="district code for the reader sessions (default: the busiest)")
+    lookups.set_defaults(func=cmd_bench_lookups)
     return parser
 
 

@@ -22,9 +22,12 @@ def normalize_typed_id(text: str) -> str:
     """One typed ID to its 18-character form, or a UsageError saying why (masked)."""
     if len(text) > MAX_INPUT:
         raise UsageError("not a resident ID: the input is too long")
+    if not text.strip():
+        raise UsageError("not a resident ID: the input is blank")
     ids, reasons = normalize_resident_ids(pd.Series([text], dtype=object))
-    if pd.notna(reasons.iloc[0]) or pd.isna(ids.iloc[0]):
-        reason = "wrong check character" if reasons.iloc[0] == "INVALID_ID_CHECKSUM" else "not in any ID form"
+    reason_code = reasons.iloc[0]
+    if pd.notna(reason_code) or pd.isna(ids.iloc[0]):
+        reason = "wrong check character" if reason_code == "INVALID_ID_CHECKSUM" else "not in any ID form"
         raise UsageError(f"not a resident ID ({reason}): {mask_id(text.strip())}")
     return str(ids.iloc[0])
 

@@ -43,8 +43,30 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
+def mask_every_log_record() -> None:
+    """Mask IDs in every record any logger creates, whatever handler (Airflow's included) writes it."""
+    current = logging.getLogRecordFactory()
+    if getattr(current, "zerocert_masking", False):
+        return
+
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:
+            return record
+        masked = mask_ids_in(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return record
+
+    factory.zerocert_masking = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Plain one-line logs on stderr, masked."""
+    mask_every_log_record()
     root = logging.getLogger()
     if not any(isinstance(f, MaskingFilter) for h in root.handlers for f in h.filters):
         handler = _CurrentStderr()

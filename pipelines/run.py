@@ -223,6 +223,10 @@ def publish(settings: Settings, decided: dict, started_at: dt.datetime) -> dict:
     run_id = decided["run_id"]
     tables = {name: Path(path) for name, path in decided["tables"].items()}
     tables.update(audit_tables(settings, run_id))
+    from pipelines.access import build_access_tables, hmac_key_from_config
+
+    tables.update(build_access_tables(tables, settings.reference / "schools.csv", hmac_key_from_config(),
+                                      settings.run_dir / "tables" / "access"))
     ensure_warehouse(settings.warehouse_url)
     publish_run(settings.warehouse_url, run_record(settings, run_id, started_at), tables)
     log.info("published run %s to %s", run_id, redact_url(settings.warehouse_url))

@@ -33,3 +33,22 @@ def test_logging_filter_masks_formatted_args(caplog):
 
 def test_check_character_matches_gb11643_example():
     assert check_character("11010519491231002") == "X"
+
+
+def test_every_logger_is_masked_once_the_factory_is_installed():
+    import io
+
+    from pipelines.masking import mask_every_log_record
+
+    mask_every_log_record()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    other = logging.getLogger("airflow.task.something")
+    other.addHandler(handler)
+    other.setLevel(logging.INFO)
+    try:
+        other.info("guardian %s linked", "37110219491231002X")
+    finally:
+        other.removeHandler(handler)
+    assert "37110219491231002X" not in stream.getvalue()
+    assert "371102********002X" in stream.getvalue()
