@@ -23,9 +23,22 @@ from pipelines.run import REPO_ROOT, source_keys
 DAGS_DIR = REPO_ROOT / "dags"
 
 
+def demo_hmac_key_file(out: Path) -> Path:
+    """The demo's own random pseudonymization key (configuration, made once, never in code)."""
+    import secrets
+
+    path = out / "hmac.key"
+    if not path.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32), encoding="ascii")
+        path.chmod(0o600)
+    return path
+
+
 def demo_environment(out: Path, as_of: str) -> dict[str, str]:
     """The variables that point Airflow and zerocert at the demo folder."""
     return {
+        "ZEROCERT_HMAC_KEY_FILE": str(demo_hmac_key_file(out)),
         "ZEROCERT_HOME": str(out),
         "ZEROCERT_LANDING": str(out / "city" / "landing"),
         "ZEROCERT_REFERENCE": str(out / "city" / "reference"),
