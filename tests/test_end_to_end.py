@@ -138,3 +138,71 @@ def test_airflow_dags_run_the_city_like_the_demo(tmp_path, capsys):
     for log in (tmp_path / "demo" / "logs").glob("*.log"):
         text = log.read_text(encoding="utf-8", errors="replace")
         assert "Traceback" not in text, log.name
+
+
+def _newest_delivery(landing: Path, source: str) -> Path:
+    return sorted(p for p in (landing / source).iterdir() if (p / "_SUCCESS").exists())[-1]
+
+
+def _png_named_csv(path: Path) -> None:
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+
+
+def _drop_a_column(path: Path) -> None:
+    text = path.read_bytes().decode("utf-8-sig")
+    lines = [",".join(line.split(",")[:-1]) for line in text.splitlines()]
+    path.write_bytes(("\n".join(lines) + "\n").encode("utf-8-sig"))
+
+
+def _truncate_gb18030(path: Path) -> None:
+    """Cut the file inside a two-byte character, as an interrupted transfer would."""
+    text = path.read_bytes().decode("gb18030")
+    middle = next(k for k in range(len(text) // 2, len(text)) if ord(text[k]) > 0x7F)
+    offset = len(text[:middle].encode("gb18030"))
+    path.write_bytes(text.encode("gb18030")[: offset + 1])
+
+
+HOSTILE_DELIVERIES = {
+    "png_renamed_csv": ("enterprise", "enterprise.csv", _png_named_csv),
+    "empty_file": ("individual_business", "individual_business.csv", lambda p: p.write_bytes(b"")),
+    "missing_column": ("property_title", "property_title.csv", _drop_a_column),
+    "truncated_gb18030": ("hukou", "hukou.csv", _truncate_gb18030),
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("case", sorted(HOSTILE_DELIVERIES))
+def test_hostile_delivery_is_one_clear_line_exit_3_and_nothing_published(city, tmp_path, capsys, case):
+    source, name, damage = HOSTILE_DELIVERIES[case]
+    landing = tmp_path / "landing"
+    shutil.copytree(city / "landing", landing)
+    damage(_newest_delivery(landing, source) / name)
+    url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
+    code = main(
+        ["run", "--landing", str(landing), "--reference", str(city / "reference"), "--warehouse", url,
+         "--as-of", "2027-08-15", "--work-dir", str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert code == 3
+    final = err.strip().splitlines()[-1]
+    assert final.startswith("zerocert: ") and source in final and "Traceback" not in err
+    published = read(url, "SELECT COUNT(*) AS n FROM run_audit WHERE status = 'published'")
+    assert int(published.n[0]) == 0
+
+
+@pytest.mark.e2e
+def test_broken_json_line_and_huge_line_are_quarantined_and_the_rest_published(city, tmp_path):
+    landing = tmp_path / "landing"
+    shutil.copytree(city / "landing", landing)
+    rental = _newest_delivery(landing, "rental") / "rental.jsonl"
+    lines = rental.read_bytes().splitlines(keepends=True)
+    lines.insert(2, b'{"record_no": "R-broken", "tenant_id": \n')
+    lines.insert(4, b'{"record_no": "' + b"9" * (50 * 2**20) + b'"}\n')
+    rental.write_bytes(b"".join(lines))
+    url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
+    assert main(["run", "--landing", str(landing), "--reference", str(city / "reference"), "--warehouse", url,
+                 "--as-of", "2027-08-15", "--work-dir", str(tmp_path / "work")]) == 0
+    quarantined = read(url, "SELECT record_ref, reason_code FROM quarantine WHERE source = 'rental'")
+    refs = dict(zip(quarantined.record_ref, quarantined.reason_code))
+    assert refs["rental.jsonl:3"] == "MALFORMED_RECORD"
+    assert refs["rental.jsonl:5"] == "MALFORMED_RECORD"
+    assert_counts_reconcile(url)
