@@ -605,6 +605,19 @@ def _split(frame: pd.DataFrame, bucket_of: np.ndarray, buckets: int, directory: 
         _write(frame[bucket_of == bucket], directory / str(bucket) / f"{name}.parquet")
 
 
+def _split_file(path: Path, column: str, bucket_fn, buckets: int, directory: Path, name: str) -> None:
+    """Split a staged Parquet by bucket in Arrow form (compact strings; one column to pandas)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    bucket_of = bucket_fn(table.column(column).to_pandas(), buckets)
+    for bucket in range(buckets):
+        target = directory / str(bucket) / f"{name}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.filter(pa.array(bucket_of == bucket)), target)
+
+
 def _publish(parts: list[Path], path: Path, keys: list[str]) -> Path:
     """Concatenate a table's bucket parts into one Parquet, rows sorted by key."""
     frame = _read_parts(parts)
@@ -634,15 +647,11 @@ def run_engine(staged_dir: Path, address_dir: Path, policy: Policy, run_id: str,
 
         for source in join.SOURCES:
             path = staged_dir / source / "accepted.parquet"
-            if not path.exists():
-                continue
-            rows = pd.read_parquet(path)
-            id_column = join.PERSON_COLUMNS[source][0]
-            _split(rows, join.person_bucket(rows[id_column], buckets), buckets, work / "staged", source)
-            if source == "hukou":
-                _split(rows, join.household_bucket(rows["household_no"], buckets), buckets,
-                       work / "household", source)
-            del rows
+            if path.exists():
+                _split_file(path, join.PERSON_COLUMNS[source][0], join.person_bucket, buckets,
+                            work / "staged", source)
+                if source == "hukou":
+                    _split_file(path, "household_no", join.household_bucket, buckets, work / "household", source)
 
         children_parts, guardianship_parts = [], []
         for bucket in range(buckets):
