@@ -11,14 +11,14 @@ PG_SERVER = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres"
 
 
 @pytest.fixture(scope="session")
-def pg_url():
-    """A fresh UTF-8 database ``zerocert_test_<pid>_<random>``, dropped after the session.
+def pg_database():
+    """Make fresh UTF-8 databases ``zerocert_test_<pid>_<random>`` on demand; all dropped after the session.
 
-    Fails (never skips) when the server is down: the PostgreSQL tests are part of the suite.
+    Call it for a database of one's own (a warehouse whose previous runs another test shaped
+    would change what validation expects). Fails (never skips) when the server is down.
     """
     import psycopg
 
-    name = f"zerocert_test_{os.getpid()}_{secrets.token_hex(4)}"
     problem = None
     try:
         admin = psycopg.connect(**PG_SERVER, autocommit=True, connect_timeout=5)
@@ -27,9 +27,23 @@ def pg_url():
     if problem:
         pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER['host']}:{PG_SERVER['port']} as user "
                     f"{PG_SERVER['user']} (start it, e.g. as .ci/run does): {problem}", pytrace=False)
-    with admin:
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"zerocert_test_{os.getpid()}_{secrets.token_hex(4)}"
         admin.execute(f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")
+        created.append(name)
+        return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+    with admin:
         try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+            yield create
         finally:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            for name in created:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_database):
+    """One database shared by the session's PostgreSQL tests that do not care about earlier runs."""
+    return pg_database()

@@ -93,7 +93,8 @@ def test_rerun_for_the_same_as_of_gives_identical_tables(city, tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.postgres
-def test_run_into_postgresql_matches_ground_truth(city, tmp_path, pg_url):
+def test_run_into_postgresql_matches_ground_truth(city, tmp_path, pg_database):
+    pg_url = pg_database()
     assert run_cli(city, pg_url, tmp_path / "work") == 0
     assert_matches_truth(pg_url, city)
     assert_counts_reconcile(pg_url)

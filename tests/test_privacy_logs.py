@@ -55,8 +55,9 @@ def windows(text: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def city_run(pg_url, tmp_path_factory):
+def city_run(pg_database, tmp_path_factory):
     """One whole CLI run over a dirty 400-person city, published to PostgreSQL, logs in files."""
+    pg_url = pg_database()
     root = tmp_path_factory.mktemp("privacy")
     city, work = root / "city", root / "work"
     synthesize(city, people=400, seed=11)
@@ -68,11 +69,11 @@ def city_run(pg_url, tmp_path_factory):
              "--work-dir", str(work)], stdout=stdout, stderr=stderr, timeout=240).returncode
     text = "\n".join(decoded(p) for p in [log_file, out_file, *work.rglob("*.log")])
     assert status == 0, text[-2000:]
-    return city, work, text
+    return city, work, text, pg_url
 
 
 def test_a_dirty_run_logs_no_full_id_or_name(city_run):
-    city, work, text = city_run
+    city, work, text, _ = city_run
     assert "quarantine" in text.lower() or "INVALID" in text  # the dirt was seen and logged about
 
     ids = delivered_ids(city / "landing")
@@ -89,7 +90,7 @@ def test_a_dirty_run_logs_no_full_id_or_name(city_run):
     assert not named, f"{len(named)} full names in the run's logs"
 
 
-def test_district_readers_of_a_real_run_see_their_district_only(city_run, pg_url):
+def test_district_readers_of_a_real_run_see_their_district_only(city_run):
     """The engine's real outputs plus the access tables, published and read per district."""
     import datetime as dt
 
@@ -98,7 +99,7 @@ def test_district_readers_of_a_real_run_see_their_district_only(city_run, pg_url
     from pipelines.access import build_access_tables, create_roles
     from pipelines.publish import publish_run, read_current_run
 
-    city, work, _ = city_run
+    city, work, _, pg_url = city_run
     tables_dir = next(work.rglob("eligibility.parquet")).parent
     tables = {p.stem: p for p in tables_dir.glob("*.parquet") if not p.stem.endswith(".pre")}
     schools_csv = city / "reference" / "schools.csv"
