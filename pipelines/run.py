@@ -169,14 +169,23 @@ def run_id_for(settings: Settings) -> str:
     return f"{settings.as_of:%Y%m%d}-{digest.hexdigest()[:10]}"
 
 
+RESIDENTS_PER_BUCKET = 500_000
+
+
+def engine_buckets(residents: int) -> int:
+    """About half a million residents per bucket keeps the engine near 4 GB at any city size."""
+    return max(1, -(-int(residents) // RESIDENTS_PER_BUCKET))
+
+
 def join_and_decide(settings: Settings) -> dict:
     """Per-citizen tables, then eligibility, written as Parquet under the run folder."""
     from pipelines.join import run_engine
 
     policy = load_policy(settings.policy_path)
     run_id = run_id_for(settings)
+    buckets = engine_buckets(staged_snapshot("hukou", settings)["rows_accepted"])
     paths = run_engine(settings.run_dir / "staged", settings.run_dir / "addresses", policy, run_id,
-                       settings.run_dir / "tables")
+                       settings.run_dir / "tables", buckets=buckets)
     return {"run_id": run_id, "tables": {name: str(path) for name, path in paths.items()}}
 
 
