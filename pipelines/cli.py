@@ -94,7 +94,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from pipelines.bench import run_bench
 
     print(json.dumps(run_bench(people=args.people, seed=args.seed, workdir=args.workdir,
-                               warehouse_url=args.warehouse), ensure_ascii=False, indent=1))
+                               warehouse_url=args.warehouse, city=args.city), ensure_ascii=False, indent=1))
     return 0
 
 
@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=1)
     bench.add_argument("--workdir", help="scratch folder (default: a temporary folder)")
     bench.add_argument("--warehouse", help="warehouse URL to publish into (default: SQLite in workdir)")
+    bench.add_argument("--city", help="reuse a synthesized city in this folder (synthesize it there if absent)")
     bench.set_defaults(func=cmd_bench)
 
     roles = sub.add_parser("roles", help="create or refresh the PostgreSQL roles, grants and row-level security")

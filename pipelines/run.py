@@ -31,16 +31,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS_DIR = REPO_ROOT / "schemas"
 EXPECTATIONS_DIR = REPO_ROOT / "expectations"
 
-ADDRESS_COLUMNS = {
-    "hukou": "hukou_address",
-    "property_title": "address",
-    "housing_contract": "address",
-    "rental": "address",
-    "individual_business": "address",
-    "enterprise": "address",
-}
-
-
 def source_keys() -> list[str]:
     """The sources this installation knows: one schema file each (adding a source adds a file)."""
     from pipelines.sources import SOURCES
@@ -130,21 +120,17 @@ def validate(source: str, settings: Settings) -> dict:
 
 def resolve_addresses(settings: Settings) -> dict:
     """Match every distinct address text of every source and place standard addresses in catchments."""
-    from pipelines.addresses import AddressRegistry, place_in_catchments, resolve_texts, write_review_list
+    from pipelines.addresses import (ADDRESS_COLUMNS, AddressRegistry, build_address_match, place_in_catchments,
+                                     write_review_list)
 
     policy = load_policy(settings.policy_path)
     registry = AddressRegistry.load(settings.reference / "addresses.csv")
-    texts = []
+    staged = {}
     for source, column in ADDRESS_COLUMNS.items():
         path = settings.run_dir / "staged" / source / "accepted.parquet"
-        if not path.exists():
-            continue
-        frame = pd.read_parquet(path, columns=[column])
-        distinct = frame[column].dropna().astype(str).drop_duplicates()
-        texts.append(pd.DataFrame({"source": source, "address": distinct.to_numpy()}))
-    by_source = pd.concat(texts, ignore_index=True) if texts else pd.DataFrame(columns=["source", "address"])
-    resolved = resolve_texts(by_source["address"].drop_duplicates().reset_index(drop=True), registry)
-    address_match = by_source.merge(resolved, on="address", how="left").sort_values(["source", "address"])
+        if path.exists():
+            staged[source] = pd.read_parquet(path, columns=[column])
+    address_match = build_address_match(staged, registry).sort_values(["source", "address"], ignore_index=True)
     out = settings.run_dir / "addresses"
     out.mkdir(parents=True, exist_ok=True)
     address_match.to_parquet(out / "address_match.parquet", index=False)
