@@ -118,7 +118,7 @@ def run_demo(out: Path, *, people: int, seed: int, progress: Callable[[str], Non
     url = env["ZEROCERT_WAREHOUSE_URL"]
     facts = warehouse_summary(url)
     both, extra, missing = truth_agreement(url, out / "city" / "truth")
-    exports = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith(("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS", "ZEROCERT_")))
+    exports = [f"export {k}={v}" for k, v in env.items() if k.startswith(("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS", "ZEROCERT_"))]
     print()
     print("zerocert demo: the DAGs ran and published a warehouse")
     print(f"  run: {json.dumps(facts['run'], default=str, ensure_ascii=False)}")
@@ -134,9 +134,13 @@ def run_demo(out: Path, *, people: int, seed: int, progress: Callable[[str], Non
     print("\nLook at:")
     print(f"  warehouse (SQLite):   sqlite3 {out / 'warehouse.sqlite'} '.tables'")
     if facts["sample_guardian"]:
-        print(f"  a parent's screen:    ZEROCERT_WAREHOUSE_URL={url} zerocert lookup <guardian ID from prefill>")
-    print(f"  validation Data Docs: {out / 'work' / 'runs' / as_of / 'validation'}")
+        print(f"  a parent's screen:    .venv/bin/zerocert lookup --warehouse {url} \\\n"
+              f"                          $(sqlite3 {out / 'warehouse.sqlite'} 'SELECT guardian_id FROM prefill LIMIT 1')")
+    print(f"  validation Data Docs: {out / 'work' / 'validation' / 'data_docs' / 'index.html'}")
     print(f"  address review lists: {out / 'work' / 'runs' / as_of / 'addresses' / 'review'}")
     print(f"  DAG logs:             {out / 'logs'}")
-    print(f"  Airflow UI:           {exports} .venv/bin/airflow standalone   # then http://localhost:8080")
+    print("  Airflow UI (the DAGs, their runs and logs), then open http://localhost:8080:")
+    for line in exports:
+        print(f"    {line}")
+    print("    . .venv/bin/activate && airflow standalone    # prints the admin password")
     return 0
