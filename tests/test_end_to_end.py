@@ -141,6 +141,24 @@ def test_airflow_dags_run_the_city_like_the_demo(tmp_path, capsys):
         assert "Traceback" not in text, log.name
 
 
+@pytest.mark.e2e
+def test_airflow_task_logs_hold_no_full_resident_id(tmp_path, capsys):
+    """The DAG runs' own logs (demo logs and Airflow's task logs) never show a whole ID."""
+    from test_privacy_logs import decoded, delivered_ids, windows
+
+    from pipelines.demo import run_demo
+
+    demo = tmp_path / "demo"
+    assert run_demo(demo, people=400, seed=11, progress=lambda m: None, source_dags=["hukou"]) == 0
+    capsys.readouterr()
+    ids = delivered_ids(demo / "city" / "landing")
+    assert len(ids) > 400
+    logs = [*(demo / "logs").glob("*.log"), *(demo / "airflow").rglob("*.log")]
+    assert len(logs) > 2
+    leaked = {log.name for log in logs if ids & windows(decoded(log))}
+    assert not leaked, f"whole IDs in {sorted(leaked)}"
+
+
 def _newest_delivery(landing: Path, source: str) -> Path:
     return sorted(p for p in (landing / source).iterdir() if (p / "_SUCCESS").exists())[-1]
 
