@@ -14,13 +14,39 @@ from pipelines.errors import ZerocertError
 from pipelines.masking import mask_every_log_record, mask_ids_in
 
 
+CONNECTIONS = {"zerocert_warehouse_url": "zerocert_warehouse", "zerocert_exchange_url": "zerocert_exchange"}
+
+
+def sqlalchemy_url(airflow_uri: str) -> str:
+    """Airflow's connection URI as the SQLAlchemy URL the pipeline uses.
+
+    ``postgres://`` gets the psycopg driver; a SQLite URI's path comes back percent-encoded
+    (``sqlite:///%2Ftmp%2Fw.sqlite``) and is decoded to the file's path.
+    """
+    if airflow_uri.startswith("sqlite:"):
+        from urllib.parse import unquote
+
+        return unquote(airflow_uri)
+    for prefix in ("postgres://", "postgresql://"):
+        if airflow_uri.startswith(prefix):
+            return "postgresql+psycopg://" + airflow_uri[len(prefix):]
+    return airflow_uri
+
+
 def _variable(key: str) -> str | None:
-    from airflow.sdk import Variable
+    """An Airflow variable, or for the two databases the Airflow connection of that name."""
+    from airflow.sdk import Connection, Variable
 
     try:
-        return Variable.get(key, default=None)
+        value = Variable.get(key, default=None)
     except Exception:
-        return None
+        value = None
+    if value is None and key in CONNECTIONS:
+        try:
+            value = sqlalchemy_url(Connection.get(CONNECTIONS[key]).get_uri())
+        except Exception:
+            value = None
+    return value
 
 
 def settings_for_task(context: dict) -> Settings:

@@ -98,8 +98,12 @@ def truth_agreement(url: str, truth_dir: Path) -> tuple[int, int, int]:
 
 
 def run_demo(out: Path, *, people: int, seed: int, progress: Callable[[str], None],
-             source_dags: list[str] | None = None) -> int:
-    """Synthesize, run the staging DAGs (all, or those of ``source_dags``) and the warehouse DAG."""
+             source_dags: list[str] | None = None, warehouse_as_connection: bool = False) -> int:
+    """Synthesize, run the staging DAGs (all, or those of ``source_dags``) and the warehouse DAG.
+
+    ``warehouse_as_connection`` hands the warehouse to Airflow as the connection
+    ``zerocert_warehouse`` instead of ``ZEROCERT_WAREHOUSE_URL``, as a deployment would.
+    """
     from pipelines.synth import synthesize
 
     out = out.resolve()
@@ -107,6 +111,10 @@ def run_demo(out: Path, *, people: int, seed: int, progress: Callable[[str], Non
     summary = synthesize(out / "city", people, seed)
     as_of = str(summary.get("as_of", "2027-08-15"))
     env = demo_environment(out, as_of)
+    url = env["ZEROCERT_WAREHOUSE_URL"]
+    if warehouse_as_connection:
+        env["ZEROCERT_WAREHOUSE_URL"] = ""
+        env["AIRFLOW_CONN_ZEROCERT_WAREHOUSE"] = url
     progress("preparing the Airflow metadata database (SQLite)")
     _airflow(["db", "migrate"], env, out / "logs" / "airflow-db-migrate.log")
     for source in source_keys() if source_dags is None else source_dags:
@@ -115,7 +123,6 @@ def run_demo(out: Path, *, people: int, seed: int, progress: Callable[[str], Non
     progress("airflow dags test zerocert_warehouse")
     _airflow(["dags", "test", "zerocert_warehouse"], env, out / "logs" / "zerocert_warehouse.log")
 
-    url = env["ZEROCERT_WAREHOUSE_URL"]
     facts = warehouse_summary(url)
     both, extra, missing = truth_agreement(url, out / "city" / "truth")
     exports = [f"export {k}={v}" for k, v in env.items() if k.startswith(("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS", "ZEROCERT_"))]
