@@ -1,8 +1,9 @@
 """
 ### zerocert: build and publish the enrollment warehouse
 
-Runs when every staged source has refreshed (asset schedule), or on demand. Stages each source's
-newest complete delivery for the as-of date (idempotent: a rerun rewrites the same files),
+Runs when every staged source has refreshed (asset schedule), or on demand. Takes each source's
+newest complete delivery for the as-of date (reusing the snapshot its staging DAG wrote from the
+same delivery folder, staging it otherwise; idempotent),
 validates it with its Great Expectations suite (a table-level failure stops the run before
 anything is published), resolves every address and places it in school catchments, joins per
 resident, computes every child's eligibility, and publishes all tables in one atomic switch.
@@ -54,14 +55,14 @@ def zerocert_warehouse():
         with user_errors_fail_fast():
             return start_warehouse_run(settings_for_task(context))
 
-    @task(doc_md="Stage one source for the run's as-of date.")
+    @task(doc_md="Stage one source for the run's as-of date (reusing what its own DAG staged from the same delivery).")
     def stage(run: dict, source: str) -> dict:
         from pipelines.airflow_glue import user_errors_fail_fast
         from pipelines.config import settings_from_dict
         from pipelines.run import stage as stage_source
 
         with user_errors_fail_fast():
-            return stage_source(source, settings_from_dict(run["settings"]))
+            return stage_source(source, settings_from_dict(run["settings"]), reuse=True)
 
     @task(doc_md="Great Expectations suite of one source; a table-level failure stops the run.")
     def validate(run: dict, source: str) -> dict:

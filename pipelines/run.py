@@ -65,10 +65,25 @@ def check_configuration(settings: Settings) -> dict:
 
 # --- step 1: stage -----------------------------------------------------------------------------
 
-def stage(source: str, settings: Settings) -> dict:
-    """Stage one source's newest complete delivery on or before the as-of date."""
-    from pipelines.staging import stage_source
+SNAPSHOT_SUMMARY = ("source", "delivery", "checksum", "rows_in", "rows_accepted", "rows_quarantined",
+                    "rows_duplicate")
 
+
+def stage(source: str, settings: Settings, *, reuse: bool = False) -> dict:
+    """Stage one source's newest complete delivery on or before the as-of date.
+
+    With ``reuse``, a snapshot already staged for this as-of date from the same delivery folder
+    is kept (a landing folder with ``_SUCCESS`` never changes), so the warehouse DAG does not
+    redo what the source's own DAG just did. The exchange form is always read afresh.
+    """
+    from pipelines.staging import choose_delivery, stage_source
+
+    existing = settings.run_dir / "staged" / source / "snapshot.json"
+    if reuse and settings.landing is not None and existing.exists():
+        snapshot = _read_json(existing)
+        if snapshot["delivery"] == choose_delivery(settings.landing, source, settings.as_of).name:
+            log.info("%s: delivery %s already staged for %s, reused", source, snapshot["delivery"], settings.as_of)
+            return {k: snapshot[k] for k in SNAPSHOT_SUMMARY}
     snapshot = stage_source(
         source,
         landing=settings.landing,
@@ -76,8 +91,7 @@ def stage(source: str, settings: Settings) -> dict:
         as_of=settings.as_of,
         out_dir=settings.run_dir / "staged",
     )
-    return {k: snapshot[k] for k in ("source", "delivery", "checksum", "rows_in", "rows_accepted",
-                                       "rows_quarantined", "rows_duplicate")}
+    return {k: snapshot[k] for k in SNAPSHOT_SUMMARY}
 
 
 def staged_snapshot(source: str, settings: Settings) -> dict:
@@ -193,8 +207,7 @@ def audit_tables(settings: Settings, run_id: str) -> dict[str, Path]:
     snapshots, quarantines = [], []
     for source in source_keys():
         snap = staged_snapshot(source, settings)
-        snapshots.append({k: snap[k] for k in ("source", "delivery", "checksum", "rows_in", "rows_accepted",
-                                               "rows_quarantined", "rows_duplicate")})
+        snapshots.append({k: snap[k] for k in SNAPSHOT_SUMMARY})
         quarantines.append(pd.read_parquet(snap["quarantine_path"]))
     pd.DataFrame(snapshots).to_parquet(out / "source_snapshot.pre.parquet", index=False)
     pd.concat(quarantines, ignore_index=True).to_parquet(out / "quarantine.pre.parquet", index=False)
