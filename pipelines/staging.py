@@ -470,9 +470,10 @@ def _as_date(value: Any) -> dt.date | None:
         return None
 
 
-def _json_escape(values: pd.Series) -> pd.Series:
-    escaped = values.str.replace("\\", "\\\\", regex=False).str.replace('"', '\\"', regex=False)
-    return escaped.str.replace(r"[\x00-\x1f]", " ", regex=True)
+def _json_escape(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    escaped = pc.replace_substring(values, "\\", "\\\\")
+    escaped = pc.replace_substring(escaped, '"', '\\"')
+    return pc.replace_substring_regex(escaped, r"[\x00-\x1f]", " ")
 
 
 EXCHANGE_BATCH_ROWS = 100_000
@@ -486,12 +487,9 @@ def _text_array(values: tuple) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], type=pa.large_string())
 
 
-def _rows_checksum(raw: pd.Series) -> str:
+def _rows_checksum(raw: pa.ChunkedArray) -> str:
     """sha256 over the rows' texts in sorted order (a table has no byte order of its own)."""
-    rows = pa.array(raw.astype("str"))
-    if isinstance(rows, pa.ChunkedArray):
-        rows = rows.combine_chunks()
-    rows = rows.cast(pa.large_string())
+    rows = raw.combine_chunks().cast(pa.large_string())
     rows = rows.take(pc.sort_indices(rows))
     digest = hashlib.sha256()
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64)[: len(rows) + 1]
@@ -499,6 +497,42 @@ def _rows_checksum(raw: pd.Series) -> str:
     if rows.buffers()[2] is not None:
         digest.update(memoryview(rows.buffers()[2])[offsets[0]:offsets[-1]])
     return digest.hexdigest()
+
+
+def _copy_text_columns(conn, table_name: str, found: list[str], extract: Any) -> list[pa.ChunkedArray]:
+    """PostgreSQL: the extract's rows through ``COPY ... TO STDOUT`` in CSV, parsed by Arrow.
+
+    Several times faster than fetching Python rows; NULL and empty text both arrive as ``""``.
+    """
+    import pyarrow.csv as pacsv
+    from psycopg import sql
+
+    query = sql.SQL("COPY (SELECT {columns} FROM {table} WHERE extract_date = {day}) TO STDOUT (FORMAT csv)").format(
+        columns=sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(name)) for name in found),
+        table=sql.Identifier(table_name), day=sql.Literal(extract))
+    buffer = bytearray()
+    with conn.connection.driver_connection.cursor() as cursor, cursor.copy(query) as copy:
+        for block in copy:
+            buffer += block
+    if not buffer:
+        return [pa.chunked_array([], type=pa.large_string()) for _ in found]
+    read = pacsv.ReadOptions(column_names=[f"c{j}" for j in range(len(found))], block_size=1 << 24)
+    parse = pacsv.ParseOptions(newlines_in_values=True)
+    convert = pacsv.ConvertOptions(column_types={f"c{j}": pa.large_string() for j in range(len(found))},
+                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
+    table = pacsv.read_csv(pa.py_buffer(buffer), read_options=read, parse_options=parse, convert_options=convert)
+    del buffer
+    return [table.column(j) for j in range(len(found))]
+
+
+def _fetch_text_columns(conn, query) -> list[pa.ChunkedArray]:
+    """Any other database: streamed batches, each column converted to Arrow text at once."""
+    result = conn.execution_options(stream_results=True, yield_per=EXCHANGE_BATCH_ROWS).execute(query)
+    batches: list[list[pa.Array]] = [[] for _ in result.keys()]
+    for part in result.partitions():
+        for j, values in enumerate(zip(*part)):
+            batches[j].append(_text_array(values))
+    return [pc.fill_null(pa.chunked_array(chunks, type=pa.large_string()), "") for chunks in batches]
 
 
 def read_exchange_delivery(url: str, schema: Schema, as_of: dt.date) -> tuple[pd.DataFrame, str, dt.date]:
@@ -530,36 +564,38 @@ def read_exchange_delivery(url: str, schema: Schema, as_of: dt.date) -> tuple[pd
             names = {c.header: c.key for c in schema.columns} | {c.key: c.key for c in schema.columns}
             found = [column.name for column in table.c if column.name != "extract_date"]
             _check_columns(schema, label, found, names)
-            query = sa.select(*(table.c[name] for name in found)).where(table.c.extract_date == chosen_value)
-            result = conn.execution_options(stream_results=True, yield_per=EXCHANGE_BATCH_ROWS).execute(query)
-            batches: list[list[pa.Array]] = [[] for _ in found]
-            for part in result.partitions():
-                for j, values in enumerate(zip(*part)):
-                    batches[j].append(_text_array(values))
+            if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+                columns = _copy_text_columns(conn, table_name, found, chosen_value)
+            else:
+                query = sa.select(*(table.c[name] for name in found)).where(table.c.extract_date == chosen_value)
+                columns = _fetch_text_columns(conn, query)
     except sa.exc.SQLAlchemyError as exc:
         raise DeliveryRejected(f"{schema.source}: {label}: database error {type(exc).__name__}") from None
     finally:
         engine.dispose()
-    if not batches or not batches[0]:
+    rows = len(columns[0]) if columns else 0
+    if rows == 0:
         raise DeliveryRejected(f"{schema.source}: {label}: empty extract {chosen_day}")
-    strings: dict[str, pd.Series] = {}
-    for j, name in enumerate(found):
-        strings[names[name]] = _to_str(pa.chunked_array(batches[j], type=pa.large_string())).fillna("")
-        batches[j] = []
-    rows = len(next(iter(strings.values())))
-    frame = pd.DataFrame(index=pd.RangeIndex(rows))
-    for key in schema.keys:
-        strings.setdefault(key, pd.Series("", index=frame.index, dtype="str"))
-    raw = pd.Series("{", index=frame.index, dtype="str")
+    def text(value: str) -> pa.Scalar:
+        return pa.scalar(value, pa.large_string())
+
+    pieces: list[Any] = [text("{")]
     for i, name in enumerate(found):
         prefix = (", " if i else "") + json.dumps(name, ensure_ascii=False) + ': "'
-        raw = raw + prefix + _json_escape(strings[names[name]]) + '"'
-    raw = raw + "}"
+        pieces += [text(prefix), _json_escape(columns[i]), text('"')]
+    pieces.append(text("}"))
+    raw = pc.binary_join_element_wise(*pieces, text(""))
+    checksum = _rows_checksum(raw)
+    strings: dict[str, pd.Series] = {}
+    for j, name in enumerate(found):
+        strings[names[name]] = _to_str(columns[j])
+        columns[j] = None
+    for key in schema.keys:
+        strings.setdefault(key, pd.Series("", index=pd.RangeIndex(rows), dtype="str"))
     keys = [strings[key].str.strip() for key in schema.natural_key]
     refs = table_name + ":" + keys[0].str.cat(keys[1:], sep="|") if len(keys) > 1 else table_name + ":" + keys[0]
-    checksum = _rows_checksum(raw)
-    errors = pd.Series("", index=frame.index, dtype="str")
-    return _raw_frame(strings, refs, raw, errors), checksum, chosen_day
+    errors = pd.Series("", index=pd.RangeIndex(rows), dtype="str")
+    return _raw_frame(strings, refs, _to_str(raw), errors), checksum, chosen_day
 
 
 # --- casting and quarantine ------------------------------------------------------------------
