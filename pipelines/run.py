@@ -28,21 +28,14 @@ from pipelines.policy import load_policy
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHEMAS_DIR = REPO_ROOT / "schemas"
 EXPECTATIONS_DIR = REPO_ROOT / "expectations"
 
+
 def source_keys() -> list[str]:
-    """The sources this installation knows: one schema file each (adding a source adds a file)."""
-    from pipelines.sources import SOURCES
+    """The sources this installation knows (a schema file and a staging module each)."""
+    from pipelines.sources import source_keys as staged_sources
 
-    return list(SOURCES)
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, ensure_ascii=False, sort_keys=True, indent=1, default=str), encoding="utf-8")
-    tmp.replace(path)
+    return staged_sources()
 
 
 def _read_json(path: Path) -> dict:
