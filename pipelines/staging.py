@@ -470,7 +470,18 @@ def _as_date(value: Any) -> dt.date | None:
         return None
 
 
+def _needs_escape(chunk: pa.Array) -> bool:
+    """Whether any byte is a quote, a backslash or a control character (none sits inside UTF-8)."""
+    data = chunk.buffers()[2]
+    if data is None:
+        return False
+    text = np.frombuffer(data, dtype=np.uint8)
+    return bool(((text < 0x20) | (text == 0x22) | (text == 0x5C)).any())
+
+
 def _json_escape(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    if not any(_needs_escape(chunk) for chunk in values.chunks):  # nearly every column: nothing to do
+        return values
     escaped = pc.replace_substring(values, "\\", "\\\\")
     escaped = pc.replace_substring(escaped, '"', '\\"')
     return pc.replace_substring_regex(escaped, r"[\x00-\x1f]", " ")
@@ -488,14 +499,21 @@ def _text_array(values: tuple) -> pa.Array:
 
 
 def _rows_checksum(raw: pa.ChunkedArray) -> str:
-    """sha256 over the rows' texts in sorted order (a table has no byte order of its own)."""
+    """sha256 over the rows' texts in sorted order (a table has no byte order of its own).
+
+    Hashes the sorted rows' offsets, then their bytes slice by slice, so the sorted copy of a
+    city-scale table never exists whole.
+    """
     rows = raw.combine_chunks().cast(pa.large_string())
-    rows = rows.take(pc.sort_indices(rows))
+    order = pc.sort_indices(rows)
+    lengths = pc.binary_length(rows).take(order).to_numpy(zero_copy_only=False).astype(np.int64)
     digest = hashlib.sha256()
-    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64)[: len(rows) + 1]
-    digest.update((offsets - offsets[0]).tobytes())
-    if rows.buffers()[2] is not None:
-        digest.update(memoryview(rows.buffers()[2])[offsets[0]:offsets[-1]])
+    digest.update(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64).tobytes())
+    for start in range(0, len(rows), CHUNK_LINES):
+        part = rows.take(order.slice(start, CHUNK_LINES))
+        offsets = np.frombuffer(part.buffers()[1], dtype=np.int64)[: len(part) + 1]
+        if part.buffers()[2] is not None:
+            digest.update(memoryview(part.buffers()[2])[offsets[0]:offsets[-1]])
     return digest.hexdigest()
 
 
@@ -585,6 +603,7 @@ def read_exchange_delivery(url: str, schema: Schema, as_of: dt.date) -> tuple[pd
         pieces += [text(prefix), _json_escape(columns[i]), text('"')]
     pieces.append(text("}"))
     raw = pc.binary_join_element_wise(*pieces, text(""))
+    del pieces
     checksum = _rows_checksum(raw)
     strings: dict[str, pd.Series] = {}
     for j, name in enumerate(found):
