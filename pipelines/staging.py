@@ -488,6 +488,7 @@ def _json_escape(values: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 EXCHANGE_BATCH_ROWS = 100_000
+COPY_BLOCK_BYTES = 1 << 26  # parse the COPY stream in 64 MiB blocks, never the whole extract at once
 
 
 def _text_array(values: tuple) -> pa.Array:
@@ -528,19 +529,28 @@ def _copy_text_columns(conn, table_name: str, found: list[str], extract: Any) ->
     query = sql.SQL("COPY (SELECT {columns} FROM {table} WHERE extract_date = {day}) TO STDOUT (FORMAT csv)").format(
         columns=sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(name)) for name in found),
         table=sql.Identifier(table_name), day=sql.Literal(extract))
-    buffer = bytearray()
-    with conn.connection.driver_connection.cursor() as cursor, cursor.copy(query) as copy:
-        for block in copy:
-            buffer += block
-    if not buffer:
-        return [pa.chunked_array([], type=pa.large_string()) for _ in found]
     read = pacsv.ReadOptions(column_names=[f"c{j}" for j in range(len(found))], block_size=1 << 24)
     parse = pacsv.ParseOptions(newlines_in_values=True)
     convert = pacsv.ConvertOptions(column_types={f"c{j}": pa.large_string() for j in range(len(found))},
                                    strings_can_be_null=False, quoted_strings_can_be_null=False)
-    table = pacsv.read_csv(pa.py_buffer(buffer), read_options=read, parse_options=parse, convert_options=convert)
-    del buffer
-    return [table.column(j) for j in range(len(found))]
+    chunks: list[list[pa.Array]] = [[] for _ in found]
+
+    def parse_block(block: bytearray) -> None:
+        table = pacsv.read_csv(pa.py_buffer(block), read_options=read, parse_options=parse,
+                               convert_options=convert)
+        for j in range(len(found)):
+            chunks[j].extend(table.column(j).chunks)
+
+    buffer = bytearray()
+    with conn.connection.driver_connection.cursor() as cursor, cursor.copy(query) as copy:
+        for row in copy:  # COPY sends one whole row per message, so a block never splits a row
+            buffer += row
+            if len(buffer) >= COPY_BLOCK_BYTES:
+                parse_block(buffer)
+                buffer = bytearray()
+    if buffer:
+        parse_block(buffer)
+    return [pa.chunked_array(parts, type=pa.large_string()) for parts in chunks]
 
 
 def _fetch_text_columns(conn, query) -> list[pa.ChunkedArray]:

@@ -115,3 +115,12 @@ def test_run_from_postgresql_exchange_matches_truth(city, tmp_path, pg_database)
     summary = load_exchange(city, url)
     assert read(url, "SELECT COUNT(*) AS n FROM enterprise").n[0] == sum(summary["tables"]["enterprise"]["rows"].values())
     assert_run_matches_truth(city, run_from_exchange(city, url, tmp_path), summary)
+
+
+def test_synth_command_loads_the_exchange(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'exchange.db'}"
+    assert main(["synth", "--out", str(tmp_path / "city"), "--people", "200", "--exchange", url]) == 0
+    printed = capsys.readouterr().out
+    tables = read(url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert set(tables.name) == SOURCES
+    assert '"exchange"' in printed and read(url, "SELECT COUNT(*) AS n FROM hukou").n[0] > 0

@@ -141,3 +141,17 @@ def test_exchange_table_with_a_renamed_column_is_rejected(tmp_path):
     with pytest.raises(DeliveryRejected, match="'tenant_id' missing and unknown column 'tenant'"):
         stage_source("rental", landing=None, exchange_url=url, as_of=AS_OF, out_dir=tmp_path / "out")
     assert not (tmp_path / "out" / "rental").exists()
+
+
+def test_exchange_raw_row_is_json_even_with_quotes_backslashes_and_tabs(tmp_path):
+    url = f"sqlite:///{tmp_path / 'exchange.db'}"
+    fill(url)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE hukou SET 姓名 = :name, 出生日期 = 'not a date' WHERE 公民身份号码 = :id"),
+                     {"name": 'A"B\\C\tD', "id": MOTHER})
+    engine.dispose()
+    snapshot = stage_source("hukou", landing=None, exchange_url=url, as_of=AS_OF, out_dir=tmp_path / "out")
+    quarantine = pd.read_parquet(snapshot["quarantine_path"])
+    raws = [json.loads(raw) for raw in quarantine.raw]
+    assert {"A\"B\\C D"} <= {raw["姓名"] for raw in raws}

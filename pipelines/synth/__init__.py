@@ -56,6 +56,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output directory (landing/, reference/, truth/)")
     parser.add_argument("--people", type=int, default=20000, help="registered residents (default 20000)")
     parser.add_argument("--seed", type=int, default=1, help="random seed; one seed gives byte-identical output")
+    parser.add_argument("--exchange", metavar="URL",
+                        help="also load the deliveries into this exchange database (SQLite or PostgreSQL URL)")
     for f in dataclasses.fields(DirtRates):
         parser.add_argument(f"--dirt-{f.name.replace('_', '-')}", dest=f"dirt_{f.name}", type=float,
                             default=f.default, metavar="RATE", help=f"rate of {f.name.replace('_', ' ')} (default {f.default})")
@@ -63,7 +65,12 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
 
 def synth_from_args(args: argparse.Namespace) -> dict:
     rates = DirtRates(**{f.name: getattr(args, f"dirt_{f.name}") for f in dataclasses.fields(DirtRates)})
-    return synthesize(Path(args.out), args.people, args.seed, rates)
+    summary = synthesize(Path(args.out), args.people, args.seed, rates)
+    if getattr(args, "exchange", None):
+        from pipelines.synth.exchange import load_exchange
+
+        summary["exchange"] = load_exchange(Path(args.out), args.exchange)
+    return summary
 
 
 def synthesize(out: Path, people: int, seed: int, dirt: DirtRates = DirtRates(),
