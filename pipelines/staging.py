@@ -719,6 +719,20 @@ def first_failure(failures: list[Failure], index: pd.Index) -> tuple[pd.Series, 
     return reason, detail
 
 
+def duplicate_rows(raw: pd.DataFrame, probe: str) -> np.ndarray:
+    """True where a row's text equals an earlier row's.
+
+    Equal rows share the ``probe`` column and the text length, so only rows sharing both are
+    compared whole: hashing every long row text (an exchange row is JSON) would cost gigabytes
+    at city scale.
+    """
+    text = raw["raw"]
+    candidates = pd.DataFrame({"probe": raw[probe], "length": text.str.len()}).duplicated(keep=False).to_numpy()
+    duplicate = np.zeros(len(text), dtype=bool)
+    duplicate[candidates] = text[candidates].duplicated(keep="first").to_numpy(dtype=bool)
+    return duplicate
+
+
 def stage_with_schema(raw: pd.DataFrame, schema: Schema,
                       extra_failures: tuple[Failure, ...] = ()) -> tuple[Staged, pd.DataFrame]:
     """Dedupe, cast, and split into accepted and quarantined rows.
@@ -727,7 +741,7 @@ def stage_with_schema(raw: pd.DataFrame, schema: Schema,
     (for a source module that reshapes them, like housing_contract's buyers).
     ``extra_failures`` are a source's own checks, masks indexed like ``raw``.
     """
-    duplicate = raw["raw"].duplicated(keep="first").to_numpy(dtype=bool)
+    duplicate = duplicate_rows(raw, schema.natural_key[0])
     malformed = raw["parse_error"].fillna("") != ""
     typed, failures = cast_columns(raw, schema)
     failures.append(Failure(MALFORMED_RECORD, malformed, ""))

@@ -262,3 +262,11 @@ def test_line_numbers_survive_chunked_parsing_and_blank_lines(tmp_path, monkeypa
     assert accepted["hukou_address"].tolist()[2] == "某区,某路2号"
     assert quarantine[["record_ref", "raw"]].values.tolist() == [["hukou.csv:4", "a,b"]]
     assert snapshot["rows_in"] == 5
+
+
+def test_a_row_is_a_duplicate_only_when_its_whole_text_repeats_an_earlier_row():
+    from pipelines.staging import duplicate_rows
+
+    frame = pd.DataFrame({"raw": ["A,1", "A,2", "A,1", "B,1", "A,1 ", "A,2"],
+                          "citizen_id": ["A", "A", "A", "B", "A", "A"]}, dtype="str")
+    assert duplicate_rows(frame, "citizen_id").tolist() == [False, False, True, False, False, True]
