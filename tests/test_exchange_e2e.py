@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
+
+from test_end_to_end import read
 
 from pipelines.cli import main
 from pipelines.staging import MALFORMED_RECORD
@@ -30,15 +31,6 @@ def city(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("excity")
     synthesize(out, PEOPLE, seed=11)
     return out
-
-
-def read(url: str, sql: str) -> pd.DataFrame:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as db:
-            return pd.read_sql(sql, db)
-    finally:
-        engine.dispose()
 
 
 def run_from_exchange(city: Path, exchange: str, tmp_path: Path) -> str:
