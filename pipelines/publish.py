@@ -109,6 +109,24 @@ def _sqlite_connect(wh: _Warehouse) -> sqlite3.Connection:
     return con
 
 
+@contextmanager
+def _sqlite_write(wh: _Warehouse, *pragmas: str) -> Iterator[sqlite3.Connection]:
+    """One ``BEGIN IMMEDIATE`` transaction: committed when the block ends, rolled back on any error."""
+    con = _sqlite_connect(wh)
+    try:
+        for pragma in pragmas:
+            con.execute(pragma)
+        con.execute("BEGIN IMMEDIATE")
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
+
+
 def _migrations(dialect: str) -> list[tuple[int, str, str]]:
     """Ordered (version, name, sql) from ``warehouse/migrations/<dialect>/NNNN_name.sql``."""
     found = []
@@ -197,10 +215,8 @@ def ensure_warehouse(url: str) -> None:
                     for ddl in render_indexes(table, qualified):
                         cur.execute(ddl)
         return
-    con = _sqlite_connect(wh)
-    try:
-        con.execute("PRAGMA journal_mode = WAL")  # readers keep reading the old run during a publish
-        con.execute("BEGIN IMMEDIATE")
+    # WAL: readers keep reading the old run during a publish
+    with _sqlite_write(wh, "PRAGMA journal_mode = WAL") as con:
         con.execute("""CREATE TABLE IF NOT EXISTS schema_version (
             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)""")
         applied = {row[0] for row in con.execute("SELECT version FROM schema_version")}
@@ -213,13 +229,6 @@ def ensure_warehouse(url: str) -> None:
             con.execute(render_create_table(table, "sqlite", table.name, if_not_exists=True))
             for ddl in render_indexes(table, table.name, if_not_exists=True):
                 con.execute(ddl)
-        con.execute("COMMIT")
-    except BaseException:
-        if con.in_transaction:
-            con.execute("ROLLBACK")
-        raise
-    finally:
-        con.close()
 
 
 def _now() -> dt.datetime:
@@ -617,10 +626,8 @@ def _sqlite_rows(batch: pa.RecordBatch) -> Iterator[tuple]:
 
 def _publish_sqlite(wh: _Warehouse, run: dict, files: Mapping[str, pq.ParquetFile]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    con = _sqlite_connect(wh)
-    con.execute("PRAGMA cache_size = -262144")  # 256 MiB: a whole run's pages stay in memory
-    try:
-        con.execute("BEGIN IMMEDIATE")
+    # 256 MiB of cache: a whole run's pages stay in memory
+    with _sqlite_write(wh, "PRAGMA cache_size = -262144") as con:
         for name in PUBLISHED_TABLES:
             table, staged = TABLES[name], f"{name}__new"
             began = time.monotonic()
@@ -640,13 +647,6 @@ def _publish_sqlite(wh: _Warehouse, run: dict, files: Mapping[str, pq.ParquetFil
             for ddl in render_indexes(TABLES[name], name):
                 con.execute(ddl)
         _write_audit(wh, run, "published", row_counts=counts, cursor=con)
-        con.execute("COMMIT")
-    except BaseException:
-        if con.in_transaction:
-            con.execute("ROLLBACK")
-        raise
-    finally:
-        con.close()
     return counts
 
 

@@ -19,13 +19,26 @@ def check_character(first17: str) -> str:
     return CHECK_CHARS[total % 11]
 
 
+def id_bytes(values: pd.Series, width: int) -> np.ndarray:
+    """ASCII strings of exactly ``width`` characters as an (n, width) byte matrix, no per-row objects."""
+    block = pa.array(values)
+    if isinstance(block, pa.ChunkedArray):
+        block = block.combine_chunks()
+    block = block.cast(pa.binary()).cast(pa.binary(width))
+    flat = np.frombuffer(block.buffers()[1], dtype=np.uint8)
+    return flat[block.offset * width:(block.offset + len(block)) * width].reshape(-1, width)
+
+
+def check_character_bytes(first17: np.ndarray) -> np.ndarray:
+    """The check character (as an ASCII byte) of each row of an (n, 17) matrix of digit bytes."""
+    remainders = ((first17 - ord("0")).astype(np.int64) @ np.array(WEIGHTS, dtype=np.int64)) % 11
+    return np.frombuffer(CHECK_CHARS.encode("ascii"), dtype=np.uint8)[remainders]
+
+
 def check_characters(first17: pd.Series) -> pd.Series:
     """Vectorized ``check_character`` over a Series of 17-digit strings (all digits)."""
-    digits = np.frombuffer("".join(first17.tolist()).encode("ascii"), dtype=np.uint8)
-    digits = (digits.reshape(-1, 17) - ord("0")).astype(np.int64)
-    remainders = (digits @ np.array(WEIGHTS, dtype=np.int64)) % 11
-    table = np.array(list(CHECK_CHARS))
-    return pd.Series(table[remainders], index=first17.index, dtype=object)
+    checks = check_character_bytes(id_bytes(first17, 17))
+    return pd.Series(checks.view("S1").astype(str), index=first17.index, dtype=object)
 
 
 def mask_id(value: object) -> str:
@@ -84,22 +97,10 @@ def _valid_birth(first17: pd.Series) -> pd.Series:
     return pd.Series(valid[codes] if len(valid) else np.zeros(len(codes), dtype=bool), index=first17.index)
 
 
-def _fixed_width_bytes(values: pd.Series, width: int) -> np.ndarray:
-    """ASCII strings of exactly ``width`` characters as an (n, width) byte matrix, no per-row objects."""
-    block = pa.array(values)
-    if isinstance(block, pa.ChunkedArray):
-        block = block.combine_chunks()
-    block = block.cast(pa.binary()).cast(pa.binary(width))
-    flat = np.frombuffer(block.buffers()[1], dtype=np.uint8)
-    return flat[block.offset * width:(block.offset + len(block)) * width].reshape(-1, width)
-
-
 def _with_check_characters(first17: pd.Series) -> pd.Series:
     """Each 17-digit string completed by its check character (vectorized ``check_character``)."""
-    digits = _fixed_width_bytes(first17, 17)
-    remainders = ((digits - ord("0")).astype(np.int64) @ np.array(WEIGHTS, dtype=np.int64)) % 11
-    checks = np.frombuffer(CHECK_CHARS.encode("ascii"), dtype=np.uint8)[remainders]
-    full = np.ascontiguousarray(np.column_stack([digits, checks]))
+    digits = id_bytes(first17, 17)
+    full = np.ascontiguousarray(np.column_stack([digits, check_character_bytes(digits)]))
     ids = pa.FixedSizeBinaryArray.from_buffers(pa.binary(18), len(full), [None, pa.py_buffer(full)])
     ids = ids.cast(pa.binary()).cast(pa.large_string())
     return pa.table({"id": ids}).to_pandas()["id"].astype("str").set_axis(first17.index)
@@ -166,7 +167,7 @@ def credit_codes_valid(values: pd.Series) -> pd.Series:
     shaped = values.fillna("").astype("str").str.fullmatch(CREDIT_CODE_PATTERN)
     valid = pd.Series(False, index=values.index)
     if shaped.any():
-        chars = _fixed_width_bytes(values[shaped].astype("str"), 18)
+        chars = id_bytes(values[shaped].astype("str"), 18)
         table = np.zeros(256, dtype=np.int64)
         table[np.frombuffer(CREDIT_CHARS.encode("ascii"), dtype=np.uint8)] = np.arange(31)
         digits = table[chars]

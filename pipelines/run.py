@@ -28,7 +28,6 @@ from pipelines.policy import load_policy
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-EXPECTATIONS_DIR = REPO_ROOT / "expectations"
 
 
 def source_keys() -> list[str]:
@@ -45,11 +44,11 @@ def _read_json(path: Path) -> dict:
 def check_configuration(settings: Settings) -> dict:
     """Load policy, schemas and expectation suites up front: a bad file stops the run with exit 2."""
     from pipelines.staging import load_schemas
-    from pipelines.validation import load_expectation_suites
+    from pipelines.validation import DEFAULT_EXPECTATIONS_DIR, load_expectation_suites
 
     policy = load_policy(settings.policy_path)
     schemas = load_schemas()
-    suites = load_expectation_suites(EXPECTATIONS_DIR)
+    suites = load_expectation_suites(DEFAULT_EXPECTATIONS_DIR)
     missing = sorted(set(schemas) - set(suites))
     if missing:
         raise UsageError(f"no expectation suite for source(s): {', '.join(missing)} (add expectations/<source>.yaml)")

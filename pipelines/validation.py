@@ -38,32 +38,24 @@ import pyarrow as pa
 import yaml
 
 from pipelines.errors import UsageError, ValidationFailed
-from pipelines.resident_id import CHECK_CHARS, WEIGHTS, mask_id
+from pipelines.resident_id import check_character_bytes, id_bytes, mask_id
+from pipelines.sources import source_keys
+from pipelines.staging import SCHEMA_DIR as DEFAULT_SCHEMAS_DIR
+from pipelines.staging import load_schema
 
-SOURCES = (
-    "hukou",
-    "property_title",
-    "housing_contract",
-    "rental",
-    "social_insurance",
-    "individual_business",
-    "enterprise",
-)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EXPECTATIONS_DIR = REPO_ROOT / "expectations"
-DEFAULT_SCHEMAS_DIR = REPO_ROOT / "schemas"
 
 ROW_KINDS = ("not_null", "resident_id", "credit_code", "unique", "in_set", "date_range",
              "pattern", "between")
 SEVERITIES = ("error", "warn")
 CREDIT_CODE_PATTERN = r"[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}"
-RESIDENT_ID_PATTERN = r"\d{17}[\dX]"
+RESIDENT_ID_PATTERN = r"[0-9]{17}[0-9X]"
 AS_OF = "as_of"
 ID_LIKE = re.compile(r"\d{14,17}[\dXx]")
 # Engineers open the index; validation pages sit below it.
 DOCS_SITE = "zerocert"
 KEPT_RESULTS_STORE = "kept_validation_results"
-SCHEMA_CODE_KEYS = ("codes", "allowed", "allowed_values", "values", "code_list")
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +132,8 @@ def _load_suite_file(path: Path) -> SuiteSpec:
     if unknown:
         raise UsageError(f"{path}: unknown key {sorted(unknown)[0]!r}")
     source = doc.get("source")
-    if source not in SOURCES:
-        raise UsageError(f"{path}: key 'source' must be one of {', '.join(SOURCES)}, "
+    if source not in source_keys():
+        raise UsageError(f"{path}: key 'source' must be one of {', '.join(source_keys())}, "
                          f"got {source!r}")
     if path.stem != source:
         raise UsageError(f"{path}: key 'source' is {source!r} but the file is named {path.name}")
@@ -253,34 +245,14 @@ def _table_checks(path: Path, doc: Any) -> TableChecks:
 
 
 def schema_code_lists(source: str, schemas_dir: Path = DEFAULT_SCHEMAS_DIR) -> dict[str, list]:
-    """Allowed codes per column from the staging schema, when the schema file names them.
+    """Allowed codes per column from the staging schema (the one place code lists live).
 
-    Accepts a ``columns`` section written either as a mapping ``{key: {codes: [...]}}`` or as a
-    list of ``{key: ..., codes: [...]}``; a missing file means the suite's own lists apply.
+    A missing schema file means the suite's own lists apply.
     """
-    path = Path(schemas_dir) / f"{source}.yaml"
-    if not path.is_file():
+    if not (Path(schemas_dir) / f"{source}.yaml").is_file():
         return {}
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not readable YAML ({str(exc).splitlines()[0]})") from None
-    columns = doc.get("columns", {}) if isinstance(doc, dict) else {}
-    entries: list[tuple[str, Any]] = []
-    if isinstance(columns, dict):
-        entries = [(str(k), v) for k, v in columns.items()]
-    elif isinstance(columns, list):
-        entries = [(str(c.get("key") or c.get("name")), c) for c in columns if isinstance(c, dict)]
-    codes = {}
-    for key, spec in entries:
-        if not isinstance(spec, dict):
-            continue
-        for code_key in SCHEMA_CODE_KEYS:
-            listed = spec.get(code_key)
-            if isinstance(listed, list) and listed:
-                codes[key] = listed
-                break
-    return codes
+    return {column.key: list(column.codes) for column in load_schema(source, Path(schemas_dir)).columns
+            if column.codes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,31 +272,10 @@ def valid_resident_ids(values: pd.Series) -> pd.Series:
     shaped = text.str.fullmatch(RESIDENT_ID_PATTERN).fillna(False).to_numpy(dtype=bool)
     verdict = np.zeros(len(text), dtype=bool)
     if shaped.any():
-        codes = _id_bytes(text[shaped])
-        digits = codes[:, :17].astype(np.int64) - ord("0")
-        expected = np.frombuffer(CHECK_CHARS.encode("ascii"), dtype=np.uint8)[
-            (digits @ np.asarray(WEIGHTS, dtype=np.int64)) % 11]
-        verdict[shaped] = expected == codes[:, 17]
+        codes = id_bytes(text[shaped], 18)
+        verdict[shaped] = check_character_bytes(codes[:, :17]) == codes[:, 17]
     result[present] = verdict
     return result
-
-
-def _id_bytes(ids: pd.Series) -> np.ndarray:
-    """An (n, 18) uint8 view of 18-character ASCII strings, straight from the Arrow buffer
-    when the column is Arrow-backed (no Python objects), else through a fixed-width copy."""
-    try:
-        array = pa.array(ids.array)
-        if isinstance(array, pa.ChunkedArray):
-            array = array.combine_chunks()
-        array = array.cast(pa.large_binary())
-        data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
-        offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[
-            array.offset:array.offset + len(array) + 1]
-        if offsets[-1] - offsets[0] == 18 * len(array):
-            return data[offsets[0]:offsets[-1]].reshape(-1, 18)
-    except (pa.ArrowException, AttributeError, TypeError, ValueError, IndexError):
-        pass
-    return np.asarray(ids.to_numpy(dtype=object), dtype="S18").view(np.uint8).reshape(-1, 18)
 
 
 def valid_credit_codes(values: pd.Series) -> pd.Series:
