@@ -45,7 +45,14 @@ DEFAULT_ARGS = {"owner": "data-bureau", "retries": 2, "retry_delay": pendulum.du
     tags=["zerocert", "warehouse", "eligibility"],
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
-    params={"as_of": Param("", type="string", description="as-of date YYYY-MM-DD; blank: the run's date")},
+    params={
+        "as_of": Param("", type="string", description="as-of date YYYY-MM-DD; blank: the run's date"),
+        "accept_change": Param("", type="string",
+                               description="source(s), comma-separated, whose delivery may change in size "
+                                           "beyond its threshold in this run (a person checked it); blank: none"),
+        "accept_reason": Param("", type="string",
+                               description="with accept_change: what was checked, and with whom (kept in run_audit)"),
+    },
 )
 def zerocert_warehouse():
     @task(doc_md="Resolve the run's configuration (variables, environment, defaults).")

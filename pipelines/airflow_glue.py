@@ -55,10 +55,13 @@ def settings_for_task(context: dict) -> Settings:
     Without an as-of date anywhere, the date of the run (its logical date, or when it was
     triggered for asset-driven runs) is used.
     """
-    as_of = (context.get("params") or {}).get("as_of") or None
+    params = context.get("params") or {}
     moment = context.get("logical_date") or context.get("dag_run").run_after
     today = dt.date(moment.year, moment.month, moment.day)
-    return resolve_settings({"as_of": as_of}, lookup=_variable, today=today)
+    return resolve_settings({"as_of": params.get("as_of") or None,
+                             "accept_change": params.get("accept_change") or None,
+                             "accept_reason": params.get("accept_reason") or None},
+                            lookup=_variable, today=today)
 
 
 @contextlib.contextmanager

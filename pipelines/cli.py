@@ -46,7 +46,7 @@ def _settings_from_args(args: argparse.Namespace):
     return resolve_settings({
         "landing": args.landing, "exchange_url": args.exchange, "reference": args.reference,
         "warehouse_url": args.warehouse, "policy": args.policy, "as_of": args.as_of,
-        "work_dir": args.work_dir,
+        "work_dir": args.work_dir, "accept_change": args.accept_change, "accept_reason": args.reason,
     })
 
 
@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--as-of", dest="as_of", help="as-of date YYYY-MM-DD (default: today)")
     run.add_argument("--policy", help="policy file (default: REFERENCE/policy.yaml)")
     run.add_argument("--work-dir", dest="work_dir", help="where staged files go (default: ~/.zerocert/work)")
+    run.add_argument("--accept-change", dest="accept_change", metavar="SOURCE", action="append",
+                     help="publish this source's delivery although its size moved beyond its threshold "
+                          "(checked by a person; repeatable; recorded in run_audit)")
+    run.add_argument("--reason", help="with --accept-change: what was checked, and with whom")
     run.set_defaults(func=cmd_run)
 
     lookup = sub.add_parser("lookup", help="prefill document of a guardian or eligibility of a child")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -36,6 +36,8 @@ class Settings:
     policy_path: Path
     as_of: dt.date
     work_dir: Path
+    # source -> the engineer's reason: this run may publish that delivery's change in size
+    accepted_changes: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
@@ -52,6 +54,7 @@ class Settings:
             "policy": str(self.policy_path),
             "as_of": self.as_of.isoformat(),
             "work_dir": str(self.work_dir),
+            "accepted_changes": dict(self.accepted_changes),
         }
 
 
@@ -68,6 +71,19 @@ def parse_as_of(value: str) -> dt.date:
         return dt.date.fromisoformat(value.strip())
     except ValueError:
         raise UsageError(f"as-of date must be YYYY-MM-DD, got {value!r}") from None
+
+
+def accepted_changes(sources: str | list[str] | None, reason: str | None) -> dict[str, str]:
+    """``--accept-change SOURCE[,SOURCE] --reason TEXT`` as {source: reason}; both or neither."""
+    if isinstance(sources, str):
+        sources = sources.split(",")
+    names = sorted({s.strip() for s in sources or [] if s and s.strip()})
+    reason = (reason or "").strip()
+    if names and not reason:
+        raise UsageError("--accept-change needs --reason TEXT: what was checked, and with whom")
+    if reason and not names:
+        raise UsageError("--reason goes with --accept-change SOURCE")
+    return {name: reason for name in names}
 
 
 def resolve_settings(
@@ -115,6 +131,7 @@ def resolve_settings(
         policy_path=policy.resolve(),
         as_of=as_of,
         work_dir=Path(pick("work_dir") or home / "work").expanduser().resolve(),
+        accepted_changes=accepted_changes(explicit.get("accept_change"), explicit.get("accept_reason")),
     )
 
 
@@ -128,4 +145,5 @@ def settings_from_dict(doc: Mapping[str, object]) -> Settings:
         policy_path=Path(str(doc["policy"])),
         as_of=dt.date.fromisoformat(str(doc["as_of"])),
         work_dir=Path(str(doc["work_dir"])),
+        accepted_changes=dict(doc.get("accepted_changes") or {}),
     )

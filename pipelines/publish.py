@@ -60,7 +60,7 @@ STAGE_SCHEMA = "zerocert_stage"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "warehouse" / "migrations"
 RUN_KEYS = ("run_id", "as_of", "policy_id", "started_at", "code_version")
 AUDIT_COLUMNS = ("run_id", "as_of", "policy_id", "started_at", "finished_at", "status",
-                 "code_version", "reason", "row_counts")
+                 "code_version", "reason", "row_counts", "accepted_changes")
 BATCH_ROWS = 65_536
 _MIGRATE_LOCK = 0x7A65_726F_0001  # advisory lock keys ("zero"...)
 _PUBLISH_LOCK = 0x7A65_726F_0002
@@ -257,7 +257,8 @@ def _normalize_run(run: Mapping[str, object]) -> dict:
         started = started.replace(tzinfo=dt.timezone.utc)
     return {"run_id": str(run["run_id"]), "as_of": as_of, "policy_id": str(run["policy_id"]),
             "started_at": started.astimezone(dt.timezone.utc),
-            "code_version": str(run["code_version"])}
+            "code_version": str(run["code_version"]),
+            "accepted_changes": list(run.get("accepted_changes") or []) or None}
 
 
 def _write_audit(wh: _Warehouse, run: dict, status: str, reason: str | None = None,
@@ -265,15 +266,17 @@ def _write_audit(wh: _Warehouse, run: dict, status: str, reason: str | None = No
     """Insert or update the attempt's run_audit row; a published row is never turned failed."""
     finished = None if status == "started" else _now()
     counts = None if row_counts is None else json.dumps(dict(row_counts), sort_keys=True)
+    accepted = run.get("accepted_changes")
+    accepted = None if not accepted else mask_ids_in(json.dumps(accepted, ensure_ascii=False, sort_keys=True))
     values = (run["run_id"], run["as_of"], run["policy_id"], run["started_at"], finished, status,
-              run["code_version"], reason, counts)
+              run["code_version"], reason, counts, accepted)
     guard = "" if status == "published" else " WHERE run_audit.status <> 'published'"
     update = ("ON CONFLICT (run_id, started_at) DO UPDATE SET finished_at = excluded.finished_at, "
               "status = excluded.status, reason = excluded.reason, "
-              "row_counts = excluded.row_counts" + guard)
+              "row_counts = excluded.row_counts, accepted_changes = excluded.accepted_changes" + guard)
     if wh.dialect == "postgresql":
         sql = (f"INSERT INTO {SCHEMA}.run_audit ({', '.join(AUDIT_COLUMNS)}) "
-               f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) {update}")
+               f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) {update}")
         if cursor is not None:
             cursor.execute(sql, values)
             return
@@ -281,7 +284,7 @@ def _write_audit(wh: _Warehouse, run: dict, status: str, reason: str | None = No
             conn.execute(sql, values)
         return
     sql = (f"INSERT INTO run_audit ({', '.join(AUDIT_COLUMNS)}) "
-           f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {update}")
+           f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {update}")
     values = (values[0], values[1].isoformat(), values[2], _iso(values[3]),
               None if finished is None else _iso(finished), *values[5:])
     if cursor is not None:
@@ -334,7 +337,8 @@ def read_current_run(url: str) -> dict | None:
     found["as_of"] = dt.date.fromisoformat(found["as_of"])
     for key in ("started_at", "finished_at"):
         found[key] = dt.datetime.fromisoformat(found[key]) if found[key] else None
-    found["row_counts"] = json.loads(found["row_counts"]) if found["row_counts"] else None
+    for key in ("row_counts", "accepted_changes"):
+        found[key] = json.loads(found[key]) if found[key] else None
     return found
 
 

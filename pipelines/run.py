@@ -52,6 +52,10 @@ def check_configuration(settings: Settings) -> dict:
     missing = sorted(set(schemas) - set(suites))
     if missing:
         raise UsageError(f"no expectation suite for source(s): {', '.join(missing)} (add expectations/<source>.yaml)")
+    unknown = sorted(set(settings.accepted_changes) - set(schemas))
+    if unknown:
+        raise UsageError(f"--accept-change: unknown source(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(sorted(schemas))})")
     return {"policy_id": policy.policy_id, "sources": sorted(schemas)}
 
 
@@ -107,8 +111,16 @@ def previous_accepted_rows(settings: Settings, source: str) -> int | None:
     return None
 
 
+def _accepted_change_path(settings: Settings, source: str) -> Path:
+    return settings.run_dir / "accepted_changes" / f"{source}.json"
+
+
 def validate(source: str, settings: Settings) -> dict:
-    """Run the source's expectation suite on its staged rows; raises ValidationFailed."""
+    """Run the source's expectation suite on its staged rows; raises ValidationFailed.
+
+    A size change the engineer accepted for this run is kept beside the run's files, for
+    publish to record in run_audit.
+    """
     from pipelines.validation import validate_staged
 
     snapshot = staged_snapshot(source, settings)
@@ -117,9 +129,16 @@ def validate(source: str, settings: Settings) -> dict:
         source, accepted, as_of=settings.as_of,
         previous_rows=previous_accepted_rows(settings, source),
         results_dir=settings.work_dir / "validation",
+        accept_change_reason=settings.accepted_changes.get(source),
     )
+    record = _accepted_change_path(settings, source)
+    record.unlink(missing_ok=True)
+    if result["accepted_change"]:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(result["accepted_change"], ensure_ascii=False), encoding="utf-8")
     return {"source": source, "success": bool(result["success"]),
-            "docs_path": str(result.get("docs_path", ""))}
+            "docs_path": str(result.get("docs_path", "")),
+            "accepted_change": result["accepted_change"]}
 
 
 # --- step 3: addresses -------------------------------------------------------------------------
@@ -212,8 +231,10 @@ def audit_tables(settings: Settings, run_id: str) -> dict[str, Path]:
 
 
 def run_record(settings: Settings, run_id: str, started_at: dt.datetime) -> dict:
+    accepted = [_read_json(path) for source in source_keys()
+                if (path := _accepted_change_path(settings, source)).exists()]
     return {"run_id": run_id, "as_of": settings.as_of, "policy_id": load_policy(settings.policy_path).policy_id,
-            "started_at": started_at, "code_version": __version__}
+            "started_at": started_at, "code_version": __version__, "accepted_changes": accepted}
 
 
 def publish(settings: Settings, decided: dict, started_at: dt.datetime) -> dict:

@@ -52,6 +52,7 @@ SEVERITIES = ("error", "warn")
 CREDIT_CODE_PATTERN = r"[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}"
 RESIDENT_ID_PATTERN = r"[0-9]{17}[0-9X]"
 AS_OF = "as_of"
+RECORD_COLUMN = "record_ref"  # one value per delivered record (file:line or table key)
 ID_LIKE = re.compile(r"\d{14,17}[\dXx]")
 # Engineers open the index; validation pages sit below it.
 DOCS_SITE = "zerocert"
@@ -373,6 +374,8 @@ def build_validation_frame(spec: SuiteSpec, accepted: pd.DataFrame) -> pd.DataFr
     for name in code_only & set(narrow):
         if pd.api.types.is_string_dtype(narrow[name].dtype):
             narrow[name] = narrow[name].astype("category")
+    if RECORD_COLUMN in accepted.columns:  # counted, never shown: record numbers suffice
+        narrow[RECORD_COLUMN] = pd.Series(pd.factorize(accepted[RECORD_COLUMN])[0])
     # Positions, not labels: a concatenated staged frame may repeat index labels.
     return pd.DataFrame({name: values.reset_index(drop=True) for name, values in narrow.items()},
                         index=pd.RangeIndex(len(accepted)))
@@ -430,8 +433,8 @@ def _midnight(day: dt.date) -> dt.datetime:
 
 
 def row_count_bounds(table: TableChecks, previous_rows: int | None) -> tuple[int, int | None]:
-    """Allowed row counts: at least ``min_rows``, and within the change fraction of the last
-    accepted snapshot when there is one (100 previous, 0.5 → 50..150)."""
+    """Allowed delivered records: at least ``min_rows``, and within the change fraction of the
+    last published snapshot when there is one (100 previous, 0.5 → 50..150)."""
     low, high = table.min_rows, None
     if previous_rows is not None and table.max_change_fraction is not None:
         low = max(low, math.ceil(previous_rows * (1 - table.max_change_fraction)))
@@ -443,11 +446,17 @@ def _build_suite(gx, spec: SuiteSpec, accepted: pd.DataFrame, as_of: dt.date,
                  previous_rows: int | None, codes: dict[str, list]):
     E = gx.expectations
     suite = gx.ExpectationSuite(name=spec.source)
-    low, high = row_count_bounds(spec.table, previous_rows)
     suite.add_expectation(E.ExpectTableRowCountToBeBetween(
-        min_value=low, max_value=high,
-        meta={"check": "row_count", "severity": "table", "previous_rows": previous_rows,
-              "max_change_fraction": spec.table.max_change_fraction}))
+        min_value=spec.table.min_rows, max_value=None,
+        meta={"check": "row_count", "severity": "table"}))
+    low, high = row_count_bounds(spec.table, previous_rows)
+    if high is not None:
+        # Delivered records, not staged rows (a contract is staged once per buyer): like is
+        # compared with like, the previous snapshot's rows_accepted.
+        suite.add_expectation(E.ExpectColumnUniqueValueCountToBeBetween(
+            column=RECORD_COLUMN, min_value=low, max_value=high,
+            meta={"check": "row_count_change", "severity": "table", "previous_rows": previous_rows,
+                  "max_change_fraction": spec.table.max_change_fraction}))
     suite.add_expectation(E.ExpectTableColumnsToMatchSet(
         column_set=sorted({c for chk in spec.row_checks for c in _gx_columns(chk)}),
         exact_match=False,
@@ -468,12 +477,16 @@ def _build_suite(gx, spec: SuiteSpec, accepted: pd.DataFrame, as_of: dt.date,
 def validate_staged(source: str, accepted: pd.DataFrame, *, as_of: dt.date,
                     previous_rows: int | None, results_dir: Path,
                     suites: dict[str, SuiteSpec] | None = None,
-                    schemas_dir: Path = DEFAULT_SCHEMAS_DIR) -> dict:
+                    schemas_dir: Path = DEFAULT_SCHEMAS_DIR,
+                    accept_change_reason: str | None = None) -> dict:
     """Run the source's suite on its accepted rows; keep the result JSON and the Data Docs.
 
     Raises ValidationFailed (exit 3, nothing published) when a table check fails or an
     error-level row check falls below its ``mostly``; the results and Data Docs are written
     first so engineers can see why. Warn-level failures are returned, not raised.
+    ``accept_change_reason``: an engineer confirmed that this delivery's change in size is
+    real; a failed ``row_count_change`` then lets the run go on and is returned as
+    ``accepted_change`` (with its figures) for run_audit.
     """
     suites = suites if suites is not None else load_expectation_suites(DEFAULT_EXPECTATIONS_DIR)
     if source not in suites:
@@ -510,6 +523,14 @@ def validate_staged(source: str, accepted: pd.DataFrame, *, as_of: dt.date,
     docs_path = results_dir / "data_docs" / "index.html"
 
     failures = [_describe(r) for r in result.results if not r.success]
+    accepted_change = None
+    if accept_change_reason is not None:
+        change = next((f for f in failures if f["check"] == "row_count_change"), None)
+        if change is not None:
+            failures.remove(change)
+            accepted_change = {"source": source, "reason": accept_change_reason, **change["figures"]}
+            log.warning("%s: size change accepted by an engineer (%s): %s", source,
+                        accept_change_reason, change["numbers"])
     report = {
         "source": source,
         "success": bool(result.success),
@@ -517,14 +538,17 @@ def validate_staged(source: str, accepted: pd.DataFrame, *, as_of: dt.date,
         "results_path": str(results_path),
         "docs_path": str(docs_path),
         "rows": int(len(accepted)),
+        "accepted_change": accepted_change,
     }
     fatal = sorted((f for f in failures if f["severity"] != "warn"),
                    key=lambda f: f["level"] != "table")
     if fatal:
         first = fatal[0]
         more = f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""
+        hint = (f"; if the change is real: --accept-change {source} --reason TEXT"
+                if first["check"] == "row_count_change" else "")
         error = ValidationFailed(f"{source}: {first['level']} check {first['check']} failed: "
-                                 f"{first['numbers']}{more}; see {docs_path}")
+                                 f"{first['numbers']}{more}; see {docs_path}{hint}")
         error.report = report
         raise error
     for warning in failures:
@@ -639,19 +663,24 @@ def _describe(item) -> dict:
     details = item.result or {}
     check = meta.get("check", config.type)
     if meta.get("severity") == "table":
+        figures = None
         if check == "row_count":
+            numbers = (f"{details.get('observed_value')} rows, at least "
+                       f"{config.kwargs.get('min_value')} expected")
+        elif check == "row_count_change":
             kwargs = config.kwargs
-            allowed = f"{kwargs.get('min_value')}..{kwargs.get('max_value') or '∞'}"
-            previous = meta.get("previous_rows")
-            numbers = f"{details.get('observed_value')} rows, allowed {allowed}"
-            if previous is not None and meta.get("max_change_fraction") is not None:
-                numbers += (f" (previous snapshot {previous} rows, max change "
-                            f"{meta['max_change_fraction']:g})")
+            figures = {"rows": details.get("observed_value"), "previous_rows": meta.get("previous_rows"),
+                       "allowed": [kwargs.get("min_value"), kwargs.get("max_value")],
+                       "max_change_fraction": meta.get("max_change_fraction")}
+            numbers = (f"{figures['rows']} rows accepted (delivered records), allowed "
+                       f"{kwargs.get('min_value')}..{kwargs.get('max_value')} (previous snapshot "
+                       f"{figures['previous_rows']} rows, max change {figures['max_change_fraction']:g})")
         elif check == "columns_present":
             numbers = f"staged frame lacks columns {meta.get('missing_columns')}"
         else:
             numbers = str(details.get("observed_value"))
-        return {"check": check, "level": "table", "severity": "table", "numbers": numbers}
+        return {"check": check, "level": "table", "severity": "table", "numbers": numbers,
+                "figures": figures}
     raised = _raised_exception(item.exception_info)
     if raised is not None:
         return {"check": check, "level": "row", "severity": meta.get("severity", "error"),

@@ -206,7 +206,7 @@ def test_hostile_delivery_is_one_clear_line_exit_3_and_nothing_published(city, t
         ["run", "--landing", str(landing), "--reference", str(city / "reference"), "--warehouse", url,
          "--as-of", "2027-08-15", "--work-dir", str(tmp_path / "work")])
     err = capsys.readouterr().err
-    assert code == 3
+    assert code == 3, err[-2000:]
     final = err.strip().splitlines()[-1]
     assert final.startswith("zerocert: ") and source in final and "Traceback" not in err
     published = read(url, "SELECT COUNT(*) AS n FROM run_audit WHERE status = 'published'")
@@ -230,3 +230,59 @@ def test_broken_json_line_and_huge_line_are_quarantined_and_the_rest_published(c
     assert refs["rental.jsonl:3"] == "MALFORMED_RECORD"
     assert refs["rental.jsonl:5"] == "MALFORMED_RECORD"
     assert_counts_reconcile(url)
+
+
+def _deliver_again(landing: Path, source: str, day: str, keep) -> Path:
+    """A new complete delivery folder of ``source`` dated ``day``: the newest one's header and
+    the lines ``keep(lines)`` returns."""
+    newest = _newest_delivery(landing, source)
+    folder = landing / source / day
+    folder.mkdir()
+    for path in newest.iterdir():
+        if path.name == "_SUCCESS":
+            continue
+        header, *lines = path.read_bytes().splitlines(keepends=True)
+        has_header = path.suffix == ".csv"
+        kept = keep(lines if has_header else [header, *lines])
+        (folder / path.name).write_bytes(b"".join(([header] if has_header else []) + kept))
+    (folder / "_SUCCESS").write_bytes(b"")
+    return folder
+
+
+@pytest.mark.e2e
+def test_a_hukou_with_half_its_rows_is_refused_unless_a_person_accepts_it(city, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
+    assert run_cli(city, url, tmp_path / "work") == 0
+    published = read(url, "SELECT run_id FROM eligibility LIMIT 1").run_id[0]
+    landing = tmp_path / "landing"
+    shutil.copytree(city / "landing", landing)
+    _deliver_again(landing, "hukou", "2027-08-15", lambda lines: lines[: len(lines) // 2])
+    capsys.readouterr()
+
+    def run(*extra):
+        return main(["run", "--landing", str(landing), "--reference", str(city / "reference"),
+                     "--warehouse", url, "--as-of", "2027-08-15", "--work-dir", str(tmp_path / "work"), *extra])
+
+    assert run() == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("zerocert: hukou: table check row_count_change failed")
+    assert "--accept-change hukou --reason" in err
+    assert read(url, "SELECT run_id FROM eligibility LIMIT 1").run_id[0] == published
+
+    assert run("--accept-change", "hukou") == 2
+    assert "needs --reason" in capsys.readouterr().err
+    assert run("--accept-change", "hukuo", "--reason", "typo") == 2
+    assert "unknown source(s) hukuo" in capsys.readouterr().err
+
+    reason = "half the city moved to a new registry, confirmed with the PSB"
+    assert run("--accept-change", "hukou", "--reason", reason) == 0
+    audit = read(url, "SELECT run_id, accepted_changes FROM run_audit WHERE status = 'published' "
+                      "ORDER BY finished_at DESC LIMIT 1")
+    assert audit.run_id[0] != published
+    import json
+
+    (change,) = json.loads(audit.accepted_changes[0])
+    previous = read(url, "SELECT rows_accepted FROM source_snapshot WHERE source = 'hukou'").rows_accepted[0]
+    assert change["source"] == "hukou" and change["reason"] == reason
+    assert change["rows"] == previous and change["previous_rows"] > 1.9 * previous
+    assert change["allowed"][0] > change["rows"]

@@ -142,7 +142,51 @@ def test_row_count_far_below_previous_snapshot_is_rejected(tmp_path, suites):
 
 
 def test_row_count_within_the_change_fraction_passes(tmp_path, suites):
-    assert run(hukou_frame(60), tmp_path, suites, previous_rows=100)["success"] is True
+    fraction = suites["hukou"].table.max_change_fraction
+    low, high = row_count_bounds(suites["hukou"].table, 200)
+    assert (low, high) == (round(200 * (1 - fraction)), round(200 * (1 + fraction)))
+    assert run(hukou_frame(low), tmp_path, suites, previous_rows=200)["success"] is True
+    with pytest.raises(ValidationFailed, match="row_count_change"):
+        run(hukou_frame(low - 1), tmp_path, suites, previous_rows=200)
+
+
+def test_each_source_allows_its_own_change(suites):
+    fractions = {source: spec.table.max_change_fraction for source, spec in suites.items()}
+    assert all(f is not None and 0 < f <= 0.5 for f in fractions.values())
+    assert fractions["hukou"] < 0.1 < fractions["rental"]  # a hukou losing a tenth is no normal day
+
+
+def test_change_counts_delivered_records_not_staged_rows(tmp_path, suites):
+    """A contract with two buyers is staged as two rows but delivered as one record."""
+    frame = hukou_frame(100)
+    frame["record_ref"] = [f"hukou.csv:{i // 2 + 2}" for i in range(100)]  # 50 records, 2 rows each
+    assert run(frame, tmp_path, suites, previous_rows=50)["success"] is True
+    with pytest.raises(ValidationFailed, match=r"100 rows accepted .*previous snapshot 50"):
+        run(hukou_frame(100), tmp_path, suites, previous_rows=50)
+
+
+def test_an_accepted_change_publishes_and_reports_its_figures(tmp_path, suites):
+    with pytest.raises(ValidationFailed, match=r"--accept-change hukou --reason"):
+        run(hukou_frame(50), tmp_path, suites, previous_rows=100)
+    report = run(hukou_frame(50), tmp_path, suites, previous_rows=100,
+                 accept_change_reason="district merged into the city, checked with the bureau")
+    assert report["accepted_change"] == {
+        "source": "hukou", "reason": "district merged into the city, checked with the bureau",
+        "rows": 50, "previous_rows": 100, "allowed": [95, 105], "max_change_fraction": 0.05}
+
+
+def test_an_accepted_change_does_not_waive_other_failures(tmp_path, suites):
+    frame = hukou_frame(50)
+    frame.loc[0, "sex"] = "未知"
+    with pytest.raises(ValidationFailed, match=r"in_set\(sex\)"):
+        run(frame, tmp_path, suites, previous_rows=100, accept_change_reason="checked")
+    with pytest.raises(ValidationFailed, match=r"row_count failed: 0 rows"):
+        run(hukou_frame().iloc[:0], tmp_path, suites, previous_rows=100, accept_change_reason="checked")
+
+
+def test_within_bounds_an_acceptance_records_nothing(tmp_path, suites):
+    report = run(hukou_frame(100), tmp_path, suites, previous_rows=100, accept_change_reason="checked")
+    assert report["accepted_change"] is None
 
 
 def test_row_count_bounds():
@@ -154,7 +198,7 @@ def test_row_count_bounds():
 def test_table_failure_is_named_before_row_failures(tmp_path, suites):
     frame = hukou_frame(30)
     frame.loc[0, "sex"] = "未知"
-    with pytest.raises(ValidationFailed, match=r"table check row_count failed.*and 1 more"):
+    with pytest.raises(ValidationFailed, match=r"table check row_count_change failed.*and 1 more"):
         run(frame, tmp_path, suites, previous_rows=100)
 
 

@@ -1,0 +1,4 @@
+-- Size changes an engineer accepted for one run (zerocert run --accept-change SOURCE --reason
+-- TEXT): a JSON list of {source, reason, rows, previous_rows, allowed, max_change_fraction}.
+ALTER TABLE run_audit ADD COLUMN accepted_changes TEXT
+    CHECK (accepted_changes IS NULL OR json_valid(accepted_changes));
