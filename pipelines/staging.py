@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import yaml
 
 from pipelines.dates import parse_dates
 from pipelines.errors import DeliveryRejected, UsageError
+from pipelines.masking import mask_ids_in
 from pipelines.resident_id import (
     INVALID_ID_CHECKSUM,
     INVALID_ID_FORMAT,
@@ -42,6 +44,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SUCCESS_MARKER = "_SUCCESS"
 MAX_LINE_CHARS = 1 << 20  # a record is a few hundred bytes; a 1 MiB line is not a record
 RAW_KEEP_CHARS = 4096  # how much of an oversized line the quarantine keeps
+QUOTE_CHARS = 24  # the most of a delivered text an error message quotes (masked)
 
 MALFORMED_RECORD = "MALFORMED_RECORD"
 MISSING_REQUIRED = "MISSING_REQUIRED"
@@ -78,6 +81,7 @@ class Column:
     codes: tuple[str, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)
     kind_column: str | None = None
+    not_after_extract: bool = False  # an event (birth, signing, ...) cannot postdate the extract
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,8 @@ def _schema_error(path: Path, message: str) -> UsageError:
 def _parse_column(path: Path, item: Any) -> Column:
     if not isinstance(item, dict) or not {"header", "key", "type"} <= item.keys():
         raise _schema_error(path, f"column {item!r} needs header, key and type")
-    unknown = set(item) - {"header", "key", "type", "required", "codes", "aliases", "kind_column"}
+    unknown = set(item) - {"header", "key", "type", "required", "codes", "aliases", "kind_column",
+                           "not_after_extract"}
     if unknown:
         raise _schema_error(path, f"column {item['key']}: unknown setting {sorted(unknown)[0]}")
     if item["type"] not in COLUMN_TYPES:
@@ -116,12 +121,15 @@ def _parse_column(path: Path, item: Any) -> Column:
         raise _schema_error(path, f"column {item['key']}: type code needs a codes list")
     if any(target not in codes for target in aliases.values()):
         raise _schema_error(path, f"column {item['key']}: an alias maps outside its codes")
-    if not isinstance(item.get("required", False), bool):
-        raise _schema_error(path, f"column {item['key']}: required must be true or false")
+    for flag in ("required", "not_after_extract"):
+        if not isinstance(item.get(flag, False), bool):
+            raise _schema_error(path, f"column {item['key']}: {flag} must be true or false")
+    if item.get("not_after_extract") and item["type"] not in ("date", "datetime"):
+        raise _schema_error(path, f"column {item['key']}: not_after_extract needs a date column")
     return Column(
         header=str(item["header"]), key=str(item["key"]), type=item["type"],
         required=item.get("required", False), codes=codes, aliases=aliases,
-        kind_column=item.get("kind_column"),
+        kind_column=item.get("kind_column"), not_after_extract=item.get("not_after_extract", False),
     )
 
 
@@ -201,12 +209,23 @@ class Failure:
 
 # --- delivery choice and decoding ------------------------------------------------------------
 
+def _inside_landing(path: Path, landing: Path, what: str) -> None:
+    """Deliveries are regular folders and files inside the landing directory: a symbolic link, or
+    anything resolving elsewhere, could make the pipeline read (and quote) a file it must not."""
+    if path.is_symlink() or not path.resolve().is_relative_to(landing.resolve()):
+        raise DeliveryRejected(f"{what} is a symbolic link or lies outside the landing directory "
+                               f"{landing}; deliveries must be regular files inside it")
+
+
 def choose_delivery(landing: Path, source: str, as_of: dt.date) -> Path:
     """The newest complete delivery folder dated on or before ``as_of``.
 
     A folder without ``_SUCCESS`` is still being written by the exchange: skipped, with a warning.
+    The chosen folder must be a real folder inside ``landing`` (no symbolic link).
     """
     base = landing / source
+    if base.exists():
+        _inside_landing(base, landing, f"{source}: the source folder {source}/")
     candidates: list[tuple[dt.date, Path]] = []
     for folder in base.iterdir() if base.is_dir() else ():
         try:
@@ -217,6 +236,7 @@ def choose_delivery(landing: Path, source: str, as_of: dt.date) -> Path:
             candidates.append((day, folder))
     for day, folder in sorted(candidates, reverse=True):
         if (folder / SUCCESS_MARKER).exists():
+            _inside_landing(folder, landing, f"{source}: delivery folder {source}/{folder.name}")
             return folder
         log.warning("%s: delivery %s has no %s yet, skipped", source, folder.name, SUCCESS_MARKER)
     raise DeliveryRejected(f"{source}: no complete delivery on or before {as_of} under {base}")
@@ -285,22 +305,31 @@ def _raw_frame(values: dict[str, pd.Series], refs: pd.Series, raw: pd.Series,
 
 # --- file readers: strings keyed by English column + record_ref, raw, parse_error -------------
 
+def quote_delivered(text: str) -> str:
+    """A delivered text as an error message may quote it: short, IDs masked."""
+    short = text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + f"… ({len(text)} characters)"
+    return repr(mask_ids_in(short))
+
+
 def _check_columns(schema: Schema, label: str, found: list[str], names: dict[str, str]) -> None:
-    """Schema drift: a duplicate, unknown or missing required column rejects the delivery."""
+    """Schema drift: a duplicate, unknown or missing required column rejects the delivery.
+
+    Column names come from the delivery, so they are quoted short and masked.
+    """
     duplicated = sorted({name for name in found if found.count(name) > 1})
     if duplicated:
-        raise DeliveryRejected(f"{schema.source}: {label}: duplicate column {duplicated[0]!r}")
+        raise DeliveryRejected(f"{schema.source}: {label}: duplicate column {quote_delivered(duplicated[0])}")
     unknown = [name for name in found if name not in names]
     missing = [c.header for c in schema.columns if c.required and not ({c.header, c.key} & set(found))]
     if unknown and missing:
         raise DeliveryRejected(
             f"{schema.source}: {label}: column {missing[0]!r} missing and unknown column "
-            f"{unknown[0]!r} (renamed header?)"
+            f"{quote_delivered(unknown[0])} (renamed header?)"
         )
     if missing:
         raise DeliveryRejected(f"{schema.source}: {label}: required column {missing[0]!r} missing")
     if unknown:
-        raise DeliveryRejected(f"{schema.source}: {label}: unknown column {unknown[0]!r}")
+        raise DeliveryRejected(f"{schema.source}: {label}: unknown column {quote_delivered(unknown[0])}")
 
 
 CHUNK_LINES = 1 << 19  # parse in slices so the split's intermediates stay small at city scale
@@ -441,13 +470,26 @@ def read_jsonl_delivery(lines: pa.Array, schema: Schema, label: str) -> pd.DataF
                       pd.Series(errors, index=raw_lines.index, dtype="str"))
 
 
+def _read_regular_file(path: Path, what: str) -> bytes:
+    """The bytes of a regular file, never through a symbolic link (``O_NOFOLLOW``, then fstat)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise DeliveryRejected(f"{what}: file missing from the delivery") from None
+    except OSError:
+        raise DeliveryRejected(f"{what}: a symbolic link or unreadable; deliveries must be regular "
+                               "files inside the landing directory") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise DeliveryRejected(f"{what}: not a regular file")
+        return handle.read()
+
+
 def read_file_delivery(folder: Path, schema: Schema) -> tuple[pd.DataFrame, str]:
     """The raw frame of one delivery folder and the sha256 of its bytes."""
     path = folder / schema.file
     label = f"{schema.source}/{folder.name}/{schema.file}"
-    if not path.is_file():
-        raise DeliveryRejected(f"{schema.source}: {label}: file missing from the delivery")
-    data = path.read_bytes()
+    data = _read_regular_file(path, f"{schema.source}: {label}")
     if not data.strip():
         raise DeliveryRejected(f"{schema.source}: {label}: empty file")
     checksum = hashlib.sha256(data).hexdigest()
@@ -657,8 +699,14 @@ def _cast_month(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     return value.where(good, pd.NA).astype("str"), text.notna() & ~good
 
 
-def cast_columns(raw: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, list[Failure]]:
-    """Typed columns per the schema, and the failures of every row (not yet ordered)."""
+def cast_columns(raw: pd.DataFrame, schema: Schema,
+                 extract_date: dt.date) -> tuple[pd.DataFrame, list[Failure]]:
+    """Typed columns per the schema, and the failures of every row (not yet ordered).
+
+    ``extract_date`` is the delivery's (folder date or ``extract_date``): an event column
+    (``not_after_extract``) dated after it describes something that cannot have happened yet,
+    so that row is ``INVALID_DATE`` like any other impossible date (sources.md "Dates").
+    """
     typed: dict[str, pd.Series] = {}
     failures: list[Failure] = []
     for column in schema.columns:
@@ -680,6 +728,10 @@ def cast_columns(raw: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, list[
         elif column.type in ("date", "datetime"):
             typed[column.key], invalid = parse_dates(text, keep_time=column.type == "datetime")
             failures.append(Failure(INVALID_DATE, invalid, f"{column.key}: not a possible date"))
+            if column.not_after_extract:
+                later = typed[column.key].dt.normalize() > pd.Timestamp(extract_date)
+                failures.append(Failure(INVALID_DATE, later.fillna(False).astype(bool),
+                                        f"{column.key}: after the delivery's extract date {extract_date}"))
         elif column.type == "code":
             value = text.replace(column.aliases) if column.aliases else text
             typed[column.key] = value
@@ -733,9 +785,10 @@ def duplicate_rows(raw: pd.DataFrame, probe: str) -> np.ndarray:
     return duplicate
 
 
-def stage_with_schema(raw: pd.DataFrame, schema: Schema,
+def stage_with_schema(raw: pd.DataFrame, schema: Schema, extract_date: dt.date,
                       extra_failures: tuple[Failure, ...] = ()) -> tuple[Staged, pd.DataFrame]:
-    """Dedupe, cast, and split into accepted and quarantined rows.
+    """Dedupe, cast (events checked against ``extract_date``), and split into accepted and
+    quarantined rows.
 
     Returns the ``Staged`` result and the typed frame of the accepted rows indexed like ``raw``
     (for a source module that reshapes them, like housing_contract's buyers).
@@ -743,7 +796,7 @@ def stage_with_schema(raw: pd.DataFrame, schema: Schema,
     """
     duplicate = duplicate_rows(raw, schema.natural_key[0])
     malformed = raw["parse_error"].fillna("") != ""
-    typed, failures = cast_columns(raw, schema)
+    typed, failures = cast_columns(raw, schema, extract_date)
     failures.append(Failure(MALFORMED_RECORD, malformed, ""))
     failures.extend(extra_failures)
     reason, detail = first_failure(failures, raw.index)
@@ -770,9 +823,22 @@ def stage_with_schema(raw: pd.DataFrame, schema: Schema,
 # --- entry point -----------------------------------------------------------------------------
 
 def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     frame.to_parquet(temporary, index=False)
     os.replace(temporary, path)
+
+
+def staging_version(source: str) -> str:
+    """What a staged snapshot depends on besides the delivery: the schema and the staging code.
+
+    A snapshot staged by other code or another schema is never reused.
+    """
+    from pipelines import sources
+
+    digest = hashlib.sha256()
+    for path in (SCHEMA_DIR / f"{source}.yaml", Path(__file__), Path(sources.__file__).with_name(f"{source}.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def stage_source(source: str, *, landing: Path | None, exchange_url: str | None,
@@ -792,11 +858,11 @@ def stage_source(source: str, *, landing: Path | None, exchange_url: str | None,
     if landing is not None:
         folder = choose_delivery(Path(landing), source, as_of)
         raw, checksum = read_file_delivery(folder, schema)
-        delivery = folder.name
+        day = dt.date.fromisoformat(folder.name)
     else:
         raw, checksum, day = read_exchange_delivery(exchange_url, schema, as_of)
-        delivery = day.isoformat()
-    staged = stage(raw)
+    delivery = day.isoformat()
+    staged = stage(raw, day)
     target = Path(out_dir) / source
     target.mkdir(parents=True, exist_ok=True)
     accepted_path, quarantine_path = target / "accepted.parquet", target / "quarantine.parquet"
@@ -812,8 +878,9 @@ def stage_source(source: str, *, landing: Path | None, exchange_url: str | None,
         "rows_duplicate": staged.rows_duplicate,
         "accepted_path": str(accepted_path),
         "quarantine_path": str(quarantine_path),
+        "staging_version": staging_version(source),
     }
-    temporary = target / ".snapshot.json.tmp"
+    temporary = target / f".snapshot.json.{os.getpid()}.tmp"
     temporary.write_text(json.dumps(snapshot, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(temporary, target / "snapshot.json")
     log.info("%s %s: %d in, %d accepted, %d quarantined, %d duplicate", source, delivery,

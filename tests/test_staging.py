@@ -270,3 +270,52 @@ def test_a_row_is_a_duplicate_only_when_its_whole_text_repeats_an_earlier_row():
     frame = pd.DataFrame({"raw": ["A,1", "A,2", "A,1", "B,1", "A,1 ", "A,2"],
                           "citizen_id": ["A", "A", "A", "B", "A", "A"]}, dtype="str")
     assert duplicate_rows(frame, "citizen_id").tolist() == [False, False, True, False, False, True]
+
+
+SECRET_LINE = "root:x:0:0:root:/root:/bin/bash 37110219800101001X"
+
+
+def _secret_file(tmp_path):
+    secret = tmp_path / "elsewhere" / "accounts"
+    secret.parent.mkdir()
+    secret.write_text(SECRET_LINE + "\nmore\n", encoding="utf-8")
+    return secret
+
+
+def _assert_quotes_nothing_of(message: str) -> None:
+    assert "root:x" not in message and "/bin/bash" not in message and "37110219800101001X" not in message
+
+
+def test_a_symlinked_delivery_file_is_rejected_without_echoing_its_target(tmp_path):
+    folder = deliver(tmp_path / "landing", "hukou", "2026-06-30", "placeholder", b"")
+    (folder / "hukou.csv").symlink_to(_secret_file(tmp_path))
+    with pytest.raises(DeliveryRejected, match="symbolic link") as caught:
+        stage(tmp_path)
+    _assert_quotes_nothing_of(str(caught.value))
+    assert not (tmp_path / "out" / "hukou").exists()
+
+
+@pytest.mark.parametrize("link", ["delivery_folder", "source_folder"])
+def test_a_symlinked_folder_outside_the_landing_is_rejected(tmp_path, link):
+    outside = tmp_path / "outside"
+    if link == "delivery_folder":
+        real = deliver(outside, "hukou", "2026-06-30", "hukou.csv", csv_text([person()]).encode("gb18030"))
+        (tmp_path / "landing" / "hukou").mkdir(parents=True)
+        (tmp_path / "landing" / "hukou" / "2026-06-30").symlink_to(real, target_is_directory=True)
+    else:
+        deliver(outside, "hukou", "2026-06-30", "hukou.csv", csv_text([person()]).encode("gb18030"))
+        (tmp_path / "landing").mkdir()
+        (tmp_path / "landing" / "hukou").symlink_to(outside / "hukou", target_is_directory=True)
+    with pytest.raises(DeliveryRejected, match="symbolic link or lies outside the landing directory"):
+        stage(tmp_path)
+
+
+def test_a_delivery_that_is_not_a_table_is_quoted_short_and_masked(tmp_path):
+    """A header line that is someone's secret: the error shows a short masked excerpt at most."""
+    deliver(tmp_path / "landing", "hukou", "2026-06-30", "hukou.csv",
+            (SECRET_LINE + "\n" + SECRET_LINE + "\n").encode("utf-8"))
+    with pytest.raises(DeliveryRejected) as caught:
+        stage(tmp_path)
+    message = str(caught.value)
+    assert "bin/bash" not in message and "37110219800101001X" not in message
+    assert "characters" in message

@@ -1,11 +1,12 @@
 """One staging module per source; the registry finds them by name.
 
-A source module ``<source>.py`` defines ``stage_<source>(raw: pd.DataFrame) -> Staged``; with
+A source module ``<source>.py`` defines ``stage_<source>(raw, extract_date) -> Staged``; with
 ``schemas/<source>.yaml`` that is all an eighth source needs.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import pandas as pd
 from pipelines.errors import UsageError
 from pipelines.staging import Staged
 
-StageFunction = Callable[[pd.DataFrame], Staged]
+StageFunction = Callable[[pd.DataFrame, dt.date], Staged]
 
 
 def source_keys() -> list[str]:

@@ -7,6 +7,7 @@ repaired with certainty: a partly readable buyer list would silently drop a co-b
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pandas as pd
@@ -50,7 +51,7 @@ def explode_buyers(buyers_text: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
     return buyers, unreadable
 
 
-def stage_housing_contract(raw: pd.DataFrame) -> Staged:
+def stage_housing_contract(raw: pd.DataFrame, extract_date: dt.date) -> Staged:
     """Typed per-buyer rows of one contracts delivery; counts are per contract (line)."""
     buyers, unreadable = explode_buyers(raw["buyers"])
     buyers["buyer_name"] = buyers["buyer_name"].str.strip().replace("", pd.NA)
@@ -68,7 +69,7 @@ def stage_housing_contract(raw: pd.DataFrame) -> Staged:
         Failure(INVALID_ID_FORMAT, per_contract["format"], "buyers: a buyer ID is not a resident ID"),
         Failure(INVALID_ID_CHECKSUM, per_contract["checksum"], "buyers: a buyer ID's check character does not match"),
     )
-    staged, accepted = stage_with_schema(raw, SCHEMA, failures)
+    staged, accepted = stage_with_schema(raw, SCHEMA, extract_date, failures)
     counts = buyers.groupby(level=0).size().rename("buyers_count")
     per_buyer = accepted.drop(columns=["buyers"]).join(buyers, how="inner").join(counts)
     per_buyer["buyers_count"] = per_buyer["buyers_count"].astype("int64")

@@ -7,6 +7,8 @@ Everything else is the schema's (`schemas/property_title.yaml`).
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 
 from pipelines.staging import Staged, load_schema, stage_with_schema
@@ -14,7 +16,7 @@ from pipelines.staging import Staged, load_schema, stage_with_schema
 SCHEMA = load_schema("property_title")
 
 
-def stage_property_title(raw: pd.DataFrame) -> Staged:
+def stage_property_title(raw: pd.DataFrame, extract_date: dt.date) -> Staged:
     """Typed accepted rows and the quarantine of one property_title delivery."""
-    staged, _ = stage_with_schema(raw, SCHEMA)
+    staged, _ = stage_with_schema(raw, SCHEMA, extract_date)
     return staged
