@@ -52,11 +52,10 @@ def source_dag(source: str):
         @task(outlets=[staged_asset(source)], doc_md=f"Stage `{source}`: repair, quarantine, Parquet snapshot.")
         def stage(**context) -> dict:
             from pipelines.airflow_glue import settings_for_task, user_errors_fail_fast
-            from pipelines.run import stage as stage_source
+            from pipelines.run import stage_for_source_dag
 
             with user_errors_fail_fast():
-                settings = settings_for_task(context)
-                return stage_source(source, settings)
+                return stage_for_source_dag(source, settings_for_task(context))
 
         stage()
 

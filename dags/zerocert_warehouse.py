@@ -10,8 +10,10 @@ resident, computes every child's eligibility, and publishes all tables in one at
 The last good warehouse stays readable if any step fails.
 
 Look at: `run_audit` and `source_snapshot` in the warehouse, the validation Data Docs under
-`<work_dir>/runs/<as_of>/validation/data_docs/`, and the address review lists under
-`<work_dir>/runs/<as_of>/addresses/review/`.
+`<work_dir>/validation/data_docs/`, and the address review lists under
+`<work_dir>/runs/<as_of>/airflow-<run id>/addresses/review/` (each DAG run has its own folder).
+To publish a delivery whose size moved beyond its source's threshold after checking it, trigger
+with `accept_change` (the source) and `accept_reason`; the acceptance is kept in `run_audit`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 from typing import Iterator
 
 from pipelines.config import Settings, resolve_settings, settings_from_dict
@@ -14,6 +15,7 @@ from pipelines.errors import ZerocertError
 from pipelines.masking import mask_every_log_record, mask_ids_in
 
 
+AIRFLOW_ATTEMPT = "airflow-"  # a DAG run's attempt folder: runs/<as_of>/airflow-<run id>
 CONNECTIONS = {"zerocert_warehouse_url": "zerocert_warehouse", "zerocert_exchange_url": "zerocert_exchange"}
 
 
@@ -56,12 +58,14 @@ def settings_for_task(context: dict) -> Settings:
     triggered for asset-driven runs) is used.
     """
     params = context.get("params") or {}
-    moment = context.get("logical_date") or context.get("dag_run").run_after
+    dag_run = context.get("dag_run")
+    moment = context.get("logical_date") or dag_run.run_after
     today = dt.date(moment.year, moment.month, moment.day)
-    return resolve_settings({"as_of": params.get("as_of") or None,
-                             "accept_change": params.get("accept_change") or None,
-                             "accept_reason": params.get("accept_reason") or None},
-                            lookup=_variable, today=today)
+    settings = resolve_settings({"as_of": params.get("as_of") or None,
+                                 "accept_change": params.get("accept_change") or None,
+                                 "accept_reason": params.get("accept_reason") or None},
+                                lookup=_variable, today=today)
+    return settings.with_attempt(AIRFLOW_ATTEMPT + str(getattr(dag_run, "run_id", None) or moment.isoformat()))
 
 
 @contextlib.contextmanager
@@ -70,6 +74,7 @@ def user_errors_fail_fast() -> Iterator[None]:
     from airflow.sdk.exceptions import AirflowFailException
 
     mask_every_log_record()
+    os.umask(0o077)  # staged rows, quarantine and reports are readable by their owner only
     try:
         yield
     except ZerocertError as exc:
@@ -83,9 +88,11 @@ def user_errors_fail_fast() -> Iterator[None]:
 
 
 def start_warehouse_run(settings: Settings) -> dict:
-    from pipelines.run import check_configuration
+    """Check the configuration and clear older DAG attempts' folders (one warehouse run at a time)."""
+    from pipelines.run import check_configuration, prune_attempts
 
     check_configuration(settings)
+    prune_attempts(settings, AIRFLOW_ATTEMPT)
     return {"settings": settings.as_dict(), "started_at": dt.datetime.now(dt.timezone.utc).isoformat()}
 
 

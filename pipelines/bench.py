@@ -86,6 +86,7 @@ def run_bench(*, people: int, seed: int = 1, workdir: str | None = None, warehou
         landing=city_dir / "landing", exchange_url=None, reference=city_dir / "reference",
         warehouse_url=warehouse_url or f"sqlite:///{root / 'warehouse.sqlite'}",
         policy_path=city_dir / "reference" / "policy.yaml", as_of=as_of, work_dir=root / "work",
+        attempt="bench",
     )
     load_policy(settings.policy_path)
     started = dt.datetime.now(dt.timezone.utc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,7 +64,6 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     from pipelines.config import default_warehouse_url, zerocert_home
     from pipelines.lookup import lookup
 
-    import os
 
     url = args.warehouse or os.environ.get("ZEROCERT_WAREHOUSE_URL") or default_warehouse_url(zerocert_home())
     document = lookup(url, args.id)
@@ -75,7 +75,6 @@ def cmd_check_address(args: argparse.Namespace) -> int:
     from pipelines.addresses import check_address
     from pipelines.config import zerocert_home
 
-    import os
 
     reference = Path(args.reference or os.environ.get("ZEROCERT_REFERENCE") or zerocert_home() / "city" / "reference")
     if not (reference / "addresses.csv").is_file():
@@ -99,7 +98,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_roles(args: argparse.Namespace) -> int:
-    import os
 
     from pipelines.access import create_roles
 
@@ -182,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
+    os.umask(0o077)  # what zerocert writes (staged rows, quarantine, warehouse) is its owner's only
     try:
         args = build_parser().parse_args(argv)
         if args.verbose:

@@ -8,8 +8,10 @@ warehouse.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -38,11 +40,28 @@ class Settings:
     work_dir: Path
     # source -> the engineer's reason: this run may publish that delivery's change in size
     accepted_changes: Mapping[str, str] = field(default_factory=dict)
+    attempt: str = ""  # names this attempt's own folder; see with_attempt
 
     @property
     def run_dir(self) -> Path:
-        """Work files of one as-of date: staged Parquet, validation results, join outputs."""
-        return self.work_dir / "runs" / self.as_of.isoformat()
+        """Work files of one attempt: staged Parquet, addresses, join outputs.
+
+        Every attempt has its own folder, so two runs never read each other's files.
+        """
+        if not self.attempt:
+            raise ValueError("settings without an attempt have no run folder (call with_attempt)")
+        return self.work_dir / "runs" / self.as_of.isoformat() / self.attempt
+
+    @property
+    def source_staging_dir(self) -> Path:
+        """Where the source DAGs stage each source for this as-of date, for the warehouse DAG to
+        reuse (a delivery folder with ``_SUCCESS`` never changes)."""
+        return self.work_dir / "staged" / self.as_of.isoformat()
+
+    def with_attempt(self, name: str) -> Settings:
+        """The same settings for the attempt ``name`` (an Airflow run id, or a time and pid)."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "attempt"
+        return dataclasses.replace(self, attempt=safe[:120])
 
     def as_dict(self) -> dict:
         """Small and JSON-able, so Airflow tasks can pass it through XCom."""
@@ -55,6 +74,7 @@ class Settings:
             "as_of": self.as_of.isoformat(),
             "work_dir": str(self.work_dir),
             "accepted_changes": dict(self.accepted_changes),
+            "attempt": self.attempt,
         }
 
 
@@ -146,4 +166,5 @@ def settings_from_dict(doc: Mapping[str, object]) -> Settings:
         as_of=dt.date.fromisoformat(str(doc["as_of"])),
         work_dir=Path(str(doc["work_dir"])),
         accepted_changes=dict(doc.get("accepted_changes") or {}),
+        attempt=str(doc.get("attempt") or ""),
     )

@@ -144,7 +144,8 @@ def run_demo(out: Path, *, people: int, seed: int, progress: Callable[[str], Non
         print(f"  a parent's screen:    .venv/bin/zerocert lookup --warehouse {url} \\\n"
               f"                          $(sqlite3 {out / 'warehouse.sqlite'} 'SELECT guardian_id FROM prefill LIMIT 1')")
     print(f"  validation Data Docs: {out / 'work' / 'validation' / 'data_docs' / 'index.html'}")
-    print(f"  address review lists: {out / 'work' / 'runs' / as_of / 'addresses' / 'review'}")
+    reviews = sorted((out / "work" / "runs" / as_of).glob("*/addresses/review"))
+    print(f"  address review lists: {reviews[-1] if reviews else out / 'work' / 'runs' / as_of}")
     print(f"  DAG logs:             {out / 'logs'}")
     print("  Airflow UI (the DAGs, their runs and logs), then open http://localhost:8080:")
     for line in exports:

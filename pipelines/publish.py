@@ -309,6 +309,27 @@ def record_failed_run(url: str, run: Mapping[str, object], reason: str) -> None:
     _write_audit(_warehouse(url), _normalize_run(run), "failed", mask_ids_in(str(reason))[:2000])
 
 
+def mark_run_abandoned(url: str, started_at: dt.datetime) -> bool:
+    """Turn the ``started`` run_audit rows of an attempt that began at ``started_at`` into
+    ``abandoned`` (it was killed); True when there was one."""
+    wh = _warehouse(url)
+    if wh.dialect == "sqlite" and (wh.path is None or not wh.path.exists()):
+        return False
+    ensure_warehouse(url)
+    reason = "ended before it finished (killed or lost); found by the next run"
+    if wh.dialect == "postgresql":
+        with _pg_connect(wh) as conn:
+            done = conn.execute(f"UPDATE {SCHEMA}.run_audit SET status = 'abandoned', finished_at = %s, "
+                                "reason = %s WHERE status = 'started' AND started_at = %s",
+                                (_now(), reason, started_at)).rowcount
+        return bool(done)
+    with _sqlite_write(wh) as con:
+        done = con.execute("UPDATE run_audit SET status = 'abandoned', finished_at = ?, reason = ? "
+                           "WHERE status = 'started' AND started_at = ?",
+                           (_iso(_now()), reason, _iso(started_at))).rowcount
+    return bool(done)
+
+
 def read_current_run(url: str) -> dict | None:
     """The run_audit row of the run the published tables hold, or None before the first publish."""
     wh = _warehouse(url)

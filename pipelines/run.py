@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -65,29 +68,54 @@ SNAPSHOT_SUMMARY = ("source", "delivery", "checksum", "rows_in", "rows_accepted"
                     "rows_duplicate")
 
 
+def _stage_into(source: str, settings: Settings, out_dir: Path) -> dict:
+    from pipelines.staging import stage_source
+
+    snapshot = stage_source(source, landing=settings.landing, exchange_url=settings.exchange_url,
+                            as_of=settings.as_of, out_dir=out_dir)
+    return {k: snapshot[k] for k in SNAPSHOT_SUMMARY}
+
+
+def stage_for_source_dag(source: str, settings: Settings) -> dict:
+    """A source DAG's staging: into the as-of date's shared folder, for the warehouse to reuse."""
+    return _stage_into(source, settings, settings.source_staging_dir)
+
+
 def stage(source: str, settings: Settings, *, reuse: bool = False) -> dict:
-    """Stage one source's newest complete delivery on or before the as-of date.
+    """Stage one source's newest complete delivery on or before the as-of date into the attempt.
 
-    With ``reuse``, a snapshot already staged for this as-of date from the same delivery folder
-    is kept (a landing folder with ``_SUCCESS`` never changes), so the warehouse DAG does not
-    redo what the source's own DAG just did. The exchange form is always read afresh.
+    With ``reuse``, what the source's own DAG staged for this as-of date from the same delivery
+    folder, by the same staging code, is linked into the attempt instead (a landing folder with
+    ``_SUCCESS`` never changes). The exchange form is always read afresh.
     """
-    from pipelines.staging import choose_delivery, stage_source
+    from pipelines.staging import choose_delivery, staging_version
 
-    existing = settings.run_dir / "staged" / source / "snapshot.json"
-    if reuse and settings.landing is not None and existing.exists():
-        snapshot = _read_json(existing)
-        if snapshot["delivery"] == choose_delivery(settings.landing, source, settings.as_of).name:
+    shared = settings.source_staging_dir / source
+    if reuse and settings.landing is not None and (shared / "snapshot.json").exists():
+        snapshot = _read_json(shared / "snapshot.json")
+        same = (snapshot["delivery"] == choose_delivery(settings.landing, source, settings.as_of).name
+                and snapshot.get("staging_version") == staging_version(source))
+        if same:
+            _link_snapshot(shared, settings.run_dir / "staged" / source)
             log.info("%s: delivery %s already staged for %s, reused", source, snapshot["delivery"], settings.as_of)
             return {k: snapshot[k] for k in SNAPSHOT_SUMMARY}
-    snapshot = stage_source(
-        source,
-        landing=settings.landing,
-        exchange_url=settings.exchange_url,
-        as_of=settings.as_of,
-        out_dir=settings.run_dir / "staged",
-    )
-    return {k: snapshot[k] for k in SNAPSHOT_SUMMARY}
+    return _stage_into(source, settings, settings.run_dir / "staged")
+
+
+def _link_snapshot(shared: Path, target: Path) -> None:
+    """The attempt's own copy of a shared snapshot (hard links: no bytes copied)."""
+    target.mkdir(parents=True, exist_ok=True)
+    snapshot = _read_json(shared / "snapshot.json")
+    for key in ("accepted_path", "quarantine_path"):
+        name = Path(snapshot[key]).name
+        (target / name).unlink(missing_ok=True)
+        try:
+            os.link(shared / name, target / name)
+        except OSError:
+            shutil.copy2(shared / name, target / name)
+        snapshot[key] = str(target / name)
+    (target / "snapshot.json").write_text(json.dumps(snapshot, ensure_ascii=False, indent=2, sort_keys=True),
+                                          encoding="utf-8")
 
 
 def staged_snapshot(source: str, settings: Settings) -> dict:
@@ -170,11 +198,18 @@ def resolve_addresses(settings: Settings) -> dict:
 
 # --- step 4: join and decide -------------------------------------------------------------------
 
+REFERENCE_FILES = ("addresses.csv", "catchments.geojson", "schools.csv")
+
+
 def run_id_for(settings: Settings) -> str:
-    """Deterministic: the same as-of date, inputs, policy and code give the same run_id."""
+    """Deterministic: the same as-of date, deliveries, reference, policy and code give the same
+    run_id; a change to any of them gives another."""
     digest = hashlib.sha256()
     digest.update(__version__.encode())
     digest.update(settings.policy_path.read_bytes())
+    for name in REFERENCE_FILES:
+        with open(settings.reference / name, "rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
     for source in source_keys():
         digest.update(staged_snapshot(source, settings)["checksum"].encode())
     return f"{settings.as_of:%Y%m%d}-{digest.hexdigest()[:10]}"
@@ -289,14 +324,89 @@ def redact_url(url: str) -> str:
 
 # --- the whole run ------------------------------------------------------------------------------
 
+LOCK_NAME = ".zerocert-run.lock"
+CLI_ATTEMPT = "cli-"
+KEEP_ATTEMPTS = 2  # this attempt and the one before it stay on disk for engineers to read
+
+
+@contextlib.contextmanager
+def work_folder_lock(settings: Settings, started_at: dt.datetime) -> Iterator[dict | None]:
+    """One ``zerocert run`` at a time per work folder.
+
+    Yields what a previous holder left in the lock file when it was killed before it finished
+    (its as-of date and start), or None. A second run meanwhile exits 2 naming the holder.
+    """
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.work_dir / LOCK_NAME
+    handle = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(handle)
+            raise UsageError(f"another zerocert run is using the work folder {settings.work_dir} "
+                             f"(pid {holder.get('pid', '?')}, as-of {holder.get('as_of', '?')}, started "
+                             f"{holder.get('started_at', '?')}); wait for it to finish or give another "
+                             "--work-dir") from None
+        unfinished = _lock_holder(handle) or None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "as_of": settings.as_of.isoformat(),
+                                 "started_at": started_at.isoformat(), "attempt": settings.attempt}))
+        handle.flush()
+        yield unfinished
+        handle.seek(0)
+        handle.truncate()
+    finally:
+        handle.close()  # closing releases the lock
+
+
+def _lock_holder(handle) -> dict:
+    handle.seek(0)
+    try:
+        return json.loads(handle.read() or "{}")
+    except ValueError:
+        return {}
+
+
+def mark_abandoned(settings: Settings, unfinished: dict) -> None:
+    """A killed attempt's ``started`` run_audit row becomes ``abandoned`` (never left started)."""
+    from pipelines.publish import mark_run_abandoned
+
+    started = dt.datetime.fromisoformat(unfinished["started_at"])
+    if mark_run_abandoned(settings.warehouse_url, started):
+        log.warning("the run started %s (as-of %s) ended before it finished; marked abandoned",
+                    unfinished["started_at"], unfinished.get("as_of"))
+
+
+def prune_attempts(settings: Settings, prefix: str) -> None:
+    """Remove the folders of older attempts named ``prefix…``, keeping the newest few."""
+    runs = settings.work_dir / "runs"
+    attempts = sorted((p for p in runs.glob(f"*/{prefix}*") if p.is_dir() and p != settings.run_dir),
+                      key=lambda p: p.stat().st_mtime)
+    for old in attempts[: max(0, len(attempts) - (KEEP_ATTEMPTS - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def run_pipeline(settings: Settings, *, now: Callable[[], dt.datetime] | None = None,
                  progress: Callable[[str], None] = lambda message: None) -> dict:
-    """Stage, validate, resolve, join, decide and publish; on failure the old run stays."""
+    """Stage, validate, resolve, join, decide and publish; on failure the old run stays.
+
+    The run holds the work folder's lock and works in its own attempt folder.
+    """
     clock = now or (lambda: dt.datetime.now(dt.timezone.utc))
     started_at = clock()
+    if not settings.attempt:
+        settings = settings.with_attempt(f"{CLI_ATTEMPT}{started_at:%Y%m%dT%H%M%S%f}-{os.getpid()}")
     check_configuration(settings)
-    if settings.run_dir.exists():
-        shutil.rmtree(settings.run_dir)
+    with work_folder_lock(settings, started_at) as unfinished:
+        if unfinished:
+            mark_abandoned(settings, unfinished)
+        prune_attempts(settings, CLI_ATTEMPT)
+        return _run_steps(settings, started_at, progress)
+
+
+def _run_steps(settings: Settings, started_at: dt.datetime, progress: Callable[[str], None]) -> dict:
     try:
         for source in source_keys():
             progress(f"stage {source}")
