@@ -143,9 +143,12 @@ def test_fuzzy_never_changes_a_number(registry):
 
 
 def test_fuzzy_needs_one_clear_winner():
+    # 金色佳园 is as close to 金色家园 as to 金色佳苑: no code, both listed for review.
     rival = REGISTRY.iloc[[2]].assign(address_code="G2", compound="金色佳苑")
     reg = AddressRegistry.from_frame(pd.concat([REGISTRY, rival]))
-    assert resolve_one("泰安路21号金色佳园12-1-101", reg)["status"] == "unmatched"
+    row = resolve_one("泰安路21号金色佳园12-1-101", reg)
+    assert (row["status"], row["address_code"]) == ("ambiguous", None)
+    assert json.loads(row["candidates"]) == ["G101", "G2"]
 
 
 def test_one_row_per_distinct_text_and_input_untouched(registry):
