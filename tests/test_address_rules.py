@@ -249,3 +249,12 @@ DIRECTIONS = _registry(
 ])
 def test_direction_roads_are_never_fuzzed_into_each_other(text, expected):
     assert resolve(text, DIRECTIONS) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "人民路8号翠园一号楼一单元一零二",      # room in numerals without 室 ends the text
+    "人民路8号翠园一号楼一单元一百零二室",
+    "人民路8号翠园1-1-102",
+])
+def test_room_in_chinese_numerals(text):
+    assert resolve(text, SHARED) == ("normalized", "E102", ["E102"])

@@ -26,8 +26,9 @@ DIGIT_GAP = r"([0-9])\s+([0-9])"
 _CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
               "七": 7, "八": 8, "九": 9}
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
-# Only numerals standing right before a house-number marker are numbers; "海滨二路" keeps its 二.
-_CN_MARKERS = "(?:号|栋|幢|单元|室|#|-)"
+# Only numerals standing right before a house-number marker, or ending the text (a room without
+# 室), are numbers; "海滨二路" keeps its 二.
+_CN_MARKERS = "(?:号|栋|幢|单元|室|#|-|$)"
 CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千]+(?=" + _CN_MARKERS + ")")
 CN_NUMBER_RE2 = r"[零〇一二两三四五六七八九十百千]+" + _CN_MARKERS
 
