@@ -174,8 +174,7 @@ def _match_components(readings: pd.DataFrame, registry: AddressRegistry, out: _O
         return
     key = component_key(usable["road"], usable["door_no"], usable["compound"],
                         usable["building"], usable["unit"], usable["room"])
-    pairs = pd.DataFrame({"pos": usable["pos"].to_numpy(), "key": key.to_numpy(),
-                          "district_code": usable["district_code"].to_numpy()}).merge(
+    pairs = usable[["pos", "district_code"]].assign(key=key).merge(
         registry.keys[["key", "district_code", "address_code"]], on="key", how="inner",
         suffixes=("_text", ""))
     pairs = _distinct_pairs(pairs.loc[_same_district(pairs)], usable)
