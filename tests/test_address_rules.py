@@ -258,3 +258,26 @@ def test_direction_roads_are_never_fuzzed_into_each_other(text, expected):
 ])
 def test_room_in_chinese_numerals(text):
     assert resolve(text, SHARED) == ("normalized", "E102", ["E102"])
+
+
+def test_check_address_sees_shared_roads_phases_and_districts(tmp_path):
+    from pipelines.addresses import check_address
+
+    rows = [("E101", "371102", "人民路", "8", "翠园", "1", "1", "101"),
+            ("L101", "371103", "人民路", "8", "翠园", "1", "1", "101"),
+            ("P3", "371102", "海滨公园路", "20", "明珠花园三期", "5", "1", "501"),
+            ("Q1", "371103", "泰安路", "3", "丽景湾", "1", "1", "101")]
+    pd.DataFrame([_row(*r) for r in rows]).to_csv(tmp_path / "addresses.csv", index=False)
+    (tmp_path / "catchments.geojson").write_text('{"type": "FeatureCollection", "features": []}',
+                                                 encoding="utf-8")
+
+    def check(text):
+        result = check_address(text, tmp_path, enrollment_year=2027)
+        return result["status"], result["address_code"], [c["address_code"] for c in result["candidates"]]
+
+    assert check("人民路8号翠园1-1-101") == ("ambiguous", None, ["E101", "L101"])
+    assert check("岚山区人民路8号翠园1-1-101") == ("normalized", "L101", ["L101"])
+    # a misspelt road is found through its compound, whichever way the phase is written
+    assert check("海宾公园路20号明珠花园小区3期5-1-501") == ("fuzzy", "P3", ["P3"])
+    # 东港区 is known although no row near the text lies in it: the district does not fit
+    assert check("东港区泰安路3号丽景湾1-1-101") == ("unmatched", None, [])

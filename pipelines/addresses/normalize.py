@@ -61,7 +61,8 @@ PROVINCE_CITY = re.compile(r"^(?:[\u4e00-\u9fff]{2,3}省)?(?:[\u4e00-\u9fff]{2,4
 
 def _arrow(values: pd.Series) -> pa.Array:
     """The Arrow strings behind a Series (zero-copy for pandas' Arrow-backed ``str``)."""
-    return pa.array(values.astype("str").array)
+    array = pa.array(values.astype("str").array)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def _series(values: pa.ChunkedArray | pa.Array, index: pd.Index) -> pd.Series:

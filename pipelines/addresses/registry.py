@@ -102,7 +102,7 @@ class AddressRegistry:
         roads = {road: frozenset(codes) for road, codes in
                  keys.groupby("road")["district_code"].unique().items() if road}
         return cls(frame=frame, keys=keys, exact=exact, roads=roads,
-                   district_names=_district_names(frame), duplicate_texts=duplicates,
+                   district_names=district_names(frame), duplicate_texts=duplicates,
                    numbered_compounds=_numbered_compounds(frame["compound"], keys["compound"]))
 
     def standard_text(self, codes: list[str]) -> list[str]:
@@ -129,7 +129,7 @@ def _numbered_compounds(names: pd.Series, keyed: pd.Series) -> pd.DataFrame:
     return both.loc[both["name"] != ""].drop_duplicates().reset_index(drop=True)
 
 
-def _district_names(frame: pd.DataFrame) -> dict[str, str]:
+def district_names(frame: pd.DataFrame) -> dict[str, str]:
     """District names as standard_text spells them (the text before the road), per code."""
     names: dict[str, str] = {}
     for row in frame.drop_duplicates("district_code").itertuples(index=False):
