@@ -281,3 +281,8 @@ def test_check_address_sees_shared_roads_phases_and_districts(tmp_path):
     assert check("海宾公园路20号明珠花园小区3期5-1-501") == ("fuzzy", "P3", ["P3"])
     # 东港区 is known although no row near the text lies in it: the district does not fit
     assert check("东港区泰安路3号丽景湾1-1-101") == ("unmatched", None, [])
+
+
+def test_a_road_ending_in_a_numeral_keeps_it():
+    reg = _registry(("W", "371102", "纬一", "15", "丽景湾", "1", "1", "101"))
+    assert resolve("纬一15号丽景湾一号楼一单元一零一", reg) == ("normalized", "W", ["W"])

@@ -26,11 +26,13 @@ DIGIT_GAP = r"([0-9])\s+([0-9])"
 _CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
               "七": 7, "八": 8, "九": 9}
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
-# Only numerals standing right before a house-number marker, or ending the text (a room without
-# 室), are numbers; "海滨二路" keeps its 二.
-_CN_MARKERS = "(?:号|栋|幢|单元|室|#|-|$)"
-CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千]+(?=" + _CN_MARKERS + ")")
-CN_NUMBER_RE2 = r"[零〇一二两三四五六七八九十百千]+" + _CN_MARKERS
+# Only numerals standing right before a house-number marker, or ending the text after a unit
+# or building (a room without 室: 一单元二零二), are numbers; "海滨二路" keeps its 二.
+_CN_MARKERS = "(?:号|栋|幢|单元|室|#|-)"
+CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千]+(?=" + _CN_MARKERS + ")"
+                       r"|(?<=[元楼栋幢#-])[零〇一二两三四五六七八九十百千]+$")
+CN_NUMBER_RE2 = (r"[零〇一二两三四五六七八九十百千]+" + _CN_MARKERS
+                 + r"|[元楼栋幢#-][零〇一二两三四五六七八九十百千]+$")
 
 XIAOQU_SUFFIX = r"小区$"
 # A compound's phase or zone (三期, 3期, 第二期, 二区, 东区, A区) is part of its name; 小区 may stand
