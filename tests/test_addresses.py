@@ -143,9 +143,12 @@ def test_fuzzy_never_changes_a_number(registry):
 
 
 def test_fuzzy_needs_one_clear_winner():
+    # 金色佳园 is as close to 金色家园 as to 金色佳苑: no code, both listed for review.
     rival = REGISTRY.iloc[[2]].assign(address_code="G2", compound="金色佳苑")
     reg = AddressRegistry.from_frame(pd.concat([REGISTRY, rival]))
-    assert resolve_one("泰安路21号金色佳园12-1-101", reg)["status"] == "unmatched"
+    row = resolve_one("泰安路21号金色佳园12-1-101", reg)
+    assert (row["status"], row["address_code"]) == ("ambiguous", None)
+    assert json.loads(row["candidates"]) == ["G101", "G2"]
 
 
 def test_one_row_per_distinct_text_and_input_untouched(registry):
@@ -300,6 +303,57 @@ def test_evaluation_against_truth_counts_right_wrong_and_blank(tmp_path):
         tmp_path / "truth" / "addresses.csv", index=False)
     report = evaluate_against_truth(tmp_path)
     assert (report["texts_with_truth"], report["blank_truth_unresolved"]) == (3, True)
-    assert report["by_kind"]["all"] == {"texts": 3, "right": 2, "wrong": 1}
-    assert report["by_kind"]["format_hash"] == {"texts": 1, "right": 1, "wrong": 0}
+    assert report["by_kind"]["all"] == {"texts": 3, "right": 2, "wrong": 1, "recall": round(2 / 3, 6),
+                                        "wrong_share": 0.25}
+    assert report["by_kind"]["format_hash"] == {"texts": 1, "right": 1, "wrong": 0, "recall": 1.0,
+                                                "wrong_share": 0.0}
     assert report["by_kind"]["prefix_city"]["texts"] == 1
+    # 烟台路 runs through both districts; no text here is on it.
+    assert report["by_kind"]["shared_road"]["texts"] == 0
+    assert report["ambiguous_with_fewer_than_two"] == 0
+
+
+def test_evaluation_uses_the_truths_variant_column(tmp_path):
+    from pipelines.addresses.evaluate import evaluate_against_truth
+
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "truth").mkdir()
+    REGISTRY.to_csv(tmp_path / "reference" / "addresses.csv", index=False)
+    pd.DataFrame({"source": "rental",
+                  "address": ["岚山区烟台路8号翠园1-1-101", "烟台路8号翠园1-1-101", "海滨二路15号阳光3-2-5 01",
+                              "海滨二路十五号阳光3-2-501"],
+                  "address_code": ["Y103", "", "R501", "R501"],
+                  "variant": ["format_dashes", "district_dropped;format_dashes", "space_in_number", ""]}).to_csv(
+        tmp_path / "truth" / "addresses.csv", index=False)
+    report = evaluate_against_truth(tmp_path)
+    kinds = report["by_kind"]
+    assert set(kinds) == {"format_dashes", "district_dropped", "space_in_number", "shared_road",
+                          "shared_road_no_district", "phase_compound", "phase_written_differently",
+                          "numbered_compound", "all"}
+    assert kinds["format_dashes"] == {"texts": 1, "right": 1, "wrong": 0, "recall": 1.0, "wrong_share": 0.0}
+    assert kinds["space_in_number"] == {"texts": 1, "right": 1, "wrong": 0, "recall": 1.0, "wrong_share": 0.0}
+    # The blank-truth text on the shared road has no truth code, so it counts in no kind's texts.
+    assert (kinds["shared_road"]["texts"], kinds["shared_road_no_district"]["texts"]) == (1, 0)
+    assert report["blank_truth_unresolved"] and report["status_counts"]["ambiguous"] == 1
+
+
+def test_evaluation_kinds_read_from_the_registry(tmp_path):
+    from pipelines.addresses.evaluate import evaluate_against_truth
+
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "truth").mkdir()
+    phased = pd.DataFrame([
+        _row("P3", "371102", "海滨二路", "20", "明珠花园三期", "5", "1", "501", 1.0, 1.0),
+        _row("N5", "371103", "海滨二路", "30", "阳光100", "5", "1", "501", 1.0, 1.0),
+    ])
+    phased.to_csv(tmp_path / "reference" / "addresses.csv", index=False)
+    pd.DataFrame({"source": "hukou",
+                  "address": ["海滨二路20号明珠花园小区3期5-1-501", "东港区海滨二路20号明珠花园三期5-1-501",
+                              "海滨二路30号阳光1005-1-501"],
+                  "address_code": ["P3", "P3", "N5"]}).to_csv(tmp_path / "truth" / "addresses.csv", index=False)
+    kinds = evaluate_against_truth(tmp_path)["by_kind"]
+    assert kinds["shared_road"]["texts"] == 3 and kinds["shared_road_no_district"]["texts"] == 2
+    assert (kinds["phase_compound"]["texts"], kinds["phase_written_differently"]["texts"]) == (2, 1)
+    assert kinds["numbered_compound"] == {"texts": 1, "right": 1, "wrong": 0, "recall": 1.0,
+                                          "wrong_share": 0.0}
+    assert kinds["all"]["right"] == 3

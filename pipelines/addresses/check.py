@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from pipelines.addresses.catchments import load_catchments, place_in_catchments, points_in_catchments
 from pipelines.addresses.match import resolve_texts
-from pipelines.addresses.normalize import normalize_texts
-from pipelines.addresses.registry import AddressRegistry
+from pipelines.addresses.normalize import compound_key, normalize_name, normalize_texts, split_components
+from pipelines.addresses.registry import AddressRegistry, district_names
 from pipelines.errors import UsageError
 
 
@@ -30,7 +31,8 @@ def _registry_near(text: str, reference_dir: Path) -> AddressRegistry:
     """The registry rows whose road or compound the text mentions.
 
     Keying 1.2 M rows takes seconds; one text can only match rows that share its road (or, for
-    a misspelt road, its compound).
+    a misspelt road, its compound, however its phase and 小区 are written). District names
+    come from the whole registry, so a district written in the text is always recognised.
     """
     path = reference_dir / "addresses.csv"
     if not path.is_file():
@@ -39,11 +41,15 @@ def _registry_near(text: str, reference_dir: Path) -> AddressRegistry:
     if not {"road", "compound"} <= set(frame.columns):
         return AddressRegistry.from_frame(frame, origin=str(path))
     normalized = normalize_texts(pd.Series([text])).iloc[0]
+    written = split_components(pd.Series([normalized]))["compound"].dropna().tolist()
     roads = [road for road in frame["road"].unique() if road and road in normalized]
-    compounds = [c for c in frame["compound"].unique()
-                 if c and c.removesuffix("小区") and c.removesuffix("小区") in normalized]
-    near = frame["road"].isin(roads) | frame["compound"].isin(compounds)
-    return AddressRegistry.from_frame(frame.loc[near], origin=str(path))
+    names = pd.Series(frame["compound"].unique(), dtype="str")
+    keys = compound_key(normalize_name(names))
+    mentioned = [key and (key in normalized or key in written or key.rstrip("0123456789") in written)
+                 for key in keys]
+    near = frame["road"].isin(roads) | frame["compound"].isin(names[mentioned])
+    registry = AddressRegistry.from_frame(frame.loc[near], origin=str(path))
+    return replace(registry, district_names=district_names(frame))
 
 
 def check_address(text: str, reference_dir: Path, enrollment_year: int | None = None) -> dict:

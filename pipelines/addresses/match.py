@@ -2,10 +2,12 @@
 
 Order: the exact standard_text; then the parsed components joined on the registry's component
 key (``normalized``); then, for the small remainder, a fuzzy comparison of one name (compound
-or road) among registry rows that agree on every number (``fuzzy``). A text that fits several
-codes is ``ambiguous`` with its candidates; one that fits none is ``unmatched``. A wrong code is
-worse than none: numbers are never fuzzy, and a road that runs through several districts is
-never placed without its district.
+or road) among registry rows that agree on every number (``fuzzy``). The registry decides:
+a text whose components fit one registry address resolves to it, whatever districts its road
+runs through; one that fits several is ``ambiguous`` and lists them all; one that fits none is
+``unmatched``. A district written in the text must agree. A text with two readings (a space
+between digits, a compound name ending in digits) fits what either reading fits. A wrong code
+is worse than none: numbers are never fuzzy, and fuzzy needs one clear winner.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from pipelines.addresses.normalize import normalize_texts, split_components, split_head, strip_prefix
+from pipelines.addresses.normalize import (
+    arabic_house_numbers,
+    halfwidth_readings,
+    mark_numbered_compounds,
+    split_components,
+    split_head,
+    strip_prefix,
+)
 from pipelines.addresses.registry import AddressRegistry, component_key
 
 MATCH_COLUMNS = ["address", "address_code", "status", "candidates", "score"]
@@ -27,6 +36,7 @@ REVIEW_STATUSES = ("ambiguous", "unmatched")
 # A fuzzy name must be this similar (difflib ratio) and beat the runner-up by the margin.
 FUZZY_MIN_SCORE = 0.75
 FUZZY_MIN_MARGIN = 0.15
+NUMBERS = ["door_no", "building", "unit", "room"]
 
 # Staged frame → its address column (docs/contracts.md).
 ADDRESS_COLUMNS = {
@@ -43,65 +53,92 @@ def _candidates_json(codes: list[str]) -> str:
     return json.dumps(sorted(codes), ensure_ascii=False)
 
 
+class _Outcome:
+    """The result columns of ``resolve_texts``, filled step by step, one slot per text."""
+
+    def __init__(self, n: int) -> None:
+        self.code = np.full(n, None, dtype=object)
+        self.status = np.full(n, "unmatched", dtype=object)
+        self.candidates = np.full(n, "[]", dtype=object)
+        self.score = np.zeros(n, dtype=float)
+
+    def resolve(self, positions: np.ndarray, codes: pd.Series, status: str, score) -> None:
+        self.code[positions] = codes.to_numpy()
+        self.status[positions] = status
+        self.score[positions] = score
+        self.candidates[positions] = _single_candidates(codes)
+
+    def several(self, codes_per_position: pd.Series, score) -> None:
+        """``codes_per_position``: position → list of two or more codes."""
+        positions = codes_per_position.index.to_numpy()
+        self.status[positions] = "ambiguous"
+        self.score[positions] = score
+        self.candidates[positions] = [_candidates_json(c) for c in codes_per_position]
+
+    def unmatched(self, positions: np.ndarray) -> np.ndarray:
+        return positions[self.status[positions] == "unmatched"]
+
+
 def resolve_texts(texts: pd.Series, registry: AddressRegistry) -> pd.DataFrame:
     """One row per distinct non-missing text: address, address_code, status, candidates, score.
 
-    ``candidates`` is a JSON list of the codes that fit (the one code when resolved, several
-    when ambiguous, ``[]`` when unmatched); ``score`` is 1.0 for exact and normalized matches
-    (and for texts whose components fit several codes), the name similarity for fuzzy ones,
-    0.0 when unmatched.
+    ``candidates`` is a JSON list of the codes that fit (the one code when resolved, every code
+    that fits, at least two, when ambiguous, ``[]`` when unmatched); ``score`` is 1.0 for exact
+    and normalized matches (and for texts whose components fit several codes), the name
+    similarity for fuzzy ones (also when several names are equally close), 0.0 when unmatched.
     """
     distinct = pd.Series(pd.unique(texts.dropna().astype("str")), dtype="str")
-    n = len(distinct)
-    code = np.full(n, None, dtype=object)
-    status = np.full(n, "unmatched", dtype=object)
-    candidates = np.full(n, "[]", dtype=object)
-    score = np.zeros(n, dtype=float)
+    out = _Outcome(len(distinct))
 
     exact = registry.exact.reindex(distinct.to_numpy())
     hit = exact.notna().to_numpy().copy()
-    code[hit] = exact.to_numpy()[hit]
-    status[hit] = "exact"
-    score[hit] = 1.0
-    candidates[hit] = _single_candidates(pd.Series(code[hit], dtype=object))
+    out.resolve(np.flatnonzero(hit), pd.Series(exact.to_numpy()[hit], dtype=object), "exact", 1.0)
     if len(registry.duplicate_texts):
         dup = registry.duplicate_texts.reindex(distinct.to_numpy())
         several = dup.notna().to_numpy()
-        status[several] = "ambiguous"
-        score[several] = 1.0
-        candidates[several] = [_candidates_json(c) for c in dup.to_numpy()[several]]
+        out.several(pd.Series(dup.to_numpy()[several], index=np.flatnonzero(several)), 1.0)
         hit |= several
 
     todo = np.flatnonzero(~hit)
     if len(todo):
-        parsed = _parse(distinct.iloc[todo].reset_index(drop=True), registry)
-        parsed["pos"] = todo
-        _match_components(parsed, registry, code, status, candidates, score)
-        left = parsed.loc[pd.Series(status[parsed["pos"]] == "unmatched").to_numpy()]
-        _match_fuzzy(left, registry, code, status, candidates, score)
+        readings = _parse(distinct.iloc[todo].reset_index(drop=True), registry)
+        readings["pos"] = todo[readings["pos"].to_numpy()]
+        _match_components(readings, registry, out)
+        left = readings.loc[readings["pos"].isin(out.unmatched(todo))]
+        _match_fuzzy(left, registry, out)
 
     return pd.DataFrame({"address": pd.Series(distinct.to_numpy(dtype=object), dtype=object),
-                         "address_code": pd.Series(code, dtype=object),
-                         "status": pd.Series(status, dtype=object),
-                         "candidates": pd.Series(candidates, dtype=object), "score": score})
+                         "address_code": pd.Series(out.code, dtype=object),
+                         "status": pd.Series(out.status, dtype=object),
+                         "candidates": pd.Series(out.candidates, dtype=object),
+                         "score": out.score})
 
 
 def _parse(texts: pd.Series, registry: AddressRegistry) -> pd.DataFrame:
-    """Components of each text plus the district (if written) and road its head names."""
-    parts = split_components(normalize_texts(texts))
-    head_codes, heads = pd.factorize(parts["head"])
+    """Every reading of each text: its components plus the district (if written) and road.
+
+    ``pos`` is the text's position in ``texts``. Each text has its plain reading (unparsed
+    texts too, with NaN components); a text with a space between digits, or one naming a
+    registry compound that ends in a number right before its building number, adds the
+    readings that parse.
+    """
+    texts = texts.reset_index(drop=True)
+    joined, separated = halfwidth_readings(texts)
+    plain = split_components(arabic_house_numbers(joined))
+    numbered = registry.numbered_compounds
+    runs_on = plain.loc[plain["compound"].isin(numbered["base"]), ["compound"]].rename_axis(
+        "pos").reset_index().merge(numbered, left_on="compound", right_on="base")
+    marked = mark_numbered_compounds(joined.loc[runs_on["pos"]], runs_on["name"])
+    more = [split_components(arabic_house_numbers(extra)) for extra in (separated, marked)]
+    readings = pd.concat([plain, *(parts.loc[parts["room"].notna()] for parts in more)])
+    readings = readings.rename_axis("pos").reset_index()
+    head_codes, heads = pd.factorize(readings["head"])
     split = [split_head(head, registry.roads, registry.district_names) for head in heads]
     districts = np.array([d for d, _ in split] + [None], dtype=object)
     roads = np.array([r for _, r in split] + [None], dtype=object)
-    parts["district_code"] = districts[head_codes]  # code -1 (no head) takes the trailing None
-    parts["road"] = roads[head_codes]
-    return parts
-
-
-def _multi_district(roads: pd.Series, registry: AddressRegistry) -> pd.Series:
-    """Roads that run through several districts: never placed without their district."""
-    several = [road for road, districts in registry.roads.items() if len(districts) > 1]
-    return roads.isin(several)
+    readings["district_code"] = districts[head_codes]  # code -1 (no head) takes the trailing None
+    readings["road"] = roads[head_codes]
+    return readings
 
 
 def _single_candidates(codes: pd.Series) -> list[str]:
@@ -112,46 +149,52 @@ def _single_candidates(codes: pd.Series) -> list[str]:
     return ('["' + codes + '"]').tolist()
 
 
-def _match_components(parsed: pd.DataFrame, registry: AddressRegistry, code: np.ndarray,
-                      status: np.ndarray, candidates: np.ndarray, score: np.ndarray) -> None:
-    """Join parsed texts on the component key; district must agree when the text names one."""
-    usable = parsed.loc[parsed["road"].notna() & parsed["room"].notna()].copy()
+def _distinct_pairs(pairs: pd.DataFrame, readings: pd.DataFrame) -> pd.DataFrame:
+    """One (pos, address_code) row per registry address a text fits, whichever reading fits it.
+
+    Only texts with several readings can repeat a pair, so only they are deduplicated.
+    """
+    several = readings["pos"].to_numpy()[readings["pos"].duplicated().to_numpy()]
+    repeated = pairs["pos"].isin(several).to_numpy()
+    if not repeated.any():
+        return pairs
+    return pd.concat([pairs.loc[~repeated],
+                      pairs.loc[repeated].drop_duplicates(["pos", "address_code"])])
+
+
+def _same_district(pairs: pd.DataFrame) -> pd.Series:
+    """Pairs whose text names no district, or the registry address's own district."""
+    return pairs["district_code_text"].isna() | (pairs["district_code_text"] == pairs["district_code"])
+
+
+def _match_components(readings: pd.DataFrame, registry: AddressRegistry, out: _Outcome) -> None:
+    """Join readings on the component key; the registry addresses that fit decide the status."""
+    usable = readings.loc[readings["road"].notna() & readings["room"].notna()]
     if usable.empty:
         return
-    usable["key"] = component_key(usable["road"], usable["door_no"], usable["compound"],
-                                  usable["building"], usable["unit"], usable["room"])
-    pairs = usable[["pos", "key", "district_code", "road"]].merge(
+    key = component_key(usable["road"], usable["door_no"], usable["compound"],
+                        usable["building"], usable["unit"], usable["room"])
+    pairs = usable[["pos", "district_code"]].assign(key=key).merge(
         registry.keys[["key", "district_code", "address_code"]], on="key", how="inner",
         suffixes=("_text", ""))
-    same_district = pairs["district_code_text"].isna() | (
-        pairs["district_code_text"] == pairs["district_code"])
-    pairs = pairs.loc[same_district]
+    pairs = _distinct_pairs(pairs.loc[_same_district(pairs)], usable)
     if pairs.empty:
         return
-    found = pairs.groupby("pos").agg(n=("address_code", "size"), first=("address_code", "first"),
-                                     road=("road", "first"),
-                                     district_given=("district_code_text", "first"))
-    unsure = found["district_given"].isna() & _multi_district(found["road"], registry)
-    single = found.loc[(found["n"] == 1) & ~unsure]
-    positions = single.index.to_numpy()
-    code[positions] = single["first"].to_numpy()
-    status[positions] = "normalized"
-    score[positions] = 1.0
-    candidates[positions] = _single_candidates(single["first"])
-
-    several = found.index[(found["n"] > 1) | unsure].to_numpy()
+    fits = pairs.groupby("pos")["address_code"].agg(["size", "first"])
+    single = fits.loc[fits["size"] == 1]
+    out.resolve(single.index.to_numpy(), single["first"], "normalized", 1.0)
+    several = fits.index[fits["size"] > 1]
     if len(several):
-        lists = pairs.loc[pairs["pos"].isin(several)].groupby("pos")["address_code"].agg(list)
-        status[lists.index.to_numpy()] = "ambiguous"
-        score[lists.index.to_numpy()] = 1.0
-        candidates[lists.index.to_numpy()] = [_candidates_json(c) for c in lists]
+        out.several(pairs.loc[pairs["pos"].isin(several)].groupby("pos")["address_code"].agg(list), 1.0)
 
 
-NUMERALS = re.compile(r"[^0-9零〇一二两三四五六七八九十百千甲乙丙丁东南西北中]")
+# What a fuzzy comparison keeps apart: digits, numerals, ordinals, directions and positions,
+# letters, phase and zone (海滨二路 ≠ 海滨三路, 海曲中路 ≠ 海曲东路, 三期 ≠ 二期, A区 ≠ B区).
+NUMERALS = re.compile(r"[^0-9A-Za-z零〇一二两三四五六七八九十百千甲乙丙丁东南西北中内外前后上下期区]")
 
 
 def _ratio(a: str, b: str) -> float:
-    """Name similarity; 0 when the names differ in a numeral or a direction (海滨二路 ≠ 海滨三路)."""
+    """Name similarity; 0 when the names differ in anything ``NUMERALS`` keeps apart."""
     matcher = SequenceMatcher(None, a, b, autojunk=False)
     if matcher.real_quick_ratio() < FUZZY_MIN_SCORE or matcher.quick_ratio() < FUZZY_MIN_SCORE:
         return 0.0
@@ -160,61 +203,56 @@ def _ratio(a: str, b: str) -> float:
     return matcher.ratio()
 
 
-def _match_fuzzy(left: pd.DataFrame, registry: AddressRegistry, code: np.ndarray,
-                 status: np.ndarray, candidates: np.ndarray, score: np.ndarray) -> None:
+def _match_fuzzy(left: pd.DataFrame, registry: AddressRegistry, out: _Outcome) -> None:
     """Texts that agree with registry rows on every number but one name (compound or road).
 
     Compound: same road (district too, when written), door, building, unit and room.
     Road: same compound, door, building, unit and room, road unknown to the registry.
-    A road in several districts without its district is never fuzzed.
+    One registry address must beat every other by ``FUZZY_MIN_MARGIN``; when two or more are
+    that close and similar enough, the text is ``ambiguous`` between them.
     """
     left = left.loc[left["room"].notna()]
     if left.empty:
         return
-    numbers = ["door_no", "building", "unit", "room"]
     reg = registry.keys
 
-    known_road = left.loc[left["road"].notna()]
-    known_road = known_road.loc[known_road["district_code"].notna()
-                                | ~_multi_district(known_road["road"], registry)]
-    by_compound = known_road[["pos", "road", "district_code", "compound", *numbers]].merge(
-        reg[["road", *numbers, "district_code", "compound", "address_code"]],
-        on=["road", *numbers], how="inner", suffixes=("_text", ""))
-    by_compound = by_compound.loc[by_compound["district_code_text"].isna()
-                                  | (by_compound["district_code_text"] == by_compound["district_code"])]
-    by_compound = by_compound.assign(name_text=by_compound["compound_text"],
-                                     name=by_compound["compound"])
+    known_road = left.loc[left["road"].notna()].rename(columns={"compound": "name_text"})
+    by_compound = known_road[["pos", "road", "district_code", "name_text", *NUMBERS]].merge(
+        reg[["road", *NUMBERS, "district_code", "compound", "address_code"]].rename(
+            columns={"compound": "name"}), on=["road", *NUMBERS], how="inner", suffixes=("_text", ""))
 
     unknown_road = left.loc[left["road"].isna()].copy()
-    if not unknown_road.empty:
-        heads = unknown_road["head"].map(
-            {h: strip_prefix(h, registry.district_names) for h in unknown_road["head"].unique()})
-        unknown_road["district_code"] = heads.map(lambda v: v[0])
-        unknown_road["name_text"] = heads.map(lambda v: v[1])
-    else:
-        unknown_road["district_code"] = unknown_road["name_text"] = pd.Series(dtype=object)
-    by_road = unknown_road[["pos", "district_code", "name_text", "compound", *numbers]].merge(
-        reg[["compound", *numbers, "district_code", "road", "address_code"]],
-        on=["compound", *numbers], how="inner", suffixes=("_text", ""))
-    by_road = by_road.loc[by_road["district_code_text"].isna()
-                          | (by_road["district_code_text"] == by_road["district_code"])]
-    by_road = by_road.assign(name=by_road["road"])
+    heads = unknown_road["head"].map(
+        {h: strip_prefix(h, registry.district_names) for h in unknown_road["head"].unique()})
+    unknown_road["district_code"] = heads.map(lambda v: v[0]).astype(object)
+    unknown_road["name_text"] = heads.map(lambda v: v[1]).astype(object)
+    by_road = unknown_road[["pos", "district_code", "name_text", "compound", *NUMBERS]].merge(
+        reg[["compound", *NUMBERS, "district_code", "road", "address_code"]].rename(
+            columns={"road": "name"}), on=["compound", *NUMBERS], how="inner", suffixes=("_text", ""))
 
-    pairs = pd.concat([by_compound[["pos", "name_text", "name", "address_code"]],
-                       by_road[["pos", "name_text", "name", "address_code"]]], ignore_index=True)
+    columns = ["pos", "name_text", "name", "address_code"]
+    pairs = pd.concat([by_compound.loc[_same_district(by_compound), columns],
+                       by_road.loc[_same_district(by_road), columns]], ignore_index=True)
     if pairs.empty:
         return
     pairs["score"] = [_ratio(a, b) for a, b in zip(pairs["name_text"], pairs["name"])]
-    pairs = pairs.sort_values(["pos", "score"], ascending=[True, False])
-    top = pairs.groupby("pos").nth(0).set_index("pos")
-    runner_up = pairs.groupby("pos").nth(1).set_index("pos")["score"].reindex(top.index).fillna(0.0)
-    clear = (top["score"] >= FUZZY_MIN_SCORE) & (top["score"] - runner_up >= FUZZY_MIN_MARGIN)
-    chosen = top.loc[clear]
-    positions = chosen.index.to_numpy()
-    code[positions] = chosen["address_code"].to_numpy()
-    status[positions] = "fuzzy"
-    score[positions] = chosen["score"].round(4).to_numpy()
-    candidates[positions] = _single_candidates(chosen["address_code"])
+    pairs = pairs.sort_values(["pos", "score"], ascending=[True, False], kind="stable")
+    pairs = pairs.drop_duplicates(["pos", "address_code"])  # a text's best reading per address
+    rank = pairs.groupby("pos").cumcount().to_numpy()
+    best = pairs.loc[rank == 0].set_index("pos")
+    runner_up = pairs.loc[rank == 1].set_index("pos")["score"].reindex(best.index).fillna(0.0)
+    clear = (best["score"] >= FUZZY_MIN_SCORE) & (best["score"] - runner_up >= FUZZY_MIN_MARGIN)
+    chosen = best.loc[clear]
+    out.resolve(chosen.index.to_numpy(), chosen["address_code"], "fuzzy",
+                chosen["score"].round(4).to_numpy())
+
+    top = pairs["pos"].map(best["score"])
+    close = pairs.loc[~clear.reindex(pairs["pos"]).to_numpy() & (pairs["score"] >= FUZZY_MIN_SCORE)
+                      & (top - pairs["score"] < FUZZY_MIN_MARGIN)]
+    lists = close.groupby("pos")["address_code"].agg(list)
+    lists = lists.loc[lists.map(len) >= 2]
+    if len(lists):
+        out.several(lists, best.loc[lists.index, "score"].round(4).to_numpy())
 
 
 def build_address_match(staged: Mapping[str, pd.DataFrame], registry: AddressRegistry) -> pd.DataFrame:
@@ -236,53 +274,77 @@ def build_address_match(staged: Mapping[str, pd.DataFrame], registry: AddressReg
 # Why a text found no single code, checked from the road down to the room (first failing level).
 HINTS = {
     "several_codes": "several standard addresses fit (行政区或地址重复)",
-    "district_missing": "road runs through several districts; add the district (缺少区县)",
+    "district_missing": "this address exists in several districts; add the district (缺少区县)",
     "unparsed": "door, building or room number not recognised (门牌/楼号/室号无法识别)",
     "unknown_road": "road not in the registry (道路不在标准地址库)",
-    "district_mismatch": "road not in the district written (道路不在所写区县)",
+    "district_mismatch": "address not in the district written (地址不在所写区县)",
     "no_such_door": "no such door number on this road (门牌号不存在)",
     "no_such_compound": "compound name differs from the registry (小区名称不符)",
     "no_such_building": "no such building (楼号不存在)",
     "no_such_unit": "no such unit, or unit missing (单元号不存在或缺失)",
     "no_such_room": "no such room (室号不存在)",
 }
+# The levels a text is checked at after its road, each with the components it must share.
+HINT_LEVELS = [("no_such_door", ["road", "door_no"]),
+               ("no_such_compound", ["road", "door_no", "compound"]),
+               ("no_such_building", ["road", "door_no", "compound", "building"]),
+               ("no_such_unit", ["road", "door_no", "compound", "building", "unit"]),
+               ("no_such_room", ["road", "door_no", "compound", "building", "unit", "room"])]
 
 
 def explain(texts: pd.Series, registry: AddressRegistry) -> pd.Series:
     """A hint code (see ``HINTS``) per text, for texts that ended ambiguous or unmatched.
 
-    The first component, from road to room, that the registry does not know; a review list is
-    small, so this runs only on its texts.
+    The first component, from road to room, that the registry does not know (in the district
+    written, when one is); a text whose components all fit is ``district_missing`` when they
+    fit addresses in several districts and no district is written, ``district_mismatch`` when
+    they fit only outside the district written, else ``several_codes``. Of a text's readings
+    the one that gets furthest speaks. A review list is small, so this runs only on its texts.
     """
     texts = texts.astype("str").reset_index(drop=True)
-    parsed = _parse(texts, registry)
-    hint = pd.Series("several_codes", index=parsed.index, dtype=object)
-    unparsed = parsed["room"].isna()
-    no_road = ~unparsed & parsed["road"].isna()
+    readings = _parse(texts, registry)
+    hint, depth = _hint_per_reading(readings, registry)
+    best = pd.DataFrame({"pos": readings["pos"], "hint": hint, "depth": depth}).sort_values(
+        ["pos", "depth"], ascending=[True, False], kind="stable").drop_duplicates("pos")
+    return pd.Series(best.set_index("pos")["hint"].reindex(texts.index).to_numpy(), index=texts.index)
+
+
+def _known(readings: pd.DataFrame, keys: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Readings whose ``columns`` match some registry address's."""
+    return pd.MultiIndex.from_frame(readings[columns].fillna("")).isin(
+        pd.MultiIndex.from_frame(keys[columns].drop_duplicates()))
+
+
+def _hint_per_reading(readings: pd.DataFrame, registry: AddressRegistry) -> tuple[np.ndarray, np.ndarray]:
+    """(hint code, how far the reading got: 0 unparsed … len(HINT_LEVELS) + 3 all fit)."""
     keys = registry.keys
-    levels = [("no_such_door", ["road", "door_no"]),
-              ("no_such_compound", ["road", "door_no", "compound"]),
-              ("no_such_building", ["road", "door_no", "compound", "building"]),
-              ("no_such_unit", ["road", "door_no", "compound", "building", "unit"]),
-              ("no_such_room", ["road", "door_no", "compound", "building", "unit", "room"])]
-    decided = unparsed | no_road
-    with_district = parsed["district_code"].notna()
-    multi = ~with_district & _multi_district(parsed["road"], registry)
-    in_district = pd.MultiIndex.from_frame(parsed[["road", "district_code"]].fillna("")).isin(
-        pd.MultiIndex.from_frame(keys[["road", "district_code"]].drop_duplicates()))
-    mismatch = ~decided & with_district & ~in_district
-    hint[mismatch] = "district_mismatch"
-    decided |= mismatch
-    for code, columns in levels:
-        known = pd.MultiIndex.from_frame(parsed[columns].fillna("")).isin(
-            pd.MultiIndex.from_frame(keys[columns].drop_duplicates()))
+    n = len(readings)
+    hint = np.full(n, "several_codes", dtype=object)
+    depth = np.full(n, len(HINT_LEVELS) + 3)
+    with_district = readings["district_code"].notna().to_numpy()
+    decided = np.zeros(n, dtype=bool)
+    for level, (code, columns) in enumerate(HINT_LEVELS):
+        known = np.where(with_district, _known(readings, keys, ["district_code", *columns]),
+                         _known(readings, keys, columns))
         fails = ~decided & ~known
-        hint[fails] = code
+        hint[fails], depth[fails] = code, level + 3
         decided |= fails
-    hint[~decided & multi] = "district_missing"
-    hint[no_road] = "unknown_road"
-    hint[unparsed] = "unparsed"
-    return pd.Series(hint.to_numpy(), index=texts.index)
+    whole = HINT_LEVELS[-1][1]
+    exists_elsewhere = with_district & decided & _known(readings, keys, whole)
+    hint[exists_elsewhere], depth[exists_elsewhere] = "district_mismatch", len(HINT_LEVELS) + 3
+    road_elsewhere = (with_district & ~exists_elsewhere
+                      & ~_known(readings, keys, ["district_code", "road"]))
+    hint[road_elsewhere], depth[road_elsewhere] = "district_mismatch", 2
+    key = component_key(*(readings[c].fillna("") for c in whole))
+    districts = registry.keys.groupby("key")["district_code"].nunique()
+    spread = key.map(districts).fillna(0).to_numpy() > 1
+    missing = ~decided & ~with_district & spread
+    hint[missing] = "district_missing"
+    no_road = readings["road"].isna().to_numpy()
+    hint[no_road], depth[no_road] = "unknown_road", 1
+    unparsed = readings["room"].isna().to_numpy()
+    hint[unparsed], depth[unparsed] = "unparsed", 0
+    return hint, depth
 
 
 def write_review_list(address_match: pd.DataFrame, out_dir: Path,

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.addresses.normalize import compound_key, normalize_name, number_key
+from pipelines.addresses.normalize import (
+    XIAOQU_SUFFIX,
+    compound_key,
+    halfwidth_readings,
+    normalize_name,
+    number_key,
+)
 from pipelines.errors import UsageError
 
 REGISTRY_COLUMNS = ("address_code", "district_code", "street", "community", "road", "door_no",
@@ -34,6 +40,9 @@ class AddressRegistry:
     ``exact``: standard_text → address_code for texts that name one code only.
     ``roads``: normalized road → the district codes it runs through.
     ``district_names``: district name (as in standard_text) → code, longest first.
+    ``numbered_compounds``: compounds whose name ends in a number (阳光100, 花园城一): ``base``,
+    the key without its trailing digits (阳光), and ``name`` as texts write it (阳光100, and
+    花园城一 as well as 花园城1), for texts that run the name into the building number.
     """
 
     frame: pd.DataFrame
@@ -42,6 +51,8 @@ class AddressRegistry:
     roads: dict[str, frozenset[str]]
     district_names: dict[str, str]
     duplicate_texts: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))
+    numbered_compounds: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame({"base": [], "name": []}, dtype="str"))
 
     @classmethod
     def load(cls, path: Path) -> AddressRegistry:
@@ -91,7 +102,8 @@ class AddressRegistry:
         roads = {road: frozenset(codes) for road, codes in
                  keys.groupby("road")["district_code"].unique().items() if road}
         return cls(frame=frame, keys=keys, exact=exact, roads=roads,
-                   district_names=_district_names(frame), duplicate_texts=duplicates)
+                   district_names=district_names(frame), duplicate_texts=duplicates,
+                   numbered_compounds=_numbered_compounds(frame["compound"], keys["compound"]))
 
     def standard_text(self, codes: list[str]) -> list[str]:
         """The standard texts of some codes, in the given order."""
@@ -106,7 +118,18 @@ def _per_distinct(values: pd.Series, normalize) -> pd.Series:
     return pd.Series(normalized[codes], index=values.index, dtype="str")
 
 
-def _district_names(frame: pd.DataFrame) -> dict[str, str]:
+def _numbered_compounds(names: pd.Series, keyed: pd.Series) -> pd.DataFrame:
+    """base, name for each compound whose key ends in digits (see ``AddressRegistry``)."""
+    distinct = pd.DataFrame({"raw": names, "key": keyed}).drop_duplicates()
+    base = distinct["key"].str.extract(r"^(.*?)[0-9]+$")[0]
+    distinct = distinct.assign(base=base).dropna(subset=["base"])
+    written = halfwidth_readings(distinct["raw"])[0].str.replace(XIAOQU_SUFFIX, "", regex=True)
+    both = pd.concat([pd.DataFrame({"base": distinct["base"], "name": written}),
+                      pd.DataFrame({"base": distinct["base"], "name": distinct["key"]})])
+    return both.loc[both["name"] != ""].drop_duplicates().reset_index(drop=True)
+
+
+def district_names(frame: pd.DataFrame) -> dict[str, str]:
     """District names as standard_text spells them (the text before the road), per code."""
     names: dict[str, str] = {}
     for row in frame.drop_duplicates("district_code").itertuples(index=False):
