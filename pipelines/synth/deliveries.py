@@ -49,9 +49,13 @@ class SourceText:
     damageable: np.ndarray               # bool per row
     clean_ids: np.ndarray = field(default=None)  # the clean 18-character ID behind ``id_col``
     facts: pd.DataFrame = field(default=None)      # the clean facts, row-aligned (for the truth)
-    addresses: pd.DataFrame | None = None  # per row: text (as delivered), code (truth; '' if unresolvable)
+    addresses: pd.DataFrame | None = None  # per row: text (as delivered), code (truth; '' if unresolvable), variant
+    event_cols: tuple[str, ...] = ()     # dates of events, which cannot lie after the extract date
+    future_from: np.datetime64 = None    # first day after every delivery's extract date (future-date damage)
+    day: np.ndarray = field(default=None)     # per row: 0 both days, 1 next day only, -1 today only
     damage: np.ndarray = field(default=None)  # per row DAMAGE index or -1 (filled by apply_damage)
-    line: np.ndarray = field(default=None)    # per row: physical line of its first copy
+    line: np.ndarray = field(default=None)    # per row: physical line of its first copy in all lines
+    source_row: np.ndarray = field(default=None)  # per line of all lines: the row it holds
 
 
 def apply_damage(st: SourceText, rng, rates: dict[str, float], counts: dict[str, int]) -> None:
@@ -73,6 +77,16 @@ def apply_damage(st: SourceText, rng, rates: dict[str, float], counts: dict[str,
             f.loc[m, st.required_col] = ""
         elif name == "damage_code":
             f.loc[m, st.code_col] = BAD_CODE[st.source]
+        elif name == "damage_future_date":
+            rows = np.flatnonzero(m)
+            col = np.array(st.event_cols, dtype=object)[rng.integers(0, len(st.event_cols), len(rows))]
+            when = st.future_from + rng.integers(0, 400, len(rows)) * np.timedelta64(1, "D")
+            text = D.format_dates(when, D.dirty_date_forms(rng, len(rows), rates["date_forms"]))
+            for c in st.event_cols:
+                at = rows[col == c]
+                blank = f[c].to_numpy()[at] == ""  # an optional date left blank: damage the first event instead
+                f.loc[at[~blank], c] = text[col == c][~blank]
+                f.loc[at[blank], st.event_cols[0]] = text[col == c][blank]
     st.damage = kind
 
 
@@ -145,8 +159,19 @@ def render_lines(st: SourceText, rng, duplicate_rate: float, counts: dict[str, i
     position = np.empty(len(order), dtype=int)
     position[order] = np.arange(len(order))
     st.line = position[:n] + (2 if sep is not None else 1)
+    st.source_row = source_row
     header = sep.join(HEADERS[st.source]) if sep is not None else None
     return Lines(header, lines.take(pa.array(source_row))), name
+
+
+def lines_of(lines: Lines, st: SourceText, present: np.ndarray) -> tuple[Lines, np.ndarray]:
+    """The lines of the rows ``present`` in one delivery, in the order of all lines, and each
+    row's physical line in that file (-1 where absent)."""
+    keep = present[st.source_row]
+    new_position = np.cumsum(keep) - 1
+    offset = 2 if lines.header is not None else 1
+    line = np.where(present, new_position[st.line - offset] + offset, -1)
+    return lines.take(np.flatnonzero(keep)), line
 
 
 def write_file(folder: Path, name: str, lines: Lines, encoding: str, chunk: int = 200_000) -> int:
