@@ -111,7 +111,8 @@ def synthesize(out: Path, people: int, seed: int, dirt: DirtRates | None = None,
     files: dict[bool, dict[str, int]] = {False: {}, True: {}}
     changes: dict[str, dict[str, int]] = {"added": {}, "removed": {}}
     quarantine: dict[bool, list] = {False: [], True: []}
-    address_rows: dict[bool, list] = {False: [], True: []}
+    address_rows: list[pd.DataFrame] = []
+    address_changes = []
     reasons = np.array([D.REASON[k] for k in D.DAMAGE], dtype=object)
     dup_rng, older_rng = rng(5), rng(6)
     for source, st in texts:
@@ -122,33 +123,29 @@ def synthesize(out: Path, people: int, seed: int, dirt: DirtRates | None = None,
         changes["removed"][source] = int((st.day == -1).sum())
         for is_next in (False, True):
             present = delivered(st, is_next)
-            day_lines, line = lines_of(lines, st, present)
-            path = deliver(out, source, next_as_of if is_next else extract[source], day_lines)
-            files[is_next][str(path.relative_to(out))] = len(day_lines)
+            day_rows, line = lines_of(lines, st, present)
+            path = deliver(out, source, next_as_of if is_next else extract[source], lines, day_rows)
+            files[is_next][str(path.relative_to(out))] = len(day_rows)
             q = damaged & present
             quarantine[is_next].append(pd.DataFrame({"source": source, "line": line[q],
                                                      "reason_code": reasons[st.damage[q]]}).assign(file=name))
-            if st.addresses is not None:
-                ok = st.addresses[~damaged & present]
-                address_rows[is_next].append(pd.DataFrame({
-                    "source": source, "address": pd.Series(ok["text"]).str.strip(),
-                    "address_code": ok["code"].to_numpy(), "variant": ok["variant"].to_numpy()}).drop_duplicates())
             if source == "rental" and not is_next:  # a folder still being written: no _SUCCESS
-                half = day_lines.take(np.arange(len(day_lines) // 2))
-                partial = deliver(out, source, as_of, half, complete=False)
+                half = day_rows[: len(day_rows) // 2]
+                partial = deliver(out, source, as_of, lines, half, complete=False)
                 files[False][str(partial.relative_to(out)) + " (incomplete)"] = len(half)
-            del day_lines
         if source == "hukou":  # an older, smaller snapshot: 90 % of the people who lived here by then
             older = as_of - dt.timedelta(days=OLDER_HUKOU_DAYS)
             by_then = np.datetime64(older, "D")
             facts = st.facts
             happened = ((facts["birth_date"].to_numpy() <= by_then) & (facts["settled_date"].to_numpy() <= by_then))
             chosen = delivered(st, False) & happened & (older_rng.random(len(facts)) < 0.9)
-            older_lines, _ = lines_of(lines, st, chosen)
-            path = deliver(out, source, older, older_lines)
-            files[False][str(path.relative_to(out))] = len(older_lines)
-            del older_lines
+            older_rows, _ = lines_of(lines, st, chosen)
+            path = deliver(out, source, older, lines, older_rows)
+            files[False][str(path.relative_to(out))] = len(older_rows)
         if st.addresses is not None:
+            today, gone, added = _address_truth(source, st.addresses, ~damaged, st.day)
+            address_rows.append(today)
+            address_changes.append((gone, added))
             st.addresses = st.addresses[["code"]]
         kept[source] = st
         del lines
@@ -164,10 +161,14 @@ def synthesize(out: Path, people: int, seed: int, dirt: DirtRates | None = None,
         q = pd.DataFrame({"source": q["source"], "record_ref": q["file"] + ":" + q["line"].astype(str),
                           "reason_code": q["reason_code"]})
         _write_csv(q, truth_dir / "quarantine.csv")
-        addrs = pd.concat(address_rows[is_next], ignore_index=True).drop_duplicates()
+        if is_next:
+            addrs = _next_day_addresses(addrs, address_changes)
+        else:
+            addrs = pd.concat(address_rows, ignore_index=True).drop_duplicates()
         if addrs.duplicated(["source", "address"]).any():
             raise AssertionError("synth: one address text was given two truth codes or variants")
         _write_csv(addrs.sort_values(["source", "address"]), truth_dir / "addresses.csv")
+        truth = None  # the other day's truth is written: free it first
         truth = compute_truth(policy, **truth_inputs(p, rec, kept, is_next), membership=geo.membership)
         _write_csv(truth["eligibility"].sort_values(["child_id", "level", "school_code"]), truth_dir / "eligibility.csv")
         _write_csv(truth["ineligible"], truth_dir / "ineligible.csv")
@@ -179,6 +180,28 @@ def synthesize(out: Path, people: int, seed: int, dirt: DirtRates | None = None,
             summary["truth"] = figures
     summary["dirt"] = dict(sorted(counts.items()))
     return summary
+
+
+def _address_truth(source: str, addresses: pd.DataFrame, undamaged: np.ndarray,
+                   day: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """truth/addresses.csv rows of one source today, and the next day's changes to them: texts
+    gone with the records removed (unless a record of both days carries them too) and texts added."""
+    def rows(mask: np.ndarray) -> pd.DataFrame:
+        a = addresses[mask]
+        return pd.DataFrame({"source": source, "address": pd.Series(a["text"]).str.strip().to_numpy(),
+                             "address_code": a["code"].to_numpy(), "variant": a["variant"].to_numpy()}).drop_duplicates()
+
+    gone = rows(undamaged & (day == -1))
+    staying = pd.Series(addresses["text"].to_numpy()[undamaged & (day == 0)], dtype=object).str.strip()
+    gone = gone[~pd.Series(gone["address"].to_numpy(), dtype=object).isin(staying.to_numpy()).to_numpy()]
+    return rows(undamaged & (day != 1)), gone, rows(undamaged & (day == 1))
+
+
+def _next_day_addresses(today: pd.DataFrame, changes: list[tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
+    gone = pd.concat([g for g, _ in changes], ignore_index=True)
+    key = today["source"] + "\t" + today["address"]
+    keep = ~key.isin((gone["source"] + "\t" + gone["address"]).to_numpy())
+    return pd.concat([today[keep.to_numpy()]] + [a for _, a in changes], ignore_index=True).drop_duplicates()
 
 
 def _truth_figures(truth: dict, quarantine: pd.DataFrame, addresses: pd.DataFrame) -> dict:

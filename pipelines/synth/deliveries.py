@@ -124,9 +124,6 @@ class Lines:
     def __len__(self) -> int:
         return len(self.body)
 
-    def take(self, index: np.ndarray) -> "Lines":
-        return Lines(self.header, self.body.take(pa.array(index)))
-
 
 def render_lines(st: SourceText, rng, duplicate_rate: float, counts: dict[str, int]) -> tuple[Lines, str]:
     """The file's lines in delivery order, with exact duplicates; sets ``st.line``."""
@@ -164,18 +161,20 @@ def render_lines(st: SourceText, rng, duplicate_rate: float, counts: dict[str, i
     return Lines(header, lines.take(pa.array(source_row))), name
 
 
-def lines_of(lines: Lines, st: SourceText, present: np.ndarray) -> tuple[Lines, np.ndarray]:
-    """The lines of the rows ``present`` in one delivery, in the order of all lines, and each
-    row's physical line in that file (-1 where absent)."""
+def lines_of(lines: Lines, st: SourceText, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of all lines make one delivery of the rows ``present`` (indexes, in file order), and
+    each row's physical line in that file (-1 where absent)."""
     keep = present[st.source_row]
     new_position = np.cumsum(keep) - 1
     offset = 2 if lines.header is not None else 1
     line = np.where(present, new_position[st.line - offset] + offset, -1)
-    return lines.take(np.flatnonzero(keep)), line
+    return np.flatnonzero(keep), line
 
 
-def write_file(folder: Path, name: str, lines: Lines, encoding: str, chunk: int = 200_000) -> int:
-    """Write header and lines, encoding a chunk of lines at a time (bounded memory at city scale)."""
+def write_file(folder: Path, name: str, lines: Lines, encoding: str, rows: np.ndarray | None = None,
+               chunk: int = 50_000) -> int:
+    """Write header and lines (those at ``rows`` only, when given), encoding a chunk of lines at a
+    time (bounded memory at city scale: a delivery is never copied whole)."""
     folder.mkdir(parents=True, exist_ok=True)
     codec = "gb18030" if encoding == "gb18030" else "utf-8"
     written = 0
@@ -184,8 +183,8 @@ def write_file(folder: Path, name: str, lines: Lines, encoding: str, chunk: int 
             written += out.write(b"\xef\xbb\xbf")
         if lines.header is not None:
             written += out.write((lines.header + "\n").encode(codec))
-        for start in range(0, len(lines.body), chunk):
-            part = lines.body.slice(start, chunk)
+        for start in range(0, len(lines.body) if rows is None else len(rows), chunk):
+            part = lines.body.slice(start, chunk) if rows is None else lines.body.take(pa.array(rows[start:start + chunk]))
             offsets = pa.array([0, len(part)], pa.int64())
             joined = pc.binary_join(pa.LargeListArray.from_arrays(offsets, part), _lit("\n"))[0]
             data = joined.as_buffer().to_pybytes() + b"\n"
@@ -195,10 +194,11 @@ def write_file(folder: Path, name: str, lines: Lines, encoding: str, chunk: int 
     return written
 
 
-def deliver(root: Path, source: str, day: dt.date, lines: Lines, complete: bool = True) -> Path:
+def deliver(root: Path, source: str, day: dt.date, lines: Lines, rows: np.ndarray | None = None,
+            complete: bool = True) -> Path:
     name, _, encoding = FILES[source]
     folder = root / "landing" / source / day.isoformat()
-    write_file(folder, name, lines, encoding)
+    write_file(folder, name, lines, encoding, rows)
     if complete:
         (folder / "_SUCCESS").write_bytes(b"")
     return folder / name

@@ -188,9 +188,11 @@ def _schools_and_catchments(blocks, registry, rng, year, profile: Profile):
     tile_p = int(max(2, round(np.sqrt(total / max(20, total * 60 * 2.5 / 6000)))))
     schools, features, polygons = [], [], []
     names = profile.city.district_names
-    for level, tile, letter in (("primary", tile_p, "P"), ("junior", 2 * tile_p, "J")):
+    for level, city_tile, letter in (("primary", tile_p, "P"), ("junior", 2 * tile_p, "J")):
         assign = []  # (block_id, school index)
         for code, dblocks in blocks.groupby("district_code", sort=True):
+            # at least two schools across a district, so even a small district has overlaps
+            tile = max(1, min(city_tile, (int(dblocks["col"].max()) + 1) // 2))
             tr = dblocks["row"].to_numpy() // tile
             tc = dblocks["col"].to_numpy() // tile
             ntc = tc.max() + 1

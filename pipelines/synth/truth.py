@@ -154,4 +154,4 @@ def _in(values: pd.Series, members) -> np.ndarray:
     """``values.isin(members)`` through a hash table (pandas' Arrow-string isin loops in Python)."""
     pool = np.fromiter(members, dtype=object, count=len(members)) if isinstance(members, set) else \
         np.asarray(members, dtype=object)
-    return pd.Series(values.to_numpy(dtype=object)).isin(pool).to_numpy()
+    return pd.Series(values.to_numpy(dtype=object), dtype=object).isin(pool).to_numpy()
