@@ -49,9 +49,13 @@ class SourceText:
     damageable: np.ndarray               # bool per row
     clean_ids: np.ndarray = field(default=None)  # the clean 18-character ID behind ``id_col``
     facts: pd.DataFrame = field(default=None)      # the clean facts, row-aligned (for the truth)
-    addresses: pd.DataFrame | None = None  # per row: text (as delivered), code (truth; '' if unresolvable)
+    addresses: pd.DataFrame | None = None  # per row: text (as delivered), code (truth; '' if unresolvable), variant
+    event_cols: tuple[str, ...] = ()     # dates of events, which cannot lie after the extract date
+    future_from: np.datetime64 = None    # first day after every delivery's extract date (future-date damage)
+    day: np.ndarray = field(default=None)     # per row: 0 both days, 1 next day only, -1 today only
     damage: np.ndarray = field(default=None)  # per row DAMAGE index or -1 (filled by apply_damage)
-    line: np.ndarray = field(default=None)    # per row: physical line of its first copy
+    line: np.ndarray = field(default=None)    # per row: physical line of its first copy in all lines
+    source_row: np.ndarray = field(default=None)  # per line of all lines: the row it holds
 
 
 def apply_damage(st: SourceText, rng, rates: dict[str, float], counts: dict[str, int]) -> None:
@@ -73,6 +77,16 @@ def apply_damage(st: SourceText, rng, rates: dict[str, float], counts: dict[str,
             f.loc[m, st.required_col] = ""
         elif name == "damage_code":
             f.loc[m, st.code_col] = BAD_CODE[st.source]
+        elif name == "damage_future_date":
+            rows = np.flatnonzero(m)
+            col = np.array(st.event_cols, dtype=object)[rng.integers(0, len(st.event_cols), len(rows))]
+            when = st.future_from + rng.integers(0, 400, len(rows)) * np.timedelta64(1, "D")
+            text = D.format_dates(when, D.dirty_date_forms(rng, len(rows), rates["date_forms"]))
+            for c in st.event_cols:
+                at = rows[col == c]
+                blank = f[c].to_numpy()[at] == ""  # an optional date left blank: damage the first event instead
+                f.loc[at[~blank], c] = text[col == c][~blank]
+                f.loc[at[blank], st.event_cols[0]] = text[col == c][blank]
     st.damage = kind
 
 
@@ -110,9 +124,6 @@ class Lines:
     def __len__(self) -> int:
         return len(self.body)
 
-    def take(self, index: np.ndarray) -> "Lines":
-        return Lines(self.header, self.body.take(pa.array(index)))
-
 
 def render_lines(st: SourceText, rng, duplicate_rate: float, counts: dict[str, int]) -> tuple[Lines, str]:
     """The file's lines in delivery order, with exact duplicates; sets ``st.line``."""
@@ -145,12 +156,25 @@ def render_lines(st: SourceText, rng, duplicate_rate: float, counts: dict[str, i
     position = np.empty(len(order), dtype=int)
     position[order] = np.arange(len(order))
     st.line = position[:n] + (2 if sep is not None else 1)
+    st.source_row = source_row
     header = sep.join(HEADERS[st.source]) if sep is not None else None
     return Lines(header, lines.take(pa.array(source_row))), name
 
 
-def write_file(folder: Path, name: str, lines: Lines, encoding: str, chunk: int = 200_000) -> int:
-    """Write header and lines, encoding a chunk of lines at a time (bounded memory at city scale)."""
+def lines_of(lines: Lines, st: SourceText, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of all lines make one delivery of the rows ``present`` (indexes, in file order), and
+    each row's physical line in that file (-1 where absent)."""
+    keep = present[st.source_row]
+    new_position = np.cumsum(keep) - 1
+    offset = 2 if lines.header is not None else 1
+    line = np.where(present, new_position[st.line - offset] + offset, -1)
+    return np.flatnonzero(keep), line
+
+
+def write_file(folder: Path, name: str, lines: Lines, encoding: str, rows: np.ndarray | None = None,
+               chunk: int = 50_000) -> int:
+    """Write header and lines (those at ``rows`` only, when given), encoding a chunk of lines at a
+    time (bounded memory at city scale: a delivery is never copied whole)."""
     folder.mkdir(parents=True, exist_ok=True)
     codec = "gb18030" if encoding == "gb18030" else "utf-8"
     written = 0
@@ -159,8 +183,8 @@ def write_file(folder: Path, name: str, lines: Lines, encoding: str, chunk: int 
             written += out.write(b"\xef\xbb\xbf")
         if lines.header is not None:
             written += out.write((lines.header + "\n").encode(codec))
-        for start in range(0, len(lines.body), chunk):
-            part = lines.body.slice(start, chunk)
+        for start in range(0, len(lines.body) if rows is None else len(rows), chunk):
+            part = lines.body.slice(start, chunk) if rows is None else lines.body.take(pa.array(rows[start:start + chunk]))
             offsets = pa.array([0, len(part)], pa.int64())
             joined = pc.binary_join(pa.LargeListArray.from_arrays(offsets, part), _lit("\n"))[0]
             data = joined.as_buffer().to_pybytes() + b"\n"
@@ -170,10 +194,11 @@ def write_file(folder: Path, name: str, lines: Lines, encoding: str, chunk: int 
     return written
 
 
-def deliver(root: Path, source: str, day: dt.date, lines: Lines, complete: bool = True) -> Path:
+def deliver(root: Path, source: str, day: dt.date, lines: Lines, rows: np.ndarray | None = None,
+            complete: bool = True) -> Path:
     name, _, encoding = FILES[source]
     folder = root / "landing" / source / day.isoformat()
-    write_file(folder, name, lines, encoding)
+    write_file(folder, name, lines, encoding, rows)
     if complete:
         (folder / "_SUCCESS").write_bytes(b"")
     return folder / name

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.synth.geography import DISTRICT_NAME
 from pipelines.synth.names import GIVEN_CHARS, VARIANT_CHARS
 
 FULLWIDTH = str.maketrans("0123456789Xx", "０１２３４５６７８９Ｘｘ")
@@ -142,39 +141,61 @@ def conflicting_names(names: np.ndarray, rng, rate: float, counts: dict[str, int
 
 
 # ------------------------------------------------------------------ addresses
-ADDRESS_DIRT = ("addr_prefix", "addr_fullwidth", "addr_numerals", "addr_format", "addr_room_suffix",
-                "addr_xiaoqu", "addr_spaces")
+# Variant kinds of sources.md, each a DirtRates rate over the texts written in a variant form.
+# Every kind applied changes the text, and truth/addresses.csv names the kinds of each text.
+ADDRESS_DIRT = ("addr_prefix", "addr_no_district", "addr_fullwidth", "addr_numerals", "addr_door_numerals",
+                "addr_number_spaces", "addr_format", "addr_room_suffix", "addr_xiaoqu", "addr_phase_form",
+                "addr_spaces")
 UNRESOLVABLE = ("addr_no_such_room", "addr_no_such_building", "addr_unit_missing")
+PHASE_DIGITS = {"一": "1", "二": "2", "三": "3", "四": "4"}
 
 
 @dataclass
 class RenderedAddresses:
     text: np.ndarray            # as delivered
     truth_code: np.ndarray      # the room's code, or '' where deliberately unresolvable
+    variant: np.ndarray         # the variant kinds applied, joined by ';' ('' for the standard text)
 
 
-def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, variant_rate: float,
-                     unresolvable_rate: float, counts: dict[str, int]) -> RenderedAddresses:
+def _space_inside(values: np.ndarray, rng) -> np.ndarray:
+    """``103`` → ``10 3``: a space at a random place inside each number (numbers of two digits or more)."""
+    at = rng.integers(1, 1 << 30, len(values))
+    return np.array([v[: 1 + k % (len(v) - 1)] + " " + v[1 + k % (len(v) - 1):] for v, k in zip(values, at)],
+                    dtype=object)
+
+
+def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, rates: dict[str, float],
+                     counts: dict[str, int], city) -> RenderedAddresses:
     """Write each room's address as a department would: standard text, a variant, or unresolvable."""
     reg = registry.set_index("address_code")
     codes = np.asarray(codes, dtype=object)
     total = len(codes)
-    variant_all = rng.random(total) < variant_rate
-    bad_all = rng.random(total) < unresolvable_rate
+    variant_all = rng.random(total) < rates["address_variant"]
+    bad_all = rng.random(total) < rates["address_unresolvable"]
     touched = np.flatnonzero(variant_all | bad_all)
     text_all = reg["standard_text"].reindex(codes).to_numpy(dtype=object)
+    variant_of_all = np.full(total, "", dtype=object)
     r = reg.loc[codes[touched]]
     n = len(r)
-    district = r["district_code"].map(DISTRICT_NAME).to_numpy(dtype=object)
+    district = r["district_code"].map(city.district_names).to_numpy(dtype=object)
     road = r["road"].to_numpy(dtype=object)
     door = r["door_no"].astype(int).to_numpy()
-    compound = r["compound"].to_numpy(dtype=object)
     building = r["building"].astype(int).to_numpy()
     unit = r["unit"].astype(int).to_numpy()
     room = r["room"].astype(int).to_numpy()
+    base = r["compound_base"].to_numpy(dtype=object)
+    xiaoqu = r["compound_xiaoqu"].to_numpy(dtype=bool)
+    label = r["compound_label"].to_numpy(dtype=object)
 
     variant = variant_all[touched]
-    parts = {k: variant & (rng.random(n) < 0.35) for k in ADDRESS_DIRT}
+    parts = {k: variant & (rng.random(n) < rates[k]) for k in ADDRESS_DIRT}
+    both = parts["addr_prefix"] & parts["addr_no_district"]
+    drop = rng.random(n) < 0.5
+    parts["addr_prefix"] &= ~(both & drop)
+    parts["addr_no_district"] &= ~(both & ~drop)
+    parts["addr_door_numerals"] &= door <= 999
+    first = pd.Series(label, dtype=object).str.slice(0, 1)
+    parts["addr_phase_form"] &= first.isin(list(PHASE_DIGITS)).to_numpy()
     none = variant & ~np.logical_or.reduce(list(parts.values()))
     parts["addr_prefix"] |= none
 
@@ -188,51 +209,82 @@ def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, variant_rat
     no_unit = bad & (kind == 2)
     room = np.where(no_room, (r["max_floor"].to_numpy() + rng.integers(2, 6, n)) * 100 + 1, room)
     building = np.where(no_building, r["n_buildings"].to_numpy() + rng.integers(3, 10, n), building)
-    for k, m in zip(UNRESOLVABLE, (no_room, no_building, no_unit)):
-        counts[k] = counts.get(k, 0) + int(m.sum())
+    parts["addr_format"] &= ~no_unit
+    parts["addr_room_suffix"] &= ~no_unit
 
-    prefix_choice = np.where(parts["addr_prefix"], rng.choice([0, 1, 3], n), 2)
-    prefix = np.select([prefix_choice == 0, prefix_choice == 1, prefix_choice == 2],
-                       ["山东省日照市" + district, "日照市" + district, district], "")
+    province_city = city.province + city.name
+    prefix_choice = rng.integers(0, 10, n)
+    prefix = np.where(parts["addr_prefix"], np.where(prefix_choice < 5, province_city + district, city.name + district),
+                      district)
+    prefix = np.where(parts["addr_no_district"],
+                      np.select([prefix_choice < 7, prefix_choice < 9], ["", city.name], province_city), prefix)
+
     numerals = parts["addr_numerals"]
-    door_s = np.where(numerals & (rng.random(n) < 0.3), NUMERALS[np.minimum(door, 999)], door.astype(str).astype(object))
-    ends_xq = pd.Series(compound).str.endswith("小区").to_numpy()
-    compound_s = np.where(parts["addr_xiaoqu"], np.where(ends_xq, pd.Series(compound).str.slice(0, -2), compound + "小区"),
-                          compound)
+    door_s = np.where(parts["addr_door_numerals"], NUMERALS[np.clip(door, 0, 999)], door.astype(str).astype(object))
+    rd = room.astype(str).astype(object)
+    spaced = parts["addr_number_spaces"]
+    in_door = spaced & ~parts["addr_door_numerals"] & (door >= 10) & (rng.random(n) < 0.5)
+    in_room = spaced & ~in_door
+    if in_door.any():
+        door_s[in_door] = _space_inside(door_s[in_door], rng)
+    if in_room.any():
+        rd[in_room] = _space_inside(rd[in_room], rng)
+
+    phase_s = np.where(parts["addr_phase_form"], first.map(PHASE_DIGITS).fillna("").to_numpy(dtype=object)
+                       + pd.Series(label, dtype=object).str.slice(1).to_numpy(dtype=object), label)
+    with_xiaoqu = xiaoqu ^ parts["addr_xiaoqu"]
+    compound_s = base + np.where(with_xiaoqu, "小区", "") + phase_s
+
     b_s = np.where(numerals, NUMERALS[np.minimum(building, 999)], building.astype(str).astype(object))
     u_s = np.where(numerals & (rng.random(n) < 0.7), NUMERALS[np.minimum(unit, 999)], unit.astype(str).astype(object))
-    bd, ud, rd = building.astype(str).astype(object), unit.astype(str).astype(object), room.astype(str).astype(object)
-    fmt = np.where(parts["addr_format"], rng.integers(1, 6, n), 0)
+    bd, ud = building.astype(str).astype(object), unit.astype(str).astype(object)
+    fmt = np.where(parts["addr_format"], rng.integers(1, 5, n), 0)
     fmt = np.where(numerals & np.isin(fmt, [1, 2]), 3, fmt)  # numerals only in worded forms
     tails = [b_s + "号楼" + u_s + "单元" + rd + "室", bd + "#" + ud + "-" + rd, bd + "-" + ud + "-" + rd,
-             b_s + "栋" + u_s + "单元" + rd, b_s + "幢" + u_s + "单元" + rd + "号", b_s + "号楼" + u_s + "单元" + rd]
-    tail = np.select([fmt == k for k in range(6)], tails, "")
-    suffix_change = parts["addr_room_suffix"]
-    bare = np.select([fmt == k for k in range(6)], [b_s + "号楼" + u_s + "单元" + rd, tails[1], tails[2],
-                                                   b_s + "栋" + u_s + "单元" + rd, b_s + "幢" + u_s + "单元" + rd, tails[5]], "")
-    tail = np.where(suffix_change, bare + np.array(["", "室", "号"], dtype=object)[rng.integers(0, 3, n)], tail)
+             b_s + "栋" + u_s + "单元" + rd, b_s + "幢" + u_s + "单元" + rd + "号"]
+    tail = np.select([fmt == k for k in range(5)], tails, "")
+    bare = np.select([fmt == k for k in range(5)], [b_s + "号楼" + u_s + "单元" + rd, tails[1], tails[2],
+                                                   b_s + "栋" + u_s + "单元" + rd, b_s + "幢" + u_s + "单元" + rd], "")
+    # a room suffix other than the one the form already writes
+    options = np.array([["", "号"], ["室", "号"], ["室", "号"], ["室", "号"], ["", "室"]], dtype=object)
+    other = options[fmt, rng.integers(0, 2, n)]
+    tail = np.where(parts["addr_room_suffix"], bare + other, tail)
     tail = np.where(no_unit, b_s + "号楼" + rd + "室", tail)
 
     spaces = parts["addr_spaces"]
     sp = [np.where(spaces & (rng.random(n) < 0.4), " ", "") for _ in range(5)]
+    inner = ((sp[1] == " ") & (prefix != "")) | (sp[2] == " ") | (sp[3] == " ")
+    sp[3] = np.where(spaces & ~inner, " ", sp[3])  # at least one space inside the text
     text = sp[0] + prefix + sp[1] + road + door_s + "号" + sp[2] + compound_s + sp[3] + tail + sp[4]
     text = pd.Series(text, dtype=object)
     fw = parts["addr_fullwidth"]
     if fw.any():
         text[fw] = fullwidth(text[fw])
-    for k in ADDRESS_DIRT:
-        counts[k] = counts.get(k, 0) + int(parts[k].sum())
+
+    shared_road = r["road_shared"].to_numpy(dtype=bool)
+    named = dict(parts)
+    named["addr_no_district_shared_road"] = parts["addr_no_district"] & shared_road
+    named["addr_no_district"] = parts["addr_no_district"] & ~shared_road
+    named.update(zip(UNRESOLVABLE, (no_room, no_building, no_unit)))
+    order = ("addr_prefix", "addr_no_district", "addr_no_district_shared_road") + ADDRESS_DIRT[2:] + UNRESOLVABLE
+    kinds = np.full(n, "", dtype=object)
+    for k in order:
+        kinds = np.where(named[k], kinds + ";" + k[len("addr_"):], kinds)
+    for k in ADDRESS_DIRT + UNRESOLVABLE:
+        counts[k] = counts.get(k, 0) + int((parts.get(k) if k in parts else named[k]).sum())
     text_all[touched] = text.to_numpy(dtype=object)
+    variant_of_all[touched] = pd.Series(kinds, dtype=object).str.slice(1).to_numpy(dtype=object)
     truth = codes.copy()
     truth[touched[bad]] = ""
-    return RenderedAddresses(text_all, truth)
+    return RenderedAddresses(text_all, truth, variant_of_all)
 
 
 # ------------------------------------------------------------------ damage beyond repair
-DAMAGE = ("damage_checksum", "damage_id_format", "damage_date", "damage_missing", "damage_code", "damage_malformed")
+DAMAGE = ("damage_checksum", "damage_id_format", "damage_date", "damage_missing", "damage_code", "damage_malformed",
+          "damage_future_date")
 REASON = {"damage_checksum": "INVALID_ID_CHECKSUM", "damage_id_format": "INVALID_ID_FORMAT",
           "damage_date": "INVALID_DATE", "damage_missing": "MISSING_REQUIRED", "damage_code": "INVALID_CODE",
-          "damage_malformed": "MALFORMED_RECORD"}
+          "damage_malformed": "MALFORMED_RECORD", "damage_future_date": "INVALID_DATE"}
 
 
 def choose_damage(rng, n: int, rates: dict[str, float], eligible: np.ndarray) -> np.ndarray:

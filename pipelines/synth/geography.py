@@ -14,52 +14,44 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from pipelines.synth.names import unique_compound_bases, unique_road_names
+from pipelines.synth.names import PHASE_NUMERALS, ZONE_DIRECTIONS, road_names_by_district, unique_compound_bases
+from pipelines.synth.profile import Profile
 
-# code, name, share of the city's blocks, box (lon0, lat0, lon1, lat1)
-DISTRICTS = (
-    ("371102", "东港区", 0.34, (119.45, 35.40, 119.60, 35.50)),
-    ("371171", "日照经济技术开发区", 0.16, (119.45, 35.30, 119.60, 35.40)),
-    ("371103", "岚山区", 0.18, (119.30, 35.30, 119.45, 35.37)),
-    ("371121", "五莲县", 0.16, (119.30, 35.43, 119.45, 35.50)),
-    ("371122", "莒县", 0.16, (119.30, 35.37, 119.45, 35.43)),
-)
-DISTRICT_NAME = {code: name for code, name, _, _ in DISTRICTS}
-STREET_STEMS = ("日照", "秦楼", "石臼", "北京路", "奎山", "两城", "陈疃", "南湖", "三庄", "涛雒", "西湖", "河山")
 LEVELS = ("primary", "junior")
 
 
 @dataclass(frozen=True)
 class Geography:
     blocks: pd.DataFrame      # block_id, district_code, row, col, lon0, lat0, lon1, lat1, road, door_no, compound
-    registry: pd.DataFrame    # addresses.csv columns + block_id, n_units, max_floor, n_buildings
+    registry: pd.DataFrame    # addresses.csv columns + block_id, n_units, max_floor, n_buildings, the compound's
+    #                           parts (compound_base, compound_xiaoqu, compound_label) and road_shared
     schools: pd.DataFrame     # schools.csv columns
     catchments: dict          # GeoJSON FeatureCollection
     membership: pd.DataFrame  # address_code, level, school_code (one row per containing catchment)
 
 
-def _grid(total_blocks: int) -> list[tuple[str, str, int, int, tuple]]:
+def _grid(total_blocks: int, profile: Profile) -> list[tuple[str, str, int, int, tuple]]:
     out = []
-    for code, name, share, box in DISTRICTS:
-        side = max(4, int(round(np.sqrt(total_blocks * share))))
-        out.append((code, name, side, side, box))
+    for d in profile.city.districts:
+        side = max(4, int(round(np.sqrt(total_blocks * d.share))))
+        out.append((d.code, d.name, side, side, d.box))
     return out
 
 
-def build_geography(people: int, rng: np.random.Generator, enrollment_year: int) -> Geography:
+def build_geography(people: int, rng: np.random.Generator, enrollment_year: int, profile: Profile) -> Geography:
     target_addresses = max(400, int(people * 0.4))
     rooms_per_compound = 60
     total_blocks = max(80, target_addresses // rooms_per_compound)
-    grid = _grid(total_blocks)
+    grid = _grid(total_blocks, profile)
     n_blocks = sum(r * c for _, _, r, c, _ in grid)
     rooms_per_compound = max(8, target_addresses / n_blocks)
 
-    roads_needed = sum(r for _, _, r, _, _ in grid)
-    road_names = unique_road_names(roads_needed, rng)
-    compound_names = unique_compound_bases(n_blocks, rng)
+    road_names = road_names_by_district([r for _, _, r, _, _ in grid], profile.shared_road_names,
+                                        profile.direction_siblings, rng)
+    streets = np.array([s + "街道" for s in profile.city.streets], dtype=object)
 
-    frames, road_at = [], 0
-    for code, _, rows, cols, (x0, y0, x1, y1) in grid:
+    frames = []
+    for (code, _, rows, cols, (x0, y0, x1, y1)), roads in zip(grid, road_names):
         xs = np.linspace(x0, x1, cols + 1).round(6)
         ys = np.linspace(y0, y1, rows + 1).round(6)
         r, c = np.divmod(np.arange(rows * cols), cols)
@@ -67,25 +59,70 @@ def build_geography(people: int, rng: np.random.Generator, enrollment_year: int)
         frames.append(pd.DataFrame({
             "district_code": code, "row": r, "col": c,
             "lon0": xs[c], "lat0": ys[r], "lon1": xs[c + 1], "lat1": ys[r + 1],
-            "road": np.array(road_names[road_at: road_at + rows], dtype=object)[r],
+            "road": np.array(roads, dtype=object)[r],
             "door_no": door.astype(str),
-            "street": np.array([s + "街道" for s in STREET_STEMS], dtype=object)[(r // 3) % len(STREET_STEMS)],
+            "street": streets[(r // 3) % len(streets)],
         }))
-        road_at += rows
     blocks = pd.concat(frames, ignore_index=True)
     blocks["block_id"] = np.arange(len(blocks))
-    bases = np.array(compound_names, dtype=object)
-    xiaoqu = rng.random(len(blocks)) < 0.4
-    blocks["compound"] = np.where(xiaoqu, bases + "小区", bases)
+    districts_of_road = blocks.groupby("road")["district_code"].nunique()
+    blocks["road_shared"] = blocks["road"].map(districts_of_road).to_numpy() > 1
+    blocks = _compounds(blocks, profile, rng)
     blocks["community"] = blocks["compound"].str.slice(0, 2) + "社区"
 
-    registry = _rooms(blocks, rooms_per_compound, rng)
-    schools, catchments, polygons = _schools_and_catchments(blocks, registry, rng, enrollment_year)
+    registry = _rooms(blocks, rooms_per_compound, rng, profile)
+    schools, catchments, polygons = _schools_and_catchments(blocks, registry, rng, enrollment_year, profile)
     membership = _membership(registry, polygons)
     return Geography(blocks, registry, schools, catchments, membership)
 
 
-def _rooms(blocks: pd.DataFrame, rooms_per_compound: float, rng: np.random.Generator) -> pd.DataFrame:
+def _compounds(blocks: pd.DataFrame, profile: Profile, rng: np.random.Generator) -> pd.DataFrame:
+    """One compound per block; a share of them are phases or zones of one estate on neighbouring
+    blocks of the same road (明珠花园一期, 明珠花园二期; 阳光花园小区东区), the first phase sometimes
+    keeping the bare name. Base names are unique city-wide, so base + phase names one compound."""
+    n = len(blocks)
+    bases = np.array(unique_compound_bases(n, rng), dtype=object)
+    base = bases.copy()
+    label = np.full(n, "", dtype=object)
+    xiaoqu = rng.random(n) < profile.xiaoqu_compounds
+    target = int(round(profile.phased_compounds * n))
+    key = blocks["district_code"].to_numpy() + ":" + blocks["row"].astype(str).to_numpy()
+    col = blocks["col"].to_numpy()
+    width = blocks.groupby(["district_code", "row"])["col"].transform("max").to_numpy() + 1
+    taken = np.zeros(n, bool)
+    labelled = 0
+    for start in rng.permutation(n):
+        if labelled >= target:
+            break
+        size = int(rng.integers(2, 5))
+        if col[start] + size > width[start] or taken[start:start + size].any() \
+                or (key[start:start + size] != key[start]).any():
+            continue
+        members = np.arange(start, start + size)  # blocks of a row are consecutive, west to east
+        style = rng.random()
+        if style < 0.6:
+            bare_first = rng.random() < 0.3
+            names = [PHASE_NUMERALS[k] + "期" for k in range(size)]
+            if bare_first:
+                names[0] = ""
+        elif style < 0.8:
+            names = [PHASE_NUMERALS[k] + "区" for k in range(size)]
+        else:
+            names = [ZONE_DIRECTIONS[k] for k in rng.permutation(len(ZONE_DIRECTIONS))[:size]]
+        taken[members] = True
+        base[members] = bases[start]
+        label[members] = names
+        xiaoqu[members] = xiaoqu[start]
+        labelled += sum(1 for x in names if x)
+    blocks["compound_base"] = base
+    blocks["compound_xiaoqu"] = xiaoqu
+    blocks["compound_label"] = label
+    blocks["compound"] = base + np.where(xiaoqu, "小区", "") + label
+    return blocks
+
+
+def _rooms(blocks: pd.DataFrame, rooms_per_compound: float, rng: np.random.Generator,
+           profile: Profile) -> pd.DataFrame:
     """Buildings, units and rooms of every compound, sized so the registry holds the target count."""
     n = len(blocks)
     max_floor_cap = int(np.clip(rooms_per_compound / 6, 3, 18))
@@ -128,9 +165,11 @@ def _rooms(blocks: pd.DataFrame, rooms_per_compound: float, rng: np.random.Gener
         "n_units": b_units[r_building],
         "max_floor": b_floors[r_building],
         "n_buildings": n_buildings[r_block],
+        **{c: blocks[c].to_numpy()[r_block] for c in ("compound_base", "compound_xiaoqu", "compound_label",
+                                                       "road_shared")},
     })
     reg.insert(0, "address_code", pd.Series(reg["district_code"] + pd.Series(np.arange(len(reg)) + 1).map("{:010d}".format)))
-    district = reg["district_code"].map(DISTRICT_NAME)
+    district = reg["district_code"].map(profile.city.district_names)
     reg.insert(10, "standard_text", district + reg["road"] + reg["door_no"] + "号" + reg["compound"]
                + reg["building"] + "号楼" + reg["unit"] + "单元" + reg["room"] + "室")
     return reg
@@ -143,14 +182,17 @@ def _within(counts: np.ndarray) -> np.ndarray:
     return np.arange(total) - starts
 
 
-def _schools_and_catchments(blocks, registry, rng, year):
+def _schools_and_catchments(blocks, registry, rng, year, profile: Profile):
     """Catchments as unions of blocks: one tile of blocks per school, with gaps, overlaps, islands."""
     total = len(blocks)
     tile_p = int(max(2, round(np.sqrt(total / max(20, total * 60 * 2.5 / 6000)))))
     schools, features, polygons = [], [], []
-    for level, tile, letter in (("primary", tile_p, "P"), ("junior", 2 * tile_p, "J")):
+    names = profile.city.district_names
+    for level, city_tile, letter in (("primary", tile_p, "P"), ("junior", 2 * tile_p, "J")):
         assign = []  # (block_id, school index)
         for code, dblocks in blocks.groupby("district_code", sort=True):
+            # at least two schools across a district, so even a small district has overlaps
+            tile = max(1, min(city_tile, (int(dblocks["col"].max()) + 1) // 2))
             tr = dblocks["row"].to_numpy() // tile
             tc = dblocks["col"].to_numpy() // tile
             ntc = tc.max() + 1
@@ -165,9 +207,9 @@ def _schools_and_catchments(blocks, registry, rng, year):
                 name_stem = b["compound"][:2]
                 schools.append({
                     "school_code": f"{letter}{code}{k + 1:03d}",
-                    "school_name": f"日照市{DISTRICT_NAME[code]}{name_stem}{'小学' if level == 'primary' else '初级中学'}",
+                    "school_name": f"{profile.city.name}{names[code]}{name_stem}{'小学' if level == 'primary' else '初级中学'}",
                     "level": level, "district_code": code,
-                    "address": f"{DISTRICT_NAME[code]}{b['road']}{b['door_no']}号",
+                    "address": f"{names[code]}{b['road']}{b['door_no']}号",
                     "capacity": int(rng.integers(4, 13)) * 45 * (6 if level == "primary" else 3),
                     "lon": round((b["lon0"] + b["lon1"]) / 2, 6), "lat": round((b["lat0"] + b["lat1"]) / 2, 6),
                 })

@@ -1,7 +1,8 @@
 """Word pools for the synthetic city: roads, compounds, people, companies.
 
 No pool word contains a Chinese numeral (一 … 十, 百, 零, 两) or an address keyword (号, 楼,
-单元, 室, 栋, 幢, 区, 县, #), so numeral and address-form dirt never changes a name's meaning.
+单元, 室, 栋, 幢, 区, 县, #), so numeral and address-form dirt never changes a name's meaning; the
+phases and zones of a compound (三期, 二区, 东区) are added on purpose, as real registries hold them.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ ROAD_STEMS = (
     "兰州 西宁 银川 拉萨 桂林 南宁 合肥 南昌 长沙 武汉 郑州 洛阳 开封 安阳 邯郸 保定 秦皇 唐山 "
     "碧波 望海 观澜 听涛 迎宾 学苑 文化 兴业 富民 昌盛 安泰 和平 友谊 团结 光明 建设 胜利 "
     "奎山 卧龙 丹阳 莲花 桃花 杏林 柳青 松涛 枫林 竹园 梅园 菊园 荷塘 春晖 夏荷 秋实 冬青 "
-    "金海 银滩 玉泉 清泉 碧霞 紫荆 丁香 海棠 石臼 涛雒 虎山 陈疃 汀溪 潮河 高兴 许孟 叩官 洪凝"
+    "金海 银滩 玉泉 清泉 碧霞 紫荆 丁香 海棠 石臼 涛雒 虎山 陈疃 汀溪 潮河 高兴 许孟 叩官 洪凝 "
+    "人民 中山 解放 新华 健康 福寿 鸢飞 白浪 永安 育才"
 ).split()
-ROAD_SUFFIXES = ("路", "街", "大道", "中路", "东路", "西路", "北路", "南路")
 
 COMPOUND_HEADS = (
     "阳光 翠湖 金色 海景 银河 东方 幸福 锦绣 碧水 蓝天 绿洲 华府 世纪 新城 龙湖 凤凰 御景 "
@@ -60,16 +61,87 @@ def clean(words: tuple[str, ...] | list[str]) -> list[str]:
     return [w for w in words if not (set(w) & FORBIDDEN)]
 
 
-def unique_road_names(count: int, rng: np.random.Generator) -> list[str]:
-    """``count`` road names, unique city-wide, so a text without its district still names one road."""
+DIRECTIONS = ("东", "西", "南", "北", "中")
+SINGLE_SUFFIXES = ("路", "街", "大道", "路", "中路", "东路", "西路", "北路", "南路")
+SIBLING_SUFFIXES = ("路", "东路", "西路", "南路", "北路", "中路")
+# phases and zones of one compound across neighbouring blocks; the registry writes numbers in Chinese
+PHASE_NUMERALS = ("一", "二", "三", "四")
+ZONE_DIRECTIONS = ("东区", "西区", "南区", "北区")
+
+
+def direction_keys(name: str) -> set[str]:
+    """What is left of a road name once a direction before its final 路 is dropped (海曲东路 → 海曲, 海曲东)."""
+    keys = {name[:-1]} if name.endswith("路") else set()
+    if len(name) > 2 and name[-2] in DIRECTIONS and name.endswith("路"):
+        keys.add(name[:-2])
+    return keys
+
+
+def road_families(count: int, siblings: float, rng: np.random.Generator) -> list[str]:
+    """``count`` distinct road names; a share ``siblings`` of them come in pairs that differ only by
+    a direction (海曲中路 and 海曲东路, 海曲路 and 海曲西路), and no two other names do."""
     stems = clean(ROAD_STEMS)
-    pool = [s + suffix for suffix in ROAD_SUFFIXES for s in stems]
-    extra = 0
-    while len(pool) < count:
-        extra += 1
-        pool += [s + b + "路" for s in stems for b in clean(COMPOUND_HEADS)][: count - len(pool)]
-    order = rng.permutation(len(pool))[:count]
-    return [pool[i] for i in order]
+    stems = [stems[i] for i in rng.permutation(len(stems))]
+    heads = clean(COMPOUND_HEADS)
+    extended = [s + h for s in stems for h in heads]
+    extended = [extended[i] for i in rng.permutation(len(extended))]
+    pairs = int(round(siblings * count / 2))
+    singles = count - 2 * pairs
+    used: set[str] = set()
+    names: list[str] = []
+    for stem in stems + extended:
+        if pairs == 0 and singles == 0:
+            break
+        if pairs:
+            a, b = rng.choice(len(SIBLING_SUFFIXES), 2, replace=False)
+            family = [stem + SIBLING_SUFFIXES[a], stem + SIBLING_SUFFIXES[b]]
+        else:
+            family = [stem + SINGLE_SUFFIXES[rng.integers(0, len(SINGLE_SUFFIXES))]]
+        keys = set().union(*(direction_keys(n) for n in family))
+        if keys & used:
+            continue
+        used |= keys
+        names += family
+        if pairs:
+            pairs -= 1
+        else:
+            singles -= 1
+    if len(names) < count:
+        raise ValueError(f"not enough road names for {count} roads")
+    return names
+
+
+def road_names_by_district(rows: list[int], shared: float, siblings: float,
+                           rng: np.random.Generator) -> list[list[str]]:
+    """One road name per grid row of each district.
+
+    A share ``shared`` of the distinct names run through two districts, now and then three (人民路
+    in several districts, as in most cities); the rest belong to one district. No name appears
+    twice in one district, so a district's road and door number still name one block.
+    """
+    remaining = np.array(rows, dtype=int)
+    total = int(remaining.sum())
+    districts = len(rows)
+    mean_reach = 2.25 if districts >= 3 else 2.0
+    n_shared = 0 if shared <= 0 or districts < 2 else int(round(total / (mean_reach + (1 - shared) / shared)))
+    groups: list[list[int]] = []
+    for _ in range(n_shared):
+        open_ = np.flatnonzero(remaining > 0)
+        if len(open_) < 2:
+            break
+        reach = 3 if len(open_) >= 3 and rng.random() < 0.25 else 2
+        pick = rng.choice(open_, reach, replace=False, p=remaining[open_] / remaining[open_].sum())
+        remaining[pick] -= 1
+        groups.append(sorted(int(d) for d in pick))
+    for d in range(districts):
+        groups += [[d]] * int(remaining[d])
+    names = road_families(len(groups), siblings, rng)
+    order = rng.permutation(len(groups))
+    out: list[list[str]] = [[] for _ in rows]
+    for name_at, group in zip(order, groups):
+        for d in group:
+            out[d].append(names[name_at])
+    return [[names_d[i] for i in rng.permutation(len(names_d))] for names_d in out]
 
 
 def unique_compound_bases(count: int, rng: np.random.Generator) -> list[str]:

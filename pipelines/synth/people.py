@@ -2,8 +2,9 @@
 
 Household kinds mirror a real hukou register: couples with children, three generations under
 one 户主, children registered with grandparents while the parents live elsewhere, single and
-elderly households, and collective households. Children are drawn with extra weight in the two
-enrollment birth windows so every category and reason shows up in a small city.
+elderly households, and collective households, in the profile's mix. Each enrollment birth window
+holds the profile's cohort share of the residents (real cities: about 1.1–1.4 % per birth year);
+the other children spread evenly over the remaining ages.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from pipelines.errors import UsageError
 from pipelines.policy import Policy
 from pipelines.resident_id import check_characters
 from pipelines.synth.names import ETHNICITIES, GIVEN_CHARS, SURNAMES
+from pipelines.synth.profile import Profile
 
 DAY = np.timedelta64(1, "D")
 
@@ -26,6 +29,40 @@ def _d(day: dt.date) -> np.datetime64:
 
 def _years(n: np.ndarray | float) -> np.ndarray:
     return (np.asarray(n) * 365.25).astype(int) * DAY
+
+
+def next_day_flags(n: int, added: float, removed: float, rng: np.random.Generator) -> np.ndarray:
+    """Per record: 0 delivered both days, 1 first delivered the next day, -1 gone from the next day's
+    delivery. At least one of each when the rate is positive, so even a small city shows both."""
+    day = np.zeros(n, dtype=np.int8)
+    k_add = min(n // 3, max(1, int(round(added * n)))) if added > 0 else 0
+    k_rem = min(n // 3, max(1, int(round(removed * n)))) if removed > 0 else 0
+    chosen = rng.permutation(n)[: k_add + k_rem]
+    day[chosen[:k_add]] = 1
+    day[chosen[k_add:]] = -1
+    return day
+
+
+def days_after(day: np.datetime64, until: np.datetime64, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Dates in (day, until]: when a record first delivered the next day happened."""
+    return day + rng.integers(1, max(1, int((until - day) / DAY)) + 1, n) * DAY
+
+
+def _births_outside(first: np.datetime64, last: np.datetime64, holes: list[tuple[np.datetime64, np.datetime64]],
+                    n: int, rng: np.random.Generator) -> np.ndarray:
+    """Birth dates uniform over [first, last] leaving out the (inclusive) windows in ``holes``."""
+    segments, at = [], first
+    for lo, hi in sorted(holes):
+        if lo > at:
+            segments.append((at, min(lo - DAY, last)))
+        at = max(at, hi + DAY)
+    if at <= last:
+        segments.append((at, last))
+    lengths = np.array([int((b - a) / DAY) + 1 for a, b in segments])
+    offset = rng.integers(0, lengths.sum(), n)
+    seg = np.searchsorted(np.cumsum(lengths), offset, side="right")
+    starts = np.array([a for a, _ in segments])
+    return starts[seg] + (offset - (np.cumsum(lengths) - lengths)[seg]) * DAY
 
 
 class _Builder:
@@ -48,29 +85,45 @@ class _Builder:
 
 
 def build_people(people: int, policy: Policy, rooms: pd.DataFrame, rng: np.random.Generator,
-                 as_of: dt.date) -> pd.DataFrame:
+                 as_of: dt.date, profile: Profile, extract: np.datetime64, next_extract: np.datetime64) -> pd.DataFrame:
     """One row per resident: clean hukou facts plus the links the records generator needs.
 
     Columns: citizen_id, name, surname, sex, birth_date, ethnicity, household_no, hh, relation,
     address_code, region, settled_date, guardian1_idx, guardian1_relation, guardian2_idx,
-    guardian2_relation, status, updated_at, role, partner_idx (spouse's row), parent_idx (a parent's row).
+    guardian2_relation, status, updated_at, role, partner_idx (spouse's row), parent_idx (a parent's row),
+    day (see ``next_day_flags``). Every date is on or before ``extract`` (hukou's delivery), except
+    the settlement of the people first delivered the next day, which lies in (extract, next_extract].
     """
     windows = [(_d(w.birth_from), _d(w.birth_to)) for w in policy.levels]
     today = _d(as_of)
 
+    shares = dict(profile.households)
+    kids_weights = np.array(profile.children_per_family) / sum(profile.children_per_family)
+    mean_kids = float((np.arange(1, 4) * kids_weights).sum())
+    mean_size = {"nuclear": 2 - 0.08 + mean_kids, "three_gen": 5.5, "with_grandparents": 5.0, "adults": 1.5,
+                 "collective": 9.0}
+    n_hh = people / sum(shares[k] * mean_size[k] for k in shares)
+    count = {k: max(2, int(round(n_hh * shares[k]))) if shares[k] > 0 else 0 for k in shares}
+    expected_children = (count["nuclear"] * mean_kids + count["three_gen"] * 1.5 + count["with_grandparents"]
+                         + count["collective"] * 8 * 0.08)
+    # each window holds cohort_share of the residents per year of its length
+    in_window = [profile.cohort_share * people * (int((hi - lo) / DAY) + 1) / 365.25 / expected_children
+                 for lo, hi in windows]
+    if sum(in_window) > 0.9:
+        raise UsageError(f"synth: profile {profile.name}: cohort_share {profile.cohort_share} needs more children "
+                         "than its household mix has")
+
     def child_births(n: int) -> np.ndarray:
         pick = rng.random(n)
-        out = today - rng.integers(30, 18 * 365, n) * DAY
-        for k, (lo, hi) in enumerate(windows):
-            inside = (pick >= 0.11 * k) & (pick < 0.11 * (k + 1))
+        out = _births_outside(today - 18 * 365 * DAY, today - 30 * DAY, windows, n, rng)
+        edge = 0.0
+        for share, (lo, hi) in zip(in_window, windows):
+            inside = (pick >= edge) & (pick < edge + share)
             span = int((hi - lo) / DAY) + 1
             out = np.where(inside, lo + rng.integers(0, span, n) * DAY, out)
+            edge += share
         return out
 
-    shares = {"nuclear": 0.36, "three_gen": 0.10, "with_grandparents": 0.06, "adults": 0.36, "collective": 0.02}
-    mean_size = {"nuclear": 3.6, "three_gen": 5.5, "with_grandparents": 5.0, "adults": 1.6, "collective": 9.0}
-    n_hh = people / sum(shares[k] * mean_size[k] for k in shares)
-    count = {k: max(2, int(round(n_hh * shares[k]))) for k in shares}
     b = _Builder()
     rows_so_far = [0]
 
@@ -88,7 +141,7 @@ def build_people(people: int, policy: Policy, rooms: pd.DataFrame, rng: np.rando
     # --- couples with children (some single parents)
     n = count["nuclear"]
     hh = b.households(n)
-    kids = rng.choice([1, 1, 2, 2, 3], n)
+    kids = rng.choice([1, 2, 3], n, p=kids_weights)
     single_parent = rng.random(n) < 0.08
     c_hh = np.repeat(hh, kids)
     c_birth = child_births(len(c_hh))
@@ -183,11 +236,11 @@ def build_people(people: int, policy: Policy, rooms: pd.DataFrame, rng: np.rando
         p[col] = p[col].fillna("")
     p["birth_date"] = p["birth_date"].to_numpy().astype("datetime64[D]")
     p["birth_date"] = np.minimum(p["birth_date"].to_numpy(), today - 30 * DAY)
-    return _finish(p, rooms, rng, policy, today)
+    return _finish(p, rooms, rng, policy, today, profile, extract, next_extract)
 
 
 def _finish(p: pd.DataFrame, rooms: pd.DataFrame, rng: np.random.Generator, policy: Policy,
-            today: np.datetime64) -> pd.DataFrame:
+            today: np.datetime64, profile: Profile, extract: np.datetime64, next_extract: np.datetime64) -> pd.DataFrame:
     n = len(p)
     n_hh = int(p["hh"].max()) + 1
     cutoff = _d(policy.cutoff_date)
@@ -212,7 +265,7 @@ def _finish(p: pd.DataFrame, rooms: pd.DataFrame, rng: np.random.Generator, poli
     hh_settle = np.where(late, cutoff + rng.integers(1, 10, n_hh) * DAY, hh_settle)
     birth = p["birth_date"].to_numpy()
     p["settled_date"] = np.maximum(hh_settle[p["hh"]], birth + rng.integers(5, 60, n) * DAY)
-    p["settled_date"] = np.minimum(p["settled_date"].to_numpy(), today - DAY)
+    p["settled_date"] = np.minimum(p["settled_date"].to_numpy(), extract)
 
     status = np.full(n, "正常", dtype=object)
     moved = rng.random(n_hh) < 0.04
@@ -223,8 +276,14 @@ def _finish(p: pd.DataFrame, rooms: pd.DataFrame, rng: np.random.Generator, poli
     status[(p["role"] == "child").to_numpy() & (r < 0.012)] = "死亡"
     status[(age <= 70) & (r > 0.995)] = "注销"
     p["status"] = status
-    p["updated_at"] = (np.maximum(p["settled_date"].to_numpy(), today - 900 * DAY)
-                       + rng.integers(0, 3, n) * DAY)
+    p["updated_at"] = np.minimum(np.maximum(p["settled_date"].to_numpy(), today - 900 * DAY)
+                                 + rng.integers(0, 3, n) * DAY, extract)
+    # a few people register here only in the next day's delivery, a few leave it
+    p["day"] = next_day_flags(n, profile.next_day_added, profile.next_day_removed, rng)
+    arriving = (p["day"] == 1).to_numpy()
+    arrived = days_after(extract, next_extract, int(arriving.sum()), rng)
+    p.loc[arriving, "settled_date"] = arrived
+    p.loc[arriving, "updated_at"] = arrived
 
     # resident IDs: region + birth + sequence (odd for men) + check character
     ymd = pd.Series(pd.to_datetime(birth).strftime("%Y%m%d"))

@@ -2,7 +2,9 @@
 
 Every frame keeps the person row it belongs to (``person``) and, where it has one, the
 registry room it lies at (``address_code``), so the dirt step can render texts and the truth
-step can evaluate policy.md on exactly these facts.
+step can evaluate policy.md on exactly these facts. Every event date lies on or before its
+source's extract date (staging quarantines any later one), and every frame has ``day`` (see
+``people.next_day_flags``): records first delivered the next day happened after today's extract.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ import pandas as pd
 
 from pipelines.policy import Policy
 from pipelines.synth.names import COMPANY_TYPES, INDUSTRIES, SHOP_KINDS, clean, COMPOUND_HEADS
-from pipelines.synth.people import DAY, _d
+from pipelines.synth.people import DAY, _d, days_after, next_day_flags
+from pipelines.synth.profile import Profile
+
+# the dates of each source that record an event, so cannot lie after the delivery's extract date
+EVENT_DATES = {"hukou": ("birth_date", "settled_date"), "property_title": ("registered_date",),
+               "housing_contract": ("signed_date",), "rental": ("registered_date",),
+               "social_insurance": ("first_insured_date",), "individual_business": ("established_date", "closed_date"),
+               "enterprise": ("established_date", "approved_date")}
 
 CREDIT_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 CREDIT_WEIGHTS = np.array([1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28])
@@ -54,9 +63,12 @@ def _after_cutoff(cutoff, n, rng):
 
 
 def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, policy: Policy,
-                  rng: np.random.Generator, as_of: dt.date) -> dict[str, pd.DataFrame]:
+                  rng: np.random.Generator, as_of: dt.date, profile: Profile,
+                  extract: dict[str, np.datetime64], next_extract: np.datetime64) -> dict[str, pd.DataFrame]:
     cutoff = _d(policy.cutoff_date)
     today = _d(as_of)
+    city, short = profile.city, profile.city.short_name
+    home_region = city.urban_region_codes[0]
     adult = (p["role"] != "child").to_numpy() & ((today - p["birth_date"].to_numpy()) / DAY > 18 * 365)
     alive = p["status"].to_numpy() != "死亡"
     room_codes = rooms["address_code"].to_numpy()
@@ -98,7 +110,7 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     joint = (pa >= 0) & (co < 0.7)
     mode = np.where(joint, np.where(co < 0.35, "共同共有", "按份共有"), "单独所有")
     cert_year = pd.DatetimeIndex(reg).year.to_numpy()
-    cert_no = ("鲁(" + pd.Series(cert_year).astype(str) + ")日照市不动产权第"
+    cert_no = (city.province_short + "(" + pd.Series(cert_year).astype(str) + ")" + city.name + "不动产权第"
                + pd.Series(rng.choice(9_000_000, k, replace=False) + 1_000_000).astype(str) + "号").to_numpy(dtype=object)
     unit_no = (pd.Series(title_room).str.slice(0, 6) + "00" + pd.Series(title_room).str.slice(-4)
                + "GB" + pd.Series(rng.integers(0, 99999, k)).map("{:05d}".format) + "F"
@@ -116,7 +128,7 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     # a few titles held by companies
     nc = max(3, k // 100)
     companies = pd.DataFrame({
-        "certificate_no": [f"鲁(20{y:02d})日照市不动产权第{n:07d}号" for y, n in
+        "certificate_no": [f"{city.province_short}(20{y:02d}){city.name}不动产权第{n:07d}号" for y, n in
                            zip(rng.integers(5, 27, nc), rng.choice(900_000, nc, replace=False))],
         "unit_no": [f"{c[:6]}00{c[-4:]}GB{u:05d}F{v:08d}" for c, u, v in
                     zip(random_rooms(nc), rng.integers(0, 99999, nc), rng.integers(0, 99999999, nc))],
@@ -126,7 +138,7 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
         "registered_date": _dates_between(np.datetime64("2005-01-01"), cutoff, nc, rng),
         "title_status": "现势", "person": -1, "share": "", "owner_kind": "organization"})
     companies["owner_id"] = credit_codes("91", companies["address_code"].str.slice(0, 6).to_numpy(), rng)
-    companies["owner_name"] = _company_names(rng, nc, "日照", INDUSTRIES, "有限公司")
+    companies["owner_name"] = _company_names(rng, nc, short, INDUSTRIES, "有限公司")
     titles["owner_id"] = p["citizen_id"].to_numpy()[titles["person"]]
     titles["owner_name"] = p["name"].to_numpy()[titles["person"]]
     titles = pd.concat([titles.drop(columns="share_kind"), companies], ignore_index=True)
@@ -141,7 +153,24 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     buy = buy[~np.isin(buy, partner[buy])] if len(buy) else buy  # one contract per couple
     m = len(buy)
     pa = partner[buy]
-    three = rng.random(m) < 0.05
+    # co-buyers: the spouse, else a parent, else another adult (a sibling, a partner not married yet)
+    n_buyers = rng.choice(3, m, p=np.array(profile.buyers_per_contract) / sum(profile.buyers_per_contract)) + 1
+    co_pool = p.index[adult & alive].to_numpy()
+    parent_of = p["parent_idx"].to_numpy()
+    own_parent = parent_of[buy]
+    own_parent = np.where((own_parent >= 0) & alive[np.maximum(own_parent, 0)], own_parent, -1)
+
+    def another_adult(*taken: np.ndarray) -> np.ndarray:
+        pick = co_pool[rng.integers(0, len(co_pool), m)]
+        for _ in range(8):
+            clash = np.logical_or.reduce([pick == t for t in taken])
+            if not clash.any():
+                break
+            pick[clash] = co_pool[rng.integers(0, len(co_pool), int(clash.sum()))]
+        return pick
+
+    second = np.where(pa >= 0, pa, np.where(own_parent >= 0, own_parent, another_adult(buy)))
+    third = np.where((own_parent >= 0) & (own_parent != second), own_parent, another_adult(buy, second))
     blocks_sel = rng.integers(0, len(blocks), m)
     compounds = blocks["compound"].to_numpy()[blocks_sel]
     # a room of that compound
@@ -151,9 +180,9 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     r = rng.random(m)
     contracts = pd.DataFrame({
         "contract_no": pd.Series(rng.choice(90_000_000, m, replace=False) + 10_000_000).map("HT{:d}".format).to_numpy(),
-        "buyer1": buy, "buyer2": np.where(rng.random(m) < 0.7, pa, -1),
-        "buyer3": np.where(three, p["parent_idx"].to_numpy()[buy], -1),
-        "seller": ("日照" + pd.Series(compounds, dtype=object).str.slice(0, 2) + "置业有限公司").to_numpy(dtype=object),
+        "buyer1": buy, "buyer2": np.where(n_buyers >= 2, second, -1),
+        "buyer3": np.where(n_buyers >= 3, third, -1),
+        "seller": (short + pd.Series(compounds, dtype=object).str.slice(0, 2) + "置业有限公司").to_numpy(dtype=object),
         "project_name": compounds,
         "address_code": addr,
         "use": np.where(rng.random(m) < 0.93, "住宅", np.where(rng.random(m) < 0.5, "商业", "车库")),
@@ -180,14 +209,14 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     start = np.where(r < 0.08, cutoff + rng.integers(1, 10, t) * DAY, start)           # starts after cutoff
     start = np.where((r >= 0.08) & (r < 0.16), cutoff - 800 * DAY, start)               # ended before cutoff
     end = np.where((r >= 0.08) & (r < 0.16), cutoff - rng.integers(30, 200, t) * DAY, start + length)
-    registered = np.minimum(start + rng.integers(0, 20, t) * DAY, today - DAY)
+    registered = np.minimum(start + rng.integers(0, 20, t) * DAY, extract["rental"])
     registered = np.where(rng.random(t) < 0.04, _after_cutoff(cutoff, t, rng), registered)
     landlord_person = rng.integers(0, len(p), t)
     landlord_company = rng.random(t) < 0.1
     rentals = pd.DataFrame({
         "record_no": pd.Series(rng.choice(9_000_000, t, replace=False) + 1_000_000).map("ZL{:d}".format).to_numpy(),
         "person": tenants,
-        "landlord_id": np.where(landlord_company, credit_codes("91", np.full(t, "371102"), rng),
+        "landlord_id": np.where(landlord_company, credit_codes("91", np.full(t, home_region), rng),
                                 p["citizen_id"].to_numpy()[landlord_person]),
         "address_code": random_rooms(t), "start_date": start, "end_date": end, "registered_date": registered,
         "status": np.where(rng.random(t) < 0.9, "有效", "已注销"),
@@ -196,8 +225,8 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     # ---------------- social insurance: several schemes per working-age adult
     working = p.index[adult & alive & ((today - p["birth_date"].to_numpy()) / DAY < 62 * 365)].to_numpy()
     n_employers = max(5, len(working) // 40)
-    employer_code = credit_codes("91", np.full(n_employers, "371102"), rng)
-    employer_name = _company_names(rng, n_employers, "日照", INDUSTRIES, "有限公司")
+    employer_code = credit_codes("91", np.full(n_employers, home_region), rng)
+    employer_name = _company_names(rng, n_employers, short, INDUSTRIES, "有限公司")
     employed = rng.random(len(working)) < 0.72
     emp_of = rng.integers(0, n_employers, len(working))
     parts = []
@@ -209,7 +238,8 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
         n = len(w)
         r = rng.random(n)
         months = np.where(rng.random(n) < 0.18, rng.integers(1, 12, n), rng.integers(12, 300, n))
-        first = np.maximum(cutoff - months * 31 * DAY, p["birth_date"].to_numpy()[w] + 18 * 366 * DAY)
+        first = np.minimum(np.maximum(cutoff - months * 31 * DAY, p["birth_date"].to_numpy()[w] + 18 * 366 * DAY),
+                           extract["social_insurance"])
         parts.append(pd.DataFrame({
             "person": w, "scheme": scheme,
             "insurance_status": np.select([r < 0.85, r < 0.93], ["参保缴费", "暂停缴费"], "终止参保"),
@@ -233,11 +263,12 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     who, n, est = firms(0.095, "92")
     r = rng.random(n)
     st = np.select([r < 0.82, r < 0.93], ["存续", "注销"], "吊销")
-    closed = np.where(st != "存续", np.minimum(est + rng.integers(100, 3000, n) * DAY, today - DAY), np.datetime64("NaT"))
+    closed = np.where(st != "存续", np.minimum(est + rng.integers(100, 3000, n) * DAY, extract["individual_business"]),
+                      np.datetime64("NaT"))
     biz_rooms = random_rooms(n)
     businesses = pd.DataFrame({
         "credit_code": credit_codes("92", pd.Series(biz_rooms).str.slice(0, 6).to_numpy(), rng),
-        "trade_name": _company_names(rng, n, "日照市", SHOP_KINDS, ""),
+        "trade_name": _company_names(rng, n, city.name, SHOP_KINDS, ""),
         "person": who, "address_code": biz_rooms,
         "form": np.where(rng.random(n) < 0.8, "个人经营", "家庭经营"),
         "established_date": est, "reg_status": st, "closed_date": closed,
@@ -248,14 +279,37 @@ def build_records(p: pd.DataFrame, rooms: pd.DataFrame, blocks: pd.DataFrame, po
     ent_rooms = random_rooms(n)
     enterprises = pd.DataFrame({
         "credit_code": credit_codes("91", pd.Series(ent_rooms).str.slice(0, 6).to_numpy(), rng),
-        "name": _company_names(rng, n, "日照", INDUSTRIES, "有限公司"),
+        "name": _company_names(rng, n, short, INDUSTRIES, "有限公司"),
         "company_type": np.array(COMPANY_TYPES, dtype=object)[rng.integers(0, len(COMPANY_TYPES), n)],
         "person": who, "address_code": ent_rooms, "established_date": est, "reg_status": st,
-        "approved_date": np.minimum(est + rng.integers(0, 2000, n) * DAY, today - DAY),
+        "approved_date": np.minimum(est + rng.integers(0, 2000, n) * DAY, extract["enterprise"]),
     })
     businesses = businesses.drop_duplicates("credit_code")
     enterprises = enterprises.drop_duplicates("credit_code")
     enterprises = enterprises[~enterprises["credit_code"].isin(businesses["credit_code"])]
-    return {"property_title": titles.reset_index(drop=True), "housing_contract": contracts,
-            "rental": rentals, "social_insurance": insurance,
-            "individual_business": businesses.reset_index(drop=True), "enterprise": enterprises.reset_index(drop=True)}
+    records = {"property_title": titles.reset_index(drop=True), "housing_contract": contracts,
+               "rental": rentals, "social_insurance": insurance,
+               "individual_business": businesses.reset_index(drop=True), "enterprise": enterprises.reset_index(drop=True)}
+    for source, frame in records.items():
+        for col in EVENT_DATES[source]:
+            frame[col] = np.minimum(frame[col].to_numpy(), extract[source])
+        _next_day(source, frame, profile, extract[source], next_extract, rng)
+    return records
+
+
+def _next_day(source: str, frame: pd.DataFrame, profile: Profile, extract: np.datetime64,
+              next_extract: np.datetime64, rng: np.random.Generator) -> None:
+    """Mark the records gone from, or new in, the next day's delivery; a new record is a new event."""
+    frame["day"] = next_day_flags(len(frame), profile.next_day_added, profile.next_day_removed, rng)
+    new = (frame["day"] == 1).to_numpy()
+    when = days_after(extract, next_extract, int(new.sum()), rng)
+    first = EVENT_DATES[source][0]
+    frame.loc[new, first] = when
+    if source == "social_insurance":
+        frame.loc[new, "local_months"] = 1
+    elif source == "individual_business":
+        frame.loc[new, "reg_status"] = "存续"
+        frame.loc[new, "closed_date"] = np.datetime64("NaT")
+    elif source == "enterprise":
+        frame.loc[new, "approved_date"] = when
+        frame.loc[new, "reg_status"] = "存续"

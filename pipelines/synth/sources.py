@@ -11,6 +11,7 @@ import pandas as pd
 from pipelines.policy import Policy
 from pipelines.synth import dirt as D
 from pipelines.synth.deliveries import SourceText, apply_damage
+from pipelines.synth.records import EVENT_DATES
 
 
 def _dates(values, rng, rates) -> np.ndarray:
@@ -22,9 +23,8 @@ def _ids(values, rng, rates, counts) -> np.ndarray:
     return D.dirty_ids(np.asarray(values, dtype=object), rng, rates, counts)
 
 
-def _addresses(codes, registry, rng, rates, counts) -> D.RenderedAddresses:
-    return D.render_addresses(np.asarray(codes, dtype=object), registry, rng, rates["address_variant"],
-                              rates["address_unresolvable"], counts)
+def _address_frame(rendered: D.RenderedAddresses, at=slice(None)) -> pd.DataFrame:
+    return pd.DataFrame({"text": rendered.text[at], "code": rendered.truth_code[at], "variant": rendered.variant[at]})
 
 
 def _damaged(st: SourceText, rng, rates, counts) -> SourceText:
@@ -33,10 +33,22 @@ def _damaged(st: SourceText, rng, rates, counts) -> SourceText:
 
 
 def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.DataFrame, policy: Policy,
-                   rates: dict[str, float], rng: np.random.Generator, counts: dict[str, int]) -> Iterator[tuple[str, SourceText]]:
-    """Each source in turn (rendered lazily so only one source's text is in memory at a time)."""
+                   rates: dict[str, float], rng: np.random.Generator, counts: dict[str, int], city,
+                   future_from: np.datetime64) -> Iterator[tuple[str, SourceText]]:
+    """Each source in turn (rendered lazily so only one source's text is in memory at a time).
+
+    Every record of both delivery days is rendered once; ``SourceText.day`` says on which days
+    it is delivered. Future-date damage lies after ``future_from``, past both days' extracts.
+    """
     ids = p["citizen_id"].to_numpy(dtype=object)
     names = p["name"].to_numpy(dtype=object)
+
+    def _addresses(codes, registry, rng, rates, counts) -> D.RenderedAddresses:
+        return D.render_addresses(np.asarray(codes, dtype=object), registry, rng, rates, counts, city)
+
+    def text(source, f, *args, facts, addresses=None, **kw) -> SourceText:
+        return SourceText(source, f, *args, facts=facts, addresses=addresses, event_cols=EVENT_DATES[source],
+                          future_from=future_from, day=facts["day"].to_numpy(), **kw)
 
     # ---- hukou: one address text per household, shared by its members
     hh_codes = p.groupby("hh", sort=True)["address_code"].first()
@@ -71,9 +83,9 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     window = np.zeros(len(p), bool)
     for w in policy.levels:
         window |= (birth >= np.datetime64(w.birth_from)) & (birth <= np.datetime64(w.birth_to))
-    st = _damaged(SourceText("hukou", f, "citizen_id", "birth_date", "status", "citizen_id", ~window,
+    st = _damaged(text("hukou", f, "citizen_id", "birth_date", "status", "citizen_id", ~window,
                               clean_ids=ids, facts=p,
-                              addresses=pd.DataFrame({"text": hh_addr.text[at], "code": hh_addr.truth_code[at]})), rng, rates, counts)
+                              addresses=_address_frame(hh_addr, at)), rng, rates, counts)
     f = None  # a suspended generator must not pin this source's text
     yield "hukou", st
 
@@ -93,10 +105,10 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "share": t["share"].to_numpy(dtype=object), "address": cert_addr.text[at],
         "use": t["use"].to_numpy(dtype=object), "floor_area": t["floor_area"].map("{:.2f}".format).to_numpy(dtype=object),
         "registered_date": _dates(t["registered_date"], rng, rates), "title_status": t["title_status"].to_numpy(dtype=object)})
-    t = rec["property_title"] = t[["owner_kind", "owner_id", "use", "title_status", "registered_date"]]
-    st = _damaged(SourceText("property_title", f, "owner_id", "registered_date", "title_status", "owner_id",
+    t = rec["property_title"] = t[["owner_kind", "owner_id", "use", "title_status", "registered_date", "day"]]
+    st = _damaged(text("property_title", f, "owner_id", "registered_date", "title_status", "owner_id",
                                        person, clean_ids=t["owner_id"].to_numpy(dtype=object), facts=t,
-                                       addresses=pd.DataFrame({"text": cert_addr.text[at], "code": cert_addr.truth_code[at]})), rng, rates, counts)
+                                       addresses=_address_frame(cert_addr, at)), rng, rates, counts)
     f = None  # a suspended generator must not pin this source's text
     yield "property_title", st
 
@@ -116,9 +128,9 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     f["use"] = c["use"].to_numpy(dtype=object)
     f["signed_date"] = _dates(c["signed_date"], rng, rates)
     f["status"] = c["status"].to_numpy(dtype=object)
-    st = SourceText("housing_contract", f, "buyer1_id", "signed_date", "status", "contract_no",
+    st = text("housing_contract", f, "buyer1_id", "signed_date", "status", "contract_no",
                     np.ones(len(c), bool), clean_ids=ids[c["buyer1"].to_numpy()], facts=c,
-                    addresses=pd.DataFrame({"text": c_addr.text, "code": c_addr.truth_code}))
+                    addresses=_address_frame(c_addr))
     apply_damage(st, rng, rates, counts)
     buyers = None
     for k in (1, 2, 3):
@@ -141,9 +153,9 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "address": r_addr.text, "start_date": _dates(r["start_date"], rng, rates),
         "end_date": _dates(r["end_date"], rng, rates), "registered_date": _dates(r["registered_date"], rng, rates),
         "status": r["status"].to_numpy(dtype=object)})
-    st = _damaged(SourceText("rental", f, "tenant_id", "start_date", "status", "record_no", np.ones(len(r), bool),
+    st = _damaged(text("rental", f, "tenant_id", "start_date", "status", "record_no", np.ones(len(r), bool),
                                clean_ids=ids[pid], facts=r.assign(tenant_id=ids[pid]),
-                               addresses=pd.DataFrame({"text": r_addr.text, "code": r_addr.truth_code})), rng, rates, counts)
+                               addresses=_address_frame(r_addr)), rng, rates, counts)
     f = None  # a suspended generator must not pin this source's text
     yield "rental", st
 
@@ -158,8 +170,8 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     f["first_insured_date"] = _dates(s["first_insured_date"], rng, rates)
     f["local_months"] = s["local_months"].astype(str).to_numpy()
     f["last_paid_month"] = s["last_paid_month"].to_numpy()
-    s = rec["social_insurance"] = s[["person", "scheme", "insurance_status", "local_months"]]  # what the truth reads
-    st = _damaged(SourceText("social_insurance", f, "citizen_id", "first_insured_date", "insurance_status",
+    s = rec["social_insurance"] = s[["person", "scheme", "insurance_status", "local_months", "day"]]  # what the truth reads
+    st = _damaged(text("social_insurance", f, "citizen_id", "first_insured_date", "insurance_status",
                                          "citizen_id", np.ones(len(s), bool), clean_ids=ids[pid],
                                          facts=s), rng, rates, counts)
     f = None  # a suspended generator must not pin this source's text
@@ -175,10 +187,10 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "operator_id": _ids(ids[pid], rng, rates, counts), "address": b_addr.text, "form": b["form"].to_numpy(dtype=object),
         "established_date": _dates(b["established_date"], rng, rates), "reg_status": b["reg_status"].to_numpy(dtype=object),
         "closed_date": _dates(b["closed_date"], rng, rates)})
-    st = _damaged(SourceText(
+    st = _damaged(text(
         "individual_business", f, "operator_id", "established_date", "reg_status", "credit_code", np.ones(len(b), bool),
         clean_ids=ids[pid], facts=b.assign(person_id=ids[pid]),
-        addresses=pd.DataFrame({"text": b_addr.text, "code": b_addr.truth_code})), rng, rates, counts)
+        addresses=_address_frame(b_addr)), rng, rates, counts)
     f = None  # a suspended generator must not pin this source's text
     yield "individual_business", st
     e = rec["enterprise"]
@@ -191,23 +203,29 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "legal_rep_id": _ids(ids[pid], rng, rates, counts), "address": e_addr.text,
         "established_date": _dates(e["established_date"], rng, rates), "reg_status": e["reg_status"].to_numpy(dtype=object),
         "approved_date": _dates(e["approved_date"], rng, rates)})
-    st = _damaged(SourceText(
+    st = _damaged(text(
         "enterprise", f, "legal_rep_id", "established_date", "reg_status", "credit_code", np.ones(len(e), bool),
         clean_ids=ids[pid], facts=e.assign(person_id=ids[pid]),
-        addresses=pd.DataFrame({"text": e_addr.text, "code": e_addr.truth_code})), rng, rates, counts)
+        addresses=_address_frame(e_addr)), rng, rates, counts)
     f = None  # a suspended generator must not pin this source's text
     yield "enterprise", st
 
 
 
-def truth_inputs(p: pd.DataFrame, rec: dict[str, pd.DataFrame], texts: dict[str, SourceText]) -> dict:
-    """The clean facts of every undamaged record, in the shapes ``compute_truth`` reads."""
+def delivered(st: SourceText, next_day: bool) -> np.ndarray:
+    """Per row: is it in today's delivery (or the next day's)?"""
+    return st.day != (-1 if next_day else 1)
+
+
+def truth_inputs(p: pd.DataFrame, rec: dict[str, pd.DataFrame], texts: dict[str, SourceText],
+                 next_day: bool = False) -> dict:
+    """The clean facts of every undamaged record of one delivery day, in the shapes ``compute_truth`` reads."""
     ids = p["citizen_id"].to_numpy(dtype=object)
 
     def kept(source):
         st = texts[source]
-        return st.facts[st.damage < 0], (st.addresses["code"].to_numpy()[st.damage < 0]
-                                         if st.addresses is not None else None)
+        keep = (st.damage < 0) & delivered(st, next_day)
+        return st.facts[keep], (st.addresses["code"].to_numpy()[keep] if st.addresses is not None else None)
 
     h, hcode = kept("hukou")
     hukou = pd.DataFrame({"citizen_id": h["citizen_id"], "birth_date": h["birth_date"], "status": h["status"],

@@ -12,11 +12,13 @@ import pandas as pd
 from pipelines.policy import Policy
 
 CATEGORY_RANK = {"A1": 0, "A2": 0, "B": 1, "C": 2}
+ROW = ["child_id", "level", "school_code", "category", "priority_date"]
 
 
 def compute_truth(policy: Policy, hukou: pd.DataFrame, properties: pd.DataFrame, rentals: pd.DataFrame,
                   insurance: pd.DataFrame, firms: pd.DataFrame, membership: pd.DataFrame) -> dict:
-    """Eligibility and ineligibility per policy, plus the reasons (for the summary only).
+    """Eligibility (with each row's priority date) and ineligibility per policy, plus the reasons
+    (for the summary only).
 
     hukou: citizen_id, birth_date, status, relation, household_no, region, settled_date, guardian1_id,
     guardian2_id, address_code ('' if unresolvable). properties: holder_id, kind (title/contract), use,
@@ -60,10 +62,11 @@ def compute_truth(policy: Policy, hukou: pd.DataFrame, properties: pd.DataFrame,
     held = holders.merge(qp, on="holder_id")
     held_children = set(held["child_id"])
 
-    kid_level = kids[["citizen_id", "level", "urban", "address_code"]].rename(columns={"citizen_id": "child_id"})
+    kid_level = kids[["citizen_id", "level", "urban", "address_code", "settled_date"]].rename(
+        columns={"citizen_id": "child_id"})
     a = held.merge(kid_level[["child_id", "level", "urban"]], on="child_id").merge(
         membership, on=["address_code", "level"])
-    a = a.assign(category=np.where(a["urban"], "A1", "A2"))[["child_id", "level", "school_code", "category"]]
+    a = a.assign(category=np.where(a["urban"], "A1", "A2"), priority_date=a["record_date"])[ROW]
 
     rent_ok = (rentals["status"].isin(policy.rental_status) & (pd.to_datetime(rentals["registered_date"]) <= cutoff)
                & (pd.to_datetime(rentals["start_date"]) <= cutoff) & (pd.to_datetime(rentals["end_date"]) >= cutoff))
@@ -80,17 +83,21 @@ def compute_truth(policy: Policy, hukou: pd.DataFrame, properties: pd.DataFrame,
     b = g.merge(qr, on="holder_id").merge(kid_level[["child_id", "level"]], on="child_id").merge(
         membership, on=["address_code", "level"])
     b = b[~_in(b["child_id"], held_children) & _in(b["child_id"], employed_children)]
-    b = b.assign(category="B")[["child_id", "level", "school_code", "category"]]
+    b = b.assign(category="B", priority_date=b["registered_date"])[ROW]
 
     c = kid_level[kid_level["urban"] & ~_in(kid_level["child_id"], held_children)].merge(
         membership, on=["address_code", "level"])
-    c = c.assign(category="C")[["child_id", "level", "school_code", "category"]]
+    c = c.assign(category="C", priority_date=c["settled_date"])[ROW]
 
+    # per school the best category; its priority date the earliest fact of that category there
     rows = pd.concat([a, b, c], ignore_index=True)
+    rows["priority_date"] = pd.to_datetime(rows["priority_date"])
+    rows = rows.groupby(ROW[:4], as_index=False, sort=False)["priority_date"].min()
     rows["rank"] = rows["category"].map(CATEGORY_RANK)
     rows = rows.sort_values(["child_id", "level", "school_code", "rank"]).drop_duplicates(
         ["child_id", "level", "school_code"])
-    eligibility = rows[["child_id", "level", "school_code", "category"]].reset_index(drop=True)
+    eligibility = rows[ROW].reset_index(drop=True)
+    eligibility["priority_date"] = eligibility["priority_date"].dt.strftime("%Y-%m-%d")
 
     levels = kid_level[["child_id", "level"]].drop_duplicates()
     with_row = eligibility[["child_id", "level"]].drop_duplicates()
@@ -147,4 +154,4 @@ def _in(values: pd.Series, members) -> np.ndarray:
     """``values.isin(members)`` through a hash table (pandas' Arrow-string isin loops in Python)."""
     pool = np.fromiter(members, dtype=object, count=len(members)) if isinstance(members, set) else \
         np.asarray(members, dtype=object)
-    return pd.Series(values.to_numpy(dtype=object)).isin(pool).to_numpy()
+    return pd.Series(values.to_numpy(dtype=object), dtype=object).isin(pool).to_numpy()
