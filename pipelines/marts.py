@@ -561,29 +561,24 @@ _HUKOU_FOR_GUARDIANS = ["citizen_id", "birth_date", "household_no", "relation_to
 def forecast_guardianship(staged_hukou: Path, policy: Policy, horizons: int) -> pd.DataFrame:
     """Guardians of every forecast cohort, by the join's own rule, from the staged hukou rows.
 
-    Only the cohorts' rows and the heads and spouses of their households are read into pandas,
-    so a city of millions costs a few hundred thousand rows here.
+    Only the cohorts' rows and the heads and spouses of their households are read (two filtered
+    Parquet reads), so a city of millions costs a few hundred thousand rows here.
     """
-    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from pipelines import join
 
     wide = forecast_policy(policy, horizons)
-    table = pq.read_table(staged_hukou, columns=_HUKOU_FOR_GUARDIANS)
-    birth = table.column("birth_date")
-    in_cohort = None
-    for window in wide.levels:
-        since, until = (pa.scalar(pd.Timestamp(day), birth.type) for day in (window.birth_from, window.birth_to))
-        inside = pc.and_(pc.greater_equal(birth, since), pc.less_equal(birth, until))
-        in_cohort = inside if in_cohort is None else pc.or_(in_cohort, inside)
-    in_cohort = pc.fill_null(in_cohort, False)
-    households = pc.unique(pc.filter(table.column("household_no"), in_cohort))
-    heads = pc.and_(pc.is_in(table.column("household_no"), value_set=households),
-                    pc.is_in(table.column("relation_to_head"),
-                             value_set=pa.array([join.HEAD_OF_HOUSEHOLD, join.SPOUSE_OF_HEAD])))
-    rows = table.filter(pc.or_(in_cohort, pc.fill_null(heads, False))).to_pandas()
+    since = pd.Timestamp(min(w.birth_from for w in wide.levels))
+    until = pd.Timestamp(max(w.birth_to for w in wide.levels))
+    born = [("birth_date", ">=", since), ("birth_date", "<=", until)]
+    households = pc.unique(pq.read_table(staged_hukou, columns=["household_no"], filters=born)
+                           .column("household_no")).drop_null().to_pylist()
+    heads = [("household_no", "in", households),
+             ("relation_to_head", "in", [join.HEAD_OF_HOUSEHOLD, join.SPOUSE_OF_HEAD])]
+    rows = pq.read_table(staged_hukou, columns=_HUKOU_FOR_GUARDIANS,
+                         filters=[born, heads] if households else [born]).to_pandas()
     return join.build_guardianship(rows, wide)
 
 
@@ -613,8 +608,11 @@ def write_mart_tables(tables: Mapping[str, Path], *, schools_csv: Path, placed: 
         schools = school_table(pd.read_csv(schools_csv, dtype=str, keep_default_na=False))
     except FileNotFoundError:
         raise UsageError(f"no schools list at {schools_csv}") from None
-    frames = {name: pd.read_parquet(tables[name], columns=columns) for name, columns in _NEEDED.items()}
     method = ForecastMethod()
+    cohorts = entry_cohorts(policy, method.horizons)
+    born = [("birth_date", ">=", cohorts["born_from"].min()), ("birth_date", "<=", cohorts["born_to"].max())]
+    frames = {name: pd.read_parquet(tables[name], columns=columns, filters=born if name == "citizen" else None)
+              for name, columns in _NEEDED.items()}  # of the citizens, only the children matter here
     guardians = None
     if staged_hukou is not None and Path(staged_hukou).exists():
         guardians = forecast_guardianship(Path(staged_hukou), policy, method.horizons)

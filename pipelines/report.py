@@ -411,11 +411,17 @@ def load_report_data(url: str, reference: Path) -> ReportData:
     from pipelines.addresses.catchments import load_catchments
     from pipelines.publish import read_current_run
 
-    run = read_current_run(url)
-    if run is None:
-        raise UsageError("the warehouse holds no published run yet: `zerocert run` first")
-    frames = {name: _read(url, name) for name in
-              ("school", "school_demand", "district_summary", "catchment_forecast", "source_quality")}
+    import psycopg
+
+    try:
+        run = read_current_run(url)
+        if run is None:
+            raise UsageError("the warehouse holds no published run yet: `zerocert run` first")
+        frames = {name: _read(url, name) for name in
+                  ("school", "school_demand", "district_summary", "catchment_forecast", "source_quality")}
+    except psycopg.errors.InsufficientPrivilege:
+        raise UsageError("the report reads run_audit and the exact marts, which only the warehouse owner "
+                         "may read: connect as zerocert_etl") from None
     if frames["school_demand"].empty:
         raise UsageError(f"run {run['run_id']} published no school_demand: it predates the marts; "
                          "run `zerocert run` again with this version")

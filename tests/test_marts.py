@@ -512,3 +512,19 @@ def test_the_analyst_sees_no_cell_under_5_and_not_the_exact_marts(pg_warehouse):
         for name in [n for n in MART_TABLES if n != "address_catchment"]:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(f"SELECT 1 FROM zerocert.{name} LIMIT 1")
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_the_report_reads_postgresql_as_the_owner_and_refuses_the_analyst_in_one_line(pg_warehouse, city, tmp_path,
+                                                                                   capsys):
+    from pipelines.cli import main
+
+    reference = str(city / "reference")
+    assert main(["report", "--warehouse", pg_warehouse, "--reference", reference, "--out", str(tmp_path / "a")]) == 0
+    assert "data:image/png" in (tmp_path / "a" / "report.html").read_text(encoding="utf-8")
+    capsys.readouterr()
+    analyst = pg_warehouse.replace("://postgres@", "://analyst@")
+    assert main(["report", "--warehouse", analyst, "--reference", reference, "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zerocert: ") and "\n" not in err and "zerocert_etl" in err
