@@ -583,14 +583,30 @@ def forecast_guardianship(staged_hukou: Path, policy: Policy, horizons: int) -> 
 
 
 def previous_quality(url: str) -> pd.DataFrame | None:
-    """The scorecard rows the warehouse publishes now (None before the first run)."""
+    """The scorecard rows the warehouse publishes now (None before the first run).
+
+    A live table of another shape (a release that changed its columns) starts the history anew
+    rather than failing the run.
+    """
+    import sqlalchemy as sa
+
     from pipelines.publish import ensure_warehouse, read_current_run, read_table
+    from pipelines.warehouse_schema import SCHEMA
 
     ensure_warehouse(url)
     if read_current_run(url) is None:
         return None
-    rows = read_table(url, "source_quality")
-    return pd.DataFrame(rows, columns=MART_TABLES["source_quality"].column_names)
+    engine = sa.create_engine(url)
+    try:
+        schema = SCHEMA if engine.dialect.name == "postgresql" else None
+        live = [c["name"] for c in sa.inspect(engine).get_columns("source_quality", schema=schema)]
+    finally:
+        engine.dispose()
+    columns = MART_TABLES["source_quality"].column_names
+    if live != columns:
+        log.warning("marts: the published source_quality has other columns; its history starts anew")
+        return None
+    return pd.DataFrame(read_table(url, "source_quality"), columns=columns)
 
 
 def write_mart_tables(tables: Mapping[str, Path], *, schools_csv: Path, placed: pd.DataFrame,

@@ -528,3 +528,20 @@ def test_the_report_reads_postgresql_as_the_owner_and_refuses_the_analyst_in_one
     assert main(["report", "--warehouse", analyst, "--reference", reference, "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("zerocert: ") and "\n" not in err and "zerocert_etl" in err
+
+
+@pytest.mark.e2e
+def test_a_scorecard_table_of_another_shape_restarts_the_history_instead_of_failing(sqlite_warehouse, tmp_path,
+                                                                                  caplog):
+    import shutil
+    import sqlite3
+
+    from pipelines.marts import previous_quality
+
+    path = tmp_path / "wh.sqlite"
+    shutil.copy(sqlite_warehouse.removeprefix("sqlite:///"), path)
+    assert len(previous_quality(f"sqlite:///{path}")) == 7
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE source_quality DROP COLUMN accepted_share")
+    assert previous_quality(f"sqlite:///{path}") is None
+    assert "history starts anew" in caplog.text
