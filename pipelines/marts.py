@@ -383,7 +383,8 @@ def catchment_forecast(citizen: pd.DataFrame, guardianship: pd.DataFrame, proper
     district_key = places["district_code"].astype("object").where(places["district_code"].notna(), None)
     frame = pd.DataFrame(local, columns=horizons)
     frame["_district"], frame["_level"] = district_key.to_numpy(), places["level"].astype("object").to_numpy()
-    district = frame.groupby(["_district", "_level"], dropna=False)[list(horizons)].transform("sum").to_numpy(dtype=float)
+    district = (frame.groupby(["_district", "_level"], dropna=False)[list(horizons)].transform("sum")
+                .to_numpy(dtype=float))
     city_counts = kids.groupby(["level", "horizon"]).size().unstack("horizon").reindex(columns=horizons).fillna(0)
     city = city_counts.reindex(places["level"].astype("object")).fillna(0).to_numpy(dtype=float)
 

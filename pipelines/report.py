@@ -345,24 +345,22 @@ def render_report(data: ReportData, generated: dt.datetime) -> str:
         "forecast": plot_forecast_utilisation(forecast), "forecast_schools": plot_forecast_schools(forecast),
         "quality": plot_quality(quality),
     }
-    latest = quality[quality["measured_run_id"] == run["run_id"]] if len(quality) else quality
+    # the frames always carry the registry's columns (_read), so an empty mart is an empty table
+    latest = quality[quality["measured_run_id"] == run["run_id"]]
     scorecard = latest[["source", "delivery", "delivery_age_days", "rows_in", "rows_accepted", "rows_duplicate",
-                        "rows_quarantined", "accepted_share"]] if len(latest) else latest
+                        "rows_quarantined", "accepted_share"]]
     reasons = [c for c in quality.columns if c.startswith("quarantined_")]
-    by_reason = latest[["source", *reasons]].rename(columns=lambda c: c.removeprefix("quarantined_")) if len(latest) else latest
+    by_reason = latest[["source", *reasons]].rename(columns=lambda c: c.removeprefix("quarantined_"))
     summary_shown = summary[["district_code", "level", "school_age_children", "with_school", "best_a1", "best_a2",
-                             "best_b", "best_c", "no_school", "decided_from_data_share",
-                             "address_review_backlog"]] if len(summary) else summary
+                             "best_b", "best_c", "no_school", "decided_from_data_share", "address_review_backlog"]]
     no_school = [c for c in summary.columns if c.startswith("no_school_")]
-    reasons_shown = pd.DataFrame()
-    if len(summary):
-        by_place = summary.set_index([summary["district_code"].fillna("?"), "level"])[no_school]
-        reasons_shown = by_place.T.loc[lambda t: (t != 0).any(axis=1)]
-        reasons_shown.columns = [f"{district} {level}" for district, level in reasons_shown.columns]
-        reasons_shown = reasons_shown.rename(index=lambda c: c.removeprefix("no_school_")).rename_axis(
-            "reason").reset_index()
-    methods = sorted(set(forecast["method"].dropna())) if len(forecast) else []
-    years = sorted(forecast["entry_year"].dropna().astype(int).unique()) if len(forecast) else []
+    by_place = summary.set_index([summary["district_code"].fillna("?"), "level"])[no_school]
+    reasons_shown = by_place.T.loc[lambda t: (t != 0).any(axis=1)]
+    reasons_shown.columns = [f"{district} {level}" for district, level in reasons_shown.columns]
+    reasons_shown = reasons_shown.rename(index=lambda c: c.removeprefix("no_school_")).rename_axis(
+        "reason").reset_index()
+    methods = sorted(set(forecast["method"].dropna()))
+    years = sorted(forecast["entry_year"].dropna().astype(int).unique())
     parts = [
         "<!DOCTYPE html>", '<html lang="zh-CN"><head><meta charset="utf-8">',
         "<title>zerocert: school places, demand and data quality</title>", f"<style>{_CSS}</style></head><body>",

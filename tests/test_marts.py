@@ -196,7 +196,8 @@ def test_a_birth_decline_shared_by_the_whole_city_is_forecast_as_fewer_entrants(
     assert s1["expected_entrants"].tolist() == pytest.approx(falling)
     assert s1["migration_basis"].tolist() == ["none"] + ["catchment"] * 5
     assert s1.loc[2030, "utilisation"] == pytest.approx(28 / 40)
-    assert s1.loc[2027, "born_from"] == pd.Timestamp("2020-09-01") and s1.loc[2032, "born_to"] == pd.Timestamp("2026-08-31")
+    assert s1.loc[2027, "born_from"] == pd.Timestamp("2020-09-01")
+    assert s1.loc[2032, "born_to"] == pd.Timestamp("2026-08-31")
 
 
 def test_an_area_whose_older_cohorts_outnumber_the_citys_gains_entrants_by_that_ratio():
@@ -239,7 +240,8 @@ def test_younger_cohorts_get_their_guardians_by_the_joins_rule(tmp_path):
         "citizen_id": ["K1", "K2", "F2", "M2", "X"], "birth_date": pd.to_datetime(
             ["2023-03-01", "2025-01-01", "1990-01-01", "1991-01-01", "2010-01-01"]),
         "household_no": ["H1", "H2", "H2", "H2", "H3"], "relation_to_head": ["子", "女", "户主", "配偶", "子"],
-        "status": "正常", "guardian1_id": ["G1", None, None, None, "G9"], "guardian1_relation": ["父亲", None, None, None, "父亲"],
+        "status": "正常", "guardian1_id": ["G1", None, None, None, "G9"],
+        "guardian1_relation": ["父亲", None, None, None, "父亲"],
         "guardian2_id": None, "guardian2_relation": None, "updated_at": pd.Timestamp("2027-01-01"),
         "record_ref": ["h:2", "h:3", "h:4", "h:5", "h:6"]})
     path = tmp_path / "hukou.parquet"
@@ -423,7 +425,8 @@ def test_a_second_run_keeps_the_first_runs_scorecard(city, sqlite_warehouse, tmp
     assert latest["rows_in"].to_dict() == snapshot["rows_in"].to_dict()
     reasons = [c for c in quality.columns if c.startswith("quarantined_")]
     assert (latest[reasons].sum(axis=1) == snapshot["rows_quarantined"]).all()
-    assert (latest["delivery_age_days"] == (pd.Timestamp("2027-08-16") - pd.to_datetime(latest["delivery"])).dt.days).all()
+    age = (pd.Timestamp("2027-08-16") - pd.to_datetime(latest["delivery"])).dt.days
+    assert (latest["delivery_age_days"] == age).all()
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -477,8 +480,8 @@ def test_marts_on_postgresql_equal_those_on_sqlite(sqlite_warehouse, pg_warehous
         assert len(lite) == len(pg) > 0, name
         for column in lite.columns:
             assert comparable(lite[column]) == comparable(pg[column]), (name, column)
-    quality = read(pg_warehouse, "SELECT source, rows_in, rows_accepted FROM source_quality ORDER BY source")
-    assert quality.equals(read(sqlite_warehouse, "SELECT source, rows_in, rows_accepted FROM source_quality ORDER BY source"))
+    sql = "SELECT source, rows_in, rows_accepted, quarantined_invalid_date FROM source_quality ORDER BY source"
+    assert read(pg_warehouse, sql).equals(read(sqlite_warehouse, sql))
 
 
 def connect_as(url: str, role: str):

@@ -70,8 +70,9 @@ def test_the_report_is_one_page_with_every_plot_and_no_outside_reference(report,
     assert "<script" not in page and "<link" not in page
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page)
     assert "http://" not in page and "https://" not in page
-    for heading in ("Oversubscribed schools", "Demand against capacity per district", "Catchments shaded by utilisation",
-                    "Forecast of entrants per school", "Data quality per department"):
+    for heading in ("Oversubscribed schools", "Demand against capacity per district",
+                    "Catchments shaded by utilisation", "Forecast of entrants per school",
+                    "Data quality per department"):
         assert f">{heading}<" in page
     city, url = published
     ids = pd.read_csv(city / "truth" / "eligibility.csv", dtype=str)["child_id"]
