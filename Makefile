@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= .demo
 PEOPLE ?= 20000
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench clean
 
 install: $(STAMP)
 
@@ -20,7 +20,10 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 demo: install
 	$(BIN)/zerocert demo --out $(DEMO) --people $(PEOPLE)
 
-test: install
+browser:  # headless Chromium and a CJK font for the report test (Debian packages, as root)
+	.ci/browser
+
+test: install browser
 	$(BIN)/python -m pytest -q tests
 
 bench: install

@@ -9,9 +9,13 @@ anything is published), resolves every address and places it in school catchment
 resident, computes every child's eligibility, and publishes all tables in one atomic switch.
 The last good warehouse stays readable if any step fails.
 
+After each publish it writes the education bureau's report (demand against capacity, the
+forecast per catchment, data quality per department) to `<work_dir>/reports/<as_of>/report.html`.
+
 Look at: `run_audit` and `source_snapshot` in the warehouse, the validation Data Docs under
-`<work_dir>/validation/data_docs/`, and the address review lists under
-`<work_dir>/runs/<as_of>/airflow-<run id>/addresses/review/` (each DAG run has its own folder).
+`<work_dir>/validation/data_docs/`, the address review lists under
+`<work_dir>/runs/<as_of>/airflow-<run id>/addresses/review/` (each DAG run has its own folder),
+and the report.
 To publish a delivery whose size moved beyond its source's threshold after checking it, trigger
 with `accept_change` (the source) and `accept_reason`; the acceptance is kept in `run_audit`.
 """
@@ -107,6 +111,15 @@ def zerocert_warehouse():
         with user_errors_fail_fast():
             return finish_warehouse_run(run, decided)
 
+    @task(doc_md="Write the education bureau's HTML report from the published marts.")
+    def report(run: dict, published: dict) -> dict:
+        from pipelines.airflow_glue import user_errors_fail_fast
+        from pipelines.config import settings_from_dict
+        from pipelines.report import write_run_report
+
+        with user_errors_fail_fast():
+            return write_run_report(settings_from_dict(run["settings"]))
+
     run = configure()
     validated = []
     for source in SOURCES:
@@ -118,7 +131,7 @@ def zerocert_warehouse():
     validated >> addresses
     decided = join_and_decide(run)
     addresses >> decided
-    publish(run, decided)
+    report(run, publish(run, decided))
 
 
 dag = zerocert_warehouse()

@@ -59,7 +59,7 @@ READER_POLICIES: dict[str, str] = {
 }
 READER_TABLES = tuple(READER_POLICIES)
 ANALYST_TABLES = ("analyst_citizen", "analyst_eligibility", "demand_by_school", "school",
-                  "source_snapshot")
+                  "source_snapshot", "address_catchment", "analyst_school_demand", "analyst_district_summary", "analyst_source_quality", "analyst_catchment_forecast")
 
 
 # --- pure transforms -------------------------------------------------------------------------

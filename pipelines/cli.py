@@ -115,6 +115,13 @@ def cmd_bench_lookups(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report import write_report
+
+    print(write_report(args.warehouse, Path(args.reference), Path(args.out)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="zerocert", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -175,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     lookups.add_argument("--seconds", type=float, default=20.0)
     lookups.add_argument("--district", help="district code for the reader sessions (default: the busiest)")
     lookups.set_defaults(func=cmd_bench_lookups)
+
+    report = sub.add_parser("report", help="the education bureau's HTML report: demand, forecast, data quality")
+    report.add_argument("--warehouse", required=True, help="warehouse SQLAlchemy URL")
+    report.add_argument("--reference", required=True, help="reference directory (catchments.geojson)")
+    report.add_argument("--out", required=True, help="folder to write report.html into")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -6,6 +6,7 @@ metadata database, the work files and the SQLite warehouse.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 
 from pipelines.errors import ZerocertError
 from pipelines.masking import mask_ids_in
+from pipelines.report import report_path
 from pipelines.run import REPO_ROOT, source_keys
 
 DAGS_DIR = REPO_ROOT / "dags"
@@ -146,6 +148,7 @@ def run_demo(out: Path, *, people: int, seed: int, progress: Callable[[str], Non
     print(f"  validation Data Docs: {out / 'work' / 'validation' / 'data_docs' / 'index.html'}")
     reviews = sorted((out / "work" / "runs" / as_of).glob("*/addresses/review"))
     print(f"  address review lists: {reviews[-1] if reviews else out / 'work' / 'runs' / as_of}")
+    print(f"  the bureau's report:  {report_path(out / 'work', dt.date.fromisoformat(as_of))}")
     print(f"  DAG logs:             {out / 'logs'}")
     print("  Airflow UI (the DAGs, their runs and logs), then open http://localhost:8080:")
     for line in exports:

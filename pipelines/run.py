@@ -283,6 +283,9 @@ def publish(settings: Settings, decided: dict, started_at: dt.datetime) -> dict:
 
     tables.update(build_access_tables(tables, settings.reference / "schools.csv", hmac_key_from_config(),
                                       settings.run_dir / "tables" / "access"))
+    from pipelines.marts import build_mart_tables
+
+    tables.update(build_mart_tables(tables, settings, run_id))
     ensure_warehouse(settings.warehouse_url)
     publish_run(settings.warehouse_url, run_record(settings, run_id, started_at), tables)
     log.info("published run %s to %s", run_id, redact_url(settings.warehouse_url))

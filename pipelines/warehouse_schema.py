@@ -119,11 +119,75 @@ TABLES: dict[str, Table] = {t.name: t for t in [
     _table("demand_by_school", "school_code:text! level:text! category:text! children:int!",
            pk=("school_code", "level", "category")),
 ]}
+
+# Supervision marts (issue 15, migration 0004): what the education bureau reads about the whole
+# city. Meanings: docs/marts.md. Reason codes get one column each; a code added later counts in
+# the ``*_other_reason`` column until a migration gives it its own.
+NO_SCHOOL_REASONS = (
+    "NO_GUARDIAN_LINK", "NO_QUALIFYING_PROPERTY", "PROPERTY_AFTER_CUTOFF", "PROPERTY_NOT_RESIDENTIAL",
+    "PROPERTY_NOT_CURRENT", "PROPERTY_OUTSIDE_ALL_CATCHMENTS", "PROPERTY_EXCLUDES_RENTAL_AND_HUKOU",
+    "NO_QUALIFYING_RENTAL", "RENTAL_AFTER_CUTOFF", "RENTAL_NOT_COVERING_CUTOFF",
+    "RENTAL_OUTSIDE_ALL_CATCHMENTS", "NO_STABLE_EMPLOYMENT", "INSUFFICIENT_INSURANCE_MONTHS",
+    "BUSINESS_TOO_RECENT", "HUKOU_NOT_URBAN", "HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS",
+    "ADDRESS_UNMATCHED", "CHILD_DECEASED")
+QUARANTINE_REASONS = ("MALFORMED_RECORD", "MISSING_REQUIRED", "INVALID_ID_FORMAT",
+                      "INVALID_ID_CHECKSUM", "INVALID_DATE", "INVALID_CODE", "INVALID_NUMBER",
+                      "INVALID_SHARE")
+
+
+def reason_column(prefix: str, code: str) -> str:
+    return f"{prefix}_{code.lower()}"
+
+
+def _counts(prefix: str, codes: tuple[str, ...]) -> str:
+    return " ".join(f"{reason_column(prefix, code)}:int!" for code in codes) + f" {prefix}_other_reason:int!"
+
+
+MART_TABLES: dict[str, Table] = {t.name: t for t in [
+    _table("address_catchment", "address_code:text! level:text! school_code:text! enrollment_year:int!",
+           pk=("address_code", "level", "school_code", "enrollment_year"),
+           indexes=[("school_code", "level")]),
+    _table("school_demand", """school_code:text! level:text! category:text! district_code:text
+        children:int! best_children:int! capacity:int demand_ratio:double best_demand_ratio:double
+        a1_exceeds_capacity:bool""", pk=("school_code", "level", "category"),
+           indexes=[("district_code", "level")]),
+    _table("district_summary", f"""district_code:text level:text! school_age_children:int!
+        with_school:int! best_a1:int! best_a2:int! best_b:int! best_c:int! no_school:int!
+        {_counts("no_school", NO_SCHOOL_REASONS)} decided_from_data:int! awaiting_address_review:int!
+        decided_from_data_share:double address_review_backlog:int!""",
+           indexes=[("district_code", "level")]),
+    _table("source_quality", f"""source:text! measured_run_id:text! as_of:date! delivery:date
+        delivery_age_days:int rows_in:int! rows_accepted:int! rows_duplicate:int! rows_quarantined:int!
+        {_counts("quarantined", QUARANTINE_REASONS)} accepted_share:double""",
+           pk=("measured_run_id", "source"), indexes=[("source",)]),
+    _table("catchment_forecast", """school_code:text! level:text! district_code:text entry_year:int!
+        horizon:int! born_from:date! born_to:date! children_now:double! migration_factor:double!
+        migration_basis:text! expected_entrants:double! capacity:int utilisation:double method:text!""",
+           pk=("school_code", "level", "entry_year"), indexes=[("district_code", "level")]),
+]}
+
+
+def _analyst_copy(table: Table) -> Table:
+    """``analyst_<mart>``: the mart's columns with every number outside the key nullable (NULL =
+    suppressed, pipelines/marts.py) and a ``suppressed`` flag per row."""
+    figure = {"int", "double"}
+    columns = [Column(c.name, c.type, c.required and (c.name in table.primary_key or c.type not in figure),
+                      c.free_text) for c in table.columns if c.name != "run_id"]
+    columns += [Column("suppressed", "bool", True), Column("run_id", "text", True)]
+    return Table(f"analyst_{table.name}", tuple(columns), table.primary_key, table.indexes)
+
+
+# address_catchment holds no counts: analysts read the mart itself.
+ANALYST_MARTS: tuple[str, ...] = tuple(f"analyst_{name}" for name in MART_TABLES if name != "address_catchment")
+TABLES.update(MART_TABLES)
+TABLES.update({t.name: t for t in map(_analyst_copy, MART_TABLES.values())
+               if t.name in ANALYST_MARTS})
 PUBLISHED_TABLES: tuple[str, ...] = tuple(TABLES)
 # Published empty when a run does not provide them (no schools list, no HMAC key): readers of
 # district-scoped tables then see nothing, which is the safe failure.
 OPTIONAL_TABLES: frozenset[str] = frozenset(
-    {"school", "district_scope", "analyst_citizen", "analyst_eligibility", "demand_by_school"})
+    {"school", "district_scope", "analyst_citizen", "analyst_eligibility", "demand_by_school",
+     *MART_TABLES, *ANALYST_MARTS})
 
 
 def index_name(table: str, columns: tuple[str, ...]) -> str:

@@ -14,14 +14,18 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from pipelines.access import ANALYST_TABLES, READER_TABLES, build_access_tables, create_roles
+from pipelines.marts import write_mart_tables
+from pipelines.policy import DEMO_POLICY_YAML, policy_from_dict
 from pipelines.publish import publish_run
 from pipelines.warehouse_schema import PUBLISHED_TABLES, TABLES, arrow_schema
 from test_access import C1, C2, C3, C4, CITIZEN, ELIGIBILITY, G1, G2, G5, GUARDIANSHIP, KEY, SCHOOLS
 
 pytestmark = pytest.mark.postgres
 
+DEMO_POLICY = policy_from_dict(yaml.safe_load(DEMO_POLICY_YAML))
 DISTRICT_A = {C1, C3, G1, G5}
 DISTRICT_B = {C2, C3, C4, G2, G5}
 ALL_IDS = set(CITIZEN["citizen_id"])
@@ -69,6 +73,9 @@ def publish(url: str, tmp_path, run_id: str) -> None:
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), paths[name])
     SCHOOLS.to_csv(folder / "schools.csv", index=False)
     paths.update(build_access_tables(paths, folder / "schools.csv", KEY, folder / "access"))
+    placed = pd.DataFrame({"address_code": ["A1"], "level": ["primary"], "school_code": ["PA"]})
+    paths.update(write_mart_tables(paths, schools_csv=folder / "schools.csv", placed=placed, policy=DEMO_POLICY,
+                                   run_id=run_id, as_of="2027-08-15", out_dir=folder / "marts"))
     assert set(paths) == set(PUBLISHED_TABLES)
     publish_run(url, {"run_id": run_id, "as_of": "2027-08-15", "policy_id": "p",
                       "started_at": pd.Timestamp.now(tz="UTC").isoformat(), "code_version": "t"}, paths)

@@ -199,6 +199,8 @@ def test_airflow_dags_run_the_city_like_the_demo(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'demo' / 'warehouse.sqlite'}"
     assert_matches_truth(url, tmp_path / "demo" / "city")
     assert (tmp_path / "demo" / "work" / "staged" / "2027-08-15" / "rental" / "snapshot.json").exists()
+    report = tmp_path / "demo" / "work" / "reports" / "2027-08-15" / "report.html"
+    assert f"the bureau's report:  {report}" in out and "data:image/png" in report.read_text(encoding="utf-8")
     warehouse_log = (tmp_path / "demo" / "logs" / "zerocert_warehouse.log").read_text(encoding="utf-8")
     assert "rental: delivery 2027-08-14 already staged for 2027-08-15, reused" in warehouse_log
     assert "hukou: delivery 2027-08-14 already staged" not in warehouse_log
