@@ -419,86 +419,86 @@ CREATE INDEX IF NOT EXISTS lookup_audit_person_hash_idx ON zerocert.lookup_audit
 CREATE INDEX IF NOT EXISTS lookup_audit_call_no_idx ON zerocert.lookup_audit (call_no);
 """
 
-# Helpers run with the owner's rights inside the SECURITY DEFINER functions; nobody else may call
-# them. Every function pins search_path (pg_temp last) and keeps its server-log line from the
-# caller (client_min_messages).
-_PINNED = "SET search_path = pg_catalog, pg_temp"
-_QUIET = "SET client_min_messages = warning"
-
-_FUNCTIONS = f"""
-CREATE OR REPLACE FUNCTION zerocert.lookup_resident_id(typed text) RETURNS text
-LANGUAGE sql IMMUTABLE {_PINNED} AS $$
-  SELECT CASE WHEN length(typed) > 64 THEN NULL
-              WHEN upper(btrim(typed)) ~ '^[0-9]{{17}}[0-9X]$' THEN upper(btrim(typed)) END
-$$;
-
-CREATE OR REPLACE FUNCTION zerocert.lookup_person_hash(resident text) RETURNS text
-LANGUAGE sql STABLE {_PINNED} AS $$
-  SELECT encode(sha256(s.outer_pad || sha256(s.inner_pad || convert_to(resident, 'UTF8'))), 'hex')
-  FROM zerocert.lookup_secret s
-$$;
-
-CREATE OR REPLACE FUNCTION zerocert.lookup_begin(OUT call_no bigint, OUT district text, OUT key_id text)
-LANGUAGE plpgsql VOLATILE {_PINNED} AS $$
-BEGIN
+# Every lookup function: SECURITY DEFINER, search_path pinned (pg_temp last), its server-log line
+# kept from the caller (client_min_messages). The steps all three share are rendered into each
+# body from the pieces below (a call to a PL/pgSQL helper would cost a third of the lookup).
+_DEFINER = ("LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
+            "SET client_min_messages = warning")
+_DECLARE = """
+  audit_key record;
+  login_district text;
+  this_call bigint;
+  person text;
+  person_key text;"""
+# Refuse a read-only transaction (the audit row could not be written), take a call number (a
+# sequence: no rollback takes it back), the login's district and the audit key. No fsync wait
+# per lookup (3 ms on a plain disk): a server crash may lose the last ~0.6 s of audit rows, never
+# their server-log lines nor the call numbers they leave missing.
+_BEGIN = """
   IF current_setting('transaction_read_only') = 'on' THEN
     RAISE EXCEPTION 'zerocert lookups are audited: call them in a read-write transaction'
       USING ERRCODE = 'read_only_sql_transaction';
   END IF;
-  SELECT s.key_id INTO key_id FROM zerocert.lookup_secret s;
-  IF key_id IS NULL THEN
+  SELECT k.key_id, k.inner_pad, k.outer_pad INTO audit_key FROM zerocert.lookup_secret k;
+  IF NOT FOUND THEN
     RAISE EXCEPTION 'zerocert lookup audit has no key: run zerocert roles'
       USING ERRCODE = 'object_not_in_prerequisite_state';
   END IF;
-  call_no := nextval('zerocert.lookup_call_no');
-  SELECT r.district_code INTO district FROM zerocert.reader_district r WHERE r.login = session_user;
-END $$;
+  this_call := nextval('zerocert.lookup_call_no');
+  SELECT r.district_code INTO login_district FROM zerocert.reader_district r WHERE r.login = session_user;
+  PERFORM set_config('synchronous_commit', 'off', true);"""
 
-CREATE OR REPLACE FUNCTION zerocert.lookup_record(call bigint, district text, key text, fn text,
-                                                  resident text, school text, answered boolean)
-RETURNS void LANGUAGE plpgsql VOLATILE {_PINNED} {_QUIET} AS $$
-DECLARE
-  person text := zerocert.lookup_person_hash(resident);
-BEGIN
-  INSERT INTO zerocert.lookup_audit (call_no, looked_at, login, district_code, function,
-                                     person_hash, school_code, found, key_id)
-  VALUES (call, clock_timestamp(), session_user, district, fn, person, school, answered, key);
-  RAISE LOG 'zerocert lookup call %: login % district % function % person % school % found %',
-    call, session_user, coalesce(district, '-'), fn, coalesce(person, '-'), coalesce(school, '-'), answered;
-END $$;
 
-CREATE OR REPLACE FUNCTION zerocert.prefill_of(guardian_id text) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER {_PINNED} {_QUIET} AS $$
-DECLARE
-  b record;
-  person text;
+def _resident_id(typed: str) -> str:
+    """The 18-character form of a typed ID (trimmed, upper-case x), NULL for anything else."""
+    return (f"CASE WHEN length({typed}) > 64 THEN NULL WHEN upper(btrim({typed})) ~ '^[0-9]{{17}}[0-9X]$' "
+            f"THEN upper(btrim({typed})) END")
+
+
+def _person_hash(resident: str, key: str = "audit_key") -> str:
+    """HMAC-SHA256 under the audit key from its RFC 2104 pads, with the built-in sha256."""
+    return f"encode(sha256({key}.outer_pad || sha256({key}.inner_pad || convert_to({resident}, 'UTF8'))), 'hex')"
+
+
+def _in_scope(person: str) -> str:
+    # the district comes first: a person of another district and nobody cost the same probe
+    return (f"login_district IS NOT NULL AND {person} IS NOT NULL AND EXISTS (\n"
+            f"      SELECT 1 FROM zerocert.district_scope s\n"
+            f"      WHERE s.citizen_id = {person} COLLATE \"C\" AND s.district_code = login_district COLLATE \"C\")")
+
+
+_AUDIT_COLUMNS = "call_no, looked_at, login, district_code, function, person_hash, school_code, found, key_id"
+
+
+def _record(function: str, person: str, school: str, found: str) -> str:
+    return f"""
+  person_key := {_person_hash(person)};
+  INSERT INTO zerocert.lookup_audit ({_AUDIT_COLUMNS})
+  VALUES (this_call, clock_timestamp(), session_user, login_district, '{function}', person_key, {school},
+          {found}, audit_key.key_id);
+  RAISE LOG 'zerocert lookup call %: login % district % function {function} person % school % found %',
+    this_call, session_user, coalesce(login_district, '-'), coalesce(person_key, '-'), coalesce({school}, '-'),
+    {found};"""
+
+
+_FUNCTIONS = f"""
+CREATE OR REPLACE FUNCTION zerocert.prefill_of(guardian_id text) RETURNS jsonb {_DEFINER} AS $$
+DECLARE{_DECLARE}
   doc jsonb;
-BEGIN
-  SELECT * INTO b FROM zerocert.lookup_begin();
-  person := zerocert.lookup_resident_id(prefill_of.guardian_id);
-  -- the district comes first: a person of another district and nobody cost the same probe
-  IF b.district IS NOT NULL AND person IS NOT NULL AND EXISTS (
-      SELECT 1 FROM zerocert.district_scope s
-      WHERE s.citizen_id = person COLLATE "C" AND s.district_code = b.district COLLATE "C") THEN
+BEGIN{_BEGIN}
+  person := {_resident_id("prefill_of.guardian_id")};
+  IF {_in_scope("person")} THEN
     SELECT p.document INTO doc FROM zerocert.prefill p WHERE p.guardian_id = person COLLATE "C";
-  END IF;
-  PERFORM zerocert.lookup_record(b.call_no, b.district, b.key_id, 'prefill_of', person, NULL,
-                                 doc IS NOT NULL);
+  END IF;{_record("prefill_of", "person", "NULL::text", "doc IS NOT NULL")}
   RETURN doc;
 END $$;
 
-CREATE OR REPLACE FUNCTION zerocert.eligibility_of(child_id text) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER {_PINNED} {_QUIET} AS $$
-DECLARE
-  b record;
-  person text;
+CREATE OR REPLACE FUNCTION zerocert.eligibility_of(child_id text) RETURNS jsonb {_DEFINER} AS $$
+DECLARE{_DECLARE}
   doc jsonb;
-BEGIN
-  SELECT * INTO b FROM zerocert.lookup_begin();
-  person := zerocert.lookup_resident_id(eligibility_of.child_id);
-  IF b.district IS NOT NULL AND person IS NOT NULL AND EXISTS (
-      SELECT 1 FROM zerocert.district_scope s
-      WHERE s.citizen_id = person COLLATE "C" AND s.district_code = b.district COLLATE "C") THEN
+BEGIN{_BEGIN}
+  person := {_resident_id("eligibility_of.child_id")};
+  IF {_in_scope("person")} THEN
     SELECT jsonb_build_object(
       'eligibility', coalesce((
         SELECT jsonb_agg(jsonb_build_object(
@@ -507,7 +507,7 @@ BEGIN
                  'evidence', e.evidence, 'policy_id', e.policy_id, 'run_id', e.run_id)
                ORDER BY e.level, e.category, e.school_code)
         FROM zerocert.eligibility e JOIN zerocert.school sc ON sc.school_code = e.school_code
-        WHERE e.child_id = person COLLATE "C" AND sc.district_code = b.district), '[]'::jsonb),
+        WHERE e.child_id = person COLLATE "C" AND sc.district_code = login_district), '[]'::jsonb),
       'ineligibility', coalesce((
         SELECT jsonb_agg(jsonb_build_object('level', i.level, 'reasons', i.reasons,
                                             'policy_id', i.policy_id, 'run_id', i.run_id)
@@ -517,36 +517,30 @@ BEGIN
     IF doc -> 'eligibility' = '[]'::jsonb AND doc -> 'ineligibility' = '[]'::jsonb THEN
       doc := NULL;
     END IF;
-  END IF;
-  PERFORM zerocert.lookup_record(b.call_no, b.district, b.key_id, 'eligibility_of', person, NULL,
-                                 doc IS NOT NULL);
+  END IF;{_record("eligibility_of", "person", "NULL::text", "doc IS NOT NULL")}
   RETURN doc;
 END $$;
 
 CREATE OR REPLACE FUNCTION zerocert.school_applicants(school_code text)
 RETURNS TABLE (child_id text, level text, category text, priority_date date,
-               basis_guardian_id text, evidence jsonb, policy_id text, run_id text)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER {_PINNED} {_QUIET} AS $$
-DECLARE
-  b record;
+               basis_guardian_id text, evidence jsonb, policy_id text, run_id text) {_DEFINER} AS $$
+DECLARE{_DECLARE}
   wanted text := left(school_applicants.school_code, 64);
   applicants bigint := 0;
-BEGIN
-  SELECT * INTO b FROM zerocert.lookup_begin();
-  IF b.district IS NOT NULL AND EXISTS (
+BEGIN{_BEGIN}
+  IF login_district IS NOT NULL AND EXISTS (
       SELECT 1 FROM zerocert.school s
-      WHERE s.school_code = wanted COLLATE "C" AND s.district_code = b.district COLLATE "C") THEN
-    -- one statement: the rows returned and the audit rows come from the same snapshot
+      WHERE s.school_code = wanted COLLATE "C" AND s.district_code = login_district COLLATE "C") THEN
+    -- one statement: the rows returned and their audit rows (one per child) share one snapshot
     RETURN QUERY
       WITH applicant AS (
         SELECT e.child_id, e.level, e.category, e.priority_date, e.basis_guardian_id, e.evidence,
                e.policy_id, e.run_id
         FROM zerocert.eligibility e WHERE e.school_code = wanted COLLATE "C"),
       audited AS (
-        INSERT INTO zerocert.lookup_audit (call_no, looked_at, login, district_code, function,
-                                           person_hash, school_code, found, key_id)
-        SELECT b.call_no, clock_timestamp(), session_user, b.district, 'school_applicants',
-               zerocert.lookup_person_hash(c.child_id), wanted, true, b.key_id
+        INSERT INTO zerocert.lookup_audit ({_AUDIT_COLUMNS})
+        SELECT this_call, clock_timestamp(), session_user, login_district, 'school_applicants',
+               {_person_hash("c.child_id")}, wanted, true, audit_key.key_id
         FROM (SELECT DISTINCT a.child_id FROM applicant a) c
         RETURNING 1)
       SELECT a.child_id, a.level, a.category, a.priority_date, a.basis_guardian_id, a.evidence,
@@ -554,17 +548,13 @@ BEGIN
       FROM applicant a ORDER BY a.level, a.category, a.priority_date, a.child_id;
     GET DIAGNOSTICS applicants = ROW_COUNT;
   END IF;
-  IF applicants = 0 THEN
-    PERFORM zerocert.lookup_record(b.call_no, b.district, b.key_id, 'school_applicants', NULL,
-                                   wanted, false);
+  IF applicants = 0 THEN{_record("school_applicants", "NULL::text", "wanted", "false")}
   ELSE
     RAISE LOG 'zerocert lookup call %: login % district % function school_applicants school % rows %',
-      b.call_no, session_user, b.district, wanted, applicants;
+      this_call, session_user, login_district, wanted, applicants;
   END IF;
 END $$;
 """
-_HELPERS = ("lookup_resident_id(text)", "lookup_person_hash(text)", "lookup_begin()",
-            "lookup_record(bigint, text, text, text, text, text, boolean)")
 # Server-side large-object creators: PUBLIC may execute them by default (revoking needs a superuser).
 _LARGE_OBJECT_CREATORS = ("lo_creat(integer)", "lo_create(oid)", "lo_from_bytea(oid, bytea)",
                           "lo_import(text)", "lo_import(text, oid)")
@@ -594,7 +584,7 @@ def access_statements(database: str, tables: Iterable[str]) -> list[str]:
     stmts += ["DROP FUNCTION IF EXISTS zerocert.reader_sees_citizen(text)",
               "DROP FUNCTION IF EXISTS zerocert.reader_sees_school(text)"]
     stmts.append(_FUNCTIONS)
-    for fn in (*_HELPERS, *LOOKUP_FUNCTIONS):
+    for fn in LOOKUP_FUNCTIONS:
         stmts += [f"ALTER FUNCTION zerocert.{fn} OWNER TO {ETL_ROLE}",
                   f"REVOKE ALL ON FUNCTION zerocert.{fn} FROM PUBLIC"]
     stmts += [f"GRANT EXECUTE ON FUNCTION zerocert.{fn} TO {READER_ROLE}" for fn in LOOKUP_FUNCTIONS]
