@@ -420,10 +420,13 @@ CREATE INDEX IF NOT EXISTS lookup_audit_call_no_idx ON zerocert.lookup_audit (ca
 """
 
 # Every lookup function: SECURITY DEFINER, search_path pinned (pg_temp last), its server-log line
-# kept from the caller (client_min_messages). The steps all three share are rendered into each
-# body from the pieces below (a call to a PL/pgSQL helper would cost a third of the lookup).
+# kept from the caller (client_min_messages) and without the caller's statement text, which may
+# quote an ID (log_min_error_statement: the owner needs SET on it, PostgreSQL 15). The steps all
+# three share are rendered into each body from the pieces below (a call to a PL/pgSQL helper
+# would cost a third of the lookup).
 _DEFINER = ("LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
             "SET client_min_messages = warning")
+_QUIET_STATEMENT = " SET log_min_error_statement = panic"
 _DECLARE = """
   audit_key record;
   login_district text;
@@ -476,12 +479,12 @@ def _record(function: str, person: str, school: str, found: str) -> str:
   INSERT INTO zerocert.lookup_audit ({_AUDIT_COLUMNS})
   VALUES (this_call, clock_timestamp(), session_user, login_district, '{function}', person_key, {school},
           {found}, audit_key.key_id);
-  RAISE LOG 'zerocert lookup call %: login % district % function {function} person % school % found %',
-    this_call, session_user, coalesce(login_district, '-'), coalesce(person_key, '-'), coalesce({school}, '-'),
-    {found};"""
+  --LOG RAISE LOG 'zerocert lookup call %: login % district % function {function} person % school % found %',
+  --LOG   this_call, session_user, coalesce(login_district, '-'), coalesce(person_key, '-'),
+  --LOG   coalesce({school}, '-'), {found};"""
 
 
-_FUNCTIONS = f"""
+_FUNCTIONS_TEMPLATE = f"""
 CREATE OR REPLACE FUNCTION zerocert.prefill_of(guardian_id text) RETURNS jsonb {_DEFINER} AS $$
 DECLARE{_DECLARE}
   doc jsonb;
@@ -550,17 +553,27 @@ BEGIN{_BEGIN}
   END IF;
   IF applicants = 0 THEN{_record("school_applicants", "NULL::text", "wanted", "false")}
   ELSE
-    RAISE LOG 'zerocert lookup call %: login % district % function school_applicants school % rows %',
-      this_call, session_user, login_district, wanted, applicants;
+    NULL;
+    --LOG RAISE LOG 'zerocert lookup call %: login % district % function school_applicants school % rows %',
+    --LOG   this_call, session_user, login_district, wanted, applicants;
   END IF;
 END $$;
 """
+
+
+def lookup_functions_sql(server_log: bool) -> str:
+    """The three lookup functions; with ``server_log``, each call also writes its server-log line."""
+    if not server_log:
+        return "\n".join(line for line in _FUNCTIONS_TEMPLATE.splitlines() if "--LOG" not in line)
+    return _FUNCTIONS_TEMPLATE.replace(_DEFINER, _DEFINER + _QUIET_STATEMENT).replace("--LOG ", "")
+
+
 # Server-side large-object creators: PUBLIC may execute them by default (revoking needs a superuser).
 _LARGE_OBJECT_CREATORS = ("lo_creat(integer)", "lo_create(oid)", "lo_from_bytea(oid, bytea)",
                           "lo_import(text)", "lo_import(text, oid)")
 
 
-def access_statements(database: str, tables: Iterable[str]) -> list[str]:
+def access_statements(database: str, tables: Iterable[str], *, server_log: bool = True) -> list[str]:
     """Ownership, revokes, the lookup functions, RLS and grants, in order; idempotent."""
     readers = f"{READER_ROLE}, {ANALYST_ROLE}"
     tables = list(tables)
@@ -583,7 +596,7 @@ def access_statements(database: str, tables: Iterable[str]) -> list[str]:
     stmts += [f"DROP POLICY IF EXISTS district_reader ON zerocert.{t}" for t in DISTRICT_SCOPED_TABLES]
     stmts += ["DROP FUNCTION IF EXISTS zerocert.reader_sees_citizen(text)",
               "DROP FUNCTION IF EXISTS zerocert.reader_sees_school(text)"]
-    stmts.append(_FUNCTIONS)
+    stmts.append(lookup_functions_sql(server_log))
     for fn in LOOKUP_FUNCTIONS:
         stmts += [f"ALTER FUNCTION zerocert.{fn} OWNER TO {ETL_ROLE}",
                   f"REVOKE ALL ON FUNCTION zerocert.{fn} FROM PUBLIC"]
@@ -724,6 +737,7 @@ def create_roles(url: str, *, hmac_key: bytes | None, district_passwords: Mappin
                 _create_role(conn, role, attributes)
             if password is not None:
                 _set_password(conn, role, password)
+        server_log = _may_quiet_statements(conn)
         if _role(conn, READER_ROLE)["login"]:
             log.warning("%s can log in (an earlier zerocert made it a login): it is a group role now "
                         "and its sessions get nothing; ALTER ROLE %s NOLOGIN once no client uses it",
@@ -742,7 +756,8 @@ def create_roles(url: str, *, hmac_key: bytes | None, district_passwords: Mappin
             cur.execute("SELECT quote_ident(current_database())")
             database = cur.fetchone()[0]
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PUBLISH_LOCK,))  # not during a publish
-            for statement in access_statements(database, [*TABLES, "run_audit", "schema_version"]):
+            for statement in access_statements(database, [*TABLES, "run_audit", "schema_version"],
+                                               server_log=server_log):
                 cur.execute(statement)
             cur.execute("SELECT key_id FROM zerocert.lookup_secret")
             previous = cur.fetchone()
@@ -767,6 +782,20 @@ def create_roles(url: str, *, hmac_key: bytes | None, district_passwords: Mappin
     log.info("roles ready: %s with %d district login(s), %d issued now; lookup functions and audit in place",
              READER_ROLE, len(districts), len(issue))
     return {"districts": districts, "issued": sorted(issue)}
+
+
+def _may_quiet_statements(conn) -> bool:
+    """Let the owner's functions keep the caller's statement out of their server-log line."""
+    import psycopg
+
+    try:
+        _on_shared_catalog(conn, f"GRANT SET ON PARAMETER log_min_error_statement TO {ETL_ROLE}")
+        return True
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.SyntaxError):
+        log.warning("lookups get no server-log line (it needs GRANT SET ON PARAMETER "
+                    "log_min_error_statement TO %s: a superuser, PostgreSQL 15 or later): a lookup "
+                    "whose transaction rolls back is counted as a missing call number, not named", ETL_ROLE)
+        return False
 
 
 def _revoke_large_objects(cur) -> None:

@@ -449,6 +449,7 @@ def test_owner_role_published_the_current_run_and_owns_everything(warehouse):
     for fn in ("prefill_of", "eligibility_of", "school_applicants"):
         secdef, config = definers[fn]
         assert secdef and "search_path=pg_catalog, pg_temp" in config
+        assert "log_min_error_statement=panic" in config  # its server-log line never quotes the caller
 
 
 def test_roles_need_the_hmac_key(warehouse):
