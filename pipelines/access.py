@@ -687,7 +687,7 @@ def _ensure_district_login(conn, login: str, password: str | None) -> None:
     members = [r[0] for r in conn.execute("""SELECT quote_ident(m.rolname) FROM pg_auth_members a
                                               JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
                                               WHERE g.rolname = %s""", (login,))]
-    for member in members:  # PostgreSQL 15 lets a login grant itself to others
+    for member in members:  # nobody but the login itself should hold a district login's role
         log.warning("%s had been granted to %s: revoked (a district login is nobody's group)", login, member)
         _on_shared_catalog(conn, f"REVOKE {login} FROM {member}")
     stored = conn.execute("""SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
