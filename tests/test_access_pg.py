@@ -457,3 +457,23 @@ def test_roles_need_the_hmac_key(warehouse):
 
     with pytest.raises(UsageError, match="HMAC key"):
         create_roles(warehouse, hmac_key=None)
+
+
+def test_concurrent_roles_runs_on_two_warehouses_both_succeed(pg_database):
+    """Roles are cluster-wide: two warehouses creating the same new logins at once must not fail."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    districts = {f"97{secrets.randbelow(10_000):04d}": secrets.token_urlsafe(12) for _ in range(3)}
+    urls = [pg_database(), pg_database()]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            done = list(pool.map(lambda url: create_roles(url, hmac_key=KEY, district_passwords=districts), urls))
+        assert all(sorted(d["issued"]) == sorted(districts) for d in done)
+        for url in urls:
+            for district, password in districts.items():
+                with connect(url, f"enrollment_{district}", password) as conn:
+                    assert conn.execute("SELECT zerocert.prefill_of(%s)", (G1,)).fetchone() == (None,)
+    finally:
+        with connect(urls[0], "postgres") as admin:
+            for district in districts:
+                admin.execute(f"DROP ROLE IF EXISTS enrollment_{district}")
