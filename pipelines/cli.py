@@ -99,19 +99,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_roles(args: argparse.Namespace) -> int:
 
-    from pipelines.access import create_roles
+    from pipelines.access import create_roles, district_passwords_from_config, hmac_key_from_config, revoke_districts
 
-    create_roles(args.warehouse, reader_password=os.environ.get("ZEROCERT_READER_PASSWORD"),
-                 analyst_password=os.environ.get("ZEROCERT_ANALYST_PASSWORD"),
-                 etl_password=os.environ.get("ZEROCERT_ETL_PASSWORD"))
-    print("roles zerocert_etl, enrollment_reader, analyst are in place (see warehouse/roles.md)")
+    if args.revoke:
+        for district, sessions in revoke_districts(args.warehouse, args.revoke).items():
+            print(f"district {district}: login revoked, {sessions} open session(s) terminated")
+        return 0
+    done = create_roles(args.warehouse, hmac_key=hmac_key_from_config(),
+                        district_passwords=district_passwords_from_config(args.passwords),
+                        issue=args.issue, analyst_password=os.environ.get("ZEROCERT_ANALYST_PASSWORD"),
+                        etl_password=os.environ.get("ZEROCERT_ETL_PASSWORD"))
+    print(f"roles zerocert_etl, analyst and group enrollment_reader are in place with "
+          f"{len(done['districts'])} district login(s); passwords issued for: "
+          f"{', '.join(done['issued']) or 'none'} (see warehouse/roles.md)")
+    return 0
+
+
+def cmd_audit_lookups(args: argparse.Namespace) -> int:
+    from pipelines.access import hmac_key_from_config
+    from pipelines.lookup import audit_lookups
+
+    report = audit_lookups(args.warehouse, args.id, hmac_key_from_config(), gaps=args.gaps)
+    print(json.dumps(report, ensure_ascii=False, indent=1, default=str))
     return 0
 
 
 def cmd_bench_lookups(args: argparse.Namespace) -> int:
     from pipelines.lookup_bench import run_lookup_bench
 
-    run_lookup_bench(args.warehouse, clients=args.clients, seconds=args.seconds, district=args.district)
+    run_lookup_bench(args.warehouse, clients=args.clients, seconds=args.seconds, district=args.district,
+                     sample_ids=args.sample_ids)
     return 0
 
 
@@ -172,15 +189,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--city", help="reuse a synthesized city in this folder (synthesize it there if absent)")
     bench.set_defaults(func=cmd_bench)
 
-    roles = sub.add_parser("roles", help="create or refresh the PostgreSQL roles, grants and row-level security")
+    roles = sub.add_parser("roles", help="create or refresh the PostgreSQL roles, district logins and lookup functions")
     roles.add_argument("--warehouse", required=True, help="PostgreSQL warehouse URL (as a superuser or owner)")
+    roles.add_argument("--passwords", metavar="FILE",
+                       help="district passwords, 'district_code = password' per line (default: "
+                            "ZEROCERT_DISTRICT_PASSWORDS_FILE; ZEROCERT_DISTRICT_PASSWORD_<code> too)")
+    roles.add_argument("--issue", action="append", metavar="DISTRICT",
+                       help="(re)issue only this district's password (repeatable; default: every configured one)")
+    roles.add_argument("--revoke", action="append", metavar="DISTRICT",
+                       help="withdraw this district's login and end its sessions (repeatable); nothing else")
     roles.set_defaults(func=cmd_roles)
 
-    lookups = sub.add_parser("bench-lookups", help="p50/p99 and throughput of prefill and eligibility lookups")
-    lookups.add_argument("--warehouse", required=True, help="PostgreSQL warehouse URL")
+    audit = sub.add_parser("audit-lookups", help="who looked up a person: the lookup audit for one ID")
+    audit.add_argument("--warehouse", required=True, help="PostgreSQL warehouse URL (as the owner)")
+    audit.add_argument("--id", required=True, help="the resident ID a family asks about")
+    audit.add_argument("--gaps", action="store_true", help="also count calls whose audit row was rolled back")
+    audit.set_defaults(func=cmd_audit_lookups)
+
+    lookups = sub.add_parser("bench-lookups", help="p50/p99 and throughput of the lookup functions")
+    lookups.add_argument("--warehouse", required=True, help="PostgreSQL warehouse URL (as the owner)")
     lookups.add_argument("--clients", type=int, default=8)
     lookups.add_argument("--seconds", type=float, default=20.0)
-    lookups.add_argument("--district", help="district code for the reader sessions (default: the busiest)")
+    lookups.add_argument("--sample-ids", dest="sample_ids", type=int, default=10000)
+    lookups.add_argument("--district", help="district whose login the clients use (default: the busiest)")
     lookups.set_defaults(func=cmd_bench_lookups)
 
     report = sub.add_parser("report", help="the education bureau's HTML report: demand, forecast, data quality")

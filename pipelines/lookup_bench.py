@@ -1,10 +1,12 @@
 """``zerocert bench-lookups``: latency of the two lookups a parent's phone makes, under load.
 
 Prefill by guardian ID and eligibility by child ID, from ``clients`` concurrent processes (each
-its own connection, closed loop, as an enrollment system's worker pool would be), first as
-``enrollment_reader`` with a district set (row-level security on: one primary-key probe plus a
-``district_scope`` probe per row), then as the owner for comparison. Prints p50/p99 and queries
-per second; the target (warehouse.md) is p99 under 10 ms at city scale.
+its own connection, closed loop, as an enrollment system's worker pool would be), first as a
+district login through the audited functions (``zerocert.prefill_of`` / ``eligibility_of``: the
+login's district, a ``district_scope`` probe, the document, an HMAC and an ``lookup_audit`` row
+committed per call), then as the owner reading the tables directly for comparison. Then
+``school_applicants`` from one client. Prints p50/p99 and calls per second; the target
+(warehouse.md) is p99 under 10 ms at city scale.
 
 ``bench_tables`` writes a city-sized warehouse run (the published tables at realistic row counts,
 valid resident IDs) without the staging and engine phases, so the lookups can be measured at
@@ -24,16 +26,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.access import READER_ROLE, build_access_frames
+from pipelines.access import build_access_frames, district_login, district_passwords_from_config
 from pipelines.resident_id import check_characters
 
 log = logging.getLogger(__name__)
 
-QUERIES = {
+FUNCTIONS = {  # what a district login runs
+    "prefill_by_guardian": "SELECT zerocert.prefill_of(%s)::text",
+    "eligibility_by_child": "SELECT zerocert.eligibility_of(%s)::text",
+}
+TABLE_QUERIES = {  # the owner, for comparison: the bare index probes
     "prefill_by_guardian": "SELECT document::text FROM zerocert.prefill WHERE guardian_id = %s",
     "eligibility_by_child": ("SELECT level, school_code, category, priority_date, basis_guardian_id,"
                              " evidence::text, policy_id FROM zerocert.eligibility WHERE child_id = %s"),
 }
+ROLES = ("district_login", "owner")
 DISTRICTS = ("371102", "371103", "371121", "371122", "371171", "371172")
 
 
@@ -142,27 +149,27 @@ def bench_tables(out_dir: Path, residents: int, seed: int = 1) -> dict[str, Path
 
 # --- the benchmark -----------------------------------------------------------------------------
 
-def _client(conninfo: Mapping[str, object], work: list[tuple[str, str]], seconds: float,
-            start_at: float) -> dict:
+def _client(conninfo: Mapping[str, object], queries: Mapping[str, str], work: list[tuple[str, str]],
+            seconds: float, start_at: float) -> dict:
     """One closed-loop client: run its (query, id) list round and round until time is up."""
     import psycopg
 
-    latencies: dict[str, list[int]] = {kind: [] for kind in QUERIES}
-    found = {kind: 0 for kind in QUERIES}
+    latencies: dict[str, list[int]] = {kind: [] for kind in queries}
+    found = {kind: 0 for kind in queries}
     with psycopg.connect(**conninfo, autocommit=True) as conn:
         cur = conn.cursor()
         for kind, value in work[:10]:  # warm: connection, plan cache, prepared statements
-            cur.execute(QUERIES[kind], (value,), prepare=True)
+            cur.execute(queries[kind], (value,), prepare=True)
             cur.fetchall()
         time.sleep(max(0.0, start_at - time.time()))
         stop, i = time.perf_counter() + seconds, 0
         while time.perf_counter() < stop:
             kind, value = work[i % len(work)]
             began = time.perf_counter_ns()
-            cur.execute(QUERIES[kind], (value,), prepare=True)
+            cur.execute(queries[kind], (value,), prepare=True)
             rows = cur.fetchall()
             latencies[kind].append(time.perf_counter_ns() - began)
-            found[kind] += bool(rows)
+            found[kind] += any(row[0] is not None for row in rows)
             i += 1
     return {"latencies": latencies, "found": found}
 
@@ -192,13 +199,37 @@ def _sample(cur, district: str, n: int) -> list[tuple[str, str]]:
     return work
 
 
-def run_lookup_bench(url: str, clients: int = 8, seconds: float = 20.0, sample_ids: int = 10000, *,
-                     district: str | None = None, reader_password: str | None = None,
-                     print_results: bool = True) -> dict:
-    """Measure both lookups as the district reader and as the owner; returns the figures.
+def _audit_rows(cur) -> int:
+    cur.execute("SELECT count(*) FROM zerocert.lookup_audit")
+    return cur.fetchone()[0]
 
-    ``url`` is the owner's (ETL) URL; the reader connects to the same server and database as
-    ``enrollment_reader`` (password: argument or ``ZEROCERT_READER_PASSWORD``).
+
+def _school_applicants(conninfo: Mapping[str, object], schools: list[str], calls: int) -> dict:
+    """``school_applicants`` from one client, round the district's schools."""
+    import psycopg
+
+    latencies, rows = [], 0
+    with psycopg.connect(**conninfo, autocommit=True) as conn:
+        for i in range(calls + 1):
+            began = time.perf_counter_ns()
+            got = conn.execute("SELECT count(*) FROM zerocert.school_applicants(%s)",
+                               (schools[i % len(schools)],), prepare=True).fetchone()[0]
+            if i:  # the first call plans and warms
+                latencies.append(time.perf_counter_ns() - began)
+                rows += got
+    ms = np.asarray(latencies, dtype=np.float64) / 1e6
+    return {"calls": calls, "rows_per_call": round(rows / max(calls, 1), 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "max_ms": round(float(ms.max()), 3)}
+
+
+def run_lookup_bench(url: str, clients: int = 8, seconds: float = 20.0, sample_ids: int = 10000, *,
+                     district: str | None = None, password: str | None = None, school_calls: int = 30,
+                     print_results: bool = True) -> dict:
+    """Measure both lookups as a district login (through the functions) and as the owner.
+
+    ``url`` is the owner's (ETL) URL; the district login connects to the same server and
+    database as ``enrollment_<district>`` (password: argument, else the configured one).
     """
     from pipelines.errors import UsageError
     from pipelines.publish import _pg_connect, _warehouse
@@ -222,25 +253,34 @@ def run_lookup_bench(url: str, clients: int = 8, seconds: float = 20.0, sample_i
             raise UsageError(str(exc)) from None
         cur.execute("SELECT count(*) FROM zerocert.citizen")
         residents = cur.fetchone()[0]
+        cur.execute("SELECT school_code FROM zerocert.school WHERE district_code = %s ORDER BY 1", (district,))
+        schools = [r[0] for r in cur.fetchall()]
+        cur.execute("SELECT to_regprocedure('zerocert.prefill_of(text)')")
+        if cur.fetchone()[0] is None:
+            raise UsageError("the warehouse has no lookup functions: run zerocert roles first")
+        audited_before = _audit_rows(cur)
     owner = dict(wh.conninfo)
-    reader = {**owner, "user": READER_ROLE,
-              "options": f"-c zerocert.district={district} -c default_transaction_read_only=on"}
-    reader.pop("password", None)
-    password = reader_password or os.environ.get("ZEROCERT_READER_PASSWORD")
+    login = {**owner, "user": district_login(district)}
+    login.pop("password", None)
+    password = password or district_passwords_from_config().get(district)
     if password:
-        reader["password"] = password
+        login["password"] = password
     results: dict = {"residents": residents, "district": district, "clients": clients, "seconds": seconds,
                      "sample_ids": len(work)}
     context = multiprocessing.get_context("spawn")
-    for label, conninfo in (("enrollment_reader", reader), ("owner", owner)):
+    for label, conninfo, queries in (("district_login", login, FUNCTIONS), ("owner", owner, TABLE_QUERIES)):
         shares = [work[i::clients] for i in range(clients)]
         start_at = time.time() + 3.0  # every client connected and warm before the clock starts
         with context.Pool(clients) as pool:
-            parts = pool.starmap(_client, [(conninfo, share, seconds, start_at) for share in shares])
+            parts = pool.starmap(_client, [(conninfo, queries, share, seconds, start_at) for share in shares])
         results[label] = {
             kind: _summary([v for part in parts for v in part["latencies"][kind]],
                            sum(part["found"][kind] for part in parts), seconds)
-            for kind in QUERIES}
+            for kind in queries}
+    with _pg_connect(wh) as conn, conn.cursor() as cur:
+        results["audit_rows_written"] = _audit_rows(cur) - audited_before
+    if schools and school_calls:
+        results["school_applicants"] = _school_applicants(login, schools, school_calls)
     if print_results:
         print(format_results(results))
     return results
@@ -249,12 +289,17 @@ def run_lookup_bench(url: str, clients: int = 8, seconds: float = 20.0, sample_i
 def format_results(results: dict) -> str:
     lines = [f"lookups at {results['residents']:,} residents, district {results['district']}, "
              f"{results['clients']} clients x {results['seconds']:g} s, {results['sample_ids']} IDs",
-             f"{'role':<18} {'query':<22} {'queries':>9} {'found':>9} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+             f"{'role':<15} {'lookup':<22} {'calls':>9} {'found':>9} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8} "
              f"{'max ms':>8}"]
-    for role in ("enrollment_reader", "owner"):
+    for role in ROLES:
         for kind, s in results[role].items():
-            lines.append(f"{role:<18} {kind:<22} {s['queries']:>9} {s['found']:>9} {s.get('per_second', 0):>9} "
+            lines.append(f"{role:<15} {kind:<22} {s['queries']:>9} {s['found']:>9} {s.get('per_second', 0):>9} "
                          f"{s.get('p50_ms', 0):>8} {s.get('p99_ms', 0):>8} {s.get('max_ms', 0):>8}")
+    lines.append(f"lookup_audit rows written by the district login's calls: {results['audit_rows_written']:,}")
+    if "school_applicants" in results:
+        s = results["school_applicants"]
+        lines.append(f"school_applicants, 1 client, {s['calls']} calls, {s['rows_per_call']} rows each: "
+                     f"p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, max {s['max_ms']} ms")
     return "\n".join(lines)
 
 
@@ -277,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="/tmp/zerocert_lookup_bench")
     args = parser.parse_args(argv)
     if args.build:
-        from pipelines.access import create_roles
+        from pipelines.access import create_roles, hmac_key_from_config
         from pipelines.publish import publish_run
 
         began = time.monotonic()
@@ -288,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "policy_id": "bench", "started_at": dt.datetime.now(dt.timezone.utc),
                                      "code_version": "bench"}, paths)
         log.info("published in %.1f s", time.monotonic() - began)
-        create_roles(args.warehouse)
+        create_roles(args.warehouse, hmac_key=hmac_key_from_config(),
+                     district_passwords=district_passwords_from_config())
     run_lookup_bench(args.warehouse, args.clients, args.seconds, args.sample_ids, district=args.district)
     return 0
 

@@ -38,7 +38,7 @@ import pyarrow as pa
 import yaml
 
 from pipelines.errors import UsageError, ValidationFailed
-from pipelines.resident_id import check_character_bytes, id_bytes, mask_id
+from pipelines.resident_id import check_character_bytes, id_bytes, mask_id, mask_name
 from pipelines.sources import source_keys
 from pipelines.staging import SCHEMA_DIR as DEFAULT_SCHEMAS_DIR
 from pipelines.staging import load_schema
@@ -54,6 +54,10 @@ RESIDENT_ID_PATTERN = r"[0-9]{17}[0-9X]"
 AS_OF = "as_of"
 RECORD_COLUMN = "record_ref"  # one value per delivered record (file:line or table key)
 ID_LIKE = re.compile(r"\d{14,17}[\dXx]")
+# What may be a resident ID in a report: any run of 15 or more digits (full-width ones too, \d
+# is Unicode), the last possibly X; a few long non-ID numbers masked too is the cheap side.
+ID_RUN = re.compile(r"\d{14,}[\dXxＸｘ]")
+PERSON_NAME_COLUMN = re.compile(r"(?:^|_)name$")  # name, owner_name, tenant_name, ...
 # Engineers open the index; validation pages sit below it.
 DOCS_SITE = "zerocert"
 KEPT_RESULTS_STORE = "kept_validation_results"
@@ -611,34 +615,54 @@ def _ephemeral_context(gx, results_dir: Path):
 
 
 def _mask_personal_values(result, personal_columns: frozenset[str]) -> None:
-    """Replace whole IDs in the sample of unexpected values with ``mask_id`` before anything is
-    written (Data Docs and JSON are read by people who must not see them)."""
+    """Mask every result value before anything is written (Data Docs and JSON are read by people
+    who must not see them): whole values of the suite's personal columns (IDs) and of person-name
+    columns, and whatever looks like a resident ID anywhere else, whatever the column -- a
+    department may put IDs where no one expects them. The full unexpected lists are dropped."""
     for item in result.results:
         kwargs = item.expectation_config.kwargs
-        columns = set(kwargs.get("column_list") or []) | {kwargs.get("column")}
-        columns |= {c.split("__")[0] for c in columns if isinstance(c, str)}
-        if not columns & personal_columns:
-            continue
-        details = item.result
-        if "partial_unexpected_list" in details:
-            details["partial_unexpected_list"] = [_mask_value(v) for v in
-                                                  details["partial_unexpected_list"]]
-        if "partial_unexpected_counts" in details:
-            details["partial_unexpected_counts"] = [
-                {**entry, "value": _mask_value(entry.get("value"))}
-                for entry in details["partial_unexpected_counts"]]
+        columns = {c for c in [*(kwargs.get("column_list") or []), kwargs.get("column")] if isinstance(c, str)}
+        columns |= {c.split("__")[0] for c in columns}
+        whole = (mask_id if columns & personal_columns
+                 else mask_name if any(PERSON_NAME_COLUMN.search(c) for c in columns) else None)
+        details = item.result if item.result is not None else {}
         for key in ("unexpected_list", "unexpected_index_list"):
             details.pop(key, None)
+        if "partial_unexpected_list" in details:
+            details["partial_unexpected_list"] = [_mask_value(v, whole) for v in details["partial_unexpected_list"]]
+        if "partial_unexpected_counts" in details:
+            details["partial_unexpected_counts"] = [
+                {**entry, "value": _mask_value(entry.get("value"), whole)}
+                for entry in details["partial_unexpected_counts"]]
+        if "observed_value" in details:
+            details["observed_value"] = _mask_value(details["observed_value"], whole)
+        masked = _mask_value(details, None)
+        details.clear()
+        details.update(masked)
+        if item.exception_info:
+            item.exception_info = _mask_value(item.exception_info, None)
 
 
-def _mask_value(value: Any) -> Any:
+def _mask_value(value: Any, whole=None) -> Any:
+    """``whole`` (mask_id, mask_name) replaces each text value entirely; without it only the
+    ID-shaped digit runs inside a value are masked. Counts and flags pass unchanged."""
     if isinstance(value, dict):
-        return {k: _mask_value(v) for k, v in value.items()}
+        return {k: _mask_value(v, whole) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
-        return [_mask_value(v) for v in value]
+        return [_mask_value(v, whole) for v in value]
     if value is None or isinstance(value, bool):
         return value
-    return mask_id(value)
+    if isinstance(value, str):
+        return whole(value) if whole is not None else _mask_id_runs(value)
+    if isinstance(value, (int, np.integer)):
+        return mask_id(value) if abs(int(value)) >= 10 ** 14 else value
+    if isinstance(value, (float, np.floating)):
+        return _mask_id_runs(repr(float(value))) if math.isfinite(value) and abs(value) >= 1e14 else value
+    return _mask_id_runs(str(value))  # dates, decimals, anything else GX may carry
+
+
+def _mask_id_runs(text: str) -> str:
+    return ID_RUN.sub(lambda m: mask_id(m.group(0)), text)
 
 
 def _raised_exception(info: Any) -> str | None:

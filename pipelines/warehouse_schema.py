@@ -115,7 +115,7 @@ TABLES: dict[str, Table] = {t.name: t for t in [
     _table("analyst_citizen", """citizen_key:text! sex:text birth_year:int hukou_status:text
         hukou_region_code:text urban_hukou:bool""", pk=("citizen_key",)),
     _table("analyst_eligibility", """child_key:text! level:text! school_code:text! category:text!
-        priority_date:date""", pk=("child_key", "level", "school_code")),
+        priority_period:text""", pk=("child_key", "level", "school_code")),
     _table("demand_by_school", "school_code:text! level:text! category:text! children:int!",
            pk=("school_code", "level", "category")),
 ]}

@@ -12,8 +12,8 @@ from pipelines.cli import main
 from pipelines.errors import NotFound, UsageError
 from pipelines.lookup import lookup
 from pipelines.resident_id import check_character
-from test_access import C1, C2, G5, ELIGIBILITY
-from test_access_pg import publish
+from test_access import C1, C2, G5, ELIGIBILITY, KEY
+from test_access_pg import PASSWORDS, audit_rows, publish
 
 pytestmark = pytest.mark.postgres
 
@@ -40,7 +40,7 @@ def warehouse(pg_url, tmp_path_factory):
     from pipelines.access import create_roles
 
     publish(pg_url, tmp_path_factory.mktemp("lookup"), f"r-{uuid.uuid4().hex[:6]}")
-    create_roles(pg_url)
+    create_roles(pg_url, hmac_key=KEY, district_passwords=PASSWORDS)
     return pg_url
 
 
@@ -87,10 +87,15 @@ def test_repairable_forms_are_found(warehouse):
     assert "as_guardian" in lookup(warehouse, G5)
 
 
-def test_reader_connection_answers_only_for_its_district(warehouse):
+def test_district_login_answers_only_for_its_district_and_is_audited(warehouse):
     database = warehouse.rsplit("/", 1)[1]
-    reader = ("postgresql+psycopg://enrollment_reader@127.0.0.1:5432/"
-              f"{database}?options=-czerocert.district%3D371102")
-    assert lookup(reader, C1)["as_child"]["eligibility"]
+    district = ("postgresql+psycopg://enrollment_371102:"
+                f"{PASSWORDS['371102']}@127.0.0.1:5432/{database}")
+    before = len(audit_rows(warehouse))
+    assert lookup(district, C1)["as_child"]["eligibility"]
     with pytest.raises(NotFound):
-        lookup(reader, C2)  # a child of the other district
+        lookup(district, C2)  # a child of the other district
+    # each lookup asked both functions, and the rows were committed
+    rows = audit_rows(warehouse)[before:]
+    assert [(r[3], r[6]) for r in rows] == [("prefill_of", False), ("eligibility_of", True),
+                                             ("prefill_of", False), ("eligibility_of", False)]

@@ -90,9 +90,10 @@ def test_a_dirty_run_logs_no_full_id_or_name(city_run):
     assert not named, f"{len(named)} full names in the run's logs"
 
 
-def test_district_readers_of_a_real_run_see_their_district_only(city_run):
-    """The engine's real outputs plus the access tables, published and read per district."""
+def test_district_logins_of_a_real_run_see_their_district_only(city_run):
+    """The engine's real outputs plus the access tables, published and looked up per district."""
     import datetime as dt
+    import secrets
 
     import psycopg
 
@@ -107,9 +108,10 @@ def test_district_readers_of_a_real_run_see_their_district_only(city_run):
     tables.update(build_access_tables(tables, schools_csv, key, work / "access"))
     current = read_current_run(pg_url)
     publish_run(pg_url, {**current, "started_at": dt.datetime.now(dt.timezone.utc)}, tables)
-    create_roles(pg_url)
-
     schools = pd.read_csv(schools_csv, dtype=str)
+    password = secrets.token_urlsafe(12)
+    create_roles(pg_url, hmac_key=key, district_passwords={d: password for d in schools["district_code"].unique()})
+
     truth = pd.read_csv(city / "truth" / "eligibility.csv", dtype=str).merge(schools, on=["school_code", "level"])
     ineligible = pd.read_csv(city / "truth" / "ineligible.csv", dtype=str)
     citizen = pd.read_parquet(tables["citizen"], columns=["citizen_id", "hukou_region_code"])
@@ -117,28 +119,35 @@ def test_district_readers_of_a_real_run_see_their_district_only(city_run):
     guardianship = pd.read_parquet(tables["guardianship"], columns=["child_id", "guardian_id"])
     database = pg_url.rsplit("/", 1)[1]
     every_id = set(citizen["citizen_id"])
+    children = set(truth["child_id"]) | set(ineligible["child_id"])
     for district, own in schools.groupby("district_code"):
         eligible = set(truth.loc[truth["district_code"] == district, "child_id"])
         unplaced = {c for c in ineligible["child_id"] if home.get(c) == district}
         guardians = set(guardianship.loc[guardianship["child_id"].isin(eligible | unplaced), "guardian_id"])
-        with psycopg.connect(host="127.0.0.1", user="enrollment_reader", dbname=database,
-                             options=f"-c zerocert.district={district}") as conn:
-            seen = conn.execute("SELECT child_id, school_code FROM eligibility").fetchall()
-            assert {s for _, s in seen} <= set(own["school_code"]), district
-            differ = len({c for c, _ in seen} ^ eligible)  # counts only: no ID in test output
-            assert differ == 0, district
-            prefill = {r[0] for r in conn.execute("SELECT guardian_id FROM prefill")}
-            people = {r[0] for r in conn.execute("SELECT citizen_id FROM citizen")}
-        strangers, others = len(prefill - guardians), len(people - (eligible | unplaced | guardians))
-        assert strangers == 0 and others == 0 and prefill, district
+        with psycopg.connect(host="127.0.0.1", user=f"enrollment_{district}", password=password,
+                             dbname=database, autocommit=True) as conn:
+            seen = {}
+            for child in children:
+                document = conn.execute("SELECT zerocert.eligibility_of(%s)", (child,)).fetchone()[0]
+                if document and document["eligibility"]:
+                    seen[child] = {row["school_code"] for row in document["eligibility"]}
+            prefill = {g for g in set(guardianship["guardian_id"])
+                       if conn.execute("SELECT zerocert.prefill_of(%s)", (g,)).fetchone()[0] is not None}
+        assert set().union(*seen.values()) <= set(own["school_code"]), district
+        differ = len(set(seen) ^ eligible)  # counts only: no ID in test output
+        assert differ == 0, district
+        strangers = len(prefill - guardians)
+        assert strangers == 0 and prefill, district
     with psycopg.connect(host="127.0.0.1", user="analyst", dbname=database) as conn:
         for table in ("analyst_citizen", "analyst_eligibility", "demand_by_school"):
             text = " ".join(str(v) for row in conn.execute(f"SELECT * FROM {table}") for v in row)
             leaked = len(ids_in(text, every_id))
-            assert text and leaked == 0, table
-        total = conn.execute("SELECT sum(children) FROM demand_by_school").fetchone()[0]
-    assert int(total) == truth.drop_duplicates(["child_id", "level", "school_code"]).groupby(
-        ["school_code", "level", "category"])["child_id"].nunique().sum()
+            assert leaked == 0, table
+        assert conn.execute("SELECT count(*) FROM analyst_citizen").fetchone()[0] == len(every_id)
+        total = conn.execute("SELECT coalesce(sum(children), 0) FROM demand_by_school").fetchone()[0]
+    demand = truth.drop_duplicates(["child_id", "level", "school_code"]).groupby(
+        ["school_code", "level", "category"])["child_id"].nunique()
+    assert int(total) == demand[demand >= 5].sum()  # groups under five children are suppressed
 
 
 def ids_in(text: str, ids: set[str]) -> set[str]:

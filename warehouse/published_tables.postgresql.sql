@@ -188,7 +188,7 @@ CREATE TABLE zerocert.analyst_eligibility (
     level text COLLATE "C" NOT NULL,
     school_code text COLLATE "C" NOT NULL,
     category text NOT NULL,
-    priority_date date,
+    priority_period text,
     run_id text NOT NULL,
     PRIMARY KEY (child_key, level, school_code)
 );

@@ -188,7 +188,7 @@ CREATE TABLE analyst_eligibility (
     level TEXT NOT NULL,
     school_code TEXT NOT NULL,
     category TEXT NOT NULL,
-    priority_date DATE,
+    priority_period TEXT,
     run_id TEXT NOT NULL,
     PRIMARY KEY (child_key, level, school_code)
 );
