@@ -32,7 +32,7 @@ A_CATEGORIES = ("A1", "A2")
 @pytest.fixture(scope="module")
 def run_outputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("linkage")
-    synthesize(root / "city", people=5000, seed=7)
+    synthesize(root / "city", people=15000, seed=7)  # realistic cohorts: enough children per school
     url = f"sqlite:///{root / 'warehouse.sqlite'}"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ZEROCERT_HMAC_KEY", KEY)

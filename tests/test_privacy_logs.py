@@ -56,11 +56,12 @@ def windows(text: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def city_run(pg_database, tmp_path_factory):
-    """One whole CLI run over a dirty 400-person city, published to PostgreSQL, logs in files."""
+    """One whole CLI run over a dirty 3 000-person city (children in every district at realistic
+    cohorts), published to PostgreSQL, logs in files."""
     pg_url = pg_database()
     root = tmp_path_factory.mktemp("privacy")
     city, work = root / "city", root / "work"
-    synthesize(city, people=400, seed=11)
+    synthesize(city, people=3000, seed=11)
     log_file, out_file = root / "run.log", root / "run.out"
     with log_file.open("wb") as stderr, out_file.open("wb") as stdout:
         status = subprocess.run(
