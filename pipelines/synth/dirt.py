@@ -276,6 +276,8 @@ def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, rates: dict
     variant_of_all[touched] = pd.Series(kinds, dtype=object).str.slice(1).to_numpy(dtype=object)
     truth = codes.copy()
     truth[touched[bad]] = ""
+    # without its district a text at a repeated compound fits a room of each district: ambiguous
+    truth[touched[parts["addr_no_district"] & r["twin_room"].to_numpy(dtype=bool)]] = ""
     return RenderedAddresses(text_all, truth, variant_of_all)
 
 
