@@ -43,7 +43,7 @@ class DirtRates:
     date_forms: float = 0.12         # dates written in a non-ISO form of sources.md
     sex_numeric: float = 0.05        # 1/2 instead of 男/女
     address_variant: float = 0.35    # address texts in a variant form of the standard text
-    address_unresolvable: float = 0.01
+    address_unresolvable: float = 0.02
     addr_prefix: float = 0.3         # province and city in front of the district
     addr_no_district: float = 0.15   # district dropped (with or without the city)
     addr_fullwidth: float = 0.35
