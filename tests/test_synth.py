@@ -266,9 +266,13 @@ def test_registry_schools_and_catchments_follow_sources_md_and_the_profile(city)
         x0, y0, x1, y1 = d["box"]
         inside |= (reg["district_code"] == d["code"]) & lon.between(x0, x1) & lat.between(y0, y1)
     assert inside.all()
-    # the same road name runs through several districts, yet without its district a text still fits one address
+    # the same road name runs through several districts; a room's parts without the district name
+    # one room, but for the compounds repeated on that road in another district
     assert (reg.drop_duplicates(["district_code", "road"])["road"].value_counts() >= 2).any()
-    assert not reg.duplicated(["road", "door_no", "compound", "building", "unit", "room"]).any()
+    parts = ["road", "door_no", "compound", "building", "unit", "room"]
+    twins = reg[reg.duplicated(parts, keep=False)]
+    assert not twins.duplicated(parts + ["district_code"]).any()
+    assert twins.groupby(parts)["district_code"].nunique().ge(2).all()
 
     schools = pd.read_csv(ref / "schools.csv", dtype=str)
     assert list(schools.columns) == ["school_code", "school_name", "level", "district_code", "address", "capacity",
@@ -441,7 +445,13 @@ def test_truth_addresses_occur_in_their_source_and_name_their_variant_kinds(city
         assert all(t in text for t in group["address"]), source
     blank = truth[truth["address_code"] == ""]
     assert len(blank) > 0 and not blank["address"].isin(standard).any()
-    assert blank["variant"].str.contains("no_such_room|no_such_building|unit_missing").all()
+    assert blank["variant"].str.contains("no_such_room|no_such_building|unit_missing|no_district_shared_road").all()
+    # a text without its district fits one room (its truth code), unless its compound recurs in another district
+    parts = ["road", "door_no", "compound", "building", "unit", "room"]
+    fits = reg.groupby(parts).size()
+    no_district = truth[(truth["address_code"] != "") & truth["variant"].str.contains("no_district")]
+    assert len(no_district) and (fits.loc[pd.MultiIndex.from_frame(
+        reg.loc[no_district["address_code"], parts])] == 1).all()
     coded = truth[truth["address_code"] != ""]
     assert (coded["address"] != coded["address"].str.strip()).sum() == 0
     plain = coded["variant"] == ""

@@ -76,6 +76,13 @@ def test_the_city_s_measured_shape_is_the_profile_s(big):
     phased = compounds.str.contains(r"(?:[一二三四五六七八九十]+期|[一二三四五六七八九十]+区|[东西南北]区)$")
     assert abs(phased.mean() - doc["compounds"]["phased"]) < 0.05
     assert abs(compounds.str.contains("小区").mean() - doc["compounds"]["xiaoqu"]) < 0.06
+    places = reg.drop_duplicates(["district_code", "road", "door_no", "compound"])
+    repeated = places.duplicated(["road", "door_no", "compound"], keep=False)
+    assert abs(repeated.mean() - doc["compounds"]["repeated_across_districts"]) < 0.02
+    # so some texts without their district fit two rooms: the truth leaves them without a code
+    truth = pd.read_csv(root / "truth" / "addresses.csv", dtype=str, keep_default_na=False)
+    ambiguous = truth[(truth["address_code"] == "") & ~truth["variant"].str.contains("no_such|unit_missing")]
+    assert len(ambiguous) and ambiguous["variant"].str.contains("no_district_shared_road").all()
 
     buyers = pd.Series([len(r["buyers"]) for r in records(root, "housing_contract")])
     weights = doc["contracts"]["buyers"]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.synth.names import GIVEN_CHARS, VARIANT_CHARS
+from pipelines.synth.profile import City
 
 FULLWIDTH = str.maketrans("0123456789Xx", "０１２３４５６７８９Ｘｘ")
 DIGITS = "零一二三四五六七八九"
@@ -165,7 +166,7 @@ def _space_inside(values: np.ndarray, rng) -> np.ndarray:
 
 
 def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, rates: dict[str, float],
-                     counts: dict[str, int], city) -> RenderedAddresses:
+                     counts: dict[str, int], city: City) -> RenderedAddresses:
     """Write each room's address as a department would: standard text, a variant, or unresolvable."""
     reg = registry.set_index("address_code")
     codes = np.asarray(codes, dtype=object)
@@ -276,6 +277,8 @@ def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, rates: dict
     variant_of_all[touched] = pd.Series(kinds, dtype=object).str.slice(1).to_numpy(dtype=object)
     truth = codes.copy()
     truth[touched[bad]] = ""
+    # without its district a text at a repeated compound fits a room of each district: ambiguous
+    truth[touched[parts["addr_no_district"] & r["twin_room"].to_numpy(dtype=bool)]] = ""
     return RenderedAddresses(text_all, truth, variant_of_all)
 
 

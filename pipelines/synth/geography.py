@@ -68,6 +68,7 @@ def build_geography(people: int, rng: np.random.Generator, enrollment_year: int,
     districts_of_road = blocks.groupby("road")["district_code"].nunique()
     blocks["road_shared"] = blocks["road"].map(districts_of_road).to_numpy() > 1
     blocks = _compounds(blocks, profile, rng)
+    blocks = _twins(blocks, profile.repeated_compounds, rng)
     blocks["community"] = blocks["compound"].str.slice(0, 2) + "社区"
 
     registry = _rooms(blocks, rooms_per_compound, rng, profile)
@@ -118,6 +119,28 @@ def _compounds(blocks: pd.DataFrame, profile: Profile, rng: np.random.Generator)
     blocks["compound_xiaoqu"] = xiaoqu
     blocks["compound_label"] = label
     blocks["compound"] = base + np.where(xiaoqu, "小区", "") + label
+    return blocks
+
+
+def _twins(blocks: pd.DataFrame, share: float, rng: np.random.Generator) -> pd.DataFrame:
+    """A share of compounds whose name and door number recur on the road of the same name in
+    another district (阳光花园 at 人民路13号 in two districts, as real cities have): without its
+    district a text there fits two registry addresses, so only the district places it."""
+    pairs = int(round(share * len(blocks) / 2))
+    plain = blocks[blocks["road_shared"] & (blocks["compound_label"] == "")]
+    groups = [g.to_numpy() for _, g in plain.groupby(["road", "col"], sort=True)["block_id"] if len(g) >= 2]
+    used = np.zeros(len(blocks), bool)
+    done = 0
+    for k in rng.permutation(len(groups)):
+        if done >= pairs:
+            break
+        a, b = rng.permutation(groups[k])[:2]
+        if used[a] or used[b]:
+            continue
+        for col in ("compound_base", "compound_xiaoqu", "compound", "door_no"):
+            blocks.loc[b, col] = blocks.loc[a, col]
+        used[[a, b]] = True
+        done += 1
     return blocks
 
 
@@ -172,6 +195,8 @@ def _rooms(blocks: pd.DataFrame, rooms_per_compound: float, rng: np.random.Gener
     district = reg["district_code"].map(profile.city.district_names)
     reg.insert(10, "standard_text", district + reg["road"] + reg["door_no"] + "号" + reg["compound"]
                + reg["building"] + "号楼" + reg["unit"] + "单元" + reg["room"] + "室")
+    # rooms whose text without the district fits another district's room too
+    reg["twin_room"] = reg.duplicated(["road", "door_no", "compound", "building", "unit", "room"], keep=False).to_numpy()
     return reg
 
 

@@ -43,7 +43,7 @@ class DirtRates:
     date_forms: float = 0.12         # dates written in a non-ISO form of sources.md
     sex_numeric: float = 0.05        # 1/2 instead of 男/女
     address_variant: float = 0.35    # address texts in a variant form of the standard text
-    address_unresolvable: float = 0.01
+    address_unresolvable: float = 0.02
     addr_prefix: float = 0.3         # province and city in front of the district
     addr_no_district: float = 0.15   # district dropped (with or without the city)
     addr_fullwidth: float = 0.35
@@ -108,6 +108,7 @@ class Profile:
     direction_siblings: float      # share of road names with a sibling differing only by direction
     phased_compounds: float        # share of compounds named with a phase or zone
     xiaoqu_compounds: float        # share of compound names carrying 小区
+    repeated_compounds: float      # share of compounds whose name and door recur on that road in another district
     households: tuple[tuple[str, float], ...]   # (kind, share of households)
     children_per_family: tuple[float, float, float]  # weights of 1, 2, 3 children in a couple's household
     buyers_per_contract: tuple[float, float, float]  # weights of 1, 2, 3 buyers
@@ -248,7 +249,7 @@ def profile_from_dict(doc: Any, label: str = "<dict>") -> Profile:
                 tuple(r.text(s, "city.streets") for s in streets))
 
     roads = r.mapping(top["roads"], "roads", ("shared_across_districts", "direction_siblings"))
-    compounds = r.mapping(top["compounds"], "compounds", ("phased", "xiaoqu"))
+    compounds = r.mapping(top["compounds"], "compounds", ("phased", "xiaoqu", "repeated_across_districts"))
     households = r.mapping(top["households"], "households", HOUSEHOLD_KINDS)
     mix = tuple((k, r.share(households[k], f"households.{k}")) for k in HOUSEHOLD_KINDS)
     if abs(sum(v for _, v in mix) - 1.0) > 0.01:
@@ -274,6 +275,8 @@ def profile_from_dict(doc: Any, label: str = "<dict>") -> Profile:
         direction_siblings=r.share(roads["direction_siblings"], "roads.direction_siblings", 0.0, 0.9),
         phased_compounds=r.share(compounds["phased"], "compounds.phased", 0.0, 0.8),
         xiaoqu_compounds=r.share(compounds["xiaoqu"], "compounds.xiaoqu"),
+        repeated_compounds=r.share(compounds["repeated_across_districts"], "compounds.repeated_across_districts",
+                                   0.0, 0.2),
         households=mix,
         children_per_family=r.weights(top["children_per_family"], "children_per_family"),
         buyers_per_contract=r.weights(contracts["buyers"], "contracts.buyers"),

@@ -11,6 +11,7 @@ import pandas as pd
 from pipelines.policy import Policy
 from pipelines.synth import dirt as D
 from pipelines.synth.deliveries import SourceText, apply_damage
+from pipelines.synth.profile import City
 from pipelines.synth.records import EVENT_DATES
 
 
@@ -33,7 +34,7 @@ def _damaged(st: SourceText, rng, rates, counts) -> SourceText:
 
 
 def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.DataFrame, policy: Policy,
-                   rates: dict[str, float], rng: np.random.Generator, counts: dict[str, int], city,
+                   rates: dict[str, float], rng: np.random.Generator, counts: dict[str, int], city: City,
                    future_from: np.datetime64) -> Iterator[tuple[str, SourceText]]:
     """Each source in turn (rendered lazily so only one source's text is in memory at a time).
 
@@ -43,16 +44,16 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     ids = p["citizen_id"].to_numpy(dtype=object)
     names = p["name"].to_numpy(dtype=object)
 
-    def _addresses(codes, registry, rng, rates, counts) -> D.RenderedAddresses:
+    def _addresses(codes) -> D.RenderedAddresses:
         return D.render_addresses(np.asarray(codes, dtype=object), registry, rng, rates, counts, city)
 
-    def text(source, f, *args, facts, addresses=None, **kw) -> SourceText:
+    def source_text(source, f, *args, facts, addresses=None, **kw) -> SourceText:
         return SourceText(source, f, *args, facts=facts, addresses=addresses, event_cols=EVENT_DATES[source],
                           future_from=future_from, day=facts["day"].to_numpy(), **kw)
 
     # ---- hukou: one address text per household, shared by its members
     hh_codes = p.groupby("hh", sort=True)["address_code"].first()
-    hh_addr = _addresses(hh_codes.to_numpy(), registry, rng, rates, counts)
+    hh_addr = _addresses(hh_codes.to_numpy())
     at = np.searchsorted(hh_codes.index.to_numpy(), p["hh"].to_numpy())
     sex = p["sex"].to_numpy(dtype=object)
     numeric = D.pick(rng, len(p), rates["sex_numeric"])
@@ -83,7 +84,7 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     window = np.zeros(len(p), bool)
     for w in policy.levels:
         window |= (birth >= np.datetime64(w.birth_from)) & (birth <= np.datetime64(w.birth_to))
-    st = _damaged(text("hukou", f, "citizen_id", "birth_date", "status", "citizen_id", ~window,
+    st = _damaged(source_text("hukou", f, "citizen_id", "birth_date", "status", "citizen_id", ~window,
                               clean_ids=ids, facts=p,
                               addresses=_address_frame(hh_addr, at)), rng, rates, counts)
     f = None  # a suspended generator must not pin this source's text
@@ -92,7 +93,7 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     # ---- property titles: one address text per certificate
     t = rec["property_title"]
     certs = t.drop_duplicates("certificate_no")
-    cert_addr = _addresses(certs["address_code"].to_numpy(), registry, rng, rates, counts)
+    cert_addr = _addresses(certs["address_code"].to_numpy())
     at = pd.Index(certs["certificate_no"]).get_indexer(t["certificate_no"])
     person = (t["owner_kind"] == "person").to_numpy()
     owner_id = t["owner_id"].to_numpy(dtype=object).copy()
@@ -106,7 +107,7 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "use": t["use"].to_numpy(dtype=object), "floor_area": t["floor_area"].map("{:.2f}".format).to_numpy(dtype=object),
         "registered_date": _dates(t["registered_date"], rng, rates), "title_status": t["title_status"].to_numpy(dtype=object)})
     t = rec["property_title"] = t[["owner_kind", "owner_id", "use", "title_status", "registered_date", "day"]]
-    st = _damaged(text("property_title", f, "owner_id", "registered_date", "title_status", "owner_id",
+    st = _damaged(source_text("property_title", f, "owner_id", "registered_date", "title_status", "owner_id",
                                        person, clean_ids=t["owner_id"].to_numpy(dtype=object), facts=t,
                                        addresses=_address_frame(cert_addr, at)), rng, rates, counts)
     f = None  # a suspended generator must not pin this source's text
@@ -114,7 +115,7 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
 
     # ---- housing contracts: buyers as a nested list
     c = rec["housing_contract"]
-    c_addr = _addresses(c["address_code"].to_numpy(), registry, rng, rates, counts)
+    c_addr = _addresses(c["address_code"].to_numpy())
     f = pd.DataFrame({"contract_no": c["contract_no"].to_numpy(dtype=object)})
     for k in (1, 2, 3):
         idx = c[f"buyer{k}"].to_numpy()
@@ -128,7 +129,7 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     f["use"] = c["use"].to_numpy(dtype=object)
     f["signed_date"] = _dates(c["signed_date"], rng, rates)
     f["status"] = c["status"].to_numpy(dtype=object)
-    st = text("housing_contract", f, "buyer1_id", "signed_date", "status", "contract_no",
+    st = source_text("housing_contract", f, "buyer1_id", "signed_date", "status", "contract_no",
                     np.ones(len(c), bool), clean_ids=ids[c["buyer1"].to_numpy()], facts=c,
                     addresses=_address_frame(c_addr))
     apply_damage(st, rng, rates, counts)
@@ -144,7 +145,7 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
 
     # ---- rentals
     r = rec["rental"]
-    r_addr = _addresses(r["address_code"].to_numpy(), registry, rng, rates, counts)
+    r_addr = _addresses(r["address_code"].to_numpy())
     pid = r["person"].to_numpy()
     f = pd.DataFrame({
         "record_no": r["record_no"].to_numpy(dtype=object),
@@ -153,7 +154,7 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "address": r_addr.text, "start_date": _dates(r["start_date"], rng, rates),
         "end_date": _dates(r["end_date"], rng, rates), "registered_date": _dates(r["registered_date"], rng, rates),
         "status": r["status"].to_numpy(dtype=object)})
-    st = _damaged(text("rental", f, "tenant_id", "start_date", "status", "record_no", np.ones(len(r), bool),
+    st = _damaged(source_text("rental", f, "tenant_id", "start_date", "status", "record_no", np.ones(len(r), bool),
                                clean_ids=ids[pid], facts=r.assign(tenant_id=ids[pid]),
                                addresses=_address_frame(r_addr)), rng, rates, counts)
     f = None  # a suspended generator must not pin this source's text
@@ -171,7 +172,7 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     f["local_months"] = s["local_months"].astype(str).to_numpy()
     f["last_paid_month"] = s["last_paid_month"].to_numpy()
     s = rec["social_insurance"] = s[["person", "scheme", "insurance_status", "local_months", "day"]]  # what the truth reads
-    st = _damaged(text("social_insurance", f, "citizen_id", "first_insured_date", "insurance_status",
+    st = _damaged(source_text("social_insurance", f, "citizen_id", "first_insured_date", "insurance_status",
                                          "citizen_id", np.ones(len(s), bool), clean_ids=ids[pid],
                                          facts=s), rng, rates, counts)
     f = None  # a suspended generator must not pin this source's text
@@ -179,7 +180,7 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
 
     # ---- individual businesses and enterprises
     b = rec["individual_business"]
-    b_addr = _addresses(b["address_code"].to_numpy(), registry, rng, rates, counts)
+    b_addr = _addresses(b["address_code"].to_numpy())
     pid = b["person"].to_numpy()
     f = pd.DataFrame({
         "credit_code": b["credit_code"].to_numpy(dtype=object), "trade_name": b["trade_name"].to_numpy(dtype=object),
@@ -187,14 +188,14 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "operator_id": _ids(ids[pid], rng, rates, counts), "address": b_addr.text, "form": b["form"].to_numpy(dtype=object),
         "established_date": _dates(b["established_date"], rng, rates), "reg_status": b["reg_status"].to_numpy(dtype=object),
         "closed_date": _dates(b["closed_date"], rng, rates)})
-    st = _damaged(text(
+    st = _damaged(source_text(
         "individual_business", f, "operator_id", "established_date", "reg_status", "credit_code", np.ones(len(b), bool),
         clean_ids=ids[pid], facts=b.assign(person_id=ids[pid]),
         addresses=_address_frame(b_addr)), rng, rates, counts)
     f = None  # a suspended generator must not pin this source's text
     yield "individual_business", st
     e = rec["enterprise"]
-    e_addr = _addresses(e["address_code"].to_numpy(), registry, rng, rates, counts)
+    e_addr = _addresses(e["address_code"].to_numpy())
     pid = e["person"].to_numpy()
     f = pd.DataFrame({
         "credit_code": e["credit_code"].to_numpy(dtype=object), "name": e["name"].to_numpy(dtype=object),
@@ -203,7 +204,7 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         "legal_rep_id": _ids(ids[pid], rng, rates, counts), "address": e_addr.text,
         "established_date": _dates(e["established_date"], rng, rates), "reg_status": e["reg_status"].to_numpy(dtype=object),
         "approved_date": _dates(e["approved_date"], rng, rates)})
-    st = _damaged(text(
+    st = _damaged(source_text(
         "enterprise", f, "legal_rep_id", "established_date", "reg_status", "credit_code", np.ones(len(e), bool),
         clean_ids=ids[pid], facts=e.assign(person_id=ids[pid]),
         addresses=_address_frame(e_addr)), rng, rates, counts)
