@@ -170,7 +170,7 @@ def test_bad_delivery_fails_with_status_3_and_keeps_the_last_good_run(city, tmp_
     before = read(url, "SELECT run_id, COUNT(*) AS n FROM eligibility GROUP BY run_id")
     broken = tmp_path / "landing"
     shutil.copytree(city / "landing", broken)
-    newest = sorted(p for p in (broken / "rental").iterdir() if (p / "_SUCCESS").exists())[-1]
+    newest = _newest_delivery(broken, "rental")
     (newest / "rental.jsonl").write_bytes(b"")
     code = main(["run", "--landing", str(broken), "--reference", str(city / "reference"), "--warehouse", url,
                  "--as-of", "2027-08-15", "--work-dir", str(tmp_path / "work2")])
@@ -229,8 +229,10 @@ def test_airflow_task_logs_hold_no_full_resident_id(tmp_path, capsys):
     assert not leaked, f"whole IDs in {sorted(leaked)}"
 
 
-def _newest_delivery(landing: Path, source: str) -> Path:
-    return sorted(p for p in (landing / source).iterdir() if (p / "_SUCCESS").exists())[-1]
+def _newest_delivery(landing: Path, source: str, as_of: str = "2027-08-15") -> Path:
+    """The folder a run for ``as_of`` uses: the newest complete one dated on or before it (the
+    next day's deliveries lie after it)."""
+    return sorted(p for p in (landing / source).iterdir() if (p / "_SUCCESS").exists() and p.name <= as_of)[-1]
 
 
 def _png_named_csv(path: Path) -> None:

@@ -461,7 +461,7 @@ def pg_warehouse(city, pg_database, tmp_path_factory) -> str:
 
     url = pg_database()
     run_city(city, url, tmp_path_factory.mktemp("marts_pg") / "work")
-    create_roles(url)  # roles are cluster-wide: create_roles is idempotent under concurrency
+    create_roles(url, hmac_key=b"marts-test-lookup-audit-key")  # cluster-wide roles: idempotent under concurrency
     return url
 
 
