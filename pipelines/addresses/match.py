@@ -90,14 +90,11 @@ def resolve_texts(texts: pd.Series, registry: AddressRegistry) -> pd.DataFrame:
     distinct = pd.Series(pd.unique(texts.dropna().astype("str")), dtype="str")
     out = _Outcome(len(distinct))
 
-    exact = registry.exact.reindex(distinct.to_numpy())
-    hit = exact.notna().to_numpy().copy()
-    out.resolve(np.flatnonzero(hit), pd.Series(exact.to_numpy()[hit], dtype=object), "exact", 1.0)
-    if len(registry.duplicate_texts):
-        dup = registry.duplicate_texts.reindex(distinct.to_numpy())
-        several = dup.notna().to_numpy()
-        out.several(pd.Series(dup.to_numpy()[several], index=np.flatnonzero(several)), 1.0)
-        hit |= several
+    exact, several = registry.find_standard_texts(distinct)
+    out.resolve(exact.index.to_numpy(), exact, "exact", 1.0)
+    out.several(several, 1.0)
+    hit = np.zeros(len(distinct), dtype=bool)
+    hit[exact.index.to_numpy()] = hit[several.index.to_numpy()] = True
 
     todo = np.flatnonzero(~hit)
     if len(todo):

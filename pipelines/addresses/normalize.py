@@ -29,10 +29,10 @@ _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
 # Only numerals standing right before a house-number marker, or ending the text after a unit
 # or building (a room without 室: 一单元二零二), are numbers; "海滨二路" keeps its 二.
 _CN_MARKERS = "(?:号|栋|幢|单元|室|#|-)"
-CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千]+(?=" + _CN_MARKERS + ")"
-                       r"|(?<=[元楼栋幢#-])[零〇一二两三四五六七八九十百千]+$")
-CN_NUMBER_RE2 = (r"[零〇一二两三四五六七八九十百千]+" + _CN_MARKERS
-                 + r"|[元楼栋幢#-][零〇一二两三四五六七八九十百千]+$")
+CN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千]+(?=" + _CN_MARKERS + ")")
+CN_NUMBER_RE2 = r"[零〇一二两三四五六七八九十百千]+" + _CN_MARKERS
+CN_ROOM = re.compile(r"(?<=[元楼栋幢#-])[零〇一二两三四五六七八九十百千]+$")
+CN_ROOM_RE2 = r"[元楼栋幢#-][零〇一二两三四五六七八九十百千]+$"
 
 XIAOQU_SUFFIX = r"小区$"
 # A compound's phase or zone (三期, 3期, 第二期, 二区, 东区, A区) is part of its name; 小区 may stand
@@ -120,15 +120,16 @@ def halfwidth_readings(texts: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def arabic_house_numbers(texts: pd.Series) -> pd.Series:
-    """Chinese numerals before a house-number marker as Arabic digits (二十一号 → 21号)."""
+    """Chinese numerals of house numbers as Arabic digits (二十一号 → 21号, 一单元二零二 → 1单元202)."""
     values = _arrow(texts)
-    has_numeral = pc.fill_null(pc.match_substring_regex(values, CN_NUMBER_RE2), False).to_numpy(
-        zero_copy_only=False)
-    if not has_numeral.any():
-        return texts
-    converted = texts[has_numeral].str.replace(CN_NUMBER, lambda m: chinese_number(m.group(0)),
-                                               regex=True)
-    return texts.mask(pd.Series(has_numeral, index=texts.index), converted)
+    for pattern, found in ((CN_NUMBER, CN_NUMBER_RE2), (CN_ROOM, CN_ROOM_RE2)):
+        has_numeral = pc.fill_null(pc.match_substring_regex(values, found), False).to_numpy(
+            zero_copy_only=False)
+        if has_numeral.any():
+            converted = texts[has_numeral].str.replace(
+                pattern, lambda m: chinese_number(m.group(0)), regex=True)
+            texts = texts.mask(pd.Series(has_numeral, index=texts.index), converted)
+    return texts
 
 
 def mark_numbered_compounds(texts: pd.Series, names: pd.Series) -> pd.Series:

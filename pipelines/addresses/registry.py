@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.addresses.normalize import (
     XIAOQU_SUFFIX,
@@ -104,6 +108,25 @@ class AddressRegistry:
         return cls(frame=frame, keys=keys, exact=exact, roads=roads,
                    district_names=district_names(frame), duplicate_texts=duplicates,
                    numbered_compounds=_numbered_compounds(frame["compound"], keys["compound"]))
+
+    def find_standard_texts(self, texts: pd.Series) -> tuple[pd.Series, pd.Series]:
+        """Texts equal to a standard_text: (position → its one code, position → its codes).
+
+        ``texts`` is indexed 0..n-1; Arrow's hash lookup keeps this cheap for millions of texts.
+        """
+        values = pc.cast(pa.array(texts.astype("str").array), pa.large_string())
+        found = []
+        for table, index in zip((self.exact, self.duplicate_texts), self._standard_text_index):
+            at = pc.index_in(values, value_set=index)
+            positions = np.flatnonzero(pc.is_valid(at).to_numpy(zero_copy_only=False))
+            rows = pc.drop_null(at).to_numpy(zero_copy_only=False)
+            found.append(pd.Series(table.to_numpy()[rows], index=positions, dtype=object))
+        return found[0], found[1]
+
+    @cached_property
+    def _standard_text_index(self) -> tuple[pa.Array, pa.Array]:
+        return tuple(pa.array(table.index.to_numpy(dtype=object), type=pa.large_string())
+                     for table in (self.exact, self.duplicate_texts))
 
     def standard_text(self, codes: list[str]) -> list[str]:
         """The standard texts of some codes, in the given order."""
