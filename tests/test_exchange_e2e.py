@@ -18,7 +18,7 @@ from pipelines.cli import main
 from pipelines.staging import MALFORMED_RECORD
 from pipelines.synth.exchange import load_exchange
 
-PEOPLE = 2000
+PEOPLE = 3000  # realistic cohorts: more than 50 eligibility rows
 KEYS = ["child_id", "level", "school_code", "category"]
 SOURCES = {"hukou", "property_title", "housing_contract", "rental", "social_insurance",
            "individual_business", "enterprise"}
@@ -93,7 +93,7 @@ def test_load_exchange_keeps_raw_text_and_skips_malformed(city, tmp_path):
     contracts = read(url, "SELECT buyers FROM housing_contract")
     assert contracts.buyers.str.startswith("[").mean() > 0.99
     assert not (city / "landing" / "rental" / "2027-08-15").joinpath("_SUCCESS").exists()
-    assert list(first["tables"]["rental"]["rows"]) == ["2027-08-14"]
+    assert list(first["tables"]["rental"]["rows"]) == ["2027-08-14", "2027-08-16"]  # not the unfinished 08-15
 
 
 def test_run_from_sqlite_exchange_matches_truth(city, tmp_path):
