@@ -208,6 +208,9 @@ def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, rates: dict
     no_room = bad & (kind == 0)
     no_building = bad & (kind == 1)
     no_unit = bad & (kind == 2)
+    # an unresolvable text keeps its district: without it, a missing building, room or unit of
+    # this compound may exist at a same-named compound elsewhere, and the text would fit that one
+    parts["addr_no_district"] &= ~bad
     room = np.where(no_room, (r["max_floor"].to_numpy() + rng.integers(2, 6, n)) * 100 + 1, room)
     building = np.where(no_building, r["n_buildings"].to_numpy() + rng.integers(3, 10, n), building)
     parts["addr_format"] &= ~no_unit
