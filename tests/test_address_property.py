@@ -26,28 +26,15 @@ import pytest
 
 from pipelines.addresses import AddressRegistry, resolve_texts
 from pipelines.addresses.match import HINTS, explain
+from pipelines.synth.dirt import DIGITS
+from pipelines.synth.dirt import chinese_numeral as chinese  # 26 → 二十六, as people write numbers
 
 DISTRICTS = {"371102": "东港区", "371103": "岚山区", "371122": "莒县"}
 ROADS = ["人民路", "中山路", "解放路", "海曲中路", "海曲东路", "泰安路"]
 COMPOUNDS = ["阳光花园", "金色家园", "明珠花园三期", "明珠花园二期", "明珠花园小区东区", "丽景湾小区",
              "翠竹苑", "阳光100", "花园城一", "海韵3期"]
-DIGITS = "零一二三四五六七八九"
 PHASE = re.compile(r"^(?P<stem>.*?)(?:小区)?(?P<number>[0-9]+|[一二三四五六七八九十]+|[东南西北中])"
                    r"(?P<kind>期|区)$")
-
-
-def chinese(n: int) -> str:
-    """26 → 二十六, 105 → 一百零五 (how people write door and building numbers)."""
-    if n < 10:
-        return DIGITS[n]
-    if n < 100:
-        tens, ones = divmod(n, 10)
-        return ("" if tens == 1 else DIGITS[tens]) + "十" + (DIGITS[ones] if ones else "")
-    hundreds, rest = divmod(n, 100)
-    text = DIGITS[hundreds] + "百"
-    if rest == 0:
-        return text
-    return text + ("零" + DIGITS[rest] if rest < 10 else ("一" if rest < 20 else "") + chinese(rest))
 
 
 def digit_by_digit(n: int) -> str:
