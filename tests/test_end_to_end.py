@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
+
+from warehouse_reader import read
 
 from pipelines.cli import main
 
@@ -46,14 +47,6 @@ def run_cli(city: Path, warehouse: str, work: Path, *extra: str, as_of: str = "2
     return main(["run", "--landing", str(city / "landing"), "--reference", str(city / "reference"),
                  "--warehouse", warehouse, "--as-of", as_of, "--work-dir", str(work), *extra])
 
-
-def read(url: str, sql: str) -> pd.DataFrame:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as db:
-            return pd.read_sql(sql, db)
-    finally:
-        engine.dispose()
 
 
 def assert_matches_truth(url: str, city: Path, truth_dir: str = "truth") -> None:

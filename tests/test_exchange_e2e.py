@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from test_end_to_end import read
+from warehouse_reader import read
 
 from pipelines.cli import main
 from pipelines.staging import MALFORMED_RECORD

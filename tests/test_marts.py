@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+
+from warehouse_reader import read
 import yaml
 
 from pipelines import eligibility as engine
@@ -318,14 +320,6 @@ def run_city(city: Path, url: str, work: Path) -> None:
     assert main(["run", "--landing", str(city / "landing"), "--reference", str(city / "reference"),
                  "--warehouse", url, "--as-of", "2027-08-15", "--work-dir", str(work)]) == 0
 
-
-def read(url: str, sql: str) -> pd.DataFrame:
-    engine_ = sa.create_engine(url)
-    try:
-        with engine_.connect() as db:
-            return pd.read_sql(sql, db)
-    finally:
-        engine_.dispose()
 
 
 @pytest.fixture(scope="module")

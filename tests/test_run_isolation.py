@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
+
+from warehouse_reader import read
 
 from pipelines.cli import main
 from pipelines.config import resolve_settings
@@ -35,14 +36,6 @@ def args(city: Path, url: str, work: Path, reference: Path | None = None) -> lis
     return ["run", "--landing", str(city / "landing"), "--reference", str(reference or city / "reference"),
             "--warehouse", url, "--as-of", AS_OF, "--work-dir", str(work)]
 
-
-def read(url: str, sql: str) -> pd.DataFrame:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as db:
-            return pd.read_sql(sql, db)
-    finally:
-        engine.dispose()
 
 
 def settings_for(city: Path, url: str, work: Path):
