@@ -15,12 +15,13 @@ Sources are the files in `schemas/`: adding a source adds a DAG here without edi
 from __future__ import annotations
 
 import re
+from importlib.resources import files
 from pathlib import Path
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = Path(str(files("pipelines.data") / "schemas"))  # package data: a wheel or a DAG bundle alike
 SOURCES = sorted(p.stem for p in SCHEMAS.glob("*.yaml"))
 DEFAULT_ARGS = {"owner": "data-bureau", "retries": 2, "retry_delay": pendulum.duration(minutes=5)}
 

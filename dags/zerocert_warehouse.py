@@ -22,12 +22,13 @@ with `accept_change` (the source) and `accept_reason`; the acceptance is kept in
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = Path(str(files("pipelines.data") / "schemas"))  # package data: a wheel or a DAG bundle alike
 SOURCES = sorted(p.stem for p in SCHEMAS.glob("*.yaml"))
 
 

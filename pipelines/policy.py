@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from pipelines.errors import UsageError
+from pipelines.data import reference_policy_text
 
 
 @dataclass(frozen=True)
@@ -151,24 +152,5 @@ def load_policy(path: str | Path) -> Policy:
     return policy_from_dict(doc)
 
 
-DEMO_POLICY_YAML = """\
-policy_id: demo-2027            # recorded on every eligibility row
-enrollment_year: 2027
-cutoff_date: 2027-07-31         # hukou settlement, title registration, contract signing, rental filing must be on or before
-urban_region_codes: ["371102", "371171"]   # hukou in these counties counts as urban
-levels:                          # birth-date windows, inclusive
-  primary: {birth_from: 2020-09-01, birth_to: 2021-08-31}
-  junior:  {birth_from: 2014-09-01, birth_to: 2015-08-31}
-property:
-  uses: [住宅]
-  title_status: [现势]
-  contract_status: [已备案]
-rental:
-  status: [有效]
-employment:
-  insurance_schemes: [企业职工基本养老保险]
-  insurance_status: [参保缴费]
-  min_local_months: 12
-  business_status: [存续, 在业]
-  min_business_months: 12       # established at least this many months before cutoff_date
-"""
+DEMO_POLICY_YAML = reference_policy_text()
+"""The reference policy (``pipelines/data/policy.yaml``), as the demo and the synth write it."""

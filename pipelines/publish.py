@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from pipelines.data import data_path
 from pipelines.errors import UsageError, ZerocertError
 from pipelines.warehouse_schema import (
     OPTIONAL_TABLES, PUBLISHED_TABLES, SCHEMA, TABLES, arrow_schema, Table, check_input_schema, conform_batch, mask_ids_in,
@@ -57,7 +58,7 @@ from pipelines.warehouse_schema import (
 log = logging.getLogger(__name__)
 
 STAGE_SCHEMA = "zerocert_stage"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "warehouse" / "migrations"
+MIGRATIONS_DIR = data_path("migrations")
 RUN_KEYS = ("run_id", "as_of", "policy_id", "started_at", "code_version")
 AUDIT_COLUMNS = ("run_id", "as_of", "policy_id", "started_at", "finished_at", "status",
                  "code_version", "reason", "row_counts", "accepted_changes")

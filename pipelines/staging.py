@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
+from pipelines.data import data_path
 from pipelines.dates import parse_dates
 from pipelines.errors import DeliveryRejected, UsageError
 from pipelines.masking import mask_ids_in
@@ -40,7 +41,7 @@ from pipelines.resident_id import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = data_path("schemas")
 SUCCESS_MARKER = "_SUCCESS"
 MAX_LINE_CHARS = 1 << 20  # a record is a few hundred bytes; a 1 MiB line is not a record
 RAW_KEEP_CHARS = 4096  # how much of an oversized line the quarantine keeps

@@ -37,14 +37,14 @@ import pandas as pd
 import pyarrow as pa
 import yaml
 
+from pipelines.data import data_path
 from pipelines.errors import UsageError, ValidationFailed
 from pipelines.resident_id import check_character_bytes, id_bytes, mask_id, mask_name
 from pipelines.sources import source_keys
 from pipelines.staging import SCHEMA_DIR as DEFAULT_SCHEMAS_DIR
 from pipelines.staging import load_schema
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_EXPECTATIONS_DIR = REPO_ROOT / "expectations"
+DEFAULT_EXPECTATIONS_DIR = data_path("expectations")
 
 ROW_KINDS = ("not_null", "resident_id", "credit_code", "unique", "in_set", "date_range",
              "pattern", "between")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.data import data_path
 from pipelines.errors import ZerocertError
 from pipelines.masking import mask_ids_in  # noqa: F401 - database and Arrow errors quote values
 
@@ -323,7 +324,7 @@ def conform_batch(table: Table, batch: pa.RecordBatch, run_id: str) -> pa.Record
 def reference_ddl_path(dialect: str):
     from pathlib import Path
 
-    return Path(__file__).resolve().parent.parent / "warehouse" / f"published_tables.{dialect}.sql"
+    return data_path(f"published_tables.{dialect}.sql")
 
 
 if __name__ == "__main__":  # python -m pipelines.warehouse_schema: refresh warehouse/*.sql

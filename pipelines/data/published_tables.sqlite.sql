@@ -1,0 +1,1 @@
+../../warehouse/published_tables.sqlite.sql
