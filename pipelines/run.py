@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import __version__
+from pipelines import __version__, registry
 from pipelines.config import Settings
 from pipelines.errors import UsageError, ZerocertError
 from pipelines.policy import load_policy
@@ -34,10 +34,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def source_keys() -> list[str]:
-    """The sources this installation knows (a schema file and a staging module each)."""
-    from pipelines.sources import source_keys as staged_sources
-
-    return staged_sources()
+    """The sources this installation knows (one schema file each; pipelines/registry.py)."""
+    return registry.source_keys()
 
 
 def _read_json(path: Path) -> dict:
@@ -173,13 +171,13 @@ def validate(source: str, settings: Settings) -> dict:
 
 def resolve_addresses(settings: Settings) -> dict:
     """Match every distinct address text of every source and place standard addresses in catchments."""
-    from pipelines.addresses import (ADDRESS_COLUMNS, AddressRegistry, build_address_match, place_in_catchments,
+    from pipelines.addresses import (AddressRegistry, build_address_match, place_in_catchments,
                                      write_review_list)
 
     policy = load_policy(settings.policy_path)
     registry = AddressRegistry.load(settings.reference / "addresses.csv")
     staged = {}
-    for source, column in ADDRESS_COLUMNS.items():
+    for source, column in registry.address_columns().items():
         path = settings.run_dir / "staged" / source / "accepted.parquet"
         if path.exists():
             staged[source] = pd.read_parquet(path, columns=[column])
@@ -229,7 +227,7 @@ def join_and_decide(settings: Settings) -> dict:
 
     policy = load_policy(settings.policy_path)
     run_id = run_id_for(settings)
-    buckets = engine_buckets(staged_snapshot("hukou", settings)["rows_accepted"])
+    buckets = engine_buckets(staged_snapshot(registry.population_source(), settings)["rows_accepted"])
     paths = run_engine(settings.run_dir / "staged", settings.run_dir / "addresses", policy, run_id,
                        settings.run_dir / "tables", buckets=buckets)
     return {"run_id": run_id, "tables": {name: str(path) for name, path in paths.items()}}

@@ -4,7 +4,7 @@ Everything generic lives here once, driven by ``schemas/<source>.yaml``: choosin
 detecting the encoding, reading CSV / JSON Lines / the exchange database as strings, checking
 the header against the schema (drift rejects the whole delivery so the last good snapshot stays
 in use), casting IDs, dates, codes and numbers, and the quarantine bookkeeping
-(``rows_in = accepted + quarantined + duplicate``). ``pipelines/sources/<source>.py`` adds only
+(``rows_in = accepted + quarantined + duplicate``). ``pipelines/sources/<source>.py``, where a source has one, adds only
 what is particular to one source.
 """
 
@@ -834,11 +834,13 @@ def staging_version(source: str) -> str:
 
     A snapshot staged by other code or another schema is never reused.
     """
-    from pipelines import sources
+    from pipelines import registry
 
+    declared = registry.source(source)
     digest = hashlib.sha256()
-    for path in (SCHEMA_DIR / f"{source}.yaml", Path(__file__), Path(sources.__file__).with_name(f"{source}.py")):
-        digest.update(path.read_bytes())
+    for path in (declared.schema_path, Path(__file__), declared.special_module_path):
+        if path is not None:
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -850,7 +852,7 @@ def stage_source(source: str, *, landing: Path | None, exchange_url: str | None,
     atomically and only once the whole delivery has been read, so a rejected delivery leaves
     the last good snapshot untouched. Returns the snapshot dict (contracts.md).
     """
-    from pipelines.sources import stage_function
+    from pipelines.registry import stage_function
 
     if (landing is None) == (exchange_url is None):
         raise UsageError("stage_source needs exactly one of a landing directory or an exchange URL")

@@ -40,7 +40,7 @@ import yaml
 from pipelines.data import data_path
 from pipelines.errors import UsageError, ValidationFailed
 from pipelines.resident_id import check_character_bytes, id_bytes, mask_id, mask_name
-from pipelines.sources import source_keys
+from pipelines.registry import source_keys
 from pipelines.staging import SCHEMA_DIR as DEFAULT_SCHEMAS_DIR
 from pipelines.staging import load_schema
 

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pandas as pd
 
-from pipelines.sources import source_keys
+from pipelines.registry import source_keys
 from pipelines.staging import stage_source
 from pipelines.synth import synthesize
 

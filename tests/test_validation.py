@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.errors import UsageError, ValidationFailed
 from pipelines.resident_id import check_character
-from pipelines.sources import source_keys
+from pipelines.registry import source_keys
 from pipelines.validation import (
     DEFAULT_EXPECTATIONS_DIR,
     load_expectation_suites,

@@ -15,7 +15,6 @@ See docs/contracts.md "Addresses" for the seam with the engine and the orchestra
 from pipelines.addresses.catchments import load_catchments, place_in_catchments
 from pipelines.addresses.check import bench_addresses, check_address
 from pipelines.addresses.match import (
-    ADDRESS_COLUMNS,
     HINTS,
     build_address_match,
     explain,
@@ -26,7 +25,6 @@ from pipelines.addresses.normalize import normalize_texts
 from pipelines.addresses.registry import AddressRegistry
 
 __all__ = [
-    "ADDRESS_COLUMNS",
     "AddressRegistry",
     "HINTS",
     "bench_addresses",

@@ -30,6 +30,7 @@ from pipelines.addresses.normalize import (
     strip_prefix,
 )
 from pipelines.addresses.registry import AddressRegistry, component_key
+from pipelines.registry import address_columns
 
 MATCH_COLUMNS = ["address", "address_code", "status", "candidates", "score"]
 REVIEW_STATUSES = ("ambiguous", "unmatched")
@@ -37,17 +38,6 @@ REVIEW_STATUSES = ("ambiguous", "unmatched")
 FUZZY_MIN_SCORE = 0.75
 FUZZY_MIN_MARGIN = 0.15
 NUMBERS = ["door_no", "building", "unit", "room"]
-
-# Staged frame → its address column (docs/contracts.md).
-ADDRESS_COLUMNS = {
-    "hukou": "hukou_address",
-    "property_title": "address",
-    "housing_contract": "address",
-    "rental": "address",
-    "individual_business": "address",
-    "enterprise": "address",
-}
-
 
 def _candidates_json(codes: list[str]) -> str:
     return json.dumps(sorted(codes), ensure_ascii=False)
@@ -252,13 +242,16 @@ def _match_fuzzy(left: pd.DataFrame, registry: AddressRegistry, out: _Outcome) -
         out.several(lists, best.loc[lists.index, "score"].round(4).to_numpy())
 
 
-def build_address_match(staged: Mapping[str, pd.DataFrame], registry: AddressRegistry) -> pd.DataFrame:
+def build_address_match(staged: Mapping[str, pd.DataFrame], registry: AddressRegistry,
+                        columns: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The ``address_match`` rows: one per (source, distinct address text) of the staged frames.
 
-    Each text is resolved once however many sources deliver it.
+    ``columns`` maps a source to its address column (default: the sources' declared
+    ``roles: address``). Each text is resolved once however many sources deliver it.
     """
+    columns = address_columns() if columns is None else columns
     per_source = {source: staged[source][column].dropna().astype("str").drop_duplicates()
-                  for source, column in ADDRESS_COLUMNS.items()
+                  for source, column in columns.items()
                   if source in staged and column in staged[source].columns}
     if not per_source:
         return pd.DataFrame(columns=["source", *MATCH_COLUMNS])

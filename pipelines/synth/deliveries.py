@@ -15,24 +15,26 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines import registry
 from pipelines.synth import dirt as D
 
-HEADERS = {
-    "hukou": ["公民身份号码", "姓名", "性别", "出生日期", "民族", "户号", "与户主关系", "户籍地址", "户籍地行政区划代码",
-              "迁入本址日期", "监护人一公民身份号码", "监护人一关系", "监护人二公民身份号码", "监护人二关系", "人员状态", "更新时间"],
-    "property_title": ["不动产权证号", "不动产单元号", "权利人", "权利人证件号码", "共有方式", "权利份额", "坐落", "规划用途",
-                       "建筑面积", "登记日期", "权属状态"],
-    "social_insurance": ["证件号码", "姓名", "险种类型", "参保状态", "单位名称", "统一社会信用代码", "首次参保日期",
-                         "本地累计缴费月数", "最近缴费年月"],
-    "individual_business": ["统一社会信用代码", "字号名称", "经营者姓名", "经营者身份证号码", "经营场所", "组成形式", "成立日期",
-                            "登记状态", "注销日期"],
-    "enterprise": ["统一社会信用代码", "企业名称", "企业类型", "法定代表人", "法定代表人证件号码", "住所", "成立日期", "登记状态",
-                   "核准日期"],
-}
-FILES = {"hukou": ("hukou.csv", ",", "gb18030"), "property_title": ("property_title.csv", ",", "utf-8-sig"),
-         "housing_contract": ("housing_contract.jsonl", None, "utf-8"), "rental": ("rental.jsonl", None, "utf-8"),
-         "social_insurance": ("social_insurance.csv", "|", "gb18030"),
-         "individual_business": ("individual_business.csv", ",", "utf-8"), "enterprise": ("enterprise.csv", ",", "utf-8")}
+
+
+@dataclass(frozen=True)
+class DeliveryFormat:
+    """How a department writes its file: as its schema declares (pipelines/registry.py)."""
+    file: str
+    separator: str | None  # None: JSON lines
+    encoding: str
+    headers: tuple[str, ...]
+
+
+def delivery_format(source: str) -> DeliveryFormat:
+    schema = registry.source(source).schema
+    return DeliveryFormat(file=schema.file, separator=schema.separator if schema.format == "csv" else None,
+                          encoding=schema.encoding, headers=tuple(c.header for c in schema.columns))
+
+
 BAD_CODE = {"hukou": "待定", "property_title": "冻结", "housing_contract": "草签", "rental": "待审核",
             "social_insurance": "未知", "individual_business": "歇业", "enterprise": "停业"}
 
@@ -127,7 +129,8 @@ class Lines:
 
 def render_lines(st: SourceText, rng, duplicate_rate: float, counts: dict[str, int]) -> tuple[Lines, str]:
     """The file's lines in delivery order, with exact duplicates; sets ``st.line``."""
-    name, sep, _ = FILES[st.source]
+    fmt = delivery_format(st.source)
+    sep = fmt.separator
     f = st.fields
     forbidden = r'["\\\n\r]' + ("" if sep is None else "|" + re.escape(sep))
     for col in f.columns:
@@ -157,8 +160,8 @@ def render_lines(st: SourceText, rng, duplicate_rate: float, counts: dict[str, i
     position[order] = np.arange(len(order))
     st.line = position[:n] + (2 if sep is not None else 1)
     st.source_row = source_row
-    header = sep.join(HEADERS[st.source]) if sep is not None else None
-    return Lines(header, lines.take(pa.array(source_row))), name
+    header = sep.join(fmt.headers) if sep is not None else None
+    return Lines(header, lines.take(pa.array(source_row))), fmt.file
 
 
 def lines_of(lines: Lines, st: SourceText, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +199,8 @@ def write_file(folder: Path, name: str, lines: Lines, encoding: str, rows: np.nd
 
 def deliver(root: Path, source: str, day: dt.date, lines: Lines, rows: np.ndarray | None = None,
             complete: bool = True) -> Path:
-    name, _, encoding = FILES[source]
+    fmt = delivery_format(source)
+    name, encoding = fmt.file, fmt.encoding
     folder = root / "landing" / source / day.isoformat()
     write_file(folder, name, lines, encoding, rows)
     if complete:
