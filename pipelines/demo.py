@@ -20,9 +20,10 @@ import sqlalchemy as sa
 from pipelines.errors import ZerocertError
 from pipelines.masking import mask_ids_in
 from pipelines.report import report_path
-from pipelines.run import REPO_ROOT, source_keys
+from pipelines.data import data_path
+from pipelines.run import source_keys
 
-DAGS_DIR = REPO_ROOT / "dags"
+DAGS_DIR = data_path("dags")  # package data: the demo runs from a wheel as from a checkout
 
 
 def demo_hmac_key_file(out: Path) -> Path:

@@ -30,7 +30,6 @@ from pipelines.policy import load_policy
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def source_keys() -> list[str]:
@@ -175,19 +174,19 @@ def resolve_addresses(settings: Settings) -> dict:
                                      write_review_list)
 
     policy = load_policy(settings.policy_path)
-    registry = AddressRegistry.load(settings.reference / "addresses.csv")
+    known = AddressRegistry.load(settings.reference / "addresses.csv")
     staged = {}
     for source, column in registry.address_columns().items():
         path = settings.run_dir / "staged" / source / "accepted.parquet"
         if path.exists():
             staged[source] = pd.read_parquet(path, columns=[column])
-    address_match = build_address_match(staged, registry).sort_values(["source", "address"], ignore_index=True)
+    address_match = build_address_match(staged, known).sort_values(["source", "address"], ignore_index=True)
     out = settings.run_dir / "addresses"
     out.mkdir(parents=True, exist_ok=True)
     address_match.to_parquet(out / "address_match.parquet", index=False)
-    catchment = place_in_catchments(registry, settings.reference / "catchments.geojson", policy.enrollment_year)
+    catchment = place_in_catchments(known, settings.reference / "catchments.geojson", policy.enrollment_year)
     catchment.to_parquet(out / "address_catchment.parquet", index=False)
-    review = write_review_list(address_match, out / "review", registry)
+    review = write_review_list(address_match, out / "review", known)
     counts = address_match["status"].value_counts().to_dict()
     log.info("addresses: %s texts, by status %s", len(address_match), counts)
     return {"texts": int(len(address_match)), "by_status": {k: int(v) for k, v in counts.items()},

@@ -1,8 +1,8 @@
 """Package data: what a source, the warehouse and the reference policy are, as files.
 
-``schemas/``, ``expectations/`` and ``migrations/`` here are links to the repository's top-level
-``schemas/``, ``expectations/`` and ``warehouse/migrations/`` (the design card's places, where
-people edit them); a wheel carries the files themselves. Code finds them only through
+``schemas/``, ``expectations/``, ``migrations/``, ``dags/`` and the published-table DDL here are
+links to the repository's top-level ``schemas/``, ``expectations/``, ``warehouse/`` and ``dags/``
+(the design card's places, where people edit them); a wheel carries the files themselves. Code finds them only through
 ``importlib.resources``, so a wheel install and a DAG bundle read the same declarations.
 """
 
