@@ -711,12 +711,10 @@ def create_roles(url: str, *, hmac_key: bytes | None, district_passwords: Mappin
     owns the database; safe to repeat and to run concurrently. Needs the HMAC key: the lookup
     functions audit with a key derived from it.
     """
-    from pipelines.publish import _PUBLISH_LOCK, _pg_connect, _warehouse, ensure_warehouse
+    from pipelines.warehouse import PUBLISH_LOCK, ensure_warehouse, postgresql_warehouse
     from pipelines.warehouse_schema import TABLES
 
-    wh = _warehouse(url)
-    if wh.dialect != "postgresql":
-        raise UsageError("roles and lookup functions exist only in a PostgreSQL warehouse")
+    wh = postgresql_warehouse(url, "roles and lookup functions exist only in a PostgreSQL warehouse")
     if hmac_key is None:
         raise UsageError("zerocert roles needs the HMAC key (ZEROCERT_HMAC_KEY or ZEROCERT_HMAC_KEY_FILE): "
                          "lookups are audited under a key derived from it")
@@ -729,7 +727,7 @@ def create_roles(url: str, *, hmac_key: bytes | None, district_passwords: Mappin
             raise UsageError(f"no password configured for district {district} "
                              f"({PASSWORD_ENV_PREFIX}{district} or the password file)")
     ensure_warehouse(url)
-    with _pg_connect(wh) as conn:
+    with wh.connect() as conn:
         conn.autocommit = True
         for role, attributes, password in ((ETL_ROLE, "LOGIN", etl_password),
                                            (ANALYST_ROLE, "LOGIN", analyst_password),
@@ -756,7 +754,7 @@ def create_roles(url: str, *, hmac_key: bytes | None, district_passwords: Mappin
         with conn.cursor() as cur:
             cur.execute("SELECT quote_ident(current_database())")
             database = cur.fetchone()[0]
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PUBLISH_LOCK,))  # not during a publish
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (PUBLISH_LOCK,))  # not during a publish
             for statement in access_statements(database, [*TABLES, "run_audit", "schema_version"],
                                                server_log=server_log):
                 cur.execute(statement)
@@ -821,14 +819,12 @@ def revoke_districts(url: str, districts: Iterable[str]) -> dict[str, int]:
     """
     import psycopg
 
-    from pipelines.publish import _pg_connect, _warehouse
+    from pipelines.warehouse import postgresql_warehouse
 
-    wh = _warehouse(url)
-    if wh.dialect != "postgresql":
-        raise UsageError("roles and lookup functions exist only in a PostgreSQL warehouse")
+    wh = postgresql_warehouse(url, "roles and lookup functions exist only in a PostgreSQL warehouse")
     logins = {district: district_login(district) for district in districts}
     terminated: dict[str, int] = {}
-    with _pg_connect(wh) as conn:
+    with wh.connect() as conn:
         conn.autocommit = True
         for district, login in logins.items():
             if _role(conn, login) is None:

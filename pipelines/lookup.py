@@ -115,18 +115,16 @@ def audit_lookups(url: str, typed_id: str, hmac_key: bytes | None, *, gaps: bool
     back or is still open); the server log line ``zerocert lookup call N`` names each.
     """
     from pipelines.access import audit_key_id, person_hash
-    from pipelines.publish import _pg_connect, _warehouse
+    from pipelines.warehouse import postgresql_warehouse
 
     if hmac_key is None:
         raise UsageError("audit-lookups needs the HMAC key (ZEROCERT_HMAC_KEY or ZEROCERT_HMAC_KEY_FILE) "
                          "the lookups were audited with")
     resident = normalize_typed_id(typed_id)
-    wh = _warehouse(url)
-    if wh.dialect != "postgresql":
-        raise UsageError("the lookup audit exists only in a PostgreSQL warehouse")
+    wh = postgresql_warehouse(url, "the lookup audit exists only in a PostgreSQL warehouse")
     import psycopg
 
-    with _pg_connect(wh) as conn:
+    with wh.connect() as conn:
         if conn.execute(f"SELECT to_regclass('{SCHEMA}.lookup_audit')").fetchone()[0] is None:
             raise UsageError("this warehouse has no lookup audit yet: run zerocert roles")
         try:

@@ -232,14 +232,12 @@ def run_lookup_bench(url: str, clients: int = 8, seconds: float = 20.0, sample_i
     database as ``enrollment_<district>`` (password: argument, else the configured one).
     """
     from pipelines.errors import UsageError
-    from pipelines.publish import _pg_connect, _warehouse
+    from pipelines.warehouse import postgresql_warehouse
 
-    wh = _warehouse(url)
-    if wh.dialect != "postgresql":
-        raise UsageError("bench-lookups measures a PostgreSQL warehouse")
+    wh = postgresql_warehouse(url, "bench-lookups measures a PostgreSQL warehouse")
     if clients < 1 or seconds <= 0 or sample_ids < 2:
         raise UsageError("bench-lookups: --clients ≥ 1, --seconds > 0 and --sample-ids ≥ 2")
-    with _pg_connect(wh) as conn, conn.cursor() as cur:
+    with wh.connect() as conn, conn.cursor() as cur:
         if district is None:
             cur.execute("""SELECT district_code FROM zerocert.district_scope GROUP BY 1
                            ORDER BY count(*) DESC LIMIT 1""")
@@ -277,7 +275,7 @@ def run_lookup_bench(url: str, clients: int = 8, seconds: float = 20.0, sample_i
             kind: _summary([v for part in parts for v in part["latencies"][kind]],
                            sum(part["found"][kind] for part in parts), seconds)
             for kind in queries}
-    with _pg_connect(wh) as conn, conn.cursor() as cur:
+    with wh.connect() as conn, conn.cursor() as cur:
         results["audit_rows_written"] = _audit_rows(cur) - audited_before
     if schools and school_calls:
         results["school_applicants"] = _school_applicants(login, schools, school_calls)
@@ -323,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.build:
         from pipelines.access import create_roles, hmac_key_from_config
-        from pipelines.publish import publish_run
+        from pipelines.warehouse import publish_run
 
         began = time.monotonic()
         paths = bench_tables(Path(args.workdir), args.build)

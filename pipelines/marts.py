@@ -589,20 +589,12 @@ def previous_quality(url: str) -> pd.DataFrame | None:
     A live table of another shape (a release that changed its columns) starts the history anew
     rather than failing the run.
     """
-    import sqlalchemy as sa
-
-    from pipelines.publish import ensure_warehouse, read_current_run, read_table
-    from pipelines.warehouse_schema import SCHEMA
+    from pipelines.warehouse import ensure_warehouse, live_columns, read_current_run, read_table
 
     ensure_warehouse(url)
     if read_current_run(url) is None:
         return None
-    engine = sa.create_engine(url)
-    try:
-        schema = SCHEMA if engine.dialect.name == "postgresql" else None
-        live = [c["name"] for c in sa.inspect(engine).get_columns("source_quality", schema=schema)]
-    finally:
-        engine.dispose()
+    live = live_columns(url, "source_quality")
     columns = MART_TABLES["source_quality"].column_names
     if live != columns:
         log.warning("marts: the published source_quality has other columns; its history starts anew")

@@ -398,7 +398,7 @@ def render_report(data: ReportData, generated: dt.datetime) -> str:
 # --- reading and writing ----------------------------------------------------------------------
 
 def _read(url: str, table: str) -> pd.DataFrame:
-    from pipelines.publish import read_table
+    from pipelines.warehouse import read_table
     from pipelines.warehouse_schema import TABLES
 
     return pd.DataFrame(read_table(url, table), columns=TABLES[table].column_names)
@@ -407,7 +407,7 @@ def _read(url: str, table: str) -> pd.DataFrame:
 def load_report_data(url: str, reference: Path) -> ReportData:
     """The published run's marts and the reference catchments of its enrollment year."""
     from pipelines.addresses.catchments import load_catchments
-    from pipelines.publish import read_current_run
+    from pipelines.warehouse import read_current_run
 
     import psycopg
 

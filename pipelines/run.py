@@ -123,7 +123,7 @@ def staged_snapshot(source: str, settings: Settings) -> dict:
 
 def previous_accepted_rows(settings: Settings, source: str) -> int | None:
     """Accepted rows of this source in the published run, for the row-count-change check."""
-    from pipelines.publish import read_current_run, read_table
+    from pipelines.warehouse import read_current_run, read_table
     from pipelines.warehouse_schema import TABLES
 
     if read_current_run(settings.warehouse_url) is None:
@@ -271,7 +271,7 @@ def run_record(settings: Settings, run_id: str, started_at: dt.datetime) -> dict
 
 def publish(settings: Settings, decided: dict, started_at: dt.datetime) -> dict:
     """Load every table and switch the warehouse to this run in one transaction."""
-    from pipelines.publish import ensure_warehouse, publish_run
+    from pipelines.warehouse import ensure_warehouse, publish_run
 
     run_id = decided["run_id"]
     tables = {name: Path(path) for name, path in decided["tables"].items()}
@@ -291,7 +291,7 @@ def publish(settings: Settings, decided: dict, started_at: dt.datetime) -> dict:
 
 def published_row_counts(settings: Settings) -> dict[str, int]:
     """Rows per table of the run the warehouse now holds (from run_audit)."""
-    from pipelines.publish import read_current_run
+    from pipelines.warehouse import read_current_run
 
     current = read_current_run(settings.warehouse_url) or {}
     counts = current.get("row_counts") or {}
@@ -302,7 +302,7 @@ def published_row_counts(settings: Settings) -> dict[str, int]:
 
 def record_failure(settings: Settings, started_at: dt.datetime, reason: str) -> None:
     """Note a failed run in run_audit; the published tables stay as they were."""
-    from pipelines.publish import ensure_warehouse, record_failed_run
+    from pipelines.warehouse import ensure_warehouse, record_failed_run
 
     run_id = f"{settings.as_of:%Y%m%d}-failed-{started_at:%H%M%S}"
     try:
@@ -371,7 +371,7 @@ def _lock_holder(handle) -> dict:
 
 def mark_abandoned(settings: Settings, unfinished: dict) -> None:
     """A killed attempt's ``started`` run_audit row becomes ``abandoned`` (never left started)."""
-    from pipelines.publish import mark_run_abandoned
+    from pipelines.warehouse import mark_run_abandoned
 
     started = dt.datetime.fromisoformat(unfinished["started_at"])
     if mark_run_abandoned(settings.warehouse_url, started):

@@ -5,7 +5,7 @@ provides (``record_ref`` lineage, ``hukou_address_status``, rental ``status``, i
 ``scheme``, ``policy_id`` on guardian_eligibility and prefill) and ``run_id`` last.
 
 warehouse.md is a public interface: enrollment systems are written against these names and
-types. The registry is the single place that defines them; `publish.py` creates every
+types. The registry is the single place that defines them; `pipelines.warehouse` creates every
 published table from it on each run (so a column added here reaches readers atomically with
 the next run), and `conform_batch` holds every incoming Parquet file to it, so a producer that
 drifts fails loudly naming the table and column instead of silently changing the contract.

@@ -19,7 +19,7 @@ import pytest
 
 from pipelines.access import MIN_GROUP, pseudonymize
 from pipelines.cli import main
-from pipelines.publish import read_table
+from pipelines.warehouse import read_table
 from pipelines.synth import synthesize
 from pipelines.warehouse_schema import TABLES
 

@@ -27,7 +27,7 @@ from pipelines.access import (
 from pipelines.cli import main
 from pipelines.marts import write_mart_tables
 from pipelines.policy import DEMO_POLICY_YAML, policy_from_dict
-from pipelines.publish import publish_run
+from pipelines.warehouse import publish_run
 from pipelines.resident_id import check_character
 from pipelines.warehouse_schema import PUBLISHED_TABLES, TABLES, arrow_schema
 from test_access import C1, C2, C3, C4, CITIZEN, ELIGIBILITY, G1, G2, G5, GUARDIANSHIP, KEY, LABEL, SCHOOLS

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.access import create_roles
 from pipelines.lookup_bench import DISTRICTS, bench_frames, bench_tables, run_lookup_bench
-from pipelines.publish import publish_run
+from pipelines.warehouse import publish_run
 from pipelines.resident_id import normalize_resident_ids
 from test_access import KEY
 

@@ -423,7 +423,7 @@ def test_a_second_run_keeps_the_first_runs_scorecard(city, sqlite_warehouse, tmp
 
 @pytest.mark.parametrize("dialect", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_a_new_warehouse_has_the_marts_migration_and_every_mart(dialect, tmp_path, request):
-    from pipelines.publish import ensure_warehouse
+    from pipelines.warehouse import ensure_warehouse
 
     url = f"sqlite:///{tmp_path / 'new.sqlite'}" if dialect == "sqlite" else request.getfixturevalue("pg_database")()
     ensure_warehouse(url)

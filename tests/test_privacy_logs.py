@@ -99,7 +99,7 @@ def test_district_logins_of_a_real_run_see_their_district_only(city_run):
     import psycopg
 
     from pipelines.access import build_access_tables, create_roles
-    from pipelines.publish import publish_run, read_current_run
+    from pipelines.warehouse import publish_run, read_current_run
 
     city, work, _, pg_url = city_run
     tables_dir = next(work.rglob("eligibility.parquet")).parent

@@ -18,7 +18,7 @@ import pytest
 
 from pipelines.errors import ZerocertError
 from pipelines.resident_id import check_character, mask_id
-from pipelines.publish import (
+from pipelines.warehouse import (
     ensure_warehouse, publish_run, read_current_run, read_table, record_failed_run,
     record_started_run,
 )
@@ -488,17 +488,17 @@ def test_a_new_migration_is_applied_once_and_newer_warehouses_are_refused(tmp_pa
     import shutil
     import sqlite3
 
-    import pipelines.publish as publish
+    import pipelines.warehouse.common as common
 
     url = f"sqlite:///{tmp_path / 'w.sqlite'}"
     run_id = unique("mig")
     publish_run(url, run_desc(run_id), write(frames(run_id), tmp_path / "a"))
-    released, migrations = publish.MIGRATIONS_DIR, tmp_path / "migrations"
+    released, migrations = common.MIGRATIONS_DIR, tmp_path / "migrations"
     shutil.copytree(released, migrations)
     later = len(list((released / "sqlite").glob("*.sql"))) + 1
     (migrations / "sqlite" / f"{later:04d}_run_audit_note.sql").write_text(
         "-- a later release\nALTER TABLE run_audit ADD COLUMN note TEXT;\n", encoding="utf-8")
-    monkeypatch.setattr(publish, "MIGRATIONS_DIR", migrations)
+    monkeypatch.setattr(common, "MIGRATIONS_DIR", migrations)
     ensure_warehouse(url)
     ensure_warehouse(url)
     db = sqlite3.connect(tmp_path / "w.sqlite")
@@ -507,6 +507,6 @@ def test_a_new_migration_is_applied_once_and_newer_warehouses_are_refused(tmp_pa
     assert "note" in [r[1] for r in db.execute("PRAGMA table_info(run_audit)")]
     db.close()
     assert read_current_run(url)["run_id"] == run_id  # the history survived the migration
-    monkeypatch.setattr(publish, "MIGRATIONS_DIR", released)  # an older release meets the newer warehouse
+    monkeypatch.setattr(common, "MIGRATIONS_DIR", released)  # an older release meets the newer warehouse
     with pytest.raises(ZerocertError, match=f"version {later}, newer than this code"):
         ensure_warehouse(url)

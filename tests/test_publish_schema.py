@@ -110,7 +110,7 @@ def test_reference_ddl_in_warehouse_dir_is_current(dialect):
 ])
 def test_a_bad_warehouse_url_is_a_usage_error(url, message):
     from pipelines.errors import UsageError
-    from pipelines.publish import ensure_warehouse
+    from pipelines.warehouse import ensure_warehouse
 
     with pytest.raises(UsageError, match=message):
         ensure_warehouse(url)

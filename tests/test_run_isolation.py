@@ -82,7 +82,7 @@ def test_each_attempt_has_its_own_folder_and_reports_its_own_run_id(city, tmp_pa
 
 
 def test_a_killed_attempt_is_marked_abandoned_by_the_next_run(city, tmp_path):
-    from pipelines.publish import record_started_run
+    from pipelines.warehouse import record_started_run
 
     url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
     work = tmp_path / "work"

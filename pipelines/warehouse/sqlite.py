@@ -1,0 +1,192 @@
+"""The SQLite warehouse: one file in WAL mode, published tables in the main database.
+
+A publish is one ``BEGIN IMMEDIATE`` transaction: it loads ``<table>__new`` with
+``executemany``, drops the old tables, renames the new ones and builds indexes; readers keep
+their snapshot of the old run until COMMIT, so they see the whole previous run or the whole
+new one. Dates and timestamps are stored as ISO text, JSON as text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.errors import ZerocertError
+from pipelines.warehouse.common import (
+    AUDIT_COLUMNS, audit_upsert, audit_values, batches, current_run_query, loading, log_load, now,
+    pending_migrations,
+)
+from pipelines.warehouse_schema import PUBLISHED_TABLES, TABLES, Table, render_create_table, render_indexes
+
+log = logging.getLogger(__name__)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a SQL script into complete statements (``executescript`` would COMMIT first)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending.strip() and not all(
+            not ln.strip() or ln.strip().startswith("--") for ln in pending.splitlines()):
+        raise ZerocertError("incomplete SQL statement at the end of a migration file")
+
+
+def _rows(batch: pa.RecordBatch) -> Iterator[tuple]:
+    columns = []
+    for arr in batch.columns:
+        if pa.types.is_date(arr.type):
+            arr = arr.cast(pa.string())  # ISO dates as text, what SQLite's date functions read
+        columns.append(arr.to_pylist())
+    return zip(*columns)
+
+
+@dataclass(frozen=True)
+class SQLiteWarehouse:
+    """A SQLite warehouse file (``sqlite:///path/to/file.db``)."""
+
+    path: Path
+
+    def connect(self) -> sqlite3.Connection:
+        """An autocommit connection (the parent folder is created), waiting up to a minute for locks."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        con.execute("PRAGMA synchronous = NORMAL")
+        return con
+
+    @contextmanager
+    def _write(self, *pragmas: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed when the block ends, rolled back on any error."""
+        con = self.connect()
+        try:
+            for pragma in pragmas:
+                con.execute(pragma)
+            con.execute("BEGIN IMMEDIATE")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def ensure(self) -> None:
+        # WAL: readers keep reading the old run during a publish
+        with self._write("PRAGMA journal_mode = WAL") as con:
+            con.execute("""CREATE TABLE IF NOT EXISTS schema_version (
+                version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)""")
+            applied = {row[0] for row in con.execute("SELECT version FROM schema_version")}
+            for version, name, sql in pending_migrations("sqlite", applied):
+                for statement in _statements(sql):
+                    con.execute(statement)
+                con.execute("INSERT INTO schema_version VALUES (?, ?, ?)", (version, name, _iso(now())))
+                log.info("warehouse migration %04d_%s applied", version, name)
+            for table in TABLES.values():
+                con.execute(render_create_table(table, "sqlite", table.name, if_not_exists=True))
+                for ddl in render_indexes(table, table.name, if_not_exists=True):
+                    con.execute(ddl)
+
+    def write_audit(self, run: dict, status: str, reason: str | None = None,
+                    row_counts: Mapping[str, int] | None = None, *,
+                    cursor: sqlite3.Connection | None = None) -> None:
+        values = audit_values(run, status, reason, row_counts)
+        finished = values[4]
+        values = (values[0], values[1].isoformat(), values[2], _iso(values[3]),
+                  None if finished is None else _iso(finished), *values[5:])
+        sql = audit_upsert("run_audit", "?", status)
+        if cursor is not None:
+            cursor.execute(sql, values)
+            return
+        con = self.connect()
+        try:
+            con.execute(sql, values)
+        finally:
+            con.close()
+
+    def mark_abandoned(self, started_at: dt.datetime, reason: str) -> bool:
+        if not self.path.exists():
+            return False
+        self.ensure()
+        with self._write() as con:
+            done = con.execute("UPDATE run_audit SET status = 'abandoned', finished_at = ?, reason = ? "
+                               "WHERE status = 'started' AND started_at = ?",
+                               (_iso(now()), reason, _iso(started_at))).rowcount
+        return bool(done)
+
+    def current_run(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        con = self.connect()
+        try:
+            if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'run_audit'").fetchone() is None:
+                return None
+            row = con.execute(current_run_query("run_audit")).fetchone()
+        finally:
+            con.close()
+        if row is None:
+            return None
+        found = dict(zip(AUDIT_COLUMNS, row))
+        found["as_of"] = dt.date.fromisoformat(found["as_of"])
+        for key in ("started_at", "finished_at"):
+            found[key] = dt.datetime.fromisoformat(found[key]) if found[key] else None
+        for key in ("row_counts", "accepted_changes"):
+            found[key] = json.loads(found[key]) if found[key] else None
+        return found
+
+    def rows(self, table: Table) -> list[tuple]:
+        con = self.connect()
+        try:
+            return con.execute(f"SELECT {', '.join(table.column_names)} FROM {table.name}").fetchall()
+        finally:
+            con.close()
+
+    def live_columns(self, table: str) -> list[str]:
+        con = self.connect()
+        try:
+            return [row[1] for row in con.execute(f"PRAGMA table_info({table})")]
+        finally:
+            con.close()
+
+    def publish(self, run: dict, files: Mapping[str, pq.ParquetFile], swap_timeout: float) -> dict[str, int]:
+        """Load and switch in one transaction (``swap_timeout`` is PostgreSQL's: SQLite readers
+        never block the switch)."""
+        counts: dict[str, int] = {}
+        # 256 MiB of cache: a whole run's pages stay in memory
+        with self._write("PRAGMA cache_size = -262144") as con:
+            for name in PUBLISHED_TABLES:
+                table, staged = TABLES[name], f"{name}__new"
+                began = time.monotonic()
+                con.execute(f"DROP TABLE IF EXISTS {staged}")
+                con.execute(render_create_table(table, "sqlite", staged))
+                insert = (f"INSERT INTO {staged} ({', '.join(table.column_names)}) "
+                          f"VALUES ({', '.join('?' * len(table.columns))})")
+                counts[name] = 0
+                with loading(name):
+                    for batch in batches(table, files[name], run["run_id"], key_order=True):
+                        con.executemany(insert, _rows(batch))
+                        counts[name] += batch.num_rows
+                log_load(name, counts[name], time.monotonic() - began)
+            for name in PUBLISHED_TABLES:
+                con.execute(f"DROP TABLE IF EXISTS {name}")
+                con.execute(f"ALTER TABLE {name}__new RENAME TO {name}")
+                for ddl in render_indexes(TABLES[name], name):
+                    con.execute(ddl)
+            self.write_audit(run, "published", row_counts=counts, cursor=con)
+        return counts
