@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from pipelines.errors import DeliveryRejected, UsageError
-from pipelines.staging import load_schema, load_schemas, stage_source
+from pipelines.staging.schema import load_schema, load_schemas
+from pipelines.staging.snapshot import stage_source
 
 AS_OF = dt.date(2026, 7, 1)
 HUKOU = load_schema("hukou")
@@ -249,9 +250,9 @@ def test_all_schemas_load_and_a_broken_one_is_a_clear_error(tmp_path):
 
 
 def test_line_numbers_survive_chunked_parsing_and_blank_lines(tmp_path, monkeypatch):
-    from pipelines import staging
+    from pipelines.staging import readers
 
-    monkeypatch.setattr(staging, "CHUNK_LINES", 2)
+    monkeypatch.setattr(readers, "CHUNK_LINES", 2)
     lines = csv_text([person(), person(MOTHER), person(CHILD, 与户主关系="子")]).splitlines()
     quoted = csv_text([person(MOTHER, 户籍地址='"某区,某路2号"')]).splitlines()[1]
     payload = "\r\n".join([lines[0], lines[1], "", "a,b", lines[2], quoted, lines[3]]) + "\r\n"
@@ -265,7 +266,7 @@ def test_line_numbers_survive_chunked_parsing_and_blank_lines(tmp_path, monkeypa
 
 
 def test_a_row_is_a_duplicate_only_when_its_whole_text_repeats_an_earlier_row():
-    from pipelines.staging import duplicate_rows
+    from pipelines.staging.quarantine import duplicate_rows
 
     frame = pd.DataFrame({"raw": ["A,1", "A,2", "A,1", "B,1", "A,1 ", "A,2"],
                           "citizen_id": ["A", "A", "A", "B", "A", "A"]}, dtype="str")

@@ -19,15 +19,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from pipelines.errors import UsageError
-from pipelines.staging import (
-    SUCCESS_MARKER,
-    Schema,
-    decode_delivery,
-    load_schemas,
-    read_csv_delivery,
-    read_jsonl_delivery,
-    split_lines,
-)
+from pipelines.staging.delivery import SUCCESS_MARKER, decode_delivery, split_lines
+from pipelines.staging.readers import read_csv_delivery, read_jsonl_delivery
+from pipelines.staging.schema import Schema, load_schemas
 
 log = logging.getLogger(__name__)
 
