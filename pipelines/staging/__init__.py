@@ -6,7 +6,7 @@ layers, each importing only layers listed before it:
 
 - ``schema``: what a source's delivery holds (``Column``, ``Schema``, ``load_schema``).
 - ``delivery``: which delivery folder, that it lies inside the landing directory, its bytes
-  read without following links, and decoded to UTF-8.
+  read without following links, and decoded to UTF-8 (the schema's encoding first).
 - ``readers``: CSV, JSON Lines and the exchange database read as strings keyed by the schema's
   English column names; a header drifting from the schema rejects the whole delivery, so the
   last good snapshot stays in use.

@@ -55,21 +55,16 @@ def choose_delivery(landing: Path, source: str, as_of: dt.date) -> Path:
     raise DeliveryRejected(f"{source}: no complete delivery on or before {as_of} under {base}")
 
 
-def decode_delivery(data: bytes, label: str) -> bytes:
-    """The delivery as UTF-8 bytes: strict UTF-8 (BOM dropped) first, then GB18030.
+UTF8_BOM = b"\xef\xbb\xbf"
+ENCODING_NAMES = {"utf-8": "UTF-8", "gb18030": "GB18030"}
 
-    Anything else — binary content, a file cut inside a multi-byte character — rejects the
-    whole delivery naming the byte offset.
-    """
-    if data.startswith(b"\x89PNG"):
-        raise DeliveryRejected(f"{label}: a PNG image, not a text table")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise DeliveryRejected(f"{label}: NUL byte at offset {nul}, not a text table")
-    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+
+def _as_utf8(data: bytes) -> bytes | int:
+    """The UTF-8 body (BOM dropped), or the offset of the first byte that is not UTF-8."""
+    bom = len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0
     body = data[bom:]
     try:
-        pa.array([body], type=pa.large_binary()).cast(pa.large_string())
+        pa.array([body], type=pa.large_binary()).cast(pa.large_string())  # validates in C, fast
         return body
     except pa.ArrowInvalid:
         pass
@@ -77,14 +72,43 @@ def decode_delivery(data: bytes, label: str) -> bytes:
         body.decode("utf-8")
         return body
     except UnicodeDecodeError as exc:
-        utf8_offset = exc.start + bom
+        return exc.start + bom
+
+
+def _from_gb18030(data: bytes) -> bytes | int:
+    """The GB18030 text re-encoded as UTF-8, or the offset of the first byte that is not GB18030."""
     try:
         return data.decode("gb18030").encode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DeliveryRejected(
-            f"{label}: neither UTF-8 (invalid byte at offset {utf8_offset}) nor GB18030 "
-            f"(invalid byte at offset {exc.start})"
-        ) from None
+        return exc.start
+
+
+def decode_delivery(data: bytes, label: str, declared: str) -> bytes:
+    """The delivery as UTF-8 bytes: the schema's ``declared`` encoding first, then the other of
+    strict UTF-8 (BOM dropped) and GB18030, since a department may send the other one.
+
+    ``utf-8-sig`` reads as UTF-8. A UTF-8 byte-order mark is the file declaring itself, so such
+    a file is tried as UTF-8 first whatever the schema says. Anything neither — binary content,
+    a file cut inside a multi-byte character — rejects the whole delivery naming the byte offsets.
+    """
+    if data.startswith(b"\x89PNG"):
+        raise DeliveryRejected(f"{label}: a PNG image, not a text table")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise DeliveryRejected(f"{label}: NUL byte at offset {nul}, not a text table")
+    expected, other = ("gb18030", "utf-8") if declared == "gb18030" else ("utf-8", "gb18030")
+    order = ("utf-8", "gb18030") if data.startswith(UTF8_BOM) else (expected, other)
+    decoders = {"utf-8": _as_utf8, "gb18030": _from_gb18030}
+    offsets: dict[str, int] = {}
+    for encoding in order:
+        decoded = decoders[encoding](data)
+        if isinstance(decoded, bytes):
+            return decoded
+        offsets[encoding] = decoded
+    raise DeliveryRejected(
+        f"{label}: neither {ENCODING_NAMES[expected]} as its schema declares (invalid byte at offset "
+        f"{offsets[expected]}) nor {ENCODING_NAMES[other]} (invalid byte at offset {offsets[other]})"
+    )
 
 
 def split_lines(text: bytes) -> pa.Array:

@@ -220,7 +220,7 @@ def read_file_delivery(folder: Path, schema: Schema) -> tuple[pd.DataFrame, str]
     if not data.strip():
         raise DeliveryRejected(f"{schema.source}: {label}: empty file")
     checksum = hashlib.sha256(data).hexdigest()
-    lines = split_lines(decode_delivery(data, f"{schema.source}: {label}"))
+    lines = split_lines(decode_delivery(data, f"{schema.source}: {label}", schema.encoding))
     del data
     reader = read_csv_delivery if schema.format == "csv" else read_jsonl_delivery
     return reader(lines, schema, label), checksum

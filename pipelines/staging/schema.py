@@ -21,6 +21,7 @@ COLUMN_TYPES = (
     "int", "float", "share", "month", "json",
 )
 FORMATS = ("csv", "jsonl")
+ENCODINGS = ("utf-8", "utf-8-sig", "gb18030")  # what delivery.decode_delivery reads
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,12 @@ def load_schema(source: str, schema_dir: Path | None = None) -> Schema:
     separator = str(doc.get("separator", ","))
     if len(separator) != 1:
         raise _schema_error(path, "separator must be one character")
+    encoding = str(doc.get("encoding", "utf-8"))
+    if encoding not in ENCODINGS:
+        raise _schema_error(path, f"encoding must be one of {', '.join(ENCODINGS)}")
     return Schema(
         source=source, file=str(doc["file"]), format=doc["format"], separator=separator,
-        encoding=str(doc.get("encoding", "utf-8")), natural_key=natural_key, columns=columns,
+        encoding=encoding, natural_key=natural_key, columns=columns,
     )
 
 

@@ -47,7 +47,7 @@ def _deliveries(landing: Path, source: str) -> list[tuple[dt.date, Path]]:
 def _delivered_rows(folder: Path, schema: Schema) -> tuple[pd.DataFrame, int]:
     """The delivery's well-formed records as text columns named by the file form's headers."""
     data = (folder / schema.file).read_bytes()
-    lines = split_lines(decode_delivery(data, f"{schema.source}/{folder.name}/{schema.file}"))
+    lines = split_lines(decode_delivery(data, f"{schema.source}/{folder.name}/{schema.file}", schema.encoding))
     del data
     reader = read_csv_delivery if schema.format == "csv" else read_jsonl_delivery
     raw = reader(lines, schema, f"{schema.source}/{folder.name}")
