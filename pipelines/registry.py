@@ -40,7 +40,8 @@ import yaml
 
 from pipelines.data import data_path
 from pipelines.errors import UsageError
-from pipelines.staging import Schema, Staged, load_schema, stage_with_schema
+from pipelines.staging.schema import Schema, load_schema
+from pipelines.staging.stage import Staged, stage_with_schema
 
 StageFunction = Callable[[pd.DataFrame, dt.date], Staged]
 

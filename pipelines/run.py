@@ -43,7 +43,7 @@ def _read_json(path: Path) -> dict:
 
 def check_configuration(settings: Settings) -> dict:
     """Load policy, schemas and expectation suites up front: a bad file stops the run with exit 2."""
-    from pipelines.staging import load_schemas
+    from pipelines.staging.schema import load_schemas
     from pipelines.validation import DEFAULT_EXPECTATIONS_DIR, load_expectation_suites
 
     policy = load_policy(settings.policy_path)
@@ -66,7 +66,7 @@ SNAPSHOT_SUMMARY = ("source", "delivery", "checksum", "rows_in", "rows_accepted"
 
 
 def _stage_into(source: str, settings: Settings, out_dir: Path) -> dict:
-    from pipelines.staging import stage_source
+    from pipelines.staging.snapshot import stage_source
 
     snapshot = stage_source(source, landing=settings.landing, exchange_url=settings.exchange_url,
                             as_of=settings.as_of, out_dir=out_dir)
@@ -85,7 +85,8 @@ def stage(source: str, settings: Settings, *, reuse: bool = False) -> dict:
     folder, by the same staging code, is linked into the attempt instead (a landing folder with
     ``_SUCCESS`` never changes). The exchange form is always read afresh.
     """
-    from pipelines.staging import choose_delivery, staging_version
+    from pipelines.staging.delivery import choose_delivery
+    from pipelines.staging.snapshot import staging_version
 
     shared = settings.source_staging_dir / source
     if reuse and settings.landing is not None and (shared / "snapshot.json").exists():

@@ -41,8 +41,8 @@ from pipelines.data import data_path
 from pipelines.errors import UsageError, ValidationFailed
 from pipelines.resident_id import check_character_bytes, id_bytes, mask_id, mask_name
 from pipelines.registry import source_keys
-from pipelines.staging import SCHEMA_DIR as DEFAULT_SCHEMAS_DIR
-from pipelines.staging import load_schema
+from pipelines.staging.schema import SCHEMA_DIR as DEFAULT_SCHEMAS_DIR
+from pipelines.staging.schema import load_schema
 
 DEFAULT_EXPECTATIONS_DIR = data_path("expectations")
 

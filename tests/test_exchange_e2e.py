@@ -15,7 +15,7 @@ import pytest
 from warehouse_reader import read
 
 from pipelines.cli import main
-from pipelines.staging import MALFORMED_RECORD
+from pipelines.staging.quarantine import MALFORMED_RECORD
 from pipelines.synth.exchange import load_exchange
 
 PEOPLE = 3000  # realistic cohorts: more than 50 eligibility rows

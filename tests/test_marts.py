@@ -18,7 +18,7 @@ from warehouse_reader import read
 import yaml
 
 from pipelines import eligibility as engine
-from pipelines import staging
+from pipelines.staging import quarantine
 from pipelines.marts import (
     CATEGORIES, SUPPRESS_BELOW, SUPPRESSION, best_options, catchment_forecast, district_summary,
     forecast_guardianship, school_demand, source_quality, suppress,
@@ -125,10 +125,10 @@ def test_a_reason_code_without_a_column_is_counted_as_other():
 
 def test_every_reason_code_of_the_engine_and_of_staging_has_its_column():
     assert set(engine.REASONS) <= set(NO_SCHOOL_REASONS)
-    assert set(staging.REASON_ORDER) <= set(QUARANTINE_REASONS)
+    assert set(quarantine.REASON_ORDER) <= set(QUARANTINE_REASONS)
     summary, quality = MART_TABLES["district_summary"], MART_TABLES["source_quality"]
     assert {reason_column("no_school", c) for c in engine.REASONS} <= set(summary.column_names)
-    assert {reason_column("quarantined", c) for c in staging.REASON_ORDER} <= set(quality.column_names)
+    assert {reason_column("quarantined", c) for c in quarantine.REASON_ORDER} <= set(quality.column_names)
 
 
 # --- source_quality ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.registry import source_keys, stage_function
 from pipelines.sources.housing_contract import stage_housing_contract
-from pipelines.staging import load_schema
+from pipelines.staging.schema import load_schema
 
 FATHER = "11010519491231002X"
 MOTHER = "110105198503030025"

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from pipelines.errors import DeliveryRejected, UsageError
-from pipelines.staging import load_schema, load_schemas, stage_source
+from pipelines.staging.schema import load_schema, load_schemas
+from pipelines.staging.snapshot import stage_source
 
 AS_OF = dt.date(2026, 7, 1)
 HUKOU = load_schema("hukou")
@@ -155,6 +156,42 @@ def test_truncated_gb18030_file_names_the_byte_offset(tmp_path):
     assert f"offset {len(payload) - 1}" in message and "GB18030" in message
 
 
+@pytest.mark.parametrize("source, filename, declared, other", [
+    ("hukou", "hukou.csv", "GB18030", "UTF-8"), ("rental", "rental.jsonl", "UTF-8", "GB18030")])
+def test_a_file_in_neither_encoding_names_the_schemas_declared_one_first(tmp_path, source, filename,
+                                                                          declared, other):
+    payload = b"\xff\xfe\xfd not a text table in any encoding\n"
+    message = rejected_message(tmp_path, payload, source, filename)
+    assert f"neither {declared} as its schema declares (invalid byte at offset 0) nor {other}" in message
+
+
+def test_a_utf8_delivery_of_a_gb18030_source_is_still_read_as_utf8(tmp_path):
+    assert HUKOU.encoding == "gb18030"
+    deliver(tmp_path / "landing", "hukou", "2026-06-30", "hukou.csv",
+            csv_text([person(), person(MOTHER, 姓名="李四", 与户主关系="配偶")]).encode("utf-8"))
+    accepted, _ = staged_frames(stage(tmp_path))
+    assert accepted["name"].tolist() == ["张三", "李四"]
+    assert accepted["relation_to_head"].tolist() == ["户主", "配偶"]
+
+
+def test_bytes_valid_in_both_encodings_are_read_in_the_declared_one():
+    from pipelines.staging.delivery import decode_delivery
+
+    both = "谢伟,郑强\n".encode("gb18030")  # these GB18030 bytes happen to be valid UTF-8 too
+    assert both.decode("utf-8") != "谢伟,郑强\n"
+    assert decode_delivery(both, "hukou", "gb18030").decode("utf-8") == "谢伟,郑强\n"
+    assert decode_delivery(both, "rental", "utf-8") == both
+    with_bom = b"\xef\xbb\xbf" + "谢伟强\n".encode("utf-8")  # valid GB18030 too, BOM included
+    assert decode_delivery(with_bom, "hukou", "gb18030") == "谢伟强\n".encode()  # a BOM says UTF-8
+
+
+def test_a_schema_encoding_other_than_utf8_or_gb18030_is_refused(tmp_path):
+    (tmp_path / "hukou.yaml").write_text("source: hukou\nfile: hukou.csv\nformat: csv\nencoding: latin-1\n"
+                                         "natural_key: [a]\ncolumns: [{header: a, key: a, type: id}]\n")
+    with pytest.raises(UsageError, match="encoding must be one of utf-8, utf-8-sig, gb18030"):
+        load_schema("hukou", tmp_path)
+
+
 @pytest.mark.parametrize("headers, expected", [
     ([h for h in HEADERS if h != "出生日期"], "'出生日期' missing"),
     (HEADERS + ["备注"], "unknown column '备注'"),
@@ -249,9 +286,9 @@ def test_all_schemas_load_and_a_broken_one_is_a_clear_error(tmp_path):
 
 
 def test_line_numbers_survive_chunked_parsing_and_blank_lines(tmp_path, monkeypatch):
-    from pipelines import staging
+    from pipelines.staging import readers
 
-    monkeypatch.setattr(staging, "CHUNK_LINES", 2)
+    monkeypatch.setattr(readers, "CHUNK_LINES", 2)
     lines = csv_text([person(), person(MOTHER), person(CHILD, 与户主关系="子")]).splitlines()
     quoted = csv_text([person(MOTHER, 户籍地址='"某区,某路2号"')]).splitlines()[1]
     payload = "\r\n".join([lines[0], lines[1], "", "a,b", lines[2], quoted, lines[3]]) + "\r\n"
@@ -265,7 +302,7 @@ def test_line_numbers_survive_chunked_parsing_and_blank_lines(tmp_path, monkeypa
 
 
 def test_a_row_is_a_duplicate_only_when_its_whole_text_repeats_an_earlier_row():
-    from pipelines.staging import duplicate_rows
+    from pipelines.staging.quarantine import duplicate_rows
 
     frame = pd.DataFrame({"raw": ["A,1", "A,2", "A,1", "B,1", "A,1 ", "A,2"],
                           "citizen_id": ["A", "A", "A", "B", "A", "A"]}, dtype="str")

@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from pipelines.errors import DeliveryRejected
-from pipelines.staging import load_schema, stage_source
+from pipelines.staging.schema import load_schema
+from pipelines.staging.snapshot import stage_source
 
 FATHER = "11010519491231002X"
 MOTHER = "110105198503030025"

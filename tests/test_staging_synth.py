@@ -5,7 +5,7 @@ import datetime as dt
 import pandas as pd
 
 from pipelines.registry import source_keys
-from pipelines.staging import stage_source
+from pipelines.staging.snapshot import stage_source
 from pipelines.synth import synthesize
 
 AS_OF = dt.date(2027, 8, 15)

@@ -13,14 +13,9 @@ import json
 import pandas as pd
 
 from pipelines.resident_id import INVALID_ID_CHECKSUM, INVALID_ID_FORMAT, normalize_resident_ids
-from pipelines.staging import (
-    MALFORMED_RECORD,
-    MISSING_REQUIRED,
-    Failure,
-    Staged,
-    load_schema,
-    stage_with_schema,
-)
+from pipelines.staging.quarantine import MALFORMED_RECORD, MISSING_REQUIRED, Failure
+from pipelines.staging.schema import load_schema
+from pipelines.staging.stage import Staged, stage_with_schema
 
 SCHEMA = load_schema("housing_contract")
 COLUMNS = ["contract_no", "buyer_id", "buyer_name", "seller", "project_name", "address", "use",

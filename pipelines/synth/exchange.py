@@ -19,15 +19,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from pipelines.errors import UsageError
-from pipelines.staging import (
-    SUCCESS_MARKER,
-    Schema,
-    decode_delivery,
-    load_schemas,
-    read_csv_delivery,
-    read_jsonl_delivery,
-    split_lines,
-)
+from pipelines.staging.delivery import SUCCESS_MARKER, decode_delivery, split_lines
+from pipelines.staging.readers import read_csv_delivery, read_jsonl_delivery
+from pipelines.staging.schema import Schema, load_schemas
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +47,7 @@ def _deliveries(landing: Path, source: str) -> list[tuple[dt.date, Path]]:
 def _delivered_rows(folder: Path, schema: Schema) -> tuple[pd.DataFrame, int]:
     """The delivery's well-formed records as text columns named by the file form's headers."""
     data = (folder / schema.file).read_bytes()
-    lines = split_lines(decode_delivery(data, f"{schema.source}/{folder.name}/{schema.file}"))
+    lines = split_lines(decode_delivery(data, f"{schema.source}/{folder.name}/{schema.file}", schema.encoding))
     del data
     reader = read_csv_delivery if schema.format == "csv" else read_jsonl_delivery
     raw = reader(lines, schema, f"{schema.source}/{folder.name}")

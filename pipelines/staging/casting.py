@@ -1,0 +1,116 @@
+"""Typed casting: each column's strings cast per its schema type, with the rows that fail.
+
+A cast never raises on delivered data: a value that cannot be typed becomes a ``Failure`` (its
+row is quarantined under the reason code), so one bad record never rejects a whole delivery.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+
+from pipelines.dates import parse_dates
+from pipelines.resident_id import (
+    INVALID_ID_CHECKSUM,
+    INVALID_ID_FORMAT,
+    fold_fullwidth,
+    normalize_party_ids,
+    normalize_resident_ids,
+)
+from pipelines.staging.quarantine import (
+    INVALID_CODE,
+    INVALID_DATE,
+    INVALID_NUMBER,
+    INVALID_SHARE,
+    MISSING_REQUIRED,
+    Failure,
+)
+from pipelines.staging.schema import Schema
+
+def _strip(values: pd.Series) -> pd.Series:
+    text = values.fillna("").astype("str").str.strip()
+    return text.where(text != "", pd.NA)
+
+
+def _cast_share(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """``50%``, ``1/2``, ``0.5`` → 0.5; blank → NaN; anything else or outside (0, 1] invalid."""
+    text = fold_fullwidth(text.fillna("")).str.replace(" ", "", regex=False)
+    percent = text.str.extract(r"^([0-9]+(?:\.[0-9]+)?)%$")[0]
+    fraction = text.str.extract(r"^([0-9]+)/([0-9]+)$")
+    plain = text.str.extract(r"^([0-9]+(?:\.[0-9]+)?)$")[0]
+    share = pd.to_numeric(plain, errors="coerce")
+    share = share.fillna(pd.to_numeric(percent, errors="coerce") / 100)
+    share = share.fillna(pd.to_numeric(fraction[0], errors="coerce") / pd.to_numeric(fraction[1], errors="coerce"))
+    share = share.astype("float64")
+    invalid = (text != "") & ~((share > 0) & (share <= 1))
+    return share.where(~invalid), invalid
+
+
+def _cast_month(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """YYYYMM (also ``2024-05``, ``2024/5``, ``202405.0``) as a ``YYYYMM`` string."""
+    parts = fold_fullwidth(text.fillna("")).str.extract(r"^([0-9]{4})[-/年]?([0-9]{1,2})月?(?:\.0+)?$")
+    month = pd.to_numeric(parts[1], errors="coerce")
+    good = parts[0].notna() & month.between(1, 12)
+    value = parts[0] + month.fillna(0).astype("int64").astype("str").str.zfill(2)
+    return value.where(good, pd.NA).astype("str"), text.notna() & ~good
+
+
+def cast_columns(raw: pd.DataFrame, schema: Schema,
+                 extract_date: dt.date) -> tuple[pd.DataFrame, list[Failure]]:
+    """Typed columns per the schema, and the failures of every row (not yet ordered).
+
+    ``extract_date`` is the delivery's (folder date or ``extract_date``): an event column
+    (``not_after_extract``) dated after it describes something that cannot have happened yet,
+    so that row is ``INVALID_DATE`` like any other impossible date (sources.md "Dates").
+    """
+    typed: dict[str, pd.Series] = {}
+    failures: list[Failure] = []
+    for column in schema.columns:
+        text = _strip(raw[column.key])
+        if column.required:
+            failures.append(Failure(MISSING_REQUIRED, text.isna(), f"{column.key}: required value missing"))
+        if column.type in ("id", "org_or_id"):
+            if column.type == "id":
+                ids, reasons = normalize_resident_ids(text)
+            else:
+                ids, kinds, reasons = normalize_party_ids(text)
+            typed[column.key] = ids
+            if column.type == "org_or_id" and column.kind_column:
+                typed[column.kind_column] = kinds
+            failures.append(Failure(INVALID_ID_FORMAT, reasons.eq(INVALID_ID_FORMAT).fillna(False).astype(bool),
+                                    f"{column.key}: not a resident ID in any accepted form"))
+            failures.append(Failure(INVALID_ID_CHECKSUM, reasons.eq(INVALID_ID_CHECKSUM).fillna(False).astype(bool),
+                                    f"{column.key}: check character does not match"))
+        elif column.type in ("date", "datetime"):
+            typed[column.key], invalid = parse_dates(text, keep_time=column.type == "datetime")
+            failures.append(Failure(INVALID_DATE, invalid, f"{column.key}: not a possible date"))
+            if column.not_after_extract:
+                later = typed[column.key].dt.normalize() > pd.Timestamp(extract_date)
+                failures.append(Failure(INVALID_DATE, later.fillna(False).astype(bool),
+                                        f"{column.key}: after the delivery's extract date {extract_date}"))
+        elif column.type == "code":
+            value = text.replace(column.aliases) if column.aliases else text
+            typed[column.key] = value
+            failures.append(Failure(INVALID_CODE, value.notna() & ~value.isin(column.codes),
+                                    f"{column.key}: value outside the schema's code list"))
+        elif column.type == "credit_code":
+            typed[column.key] = fold_fullwidth(text).str.upper().where(text.notna(), pd.NA)
+        elif column.type == "int":
+            cleaned = text.str.replace(r"\.0+$", "", regex=True)
+            number = pd.to_numeric(cleaned.where(cleaned.str.fullmatch(r"[+-]?[0-9]+"), pd.NA), errors="coerce")
+            typed[column.key] = number.astype("Int64")
+            failures.append(Failure(INVALID_NUMBER, text.notna() & number.isna(), f"{column.key}: not an integer"))
+        elif column.type == "float":
+            number = pd.to_numeric(text.where(text.str.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)"), pd.NA), errors="coerce")
+            typed[column.key] = number.astype("float64")
+            failures.append(Failure(INVALID_NUMBER, text.notna() & number.isna(), f"{column.key}: not a number"))
+        elif column.type == "share":
+            typed[column.key], invalid = _cast_share(text)
+            failures.append(Failure(INVALID_SHARE, invalid, f"{column.key}: not a share in (0, 1]"))
+        elif column.type == "month":
+            typed[column.key], invalid = _cast_month(text)
+            failures.append(Failure(INVALID_DATE, invalid, f"{column.key}: not a year-month"))
+        else:
+            typed[column.key] = text
+    return pd.DataFrame(typed, index=raw.index), failures

@@ -1,0 +1,70 @@
+"""The staged result of one delivery, and the generic split by which every source is staged.
+
+``stage_with_schema`` is pure (frames in, frames out). The registry calls it for a source staged
+by its schema alone; a source module adds its own checks as extra failures and reshapes the
+accepted rows; ``snapshot.stage_source`` does the I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandas as pd
+
+from pipelines.staging.casting import cast_columns
+from pipelines.staging.quarantine import (
+    MALFORMED_RECORD,
+    Failure,
+    duplicate_rows,
+    first_failure,
+    quarantine_frame,
+)
+from pipelines.staging.schema import Schema
+
+
+@dataclass(frozen=True)
+class Staged:
+    """One source's staged snapshot: typed accepted rows and the quarantine, with the counts."""
+
+    accepted: pd.DataFrame
+    quarantined: pd.DataFrame
+    rows_in: int
+    rows_duplicate: int
+
+    @property
+    def rows_quarantined(self) -> int:
+        return len(self.quarantined)
+
+    @property
+    def rows_accepted(self) -> int:
+        """Delivered records accepted (contracts, not buyer rows, for housing_contract)."""
+        return self.rows_in - self.rows_duplicate - self.rows_quarantined
+
+
+def stage_with_schema(raw: pd.DataFrame, schema: Schema, extract_date: dt.date,
+                      extra_failures: tuple[Failure, ...] = ()) -> tuple[Staged, pd.DataFrame]:
+    """Dedupe, cast (events checked against ``extract_date``), and split into accepted and
+    quarantined rows.
+
+    Returns the ``Staged`` result and the typed frame of the accepted rows indexed like ``raw``
+    (for a source module that reshapes them, like housing_contract's buyers).
+    ``extra_failures`` are a source's own checks, masks indexed like ``raw``.
+    """
+    duplicate = duplicate_rows(raw, schema.natural_key[0])
+    malformed = raw["parse_error"].fillna("") != ""
+    typed, failures = cast_columns(raw, schema, extract_date)
+    failures.append(Failure(MALFORMED_RECORD, malformed, ""))
+    failures.extend(extra_failures)
+    reason, detail = first_failure(failures, raw.index)
+    failed = reason.notna().to_numpy(dtype=bool)
+    bad, good = failed & ~duplicate, ~failed & ~duplicate
+    quarantined = quarantine_frame(schema.source, raw, reason, detail, bad)
+    columns = {}
+    for key in list(typed.columns):  # filter column by column, freeing each typed column as we go
+        columns[key] = typed.pop(key)[good]
+    accepted = pd.DataFrame(columns)
+    accepted["record_ref"] = raw["record_ref"][good].astype("str")
+    staged = Staged(accepted=accepted.reset_index(drop=True), quarantined=quarantined,
+                    rows_in=len(raw), rows_duplicate=int(duplicate.sum()))
+    return staged, accepted
