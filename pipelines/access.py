@@ -842,15 +842,3 @@ def revoke_districts(url: str, districts: Iterable[str]) -> dict[str, int]:
                      terminated[district])
     return terminated
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.access ...``: the same as ``zerocert roles ...``."""
-    import sys
-
-    from pipelines.cli import main as cli_main
-
-    return cli_main(["roles", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
