@@ -11,11 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.resident_id import fold_fullwidth
+from pipelines.resident_id import EARLIEST_YEAR, LATEST_YEAR, fold_fullwidth
 
 EXCEL_EPOCH = pd.Timestamp("1899-12-30")
-EARLIEST_YEAR = 1850
-LATEST_YEAR = 2200
 
 _SEPARATED = (
     r"^(?P<year>[0-9]{4})\s*[-/.年]\s*(?P<month>[0-9]{1,2})\s*[-/.月]\s*(?P<day>[0-9]{1,2})\s*日?"

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.addresses.match import REVIEW_STATUSES
-from pipelines.join import member
+from pipelines.engine.frames import member
 from pipelines.policy import LevelWindow, Policy
 from pipelines.warehouse_schema import (
     ANALYST_MARTS, MART_TABLES, NO_SCHOOL_REASONS, QUARANTINE_REASONS, TABLES, reason_column,
@@ -295,7 +295,7 @@ def entry_cohorts(policy: Policy, horizons: int) -> pd.DataFrame:
 
 def forecast_policy(policy: Policy, horizons: int) -> Policy:
     """The policy with each level's window repeated for every forecast cohort, so the join's
-    guardian rule (``join.build_guardianship``) links the younger children too."""
+    guardian rule (``citizens.build_guardianship``) links the younger children too."""
     cohorts = entry_cohorts(policy, horizons)
     windows = tuple(LevelWindow(r.level, r.born_from.date(), r.born_to.date()) for r in cohorts.itertuples())
     return dataclasses.replace(policy, levels=windows)
@@ -568,7 +568,7 @@ def forecast_guardianship(staged_hukou: Path, policy: Policy, horizons: int) -> 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from pipelines import join
+    from pipelines.engine import citizens, records
 
     wide = forecast_policy(policy, horizons)
     since = pd.Timestamp(min(w.birth_from for w in wide.levels))
@@ -577,10 +577,10 @@ def forecast_guardianship(staged_hukou: Path, policy: Policy, horizons: int) -> 
     households = pc.unique(pq.read_table(staged_hukou, columns=["household_no"], filters=born)
                            .column("household_no")).drop_null().to_pylist()
     heads = [("household_no", "in", households),
-             ("relation_to_head", "in", [join.HEAD_OF_HOUSEHOLD, join.SPOUSE_OF_HEAD])]
+             ("relation_to_head", "in", [records.HEAD_OF_HOUSEHOLD, records.SPOUSE_OF_HEAD])]
     rows = pq.read_table(staged_hukou, columns=_HUKOU_FOR_GUARDIANS,
                          filters=[born, heads] if households else [born]).to_pandas()
-    return join.build_guardianship(rows, wide)
+    return citizens.build_guardianship(rows, wide)
 
 
 def previous_quality(url: str) -> pd.DataFrame | None:

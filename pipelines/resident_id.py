@@ -11,6 +11,16 @@ import pyarrow as pa
 
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CHECK_CHARS = "10X98765432"
+# The shape of an 18-character resident ID (check character not checked), and of a 15-digit one.
+RESIDENT_ID_PATTERN = r"[0-9]{17}[0-9X]"
+LEGACY_ID_PATTERN = r"[0-9]{15}"
+# GB 32100 unified social credit code: 18 characters of its alphabet (no I, O, S, V, Z), the
+# 3rd to 8th being the registering authority's administrative division code (digits).
+CREDIT_CODE_PATTERN = r"[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}"
+# Years a delivered date may carry, an ID's birth date included; an event after the extract
+# date is checked apart (staging). Wide enough for a lease that runs far ahead (sources.md).
+EARLIEST_YEAR = 1850
+LATEST_YEAR = 2200
 
 
 def check_character(first17: str) -> str:
@@ -63,9 +73,6 @@ INVALID_ID_CHECKSUM = "INVALID_ID_CHECKSUM"
 # Full-width ASCII (U+FF01..U+FF5E) and the ideographic space fold to their ASCII forms.
 FULLWIDTH_TO_ASCII = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 
-# GB 32100 unified social credit code: 18 characters, no I, O, S, V, Z.
-CREDIT_CODE_PATTERN = r"[0-9A-HJ-NPQRTUWXY]{18}"
-
 
 def fold_fullwidth(values: pd.Series) -> pd.Series:
     """Full-width digits and letters to ASCII; only the non-ASCII rows pay for ``translate``."""
@@ -93,7 +100,7 @@ def _valid_birth(first17: pd.Series) -> pd.Series:
     codes, births = pd.factorize(first17.str.slice(6, 14))
     parsed = pd.to_datetime(pd.Series(np.asarray(births, dtype=object), dtype="str"),
                             format="%Y%m%d", errors="coerce")
-    valid = (parsed.notna() & parsed.dt.year.between(1850, 2099)).to_numpy()
+    valid = (parsed.notna() & parsed.dt.year.between(EARLIEST_YEAR, LATEST_YEAR)).to_numpy()
     return pd.Series(valid[codes] if len(valid) else np.zeros(len(codes), dtype=bool), index=first17.index)
 
 
@@ -118,13 +125,13 @@ def normalize_resident_ids(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     """
     index = values.index
     text = values.reset_index(drop=True).fillna("").astype("str")
-    is18 = text.str.fullmatch(r"[0-9]{17}[0-9X]").to_numpy(dtype=bool)
+    is18 = text.str.fullmatch(RESIDENT_ID_PATTERN).to_numpy(dtype=bool)
     dirty = ~is18 & (text != "").to_numpy(dtype=bool)
     is15 = np.zeros(len(text), dtype=bool)
     if dirty.any():
         text = text.where(~dirty, clean_id_text(text[dirty]))
-        is18 = text.str.fullmatch(r"[0-9]{17}[0-9X]").to_numpy(dtype=bool)
-        is15 = text.str.fullmatch(r"[0-9]{15}").to_numpy(dtype=bool)
+        is18 = text.str.fullmatch(RESIDENT_ID_PATTERN).to_numpy(dtype=bool)
+        is15 = text.str.fullmatch(LEGACY_ID_PATTERN).to_numpy(dtype=bool)
     first17 = text.str.slice(0, 17)
     if is15.any():
         first17 = first17.where(~is15, text.str.slice(0, 6) + "19" + text.str.slice(6, 15))

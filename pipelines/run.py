@@ -223,7 +223,7 @@ def engine_buckets(residents: int) -> int:
 
 def join_and_decide(settings: Settings) -> dict:
     """Per-citizen tables, then eligibility, written as Parquet under the run folder."""
-    from pipelines.join import run_engine
+    from pipelines.engine.buckets import run_engine
 
     policy = load_policy(settings.policy_path)
     run_id = run_id_for(settings)

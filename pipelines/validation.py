@@ -39,8 +39,10 @@ import yaml
 
 from pipelines.data import data_path
 from pipelines.errors import UsageError, ValidationFailed
-from pipelines.resident_id import check_character_bytes, id_bytes, mask_id, mask_name
 from pipelines.registry import source_keys
+from pipelines.resident_id import (
+    CREDIT_CODE_PATTERN, RESIDENT_ID_PATTERN, check_character_bytes, id_bytes, mask_id, mask_name,
+)
 from pipelines.staging.schema import SCHEMA_DIR as DEFAULT_SCHEMAS_DIR
 from pipelines.staging.schema import load_schema
 
@@ -49,8 +51,6 @@ DEFAULT_EXPECTATIONS_DIR = data_path("expectations")
 ROW_KINDS = ("not_null", "resident_id", "credit_code", "unique", "in_set", "date_range",
              "pattern", "between")
 SEVERITIES = ("error", "warn")
-CREDIT_CODE_PATTERN = r"[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}"
-RESIDENT_ID_PATTERN = r"[0-9]{17}[0-9X]"
 AS_OF = "as_of"
 RECORD_COLUMN = "record_ref"  # one value per delivered record (file:line or table key)
 ID_LIKE = re.compile(r"\d{14,17}[\dXx]")

@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from pipelines.eligibility import compute_eligibility, run_engine
+from pipelines.engine.buckets import run_engine
+from pipelines.engine.decide import compute_eligibility
 from test_join import (CHILD, FATHER, MOTHER, OTHER, POLICY, ROLES, RURAL, address_catchment, address_match,
                        business, contract, family, insurance, person, policy_with, rental, rid, staged,
                        tables_of, title, who)
@@ -300,8 +301,8 @@ def test_run_engine_gives_the_same_tables_for_any_bucket_count(tmp_path, buckets
 
 
 def test_evidence_text_is_exactly_the_shared_json_spelling():
-    from pipelines.eligibility import _evidence
-    from pipelines.join import json_text
+    from pipelines.engine.decide import _evidence
+    from pipelines.engine.frames import json_text
 
     facts = pd.DataFrame({"child_id": ["c", "c"], "source": ["property_title", "rental"],
                           "record_key": ['鲁(2019)某市"第1号"\\', "ZL1"],

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.join import build_citizen_tables, household_bucket, person_bucket
+from pipelines.engine.buckets import household_bucket, person_bucket
+from pipelines.engine.citizens import build_citizen_tables
 from pipelines.policy import DEMO_POLICY_YAML, policy_from_dict
 from pipelines.resident_id import check_character, mask_id
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from warehouse_reader import read
 import yaml
 
-from pipelines import eligibility as engine
+from pipelines.engine import rules as engine
 from pipelines.staging import quarantine
 from pipelines.marts import (
     CATEGORIES, SUPPRESS_BELOW, SUPPRESSION, best_options, catchment_forecast, district_summary,

@@ -1,6 +1,7 @@
-"""The eligibility engine: policy.md's categories, reasons, guardian eligibility and prefill.
+"""policy.md's decision: categories, priority dates, reasons, guardian eligibility, prefill.
 
-The work is split along who the facts belong to, so each step can run on one hash bucket:
+The work is split along who the facts belong to, so each step can run on one hash bucket
+(``pipelines.engine.buckets`` drives them; ``compute_eligibility`` chains them on whole frames):
 
 1. ``person_facts`` (person bucket): each resident's qualifying properties and rentals placed
    in catchments, their stable employment, and the reasons their records fall short.
@@ -10,62 +11,31 @@ The work is split along who the facts belong to, so each step can run on one has
 4. ``decide`` (child bucket): the best category per school, or the reasons for none.
 5. ``guardian_eligibility`` (person bucket) and ``build_prefill`` (guardian bucket).
 
-``compute_eligibility`` chains them on whole frames; ``run_engine`` chains them bucket by
-bucket with Parquet between the steps. Dates are ``datetime64[ns]`` in frames and ISO
-``YYYY-MM-DD`` text inside JSON. Nothing here is a policy literal: every list, threshold and
-date comes from ``Policy``; the Chinese codes below are the departments' code lists.
+The rules themselves (which record qualifies, which category is open, which reason is told)
+are ``rules``; this module places facts in catchments, follows guardian links and writes the
+evidence. Dates are ``datetime64[ns]`` in frames and ISO ``YYYY-MM-DD`` text inside JSON.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipelines import join
-from pipelines.join import json_text
+from pipelines.engine import rules
+from pipelines.engine.frames import json_text, member
+from pipelines.engine.records import DECEASED, PROPERTY_SOURCE
+from pipelines.engine.rules import (
+    ADDRESS_UNMATCHED, CATEGORIES, CATEGORY_A_URBAN, CATEGORY_HUKOU, CATEGORY_RENTAL,
+    CHILD_DECEASED, HOLDER_SCOPE, PROPERTY_OUTSIDE_ALL_CATCHMENTS, REASONS,
+    RENTAL_OUTSIDE_ALL_CATCHMENTS,
+)
 from pipelines.policy import Policy
 
-CATEGORIES = ("A1", "A2", "B", "C")  # best first (policy.md)
-CATEGORY_A_URBAN, CATEGORY_A_OTHER, CATEGORY_RENTAL, CATEGORY_HUKOU = CATEGORIES
-DECEASED = "死亡"
-BUSINESS_KINDS = ("individual_business", "enterprise")
-PROPERTY_SOURCE = {"title": "property_title", "contract": "housing_contract"}
-
-# Reason codes, in the order they are listed. When each applies is defined in ``_child_reasons``
-# and ``person_facts``; the checks there are the definitions.
-NO_GUARDIAN_LINK = "NO_GUARDIAN_LINK"
-NO_QUALIFYING_PROPERTY = "NO_QUALIFYING_PROPERTY"
-PROPERTY_AFTER_CUTOFF = "PROPERTY_AFTER_CUTOFF"
-PROPERTY_NOT_RESIDENTIAL = "PROPERTY_NOT_RESIDENTIAL"
-PROPERTY_NOT_CURRENT = "PROPERTY_NOT_CURRENT"
-PROPERTY_OUTSIDE_ALL_CATCHMENTS = "PROPERTY_OUTSIDE_ALL_CATCHMENTS"
-PROPERTY_EXCLUDES_RENTAL_AND_HUKOU = "PROPERTY_EXCLUDES_RENTAL_AND_HUKOU"
-NO_QUALIFYING_RENTAL = "NO_QUALIFYING_RENTAL"
-RENTAL_AFTER_CUTOFF = "RENTAL_AFTER_CUTOFF"
-RENTAL_NOT_COVERING_CUTOFF = "RENTAL_NOT_COVERING_CUTOFF"
-RENTAL_OUTSIDE_ALL_CATCHMENTS = "RENTAL_OUTSIDE_ALL_CATCHMENTS"
-NO_STABLE_EMPLOYMENT = "NO_STABLE_EMPLOYMENT"
-INSUFFICIENT_INSURANCE_MONTHS = "INSUFFICIENT_INSURANCE_MONTHS"
-BUSINESS_TOO_RECENT = "BUSINESS_TOO_RECENT"
-HUKOU_NOT_URBAN = "HUKOU_NOT_URBAN"
-HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS = "HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS"
-ADDRESS_UNMATCHED = "ADDRESS_UNMATCHED"
-CHILD_DECEASED = "CHILD_DECEASED"
-REASONS = (NO_GUARDIAN_LINK, NO_QUALIFYING_PROPERTY, PROPERTY_AFTER_CUTOFF,
-           PROPERTY_NOT_RESIDENTIAL, PROPERTY_NOT_CURRENT, PROPERTY_OUTSIDE_ALL_CATCHMENTS,
-           PROPERTY_EXCLUDES_RENTAL_AND_HUKOU, NO_QUALIFYING_RENTAL, RENTAL_AFTER_CUTOFF,
-           RENTAL_NOT_COVERING_CUTOFF, RENTAL_OUTSIDE_ALL_CATCHMENTS, NO_STABLE_EMPLOYMENT,
-           INSUFFICIENT_INSURANCE_MONTHS, BUSINESS_TOO_RECENT, HUKOU_NOT_URBAN,
-           HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS, ADDRESS_UNMATCHED, CHILD_DECEASED)
 ALL_LEVELS = "*"  # a person reason that holds at every level
 SELF, GUARDIAN = "self", "guardian"
-HOLDER_SCOPE, GUARDIAN_SCOPE = "holder", "guardian"  # whose records the reason may come from
 
 ELIGIBILITY_COLUMNS = ["child_id", "level", "school_code", "category", "priority_date",
                        "basis_guardian_id", "evidence", "policy_id", "run_id"]
@@ -159,7 +129,7 @@ def _outside(codes: pd.DataFrame, catchments: pd.DataFrame, policy: Policy) -> p
     parts = []
     for window in policy.levels:
         covered = catchments.loc[catchments["level"] == window.level, "address_code"]
-        rows = codes[~join.member(codes["address_code"], covered)]
+        rows = codes[~member(codes["address_code"], covered)]
         parts.append(pd.DataFrame({"citizen_id": rows["citizen_id"], "level": window.level}))
     return pd.concat(parts, ignore_index=True)
 
@@ -167,6 +137,13 @@ def _outside(codes: pd.DataFrame, catchments: pd.DataFrame, policy: Policy) -> p
 def _reasons(citizen_ids: pd.Series, reason: str, scope: str, level: object = ALL_LEVELS) -> pd.DataFrame:
     return pd.DataFrame({"citizen_id": citizen_ids.to_numpy(), "level": level, "reason": reason,
                          "scope": scope})
+
+
+def _told(records: pd.DataFrame, verdict: rules.Verdict) -> pd.DataFrame:
+    """The reasons a rule tells of each person's records, at every level."""
+    parts = [_reasons(records.loc[mask, "citizen_id"], reason, verdict.scope)
+             for reason, mask in verdict.told.items()]
+    return pd.concat(parts, ignore_index=True)
 
 
 # ---------------------------------------------------------------- step 1: per person
@@ -178,26 +155,16 @@ def person_facts(tables: dict[str, pd.DataFrame], address_catchment: pd.DataFram
     Returns ``placed_property`` / ``placed_rental`` (a qualifying record per school whose
     catchment holds its address), ``stable_jobs`` (qualifying employment), ``person_flags``
     (has_property anywhere, has_rental anywhere, stable_employment) and ``person_reasons``:
+    what ``rules.qualifying_property`` / ``qualifying_rental`` / ``stable_employment`` tell of
+    the person's records, and where a qualifying record is placed:
 
-    - PROPERTY_AFTER_CUTOFF: a title/contract in a listed status and use, dated after cutoff.
-    - PROPERTY_NOT_RESIDENTIAL: a title/contract in a listed status whose use is not listed.
-    - PROPERTY_NOT_CURRENT: a title/contract of a listed use whose status is not listed
-      (a superseded title, a withdrawn or cancelled contract).
     - ADDRESS_UNMATCHED: a qualifying property or rental whose address has no single code.
     - PROPERTY_OUTSIDE_ALL_CATCHMENTS / RENTAL_OUTSIDE_ALL_CATCHMENTS (per level): a qualifying
       property / rental placed at an address no catchment of the level contains.
-    - RENTAL_AFTER_CUTOFF: a rental in a listed status filed after the cutoff.
-    - RENTAL_NOT_COVERING_CUTOFF: a rental in a listed status filed by the cutoff whose lease
-      does not run on the cutoff date.
-    - INSUFFICIENT_INSURANCE_MONTHS: a listed scheme in a listed status with fewer local months
-      than required.
-    - BUSINESS_TOO_RECENT: a business or enterprise in a listed status established after
-      cutoff − min_business_months.
 
-    Property reasons have scope ``holder`` (the child's or a guardian's records); rental and
-    employment reasons scope ``guardian`` (only guardians' records count for category B).
+    Each reason carries the scope of its rule (``rules.HOLDER_SCOPE`` for property, the
+    guardian scope for rental and employment).
     """
-    cutoff = pd.Timestamp(policy.cutoff_date)
     catchments = catchments_for(address_catchment, policy)
     properties = tables["property_holding"]
     rentals = tables["rental_holding"]
@@ -221,42 +188,25 @@ def person_facts(tables: dict[str, pd.DataFrame], address_catchment: pd.DataFram
     people = pd.Index(pd.concat([properties["citizen_id"], rentals["citizen_id"],
                                  jobs["citizen_id"]]).unique())
     person_flags = pd.DataFrame({"citizen_id": people.astype("object")})
-    person_flags["has_property"] = join.member(person_flags["citizen_id"], qualifying["citizen_id"])
-    person_flags["has_rental"] = join.member(person_flags["citizen_id"], good_rentals["citizen_id"])
-    person_flags["stable_employment"] = join.member(person_flags["citizen_id"], stable["citizen_id"])
-
-    listed_status = np.where(properties["kind"].eq("title"),
-                             properties["status"].isin(policy.title_status),
-                             properties["status"].isin(policy.contract_status))
-    listed_use = properties["use"].isin(policy.property_uses).to_numpy()
-    late = (properties["record_date"] > cutoff).fillna(False).to_numpy()
-    rental_listed = rentals["status"].isin(policy.rental_status)
-    rental_late = (rentals["registered_date"] > cutoff).fillna(False)
-    covering = ((rentals["start_date"] <= cutoff) & (rentals["end_date"] >= cutoff)).fillna(False)
-    insured = jobs[jobs["kind"].eq("social_insurance") & jobs["scheme"].isin(policy.insurance_schemes)
-                   & jobs["status"].isin(policy.insurance_status)]
-    short = insured[(insured["local_months"].fillna(0) < policy.min_local_months).to_numpy(dtype=bool)]
-    businesses = jobs[jobs["kind"].isin(BUSINESS_KINDS) & jobs["status"].isin(policy.business_status)]
-    recent = businesses[~(businesses["since"] <= pd.Timestamp(policy.business_established_by)).fillna(False)]
+    person_flags["has_property"] = member(person_flags["citizen_id"], qualifying["citizen_id"])
+    person_flags["has_rental"] = member(person_flags["citizen_id"], good_rentals["citizen_id"])
+    person_flags["stable_employment"] = member(person_flags["citizen_id"], stable["citizen_id"])
 
     property_outside = _outside(placed, catchments, policy)
     rental_outside = _outside(placed_rentals, catchments, policy)
+    told = [_told(properties, rules.qualifying_property(properties, policy)),
+            _told(rentals, rules.qualifying_rental(rentals, policy)),
+            _told(jobs, rules.stable_employment(jobs, policy))]
     person_reasons = pd.concat([
-        _reasons(properties.loc[listed_status & listed_use & late, "citizen_id"], PROPERTY_AFTER_CUTOFF, HOLDER_SCOPE),
-        _reasons(properties.loc[listed_status & ~listed_use, "citizen_id"], PROPERTY_NOT_RESIDENTIAL, HOLDER_SCOPE),
-        _reasons(properties.loc[~listed_status & listed_use, "citizen_id"], PROPERTY_NOT_CURRENT, HOLDER_SCOPE),
-        _reasons(qualifying.loc[qualifying["address_code"].isna(), "citizen_id"], ADDRESS_UNMATCHED, HOLDER_SCOPE),
+        *told,
+        _reasons(qualifying.loc[qualifying["address_code"].isna(), "citizen_id"], ADDRESS_UNMATCHED,
+                 rules.QUALIFYING_PROPERTY.scope),
         _reasons(good_rentals.loc[good_rentals["address_code"].isna(), "citizen_id"], ADDRESS_UNMATCHED,
-                 GUARDIAN_SCOPE),
-        _reasons(property_outside["citizen_id"], PROPERTY_OUTSIDE_ALL_CATCHMENTS, HOLDER_SCOPE,
+                 rules.QUALIFYING_RENTAL.scope),
+        _reasons(property_outside["citizen_id"], PROPERTY_OUTSIDE_ALL_CATCHMENTS, rules.QUALIFYING_PROPERTY.scope,
                  property_outside["level"].to_numpy()),
-        _reasons(rental_outside["citizen_id"], RENTAL_OUTSIDE_ALL_CATCHMENTS, GUARDIAN_SCOPE,
+        _reasons(rental_outside["citizen_id"], RENTAL_OUTSIDE_ALL_CATCHMENTS, rules.QUALIFYING_RENTAL.scope,
                  rental_outside["level"].to_numpy()),
-        _reasons(rentals.loc[rental_listed & rental_late, "citizen_id"], RENTAL_AFTER_CUTOFF, GUARDIAN_SCOPE),
-        _reasons(rentals.loc[rental_listed & ~rental_late & ~covering, "citizen_id"],
-                 RENTAL_NOT_COVERING_CUTOFF, GUARDIAN_SCOPE),
-        _reasons(short["citizen_id"], INSUFFICIENT_INSURANCE_MONTHS, GUARDIAN_SCOPE),
-        _reasons(recent["citizen_id"], BUSINESS_TOO_RECENT, GUARDIAN_SCOPE),
     ], ignore_index=True).astype("object").drop_duplicates().reset_index(drop=True)
 
     return {"placed_property": placed_property.reset_index(drop=True),
@@ -268,13 +218,9 @@ def person_facts(tables: dict[str, pd.DataFrame], address_catchment: pd.DataFram
 # ---------------------------------------------------------------- step 2: children and edges
 
 def school_age_children(citizen: pd.DataFrame, policy: Policy) -> pd.DataFrame:
-    """Hukou residents born in a level window, with status 正常/迁出/死亡 (注销 is no child)."""
-    birth = pd.to_datetime(citizen["birth_date"])
-    level = pd.Series(None, index=citizen.index, dtype="object")
-    for window in policy.levels:
-        inside = (birth >= pd.Timestamp(window.birth_from)) & (birth <= pd.Timestamp(window.birth_to))
-        level = level.where(~inside.fillna(False), window.level)
-    children = citizen[level.notna() & citizen["hukou_status"].isin(join.CHILD_STATUSES)]
+    """The residents ``rules.school_level`` makes school-age children, with their level."""
+    level = rules.school_level(pd.to_datetime(citizen["birth_date"]), citizen["hukou_status"], policy)
+    children = citizen[level.notna()]
     return (children.assign(child_id=children["citizen_id"], level=level[children.index])
             [["child_id", "level", "name", "birth_date", "hukou_status", "household_no",
               "urban_hukou", "hukou_address_code", "settled_date"]]
@@ -363,20 +309,19 @@ def decide(children: pd.DataFrame, facts: dict[str, pd.DataFrame], address_catch
 
     property_rows = facts["edge_property"]
     a_rows = _best_holder(property_rows, keys)
-    a_rows["category"] = np.where(a_rows["child_id"].map(urban).fillna(False).astype(bool),
-                                  CATEGORY_A_URBAN, CATEGORY_A_OTHER)
+    a_rows["category"] = rules.property_category(a_rows["child_id"].map(urban))
     a_hukou = _hukou_facts(living).merge(a_rows.loc[a_rows["category"] == CATEGORY_A_URBAN, keys],
                                          on=["child_id", "level"])
     a_evidence = _evidence(pd.concat([property_rows[keys + ["source", "record_key", "date"]], a_hukou]), keys)
 
-    open_b = living.loc[~living["has_property"] & living["stable_employment"], ["child_id", "level"]]
+    open_b = living.loc[rules.open_to_rental(living), ["child_id", "level"]]
     rental_rows = facts["edge_rental"].merge(open_b, on=["child_id", "level"])
     b_rows = _best_holder(rental_rows, keys).assign(category=CATEGORY_RENTAL)
     b_jobs = facts["edge_jobs"][["child_id", "level", "source", "record_key", "date"]].merge(
         b_rows[keys], on=["child_id", "level"])
     b_evidence = _evidence(pd.concat([rental_rows[keys + ["source", "record_key", "date"]], b_jobs]), keys)
 
-    open_c = living[~living["has_property"] & living["urban_hukou"] & living["hukou_address_code"].notna()]
+    open_c = living[rules.open_to_hukou(living)]
     c_rows = open_c.merge(catchments, left_on=["hukou_address_code", "level"],
                           right_on=["address_code", "level"])
     c_facts = _hukou_facts(c_rows).assign(school_code=c_rows["school_code"].to_numpy())
@@ -387,7 +332,7 @@ def decide(children: pd.DataFrame, facts: dict[str, pd.DataFrame], address_catch
 
     rank = {category: i for i, category in enumerate(CATEGORIES)}
     evidence = pd.concat([a_evidence.assign(category=CATEGORY_A_URBAN),
-                          a_evidence.assign(category=CATEGORY_A_OTHER),
+                          a_evidence.assign(category=rules.CATEGORY_A_OTHER),
                           b_evidence.assign(category=CATEGORY_RENTAL),
                           c_evidence.assign(category=CATEGORY_HUKOU)], ignore_index=True)
     rows = pd.concat([a_rows, b_rows, c_rows], ignore_index=True)
@@ -419,39 +364,22 @@ def decide(children: pd.DataFrame, facts: dict[str, pd.DataFrame], address_catch
 
 def _child_reasons(children: pd.DataFrame, facts: dict[str, pd.DataFrame],
                    catchments: pd.DataFrame) -> pd.DataFrame:
-    """Every reason that applies to a living child with no school at its level.
-
-    - NO_GUARDIAN_LINK: no guardian (neither guardian fields nor the household rule).
-    - NO_QUALIFYING_PROPERTY: neither the child nor a guardian holds a qualifying property.
-    - PROPERTY_EXCLUDES_RENTAL_AND_HUKOU: one does (so B and C are closed) but it places the
-      child in no catchment.
-    - NO_QUALIFYING_RENTAL: no guardian holds a qualifying rental anywhere.
-    - NO_STABLE_EMPLOYMENT: no guardian has stable employment.
-    - HUKOU_NOT_URBAN: the child's hukou is not urban (status, region or settled date).
-    - HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS: urban hukou placed at an address in no catchment
-      of the level. ADDRESS_UNMATCHED: urban hukou whose address has no single code.
-    - plus every person reason (``person_facts``) of the child's and the guardians' records.
-    """
-    has_guardian = pd.Series(join.member(children["child_id"], facts["edge_guardians"]["child_id"]),
-                             index=children.index)
+    """Every reason that applies to a living child with no school at its level: the child's own
+    (``rules.no_school_reasons``) and every person reason of its holders' records."""
     covered = catchments.assign(inside=True)[["address_code", "level", "inside"]].drop_duplicates(
         ["address_code", "level"])
     placed = children.merge(covered, left_on=["hukou_address_code", "level"],
                             right_on=["address_code", "level"], how="left")
-    inside = placed["inside"].astype("boolean").fillna(False).astype(bool).to_numpy()
-    urban = children["urban_hukou"].to_numpy(dtype=bool)
-    coded = children["hukou_address_code"].notna().to_numpy()
-    checks = [
-        (~has_guardian.to_numpy(dtype=bool), NO_GUARDIAN_LINK),
-        (~children["has_property"].to_numpy(dtype=bool), NO_QUALIFYING_PROPERTY),
-        (children["has_property"].to_numpy(dtype=bool), PROPERTY_EXCLUDES_RENTAL_AND_HUKOU),
-        (~children["has_rental"].to_numpy(dtype=bool), NO_QUALIFYING_RENTAL),
-        (~children["stable_employment"].to_numpy(dtype=bool), NO_STABLE_EMPLOYMENT),
-        (~urban, HUKOU_NOT_URBAN),
-        (urban & coded & ~inside, HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS),
-        (urban & ~coded, ADDRESS_UNMATCHED),
-    ]
-    parts = [children.loc[mask, ["child_id", "level"]].assign(reason=code) for mask, code in checks]
+    flags = pd.DataFrame({
+        "has_guardian": member(children["child_id"], facts["edge_guardians"]["child_id"]),
+        "has_property": children["has_property"].to_numpy(dtype=bool),
+        "has_rental": children["has_rental"].to_numpy(dtype=bool),
+        "stable_employment": children["stable_employment"].to_numpy(dtype=bool),
+        "urban_hukou": children["urban_hukou"].to_numpy(dtype=bool),
+        "hukou_coded": children["hukou_address_code"].notna().to_numpy(dtype=bool),
+        "hukou_inside": placed["inside"].astype("boolean").fillna(False).astype(bool).to_numpy()})
+    parts = [children.loc[mask, ["child_id", "level"]].assign(reason=code)
+             for mask, code in rules.no_school_reasons(flags)]
     holder = facts["edge_reasons"].merge(children[["child_id", "level"]], on=["child_id", "level"])
     parts.append(holder[["child_id", "level", "reason"]])
     return pd.concat(parts, ignore_index=True).astype("object").drop_duplicates()
@@ -476,13 +404,13 @@ def guardian_eligibility(facts: dict[str, pd.DataFrame], citizen: pd.DataFrame, 
     flags = facts["person_flags"].set_index("citizen_id")
 
     properties = facts["placed_property"].rename(columns={"citizen_id": "guardian_id"})
-    properties = properties[~join.member(properties["guardian_id"], children)]
+    properties = properties[~member(properties["guardian_id"], children)]
     by_property = properties.sort_values(keys + ["date"], kind="stable").drop_duplicates(keys)
     by_property = by_property[keys + ["date"]].assign(basis="property").merge(_evidence(properties, keys), on=keys)
 
-    open_rental = flags.index[flags["stable_employment"] & ~flags["has_property"]]
+    open_rental = flags.index[rules.open_to_rental(flags)]
     rentals = facts["placed_rental"].rename(columns={"citizen_id": "guardian_id"})
-    rentals = rentals[join.member(rentals["guardian_id"], open_rental) & ~join.member(rentals["guardian_id"], children)]
+    rentals = rentals[member(rentals["guardian_id"], open_rental) & ~member(rentals["guardian_id"], children)]
     jobs = facts["stable_jobs"].rename(columns={"citizen_id": "guardian_id"}).merge(
         rentals[keys].drop_duplicates(), on="guardian_id")
     by_rental = rentals.sort_values(keys + ["date"], kind="stable").drop_duplicates(keys)
@@ -508,12 +436,12 @@ def build_prefill(guardianship: pd.DataFrame, tables: dict[str, pd.DataFrame], c
         return pd.DataFrame({c: pd.Series(dtype="object") for c in PREFILL_COLUMNS})
 
     def per_person(frame: pd.DataFrame, columns: list[str], order: list[str]) -> dict:
-        rows = frame[join.member(frame["citizen_id"], guardian_ids)].sort_values(["citizen_id"] + order, kind="stable")
+        rows = frame[member(frame["citizen_id"], guardian_ids)].sort_values(["citizen_id"] + order, kind="stable")
         return {k[0]: v for k, v in _grouped([(c,) for c in rows["citizen_id"].tolist()],
                                              _records(rows, columns)).items()}
 
     citizen = tables["citizen"]
-    people = citizen[join.member(citizen["citizen_id"], guardian_ids)]
+    people = citizen[member(citizen["citizen_id"], guardian_ids)]
     hukou_columns = ["household_no", "hukou_status", "hukou_region_code", "hukou_address",
                      "hukou_address_code", "settled_date", "urban_hukou"]
     person = dict(zip(people["citizen_id"].tolist(),
@@ -573,154 +501,3 @@ def compute_eligibility(tables: dict[str, pd.DataFrame], address_catchment: pd.D
     return {**decided,
             "guardian_eligibility": guardian_eligibility(facts, tables["citizen"], policy, run_id),
             "prefill": build_prefill(guardianship, tables, children, decided, policy, run_id)}
-
-
-# ---------------------------------------------------------------- driver, bucket by bucket
-
-PERSON_TABLES = ("citizen", "property_holding", "rental_holding", "employment")
-FACT_TABLES = ("placed_property", "placed_rental", "stable_jobs", "person_flags", "person_reasons")
-EDGE_TABLES = ("edge_guardians", "edge_property", "edge_rental", "edge_jobs", "edge_flags", "edge_reasons")
-
-
-def _write(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
-
-
-def _read_parts(paths: list[Path]) -> pd.DataFrame | None:
-    """The parts written for one bucket, as one frame (None when there are none)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tables = [pq.read_table(p) for p in paths if p.exists()]
-    if not tables:
-        return None
-    filled = [t for t in tables if t.num_rows] or tables[:1]  # empty parts may carry guessed types
-    return pa.concat_tables(filled, promote_options="permissive").to_pandas()
-
-
-def _split(frame: pd.DataFrame, bucket_of: np.ndarray, buckets: int, directory: Path, name: str) -> None:
-    """Write one Parquet per bucket: ``directory/<bucket>/<name>.parquet``."""
-    for bucket in range(buckets):
-        _write(frame[bucket_of == bucket], directory / str(bucket) / f"{name}.parquet")
-
-
-def _split_file(path: Path, column: str, bucket_fn, buckets: int, directory: Path, name: str) -> None:
-    """Split a staged Parquet by bucket in Arrow form (compact strings; one column to pandas)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    bucket_of = bucket_fn(table.column(column).to_pandas(), buckets)
-    for bucket in range(buckets):
-        target = directory / str(bucket) / f"{name}.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table.filter(pa.array(bucket_of == bucket)), target)
-
-
-def _publish(parts: list[Path], path: Path, keys: list[str]) -> Path:
-    """Concatenate a table's bucket parts into one Parquet, rows sorted by key."""
-    frame = _read_parts(parts)
-    if len(parts) > 1:  # one part is already in key order
-        frame = frame.sort_values(keys, kind="stable", ignore_index=True)
-    _write(frame, path)
-    return path
-
-
-def run_engine(staged_dir: Path, address_dir: Path, policy: Policy, run_id: str, out_dir: Path,
-               buckets: int = 1) -> dict[str, Path]:
-    """Join and eligibility from staged Parquet to one Parquet per warehouse table.
-
-    Each step holds one bucket at a time: staged rows are split by the bucket of the person
-    they are about (hukou also by household for the household rule); facts are built per
-    person bucket; child–guardian edges are re-bucketed by the holder's ID to pick up the
-    holder's facts, then by child ID to decide. Intermediate Parquet lives under
-    ``out_dir/_work`` and is removed at the end. Returns table name → path.
-    """
-    staged_dir, address_dir, out_dir = Path(staged_dir), Path(address_dir), Path(out_dir)
-    buckets = max(1, int(buckets))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="_work", dir=out_dir))
-    try:
-        address_match = pd.read_parquet(address_dir / "address_match.parquet")
-        address_catchment = catchments_for(pd.read_parquet(address_dir / "address_catchment.parquet"), policy)
-
-        for source in join.SOURCES:
-            path = staged_dir / source / "accepted.parquet"
-            if path.exists():
-                _split_file(path, join.PERSON_COLUMNS[source][0], join.person_bucket, buckets,
-                            work / "staged", source)
-                if source == "hukou":
-                    _split_file(path, "household_no", join.household_bucket, buckets, work / "household", source)
-
-        children_parts, guardianship_parts = [], []
-        for bucket in range(buckets):
-            part_dir = work / "staged" / str(bucket)
-            frames = {s: pd.read_parquet(p) for s in join.SOURCES if (p := part_dir / f"{s}.parquet").exists()}
-            tables = join.build_person_tables(frames, address_match, policy)
-            facts = person_facts(tables, address_catchment, policy)
-            for name, table in {**tables, **facts}.items():
-                _write(table, work / "person" / str(bucket) / f"{name}.parquet")
-            _write(guardian_eligibility(facts, tables["citizen"], policy, run_id),
-                   work / "person" / str(bucket) / "guardian_eligibility.parquet")
-            children_parts.append(school_age_children(tables["citizen"], policy))
-            hukou = work / "household" / str(bucket) / "hukou.parquet"
-            if hukou.exists():
-                guardianship_parts.append(join.build_guardianship(pd.read_parquet(hukou), policy))
-            del frames, tables, facts
-        children = pd.concat(children_parts, ignore_index=True).sort_values("child_id", ignore_index=True)
-        guardianship = (pd.concat(guardianship_parts, ignore_index=True) if guardianship_parts
-                        else join.build_guardianship(pd.DataFrame(), policy))
-        guardianship = guardianship.sort_values(["child_id", "guardian_id"], ignore_index=True)
-        _write(guardianship, work / "guardianship.parquet")
-
-        edges = holder_edges(children, guardianship)
-        holder_of = join.person_bucket(edges["holder_id"], buckets)
-        for bucket in range(buckets):
-            person_dir = work / "person" / str(bucket)
-            facts = {name: pd.read_parquet(person_dir / f"{name}.parquet") for name in FACT_TABLES}
-            for name, table in edge_facts(edges[holder_of == bucket], facts).items():
-                _split(table, join.person_bucket(table["child_id"], buckets), buckets,
-                       work / "edges" / f"from{bucket}", name)
-
-        child_of = join.person_bucket(children["child_id"], buckets)
-        for bucket in range(buckets):
-            linked = {name: _read_parts([work / "edges" / f"from{h}" / str(bucket) / f"{name}.parquet"
-                                         for h in range(buckets)]) for name in EDGE_TABLES}
-            decided = decide(children[child_of == bucket], linked, address_catchment, policy, run_id)
-            for name, table in decided.items():
-                _write(table, work / "decided" / str(bucket) / f"{name}.parquet")
-
-        decided_all = {name: _read_parts([work / "decided" / str(b) / f"{name}.parquet" for b in range(buckets)])
-                       for name in ("eligibility", "ineligibility")}
-        guardian_of = join.person_bucket(guardianship["guardian_id"], buckets)
-        for bucket in range(buckets):
-            person_dir = work / "person" / str(bucket)
-            tables = {name: pd.read_parquet(person_dir / f"{name}.parquet") for name in PERSON_TABLES}
-            _write(build_prefill(guardianship[guardian_of == bucket], tables, children, decided_all, policy, run_id),
-                   person_dir / "prefill.parquet")
-
-        def parts(name: str, where: str = "person") -> list[Path]:
-            return [work / where / str(b) / f"{name}.parquet" for b in range(buckets)]
-
-        published = {
-            "citizen": _publish(parts("citizen"), out_dir / "citizen.parquet", ["citizen_id"]),
-            "guardianship": _publish([work / "guardianship.parquet"], out_dir / "guardianship.parquet",
-                                     ["child_id", "guardian_id"]),
-            "property_holding": _publish(parts("property_holding"), out_dir / "property_holding.parquet",
-                                         ["citizen_id", "kind", "record_key"]),
-            "rental_holding": _publish(parts("rental_holding"), out_dir / "rental_holding.parquet",
-                                       ["citizen_id", "record_no"]),
-            "employment": _publish(parts("employment"), out_dir / "employment.parquet",
-                                   ["citizen_id", "kind", "record_key"]),
-            "eligibility": _publish(parts("eligibility", "decided"), out_dir / "eligibility.parquet",
-                                    ["child_id", "level", "school_code"]),
-            "ineligibility": _publish(parts("ineligibility", "decided"), out_dir / "ineligibility.parquet",
-                                      ["child_id", "level"]),
-            "guardian_eligibility": _publish(parts("guardian_eligibility"), out_dir / "guardian_eligibility.parquet",
-                                             ["guardian_id", "level", "school_code"]),
-            "prefill": _publish(parts("prefill"), out_dir / "prefill.parquet", ["guardian_id"]),
-        }
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return published

@@ -1,10 +1,9 @@
-"""The join per resident: the per-citizen warehouse tables built from the staged frames.
+"""The per-citizen warehouse tables built from the staged frames (warehouse.md).
 
 Everything here is keyed by one person's resident ID, so each function can run on the rows of
-one hash bucket of IDs at a time (see ``person_bucket``) and the driver in
-``pipelines.eligibility.run_engine`` can keep memory bounded as the city grows. The one
-exception is the household rule for guardians, which needs a whole household:
-``build_guardianship`` therefore runs on a bucket of ``household_no`` (``household_bucket``).
+one hash bucket of IDs at a time (``pipelines.engine.buckets``). The one exception is the
+household rule for guardians, which needs a whole household: ``build_guardianship`` therefore
+runs on a bucket of ``household_no``. Whether a record qualifies is ``rules``' business.
 
 Date columns are ``datetime64[ns]`` (midnight), ``NaT`` when unknown. JSON text columns use
 ``sort_keys=True, ensure_ascii=False`` so reruns are byte-identical.
@@ -12,40 +11,18 @@ Date columns are ``datetime64[ns]`` (midnight), ``NaT`` when unknown. JSON text 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
+from pipelines.engine import rules
+from pipelines.engine.frames import as_dates, json_text, member
+from pipelines.engine.records import (
+    BUSINESS_KINDS, CHILD_OF_HEAD, CONTRACT_KIND, HEAD_OF_HOUSEHOLD, HUKOU_ACTIVE, INSURANCE_KIND,
+    NAME_AUTHORITY, PERSON_COLUMNS, PERSON_OWNER, SOURCES, SPOUSE_OF_HEAD, TITLE_KIND,
+    UNPLACED_ADDRESS,
+)
 from pipelines.policy import Policy
-
-SOURCES = ("hukou", "property_title", "housing_contract", "rental", "social_insurance",
-           "individual_business", "enterprise")
-
-# Which column of each staged frame names the person the record is about, and their name.
-PERSON_COLUMNS: dict[str, tuple[str, str]] = {
-    "hukou": ("citizen_id", "name"),
-    "property_title": ("owner_id", "owner_name"),
-    "housing_contract": ("buyer_id", "buyer_name"),
-    "rental": ("tenant_id", "tenant_name"),
-    "social_insurance": ("citizen_id", "name"),
-    "individual_business": ("operator_id", "operator_name"),
-    "enterprise": ("legal_rep_id", "legal_rep_name"),
-}
-# Where two departments spell a name differently, the citizen row shows the first of these.
-NAME_AUTHORITY = ("hukou", "social_insurance", "property_title", "housing_contract", "rental",
-                  "individual_business", "enterprise")
-
-# Codes of the source contract (sources.md), not policy parameters.
-HUKOU_ACTIVE = "正常"
-HEAD_OF_HOUSEHOLD = "户主"
-SPOUSE_OF_HEAD = "配偶"
-CHILD_OF_HEAD = ("子", "女")
-CHILD_STATUSES = ("正常", "迁出", "死亡")  # 注销 is not a child (policy readings)
-PERSON_OWNER = "person"
-UNPLACED_ADDRESS = ("ambiguous", "unmatched")
-
-RESIDENT_ID_PATTERN = r"^\d{17}[\dX]$"
+from pipelines.resident_id import RESIDENT_ID_PATTERN
 
 CITIZEN_COLUMNS = ["citizen_id", "name", "sex", "birth_date", "household_no", "hukou_status",
                    "hukou_region_code", "hukou_address", "hukou_address_code",
@@ -59,47 +36,6 @@ RENTAL_COLUMNS = ["citizen_id", "record_no", "address", "address_code", "address
                   "record_ref"]
 EMPLOYMENT_COLUMNS = ["citizen_id", "kind", "record_key", "org_code", "since", "local_months",
                       "status", "scheme", "qualifying", "record_ref"]
-
-
-def json_text(value: object) -> str:
-    """The one JSON spelling used in every table: sorted keys, Chinese kept readable."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
-
-
-def member(values: pd.Series, pool: pd.Series | pd.Index) -> np.ndarray:
-    """``values.isin(pool)`` through one hash table of Python strings.
-
-    pandas' Arrow-string ``isin`` walks a large pool in Python; IDs and address codes here
-    meet pools of millions, so membership goes through an object ``Index`` instead.
-    """
-    pool = np.asarray(pool, dtype=object)
-    index = pd.Index(pd.unique(pool[pd.notna(pool)]), dtype=object)
-    return index.get_indexer(np.asarray(values, dtype=object)) >= 0
-
-
-def _bucket_of_digits(values: pd.Series, buckets: int) -> np.ndarray:
-    """Bucket from four digits of the value; deterministic across processes and machines."""
-    if buckets <= 1:
-        return np.zeros(len(values), dtype=np.int64)
-    digits = pd.to_numeric(values.astype("str").str[-5:-1], errors="coerce")
-    return (digits.fillna(0).astype(np.int64) % buckets).to_numpy()
-
-
-def person_bucket(citizen_ids: pd.Series, buckets: int) -> np.ndarray:
-    """Bucket of a resident ID: its sequence digits (positions 14–17) modulo ``buckets``.
-
-    The sequence digits are close to uniform across a city, unlike region or birth digits.
-    """
-    return _bucket_of_digits(citizen_ids, buckets)
-
-
-def household_bucket(household_nos: pd.Series, buckets: int) -> np.ndarray:
-    """Bucket of a household number, so a household's rows always meet in one bucket."""
-    return _bucket_of_digits(household_nos, buckets)
-
-
-def _cutoff(policy: Policy) -> pd.Timestamp:
-    return pd.Timestamp(policy.cutoff_date)
 
 
 def _frame(staged: dict[str, pd.DataFrame], source: str, columns: list[str]) -> pd.DataFrame:
@@ -133,10 +69,6 @@ def _place(texts: pd.Series, source: str, address_match: pd.DataFrame) -> pd.Dat
                         index=texts.index)
 
 
-def _dates(values: pd.Series) -> pd.Series:
-    return pd.to_datetime(values, errors="coerce").astype("datetime64[ns]")
-
-
 def latest_hukou(hukou: pd.DataFrame) -> pd.DataFrame:
     """One hukou row per resident: the most recently updated one (record_ref breaks ties)."""
     if hukou.empty:
@@ -144,13 +76,6 @@ def latest_hukou(hukou: pd.DataFrame) -> pd.DataFrame:
     order = [c for c in ("citizen_id", "updated_at", "record_ref") if c in hukou.columns]
     ascending = [True, False, True][: len(order)]
     return hukou.sort_values(order, ascending=ascending, kind="stable").drop_duplicates("citizen_id")
-
-
-def urban_hukou(hukou: pd.DataFrame, policy: Policy) -> pd.Series:
-    """policy.md: active, in an urban county, settled at this address on or before the cutoff."""
-    return (hukou["status"].eq(HUKOU_ACTIVE)
-            & hukou["hukou_region_code"].astype("str").isin(policy.urban_region_codes)
-            & (_dates(hukou["settled_date"]) <= _cutoff(policy))).fillna(False).astype(bool)
 
 
 def _person_owner(titles: pd.DataFrame) -> pd.Series:
@@ -218,7 +143,7 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     hukou = latest_hukou(_frame(staged, "hukou", [
         "citizen_id", "sex", "birth_date", "household_no", "status", "hukou_region_code",
         "hukou_address", "settled_date", "updated_at", "record_ref"]))
-    hukou = hukou.assign(urban_hukou=urban_hukou(hukou, policy))
+    hukou = hukou.assign(urban_hukou=rules.urban_hukou(hukou, policy))
     placed = _place(hukou["hukou_address"], "hukou", address_match)
     hukou = hukou.assign(hukou_address_code=placed["address_code"],
                          hukou_address_status=placed["address_status"])
@@ -227,9 +152,9 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
         "hukou_address", "hukou_address_code", "hukou_address_status", "settled_date", "urban_hukou"]]
     citizens = citizens.merge(hukou, on="citizen_id", how="left")
     id_birth, id_sex = _id_birth_and_sex(citizens["citizen_id"])
-    citizens["birth_date"] = _dates(citizens["birth_date"]).fillna(id_birth)
+    citizens["birth_date"] = as_dates(citizens["birth_date"]).fillna(id_birth)
     citizens["sex"] = citizens["sex"].astype("object").where(citizens["sex"].notna(), id_sex)
-    citizens["settled_date"] = _dates(citizens["settled_date"])
+    citizens["settled_date"] = as_dates(citizens["settled_date"])
     citizens["urban_hukou"] = citizens["urban_hukou"].astype("boolean").fillna(False).astype(bool)
     return citizens[CITIZEN_COLUMNS].sort_values("citizen_id", ignore_index=True)
 
@@ -247,11 +172,7 @@ def build_guardianship(hukou: pd.DataFrame, policy: Policy) -> pd.DataFrame:
                "guardian1_id", "guardian1_relation", "guardian2_id", "guardian2_relation",
                "updated_at", "record_ref"]
     hukou = latest_hukou(_frame({"hukou": hukou}, "hukou", columns))
-    birth = _dates(hukou["birth_date"])
-    in_window = pd.Series(False, index=hukou.index)
-    for window in policy.levels:
-        in_window |= (birth >= pd.Timestamp(window.birth_from)) & (birth <= pd.Timestamp(window.birth_to))
-    children = hukou[in_window & hukou["status"].isin(CHILD_STATUSES)]
+    children = hukou[rules.school_level(as_dates(hukou["birth_date"]), hukou["status"], policy).notna()]
 
     named = children["guardian1_id"].notna() | children["guardian2_id"].notna()
     field_edges = []
@@ -286,44 +207,36 @@ def build_property_holding(staged: dict[str, pd.DataFrame], address_match: pd.Da
                            policy: Policy) -> pd.DataFrame:
     """``property_holding``: one row per resident owner of a title and per buyer of a contract.
 
-    ``qualifying`` is policy.md's qualifying property (use, status, date ≤ cutoff). The address
-    does not enter ``qualifying``: an unplaceable property is still held (policy readings).
-    Corporate owners are not residents and are left out. ``share`` is the title's share
-    (NaN for sole owners and for contracts, which record none).
+    ``qualifying`` is ``rules.qualifying_property``. Corporate owners are not residents and are
+    left out. ``share`` is the title's share (NaN for sole owners and for contracts, which
+    record none).
     """
-    cutoff = _cutoff(policy)
     titles = _frame(staged, "property_title", [
         "certificate_no", "owner_id", "owner_kind", "share", "address", "use", "registered_date",
         "title_status", "record_ref"])
     titles = titles[_person_owner(titles)]
     title_rows = pd.DataFrame({
-        "citizen_id": titles["owner_id"].astype("object"), "kind": "title",
+        "citizen_id": titles["owner_id"].astype("object"), "kind": TITLE_KIND,
         "record_key": titles["certificate_no"].astype("object"), "use": titles["use"].astype("object"),
         "status": titles["title_status"].astype("object"),
-        "record_date": _dates(titles["registered_date"]),
+        "record_date": as_dates(titles["registered_date"]),
         "share": pd.to_numeric(titles["share"], errors="coerce").astype("float64"),
         "address": titles["address"].astype("object"), "record_ref": titles["record_ref"].astype("object")})
-    title_rows["qualifying"] = (title_rows["status"].isin(policy.title_status)
-                                & title_rows["use"].isin(policy.property_uses)
-                                & (title_rows["record_date"] <= cutoff))
     title_rows = title_rows.join(_place(title_rows["address"], "property_title", address_match))
 
     contracts = _frame(staged, "housing_contract", [
         "contract_no", "buyer_id", "address", "use", "signed_date", "status", "record_ref"])
     contracts = contracts[contracts["buyer_id"].notna()]
     contract_rows = pd.DataFrame({
-        "citizen_id": contracts["buyer_id"].astype("object"), "kind": "contract",
+        "citizen_id": contracts["buyer_id"].astype("object"), "kind": CONTRACT_KIND,
         "record_key": contracts["contract_no"].astype("object"), "use": contracts["use"].astype("object"),
-        "status": contracts["status"].astype("object"), "record_date": _dates(contracts["signed_date"]),
+        "status": contracts["status"].astype("object"), "record_date": as_dates(contracts["signed_date"]),
         "share": np.nan, "address": contracts["address"].astype("object"),
         "record_ref": contracts["record_ref"].astype("object")})
-    contract_rows["qualifying"] = (contract_rows["status"].isin(policy.contract_status)
-                                   & contract_rows["use"].isin(policy.property_uses)
-                                   & (contract_rows["record_date"] <= cutoff))
     contract_rows = contract_rows.join(_place(contract_rows["address"], "housing_contract", address_match))
 
     rows = pd.concat([title_rows, contract_rows], ignore_index=True)
-    rows["qualifying"] = rows["qualifying"].fillna(False).astype(bool)
+    rows["qualifying"] = rules.qualifying_property(rows, policy).holds
     return (rows.sort_values(["citizen_id", "kind", "record_key"], kind="stable")
             .drop_duplicates(["citizen_id", "kind", "record_key"])[PROPERTY_COLUMNS]
             .reset_index(drop=True))
@@ -331,9 +244,8 @@ def build_property_holding(staged: dict[str, pd.DataFrame], address_match: pd.Da
 
 def build_rental_holding(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
                          policy: Policy) -> pd.DataFrame:
-    """``rental_holding``: one row per registration, by tenant; ``qualifying`` per policy.md
-    (status listed, filed by the cutoff, and the lease running on the cutoff date)."""
-    cutoff = _cutoff(policy)
+    """``rental_holding``: one row per registration, by tenant; ``qualifying`` is
+    ``rules.qualifying_rental``."""
     rentals = _frame(staged, "rental", ["record_no", "tenant_id", "address", "start_date",
                                         "end_date", "registered_date", "status", "record_ref"])
     rentals = rentals[rentals["tenant_id"].notna()]
@@ -341,13 +253,10 @@ def build_rental_holding(staged: dict[str, pd.DataFrame], address_match: pd.Data
         "citizen_id": rentals["tenant_id"].astype("object"),
         "record_no": rentals["record_no"].astype("object"),
         "address": rentals["address"].astype("object"),
-        "start_date": _dates(rentals["start_date"]), "end_date": _dates(rentals["end_date"]),
-        "registered_date": _dates(rentals["registered_date"]),
+        "start_date": as_dates(rentals["start_date"]), "end_date": as_dates(rentals["end_date"]),
+        "registered_date": as_dates(rentals["registered_date"]),
         "status": rentals["status"].astype("object"), "record_ref": rentals["record_ref"].astype("object")})
-    rows["qualifying"] = (rows["status"].isin(policy.rental_status)
-                          & (rows["registered_date"] <= cutoff)
-                          & (rows["start_date"] <= cutoff) & (rows["end_date"] >= cutoff)
-                          ).fillna(False).astype(bool)
+    rows["qualifying"] = rules.qualifying_rental(rows, policy).holds
     rows = rows.join(_place(rows["address"], "rental", address_match))
     return (rows.sort_values(["citizen_id", "record_no"], kind="stable")
             .drop_duplicates(["citizen_id", "record_no"])[RENTAL_COLUMNS].reset_index(drop=True))
@@ -356,33 +265,28 @@ def build_rental_holding(staged: dict[str, pd.DataFrame], address_match: pd.Data
 def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.DataFrame:
     """``employment``: insurance enrolments, businesses operated and enterprises represented.
 
-    ``qualifying`` is policy.md's stable employment: a listed scheme in a listed status with
-    at least ``min_local_months``; or a business/enterprise in a listed status established on
-    or before cutoff − ``min_business_months``. ``record_key`` is ``<citizen_id>:<scheme>`` for
+    ``qualifying`` is ``rules.stable_employment``. ``record_key`` is ``<citizen_id>:<scheme>`` for
     insurance (its natural key: two parents in one scheme are two records of evidence) and the
     credit code for businesses.
     """
-    established_by = pd.Timestamp(policy.business_established_by)
     insurance = _frame(staged, "social_insurance", [
         "citizen_id", "scheme", "insurance_status", "employer_code", "first_insured_date",
         "local_months", "record_ref"])
     insurance = insurance[insurance["citizen_id"].notna()]
     months = pd.to_numeric(insurance["local_months"], errors="coerce").astype("Int64")
     insured = pd.DataFrame({
-        "citizen_id": insurance["citizen_id"].astype("object"), "kind": "social_insurance",
+        "citizen_id": insurance["citizen_id"].astype("object"), "kind": INSURANCE_KIND,
         "record_key": (insurance["citizen_id"].astype("str") + ":"
                        + insurance["scheme"].astype("str")).astype("object"),
         "org_code": insurance["employer_code"].astype("object"),
-        "since": _dates(insurance["first_insured_date"]), "local_months": months,
+        "since": as_dates(insurance["first_insured_date"]), "local_months": months,
         "status": insurance["insurance_status"].astype("object"),
         "scheme": insurance["scheme"].astype("object"),
         "record_ref": insurance["record_ref"].astype("object")})
-    insured["qualifying"] = (insured["scheme"].isin(policy.insurance_schemes)
-                             & insured["status"].isin(policy.insurance_status)
-                             & (months >= policy.min_local_months).fillna(False).to_numpy())
 
     parts = [insured]
-    for source, id_column in (("individual_business", "operator_id"), ("enterprise", "legal_rep_id")):
+    for source in BUSINESS_KINDS:
+        id_column = PERSON_COLUMNS[source][0]
         frame = _frame(staged, source, ["credit_code", id_column, "established_date", "reg_status",
                                         "record_ref"])
         frame = frame[frame[id_column].notna()]
@@ -390,14 +294,13 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
             "citizen_id": frame[id_column].astype("object"), "kind": source,
             "record_key": frame["credit_code"].astype("object"),
             "org_code": frame["credit_code"].astype("object"),
-            "since": _dates(frame["established_date"]), "local_months": pd.array([pd.NA] * len(frame), dtype="Int64"),
+            "since": as_dates(frame["established_date"]), "local_months": pd.array([pd.NA] * len(frame), dtype="Int64"),
             "status": frame["reg_status"].astype("object"), "scheme": None,
             "record_ref": frame["record_ref"].astype("object")})
-        part["qualifying"] = part["status"].isin(policy.business_status) & (part["since"] <= established_by)
         parts.append(part)
     rows = pd.concat(parts, ignore_index=True)
+    rows["qualifying"] = rules.stable_employment(rows, policy).holds
     rows = rows[_is_resident_id(rows["citizen_id"])]
-    rows["qualifying"] = rows["qualifying"].fillna(False).astype(bool)
     rows["local_months"] = rows["local_months"].astype("Int64")
     return (rows.sort_values(["citizen_id", "kind", "record_key"], kind="stable")
             .drop_duplicates(["citizen_id", "kind", "record_key"])[EMPLOYMENT_COLUMNS]
@@ -421,11 +324,3 @@ def build_citizen_tables(staged: dict[str, pd.DataFrame], address_match: pd.Data
     tables = build_person_tables(staged, address_match, policy)
     tables["guardianship"] = build_guardianship(_frame(staged, "hukou", ["citizen_id"]), policy)
     return tables
-
-
-def run_engine(staged_dir, address_dir, policy: Policy, run_id: str, out_dir, buckets: int = 1) -> dict:
-    """The bucketed join-and-decide driver; lives in ``pipelines.eligibility`` (imported lazily,
-    since the engine builds on this module)."""
-    from pipelines.eligibility import run_engine as engine
-
-    return engine(staged_dir, address_dir, policy, run_id, out_dir, buckets=buckets)
