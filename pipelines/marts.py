@@ -24,6 +24,7 @@ import pandas as pd
 
 from pipelines.addresses.match import REVIEW_STATUSES
 from pipelines.engine.frames import member
+from pipelines.engine.records import property_source
 from pipelines.policy import LevelWindow, Policy
 from pipelines.warehouse_schema import (
     ANALYST_MARTS, MART_TABLES, NO_SCHOOL_REASONS, QUARANTINE_REASONS, TABLES, reason_column,
@@ -36,7 +37,6 @@ SUPPRESS_BELOW = 5  # analysts never see a figure under this (warehouse.md, "Who
 QUALITY_RUNS_KEPT = 12  # published runs the quality scorecard remembers
 LIVING_CHILD_STATUSES = ("正常", "迁出")  # hukou statuses of a living child (policy readings)
 ACTIVE_HUKOU = "正常"
-PROPERTY_SOURCE = {"title": "property_title", "contract": "housing_contract"}
 
 
 # --- address_catchment -----------------------------------------------------------------------
@@ -165,7 +165,7 @@ def awaiting_review(children: pd.DataFrame, citizen: pd.DataFrame, guardianship:
         return (frame["address_status"].isin(REVIEW_STATUSES) & frame["address"].notna()).fillna(False)
 
     props = property_holding[property_holding["qualifying"].fillna(False).astype(bool) & waiting(property_holding)]
-    props = pd.DataFrame({"holder_id": props["citizen_id"], "source": props["kind"].map(PROPERTY_SOURCE),
+    props = pd.DataFrame({"holder_id": props["citizen_id"], "source": props["kind"].map(property_source()),
                           "address": props["address"]})
     rents = rental_holding[rental_holding["qualifying"].fillna(False).astype(bool) & waiting(rental_holding)]
     rents = pd.DataFrame({"holder_id": rents["citizen_id"], "source": "rental", "address": rents["address"]})

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.engine.citizens import build_guardianship, build_person_tables
+from pipelines import registry
+from pipelines.engine.citizens import build_guardianship, build_person_tables, role_frame_name
 from pipelines.engine.decide import (
     build_prefill, catchments_for, decide, edge_facts, guardian_eligibility, holder_edges, person_facts,
     school_age_children,
 )
-from pipelines.engine.records import PERSON_COLUMNS, SOURCES
+from pipelines.engine.records import evidence_source
 from pipelines.policy import Policy
 
 
@@ -112,18 +113,20 @@ def run_engine(staged_dir: Path, address_dir: Path, policy: Policy, run_id: str,
         address_match = pd.read_parquet(address_dir / "address_match.parquet")
         address_catchment = catchments_for(pd.read_parquet(address_dir / "address_catchment.parquet"), policy)
 
-        for source in SOURCES:
+        hukou = evidence_source("hukou")
+        for source, persons in registry.person_columns().items():
             path = staged_dir / source / "accepted.parquet"
             if path.exists():
-                _split_file(path, PERSON_COLUMNS[source][0], person_bucket, buckets,
-                            work / "staged", source)
-                if source == "hukou":
-                    _split_file(path, "household_no", household_bucket, buckets, work / "household", source)
+                for role, person in enumerate(persons):
+                    _split_file(path, person.id, person_bucket, buckets, work / "staged",
+                                role_frame_name(source, role))
+                if source == hukou:
+                    _split_file(path, "household_no", household_bucket, buckets, work / "household", "hukou")
 
         children_parts, guardianship_parts = [], []
         for bucket in range(buckets):
             part_dir = work / "staged" / str(bucket)
-            frames = {s: pd.read_parquet(p) for s in SOURCES if (p := part_dir / f"{s}.parquet").exists()}
+            frames = {p.stem: pd.read_parquet(p) for p in sorted(part_dir.glob("*.parquet"))}
             tables = build_person_tables(frames, address_match, policy)
             facts = person_facts(tables, address_catchment, policy)
             for name, table in {**tables, **facts}.items():

@@ -16,10 +16,10 @@ import pandas as pd
 
 from pipelines.engine import rules
 from pipelines.engine.frames import as_dates, json_text, member
+from pipelines import registry
 from pipelines.engine.records import (
-    BUSINESS_KINDS, CHILD_OF_HEAD, CONTRACT_KIND, HEAD_OF_HOUSEHOLD, HUKOU_ACTIVE, INSURANCE_KIND,
-    NAME_AUTHORITY, PERSON_COLUMNS, PERSON_OWNER, SOURCES, SPOUSE_OF_HEAD, TITLE_KIND,
-    UNPLACED_ADDRESS,
+    CHILD_OF_HEAD, CONTRACT_KIND, HEAD_OF_HOUSEHOLD, HUKOU_ACTIVE, PERSON_OWNER,
+    SPOUSE_OF_HEAD, TITLE_KIND, UNPLACED_ADDRESS, business_sources, evidence_source,
 )
 from pipelines.policy import Policy
 from pipelines.resident_id import RESIDENT_ID_PATTERN
@@ -84,18 +84,36 @@ def _person_owner(titles: pd.DataFrame) -> pd.Series:
     return (kind.eq(PERSON_OWNER) | (kind.isna() & _is_resident_id(titles["owner_id"]))).fillna(False).astype(bool)
 
 
+def role_frame_name(source: str, role: int) -> str:
+    """The staged frame holding the rows for a source's ``role``-th person.
+
+    Bucketed, a record naming two people sits in each one's bucket: the frame of role 0 is the
+    source itself, a later role's rows come as ``<source>#<role>``. Unbucketed, every role
+    reads the source's one frame.
+    """
+    return source if role == 0 else f"{source}#{role}"
+
+
+def _named_residents(frame: pd.DataFrame, person: registry.PersonColumns) -> pd.Series:
+    """Rows whose person column names a resident by its kind column (blank: the ID decides)."""
+    if person.subject_column is None or person.subject_column not in frame.columns:
+        return pd.Series(True, index=frame.index)
+    kind = frame[person.subject_column]
+    return (kind.eq(person.subject_kind) | kind.isna()).fillna(False).astype(bool)
+
+
 def _mentions(staged: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Every (resident, source, name) a department delivered; credit codes are not residents."""
     parts = []
-    for source, (id_column, name_column) in PERSON_COLUMNS.items():
-        frame = staged.get(source)
-        if frame is None or frame.empty:
-            continue
-        rows = frame[_person_owner(frame)] if source == "property_title" else frame
-        part = pd.DataFrame({"citizen_id": rows[id_column].astype("object"),
-                             "name": rows[name_column].astype("object") if name_column in rows else None,
-                             "source": source})
-        parts.append(part[part["citizen_id"].notna()])
+    for source, persons in registry.person_columns().items():
+        for role, person in enumerate(persons):
+            frame = staged.get(role_frame_name(source, role), staged.get(source))
+            if frame is None or frame.empty or person.id not in frame.columns:
+                continue
+            rows = frame[_named_residents(frame, person)]
+            names = rows[person.name].astype("object") if person.name in rows.columns else None
+            part = pd.DataFrame({"citizen_id": rows[person.id].astype("object"), "name": names, "source": source})
+            parts.append(part[part["citizen_id"].notna()])
     if not parts:
         return pd.DataFrame({"citizen_id": pd.Series(dtype="object"),
                              "name": pd.Series(dtype="object"), "source": pd.Series(dtype="object")})
@@ -122,17 +140,18 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     that mention them; ``name_conflict`` says two sources spell the name differently.
     """
     mentions = _mentions(staged)
-    authority = {source: rank for rank, source in enumerate(NAME_AUTHORITY)}
+    authority = {source: rank for rank, source in enumerate(registry.name_authority())}
     mentions = mentions.assign(rank=mentions["source"].map(authority))
     spellings = mentions.loc[mentions["name"].notna(), ["citizen_id", "name", "rank"]]
     spellings = spellings.sort_values("rank", kind="stable").drop_duplicates(["citizen_id", "name"])
     chosen = spellings.drop_duplicates("citizen_id").set_index("citizen_id")["name"]
     conflicting = spellings.loc[spellings["citizen_id"].duplicated(), "citizen_id"]
 
-    bits = mentions["source"].map({s: 1 << i for i, s in enumerate(SOURCES)}).astype(np.int64)
+    sources = registry.source_keys()
+    bits = mentions["source"].map({s: 1 << i for i, s in enumerate(sources)}).astype(np.int64)
     masks = (pd.DataFrame({"citizen_id": mentions["citizen_id"], "bit": bits})
              .drop_duplicates().groupby("citizen_id")["bit"].sum())
-    mask_text = {mask: json_text(sorted(s for i, s in enumerate(SOURCES) if mask & (1 << i)))
+    mask_text = {mask: json_text(sorted(s for i, s in enumerate(sources) if mask & (1 << i)))
                  for mask in masks.unique()}
 
     citizens = pd.DataFrame({"citizen_id": masks.index.astype("object")})
@@ -140,11 +159,12 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     citizens["sources"] = masks.map(mask_text).to_numpy()
     citizens["name_conflict"] = member(citizens["citizen_id"], conflicting)
 
-    hukou = latest_hukou(_frame(staged, "hukou", [
+    hukou_source = evidence_source("hukou")
+    hukou = latest_hukou(_frame(staged, hukou_source, [
         "citizen_id", "sex", "birth_date", "household_no", "status", "hukou_region_code",
         "hukou_address", "settled_date", "updated_at", "record_ref"]))
     hukou = hukou.assign(urban_hukou=rules.urban_hukou(hukou, policy))
-    placed = _place(hukou["hukou_address"], "hukou", address_match)
+    placed = _place(hukou["hukou_address"], hukou_source, address_match)
     hukou = hukou.assign(hukou_address_code=placed["address_code"],
                          hukou_address_status=placed["address_status"])
     hukou = hukou.rename(columns={"status": "hukou_status"})[[
@@ -171,7 +191,7 @@ def build_guardianship(hukou: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     columns = ["citizen_id", "birth_date", "household_no", "relation_to_head", "status",
                "guardian1_id", "guardian1_relation", "guardian2_id", "guardian2_relation",
                "updated_at", "record_ref"]
-    hukou = latest_hukou(_frame({"hukou": hukou}, "hukou", columns))
+    hukou = latest_hukou(_frame({"hukou": hukou}, "hukou", columns))  # the frame given, columns completed
     children = hukou[rules.school_level(as_dates(hukou["birth_date"]), hukou["status"], policy).notna()]
 
     named = children["guardian1_id"].notna() | children["guardian2_id"].notna()
@@ -211,7 +231,8 @@ def build_property_holding(staged: dict[str, pd.DataFrame], address_match: pd.Da
     left out. ``share`` is the title's share (NaN for sole owners and for contracts, which
     record none).
     """
-    titles = _frame(staged, "property_title", [
+    title_source, contract_source = evidence_source("title"), evidence_source("contract")
+    titles = _frame(staged, title_source, [
         "certificate_no", "owner_id", "owner_kind", "share", "address", "use", "registered_date",
         "title_status", "record_ref"])
     titles = titles[_person_owner(titles)]
@@ -222,9 +243,9 @@ def build_property_holding(staged: dict[str, pd.DataFrame], address_match: pd.Da
         "record_date": as_dates(titles["registered_date"]),
         "share": pd.to_numeric(titles["share"], errors="coerce").astype("float64"),
         "address": titles["address"].astype("object"), "record_ref": titles["record_ref"].astype("object")})
-    title_rows = title_rows.join(_place(title_rows["address"], "property_title", address_match))
+    title_rows = title_rows.join(_place(title_rows["address"], title_source, address_match))
 
-    contracts = _frame(staged, "housing_contract", [
+    contracts = _frame(staged, contract_source, [
         "contract_no", "buyer_id", "address", "use", "signed_date", "status", "record_ref"])
     contracts = contracts[contracts["buyer_id"].notna()]
     contract_rows = pd.DataFrame({
@@ -233,7 +254,7 @@ def build_property_holding(staged: dict[str, pd.DataFrame], address_match: pd.Da
         "status": contracts["status"].astype("object"), "record_date": as_dates(contracts["signed_date"]),
         "share": np.nan, "address": contracts["address"].astype("object"),
         "record_ref": contracts["record_ref"].astype("object")})
-    contract_rows = contract_rows.join(_place(contract_rows["address"], "housing_contract", address_match))
+    contract_rows = contract_rows.join(_place(contract_rows["address"], contract_source, address_match))
 
     rows = pd.concat([title_rows, contract_rows], ignore_index=True)
     rows["qualifying"] = rules.qualifying_property(rows, policy).holds
@@ -246,7 +267,8 @@ def build_rental_holding(staged: dict[str, pd.DataFrame], address_match: pd.Data
                          policy: Policy) -> pd.DataFrame:
     """``rental_holding``: one row per registration, by tenant; ``qualifying`` is
     ``rules.qualifying_rental``."""
-    rentals = _frame(staged, "rental", ["record_no", "tenant_id", "address", "start_date",
+    rental_source = evidence_source("rental")
+    rentals = _frame(staged, rental_source, ["record_no", "tenant_id", "address", "start_date",
                                         "end_date", "registered_date", "status", "record_ref"])
     rentals = rentals[rentals["tenant_id"].notna()]
     rows = pd.DataFrame({
@@ -257,7 +279,7 @@ def build_rental_holding(staged: dict[str, pd.DataFrame], address_match: pd.Data
         "registered_date": as_dates(rentals["registered_date"]),
         "status": rentals["status"].astype("object"), "record_ref": rentals["record_ref"].astype("object")})
     rows["qualifying"] = rules.qualifying_rental(rows, policy).holds
-    rows = rows.join(_place(rows["address"], "rental", address_match))
+    rows = rows.join(_place(rows["address"], rental_source, address_match))
     return (rows.sort_values(["citizen_id", "record_no"], kind="stable")
             .drop_duplicates(["citizen_id", "record_no"])[RENTAL_COLUMNS].reset_index(drop=True))
 
@@ -269,13 +291,13 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
     insurance (its natural key: two parents in one scheme are two records of evidence) and the
     credit code for businesses.
     """
-    insurance = _frame(staged, "social_insurance", [
+    insurance = _frame(staged, evidence_source("insurance"), [
         "citizen_id", "scheme", "insurance_status", "employer_code", "first_insured_date",
         "local_months", "record_ref"])
     insurance = insurance[insurance["citizen_id"].notna()]
     months = pd.to_numeric(insurance["local_months"], errors="coerce").astype("Int64")
     insured = pd.DataFrame({
-        "citizen_id": insurance["citizen_id"].astype("object"), "kind": INSURANCE_KIND,
+        "citizen_id": insurance["citizen_id"].astype("object"), "kind": evidence_source("insurance"),
         "record_key": (insurance["citizen_id"].astype("str") + ":"
                        + insurance["scheme"].astype("str")).astype("object"),
         "org_code": insurance["employer_code"].astype("object"),
@@ -285,8 +307,8 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
         "record_ref": insurance["record_ref"].astype("object")})
 
     parts = [insured]
-    for source in BUSINESS_KINDS:
-        id_column = PERSON_COLUMNS[source][0]
+    for source in business_sources():
+        id_column = registry.source(source).persons[0].id
         frame = _frame(staged, source, ["credit_code", id_column, "established_date", "reg_status",
                                         "record_ref"])
         frame = frame[frame[id_column].notna()]
@@ -322,5 +344,5 @@ def build_citizen_tables(staged: dict[str, pd.DataFrame], address_match: pd.Data
                          policy: Policy) -> dict[str, pd.DataFrame]:
     """citizen, guardianship, property_holding, rental_holding, employment (warehouse.md)."""
     tables = build_person_tables(staged, address_match, policy)
-    tables["guardianship"] = build_guardianship(_frame(staged, "hukou", ["citizen_id"]), policy)
+    tables["guardianship"] = build_guardianship(_frame(staged, evidence_source("hukou"), ["citizen_id"]), policy)
     return tables

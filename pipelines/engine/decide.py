@@ -26,7 +26,7 @@ import pandas as pd
 
 from pipelines.engine import rules
 from pipelines.engine.frames import json_text, member
-from pipelines.engine.records import DECEASED, PROPERTY_SOURCE
+from pipelines.engine.records import DECEASED, evidence_source, property_source
 from pipelines.engine.rules import (
     ADDRESS_UNMATCHED, CATEGORIES, CATEGORY_A_URBAN, CATEGORY_HUKOU, CATEGORY_RENTAL,
     CHILD_DECEASED, HOLDER_SCOPE, PROPERTY_OUTSIDE_ALL_CATCHMENTS, REASONS,
@@ -173,12 +173,12 @@ def person_facts(tables: dict[str, pd.DataFrame], address_catchment: pd.DataFram
     qualifying = properties[properties["qualifying"]]
     placed = qualifying[qualifying["address_code"].notna()]
     placed_property = placed.merge(catchments, on="address_code").assign(
-        date=lambda f: f["record_date"], source=lambda f: f["kind"].map(PROPERTY_SOURCE))[FACT_COLUMNS]
+        date=lambda f: f["record_date"], source=lambda f: f["kind"].map(property_source()))[FACT_COLUMNS]
 
     good_rentals = rentals[rentals["qualifying"]]
     placed_rentals = good_rentals[good_rentals["address_code"].notna()]
     placed_rental = placed_rentals.merge(catchments, on="address_code").assign(
-        date=lambda f: f["registered_date"], source="rental",
+        date=lambda f: f["registered_date"], source=evidence_source("rental"),
         record_key=lambda f: f["record_no"])[FACT_COLUMNS]
 
     stable = jobs[jobs["qualifying"]]
@@ -283,7 +283,7 @@ def _best_holder(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def _hukou_facts(children: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"child_id": children["child_id"], "level": children["level"],
-                         "source": "hukou", "record_key": children["household_no"],
+                         "source": evidence_source("hukou"), "record_key": children["household_no"],
                          "date": children["settled_date"]})
 
 

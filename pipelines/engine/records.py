@@ -1,4 +1,4 @@
-"""What the engine reads of each delivered source: the columns naming a person, the code lists.
+"""What the engine reads of each delivered source: the sources by their role, the code lists.
 
 These are the source contract (sources.md), not policy parameters; policy lists and
 thresholds come from ``Policy`` only.
@@ -6,28 +6,32 @@ thresholds come from ``Policy`` only.
 
 from __future__ import annotations
 
-SOURCES = ("hukou", "property_title", "housing_contract", "rental", "social_insurance",
-           "individual_business", "enterprise")
+from pipelines import registry
+from pipelines.errors import UsageError
 
-# Which column of each staged frame names the person the record is about, and their name.
-PERSON_COLUMNS: dict[str, tuple[str, str]] = {
-    "hukou": ("citizen_id", "name"),
-    "property_title": ("owner_id", "owner_name"),
-    "housing_contract": ("buyer_id", "buyer_name"),
-    "rental": ("tenant_id", "tenant_name"),
-    "social_insurance": ("citizen_id", "name"),
-    "individual_business": ("operator_id", "operator_name"),
-    "enterprise": ("legal_rep_id", "legal_rep_name"),
-}
-# Where two departments spell a name differently, the citizen row shows the first of these.
-NAME_AUTHORITY = ("hukou", "social_insurance", "property_title", "housing_contract", "rental",
-                  "individual_business", "enterprise")
-# The employment kinds that are a registered business (the other kind is social insurance).
-BUSINESS_KINDS = ("individual_business", "enterprise")
-INSURANCE_KIND = "social_insurance"
-# The kinds of property holding, and the source each comes from.
-TITLE_KIND, CONTRACT_KIND = "title", "contract"
-PROPERTY_SOURCE = {TITLE_KIND: "property_title", CONTRACT_KIND: "housing_contract"}
+# Which sources there are, who their records name, whose spelling of a name wins, and what
+# the policy reads from each: the sources' own declarations (pipelines/registry.py).
+TITLE_KIND, CONTRACT_KIND = "title", "contract"  # property_holding.kind
+
+
+def evidence_source(evidence: str) -> str:
+    """The one source the policy reads as ``evidence`` (hukou, title, contract, rental, insurance)."""
+    found = registry.with_evidence(evidence)
+    if len(found) != 1:
+        raise UsageError(f"schemas: exactly one source must have roles: evidence: {evidence} "
+                         f"(found {', '.join(found) or 'none'})")
+    return found[0]
+
+
+def business_sources() -> list[str]:
+    """The sources of registered businesses (employment.kind is always the source's key)."""
+    return registry.with_evidence("business")
+
+
+def property_source() -> dict[str, str]:
+    """property_holding.kind → the source it comes from."""
+    return {TITLE_KIND: evidence_source("title"), CONTRACT_KIND: evidence_source("contract")}
+
 
 HUKOU_ACTIVE = "正常"
 HEAD_OF_HOUSEHOLD = "户主"

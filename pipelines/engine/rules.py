@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.engine.records import (
-    BUSINESS_KINDS, CHILD_STATUSES, HUKOU_ACTIVE, INSURANCE_KIND, TITLE_KIND,
+    CHILD_STATUSES, HUKOU_ACTIVE, TITLE_KIND, business_sources, evidence_source,
 )
 from pipelines.policy import Policy
 
@@ -189,8 +189,8 @@ def stable_employment(rows: pd.DataFrame, policy: Policy) -> Verdict:
         "listed status": rows["status"].isin(policy.business_status).to_numpy(),
         "established early enough": (rows["since"] <= pd.Timestamp(policy.business_established_by)).to_numpy(),
     })
-    is_insurance = rows["kind"].eq(INSURANCE_KIND).to_numpy(dtype=bool)
-    is_business = rows["kind"].isin(BUSINESS_KINDS).to_numpy(dtype=bool)
+    is_insurance = rows["kind"].eq(evidence_source("insurance")).to_numpy(dtype=bool)
+    is_business = rows["kind"].isin(business_sources()).to_numpy(dtype=bool)
     told = {code: mask & is_insurance for code, mask in insurance.told.items()}
     told |= {code: mask & is_business for code, mask in business.told.items()}
     return Verdict((insurance.holds & is_insurance) | (business.holds & is_business), told, GUARDIAN_SCOPE)
