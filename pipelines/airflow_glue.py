@@ -89,10 +89,10 @@ def user_errors_fail_fast() -> Iterator[None]:
 
 def start_warehouse_run(settings: Settings) -> dict:
     """Check the configuration and clear older DAG attempts' folders (one warehouse run at a time)."""
-    from pipelines.run import check_configuration, prune_attempts
+    from pipelines.run import check_configuration
 
     check_configuration(settings)
-    prune_attempts(settings, AIRFLOW_ATTEMPT)
+    settings.layout.prune_attempts(AIRFLOW_ATTEMPT)
     return {"settings": settings.as_dict(), "started_at": dt.datetime.now(dt.timezone.utc).isoformat()}
 
 

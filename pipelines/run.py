@@ -1,6 +1,6 @@
 """One run, as named steps: stage → validate → addresses → join and decide → publish.
 
-Each step reads and writes files under ``Settings.run_dir`` and returns a small dict, so the
+Each step reads and writes files in the attempt's folder (``Settings.layout``) and returns a small dict, so the
 same functions serve the ``zerocert run`` command (one process) and the Airflow tasks (one step
 each, paths through XCom). Steps are idempotent for a given as-of date: rerunning one rewrites
 its own outputs from its inputs.
@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from pipelines import __version__
 from pipelines.config import Settings
 from pipelines.errors import UsageError, ZerocertError
+from pipelines.layout import SNAPSHOT_FILE
 from pipelines.policy import load_policy
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def _stage_into(source: str, settings: Settings, out_dir: Path) -> dict:
 
 def stage_for_source_dag(source: str, settings: Settings) -> dict:
     """A source DAG's staging: into the as-of date's shared folder, for the warehouse to reuse."""
-    return _stage_into(source, settings, settings.source_staging_dir)
+    return _stage_into(source, settings, settings.layout.shared_staged_dir)
 
 
 def stage(source: str, settings: Settings, *, reuse: bool = False) -> dict:
@@ -90,22 +91,22 @@ def stage(source: str, settings: Settings, *, reuse: bool = False) -> dict:
     """
     from pipelines.staging import choose_delivery, staging_version
 
-    shared = settings.source_staging_dir / source
-    if reuse and settings.landing is not None and (shared / "snapshot.json").exists():
-        snapshot = _read_json(shared / "snapshot.json")
+    shared = settings.layout.shared_staged(source)
+    if reuse and settings.landing is not None and (shared / SNAPSHOT_FILE).exists():
+        snapshot = _read_json(shared / SNAPSHOT_FILE)
         same = (snapshot["delivery"] == choose_delivery(settings.landing, source, settings.as_of).name
                 and snapshot.get("staging_version") == staging_version(source))
         if same:
-            _link_snapshot(shared, settings.run_dir / "staged" / source)
+            _link_snapshot(shared, settings.layout.staged(source))
             log.info("%s: delivery %s already staged for %s, reused", source, snapshot["delivery"], settings.as_of)
             return {k: snapshot[k] for k in SNAPSHOT_SUMMARY}
-    return _stage_into(source, settings, settings.run_dir / "staged")
+    return _stage_into(source, settings, settings.layout.staged_dir)
 
 
 def _link_snapshot(shared: Path, target: Path) -> None:
     """The attempt's own copy of a shared snapshot (hard links: no bytes copied)."""
     target.mkdir(parents=True, exist_ok=True)
-    snapshot = _read_json(shared / "snapshot.json")
+    snapshot = _read_json(shared / SNAPSHOT_FILE)
     for key in ("accepted_path", "quarantine_path"):
         name = Path(snapshot[key]).name
         (target / name).unlink(missing_ok=True)
@@ -114,12 +115,12 @@ def _link_snapshot(shared: Path, target: Path) -> None:
         except OSError:
             shutil.copy2(shared / name, target / name)
         snapshot[key] = str(target / name)
-    (target / "snapshot.json").write_text(json.dumps(snapshot, ensure_ascii=False, indent=2, sort_keys=True),
+    (target / SNAPSHOT_FILE).write_text(json.dumps(snapshot, ensure_ascii=False, indent=2, sort_keys=True),
                                           encoding="utf-8")
 
 
 def staged_snapshot(source: str, settings: Settings) -> dict:
-    return _read_json(settings.run_dir / "staged" / source / "snapshot.json")
+    return _read_json(settings.layout.snapshot_file(source))
 
 
 # --- step 2: validate --------------------------------------------------------------------------
@@ -139,10 +140,6 @@ def previous_accepted_rows(settings: Settings, source: str) -> int | None:
     return None
 
 
-def _accepted_change_path(settings: Settings, source: str) -> Path:
-    return settings.run_dir / "accepted_changes" / f"{source}.json"
-
-
 def validate(source: str, settings: Settings) -> dict:
     """Run the source's expectation suite on its staged rows; raises ValidationFailed.
 
@@ -156,10 +153,10 @@ def validate(source: str, settings: Settings) -> dict:
     result = validate_staged(
         source, accepted, as_of=settings.as_of,
         previous_rows=previous_accepted_rows(settings, source),
-        results_dir=settings.work_dir / "validation",
+        results_dir=settings.layout.validation_dir,
         accept_change_reason=settings.accepted_changes.get(source),
     )
-    record = _accepted_change_path(settings, source)
+    record = settings.layout.accepted_change(source)
     record.unlink(missing_ok=True)
     if result["accepted_change"]:
         record.parent.mkdir(parents=True, exist_ok=True)
@@ -176,20 +173,20 @@ def resolve_addresses(settings: Settings) -> dict:
     from pipelines.addresses import (ADDRESS_COLUMNS, AddressRegistry, build_address_match, place_in_catchments,
                                      write_review_list)
 
+    layout = settings.layout
     policy = load_policy(settings.policy_path)
     registry = AddressRegistry.load(settings.reference / "addresses.csv")
     staged = {}
     for source, column in ADDRESS_COLUMNS.items():
-        path = settings.run_dir / "staged" / source / "accepted.parquet"
+        path = layout.accepted_rows(source)
         if path.exists():
             staged[source] = pd.read_parquet(path, columns=[column])
     address_match = build_address_match(staged, registry).sort_values(["source", "address"], ignore_index=True)
-    out = settings.run_dir / "addresses"
-    out.mkdir(parents=True, exist_ok=True)
-    address_match.to_parquet(out / "address_match.parquet", index=False)
+    layout.addresses_dir.mkdir(parents=True, exist_ok=True)
+    address_match.to_parquet(layout.address_match, index=False)
     catchment = place_in_catchments(registry, settings.reference / "catchments.geojson", policy.enrollment_year)
-    catchment.to_parquet(out / "address_catchment.parquet", index=False)
-    review = write_review_list(address_match, out / "review", registry)
+    catchment.to_parquet(layout.address_catchment, index=False)
+    review = write_review_list(address_match, layout.review_dir, registry)
     counts = address_match["status"].value_counts().to_dict()
     log.info("addresses: %s texts, by status %s", len(address_match), counts)
     return {"texts": int(len(address_match)), "by_status": {k: int(v) for k, v in counts.items()},
@@ -230,8 +227,9 @@ def join_and_decide(settings: Settings) -> dict:
     policy = load_policy(settings.policy_path)
     run_id = run_id_for(settings)
     buckets = engine_buckets(staged_snapshot("hukou", settings)["rows_accepted"])
-    paths = run_engine(settings.run_dir / "staged", settings.run_dir / "addresses", policy, run_id,
-                       settings.run_dir / "tables", buckets=buckets)
+    layout = settings.layout
+    paths = run_engine(layout.staged_dir, layout.addresses_dir, policy, run_id, layout.tables_dir,
+                       buckets=buckets)
     return {"run_id": run_id, "tables": {name: str(path) for name, path in paths.items()}}
 
 
@@ -248,7 +246,7 @@ def _with_run_id(path: Path, run_id: str, out: Path) -> Path:
 
 def audit_tables(settings: Settings, run_id: str) -> dict[str, Path]:
     """quarantine, source_snapshot and address_match for this run, as Parquet."""
-    out = settings.run_dir / "tables"
+    out = settings.layout.tables_dir
     out.mkdir(parents=True, exist_ok=True)
     snapshots, quarantines = [], []
     for source in source_keys():
@@ -260,14 +258,13 @@ def audit_tables(settings: Settings, run_id: str) -> dict[str, Path]:
     return {
         "source_snapshot": _with_run_id(out / "source_snapshot.pre.parquet", run_id, out / "source_snapshot.parquet"),
         "quarantine": _with_run_id(out / "quarantine.pre.parquet", run_id, out / "quarantine.parquet"),
-        "address_match": _with_run_id(settings.run_dir / "addresses" / "address_match.parquet", run_id,
-                                      out / "address_match.parquet"),
+        "address_match": _with_run_id(settings.layout.address_match, run_id, out / "address_match.parquet"),
     }
 
 
 def run_record(settings: Settings, run_id: str, started_at: dt.datetime) -> dict:
     accepted = [_read_json(path) for source in source_keys()
-                if (path := _accepted_change_path(settings, source)).exists()]
+                if (path := settings.layout.accepted_change(source)).exists()]
     return {"run_id": run_id, "as_of": settings.as_of, "policy_id": load_policy(settings.policy_path).policy_id,
             "started_at": started_at, "code_version": __version__, "accepted_changes": accepted}
 
@@ -282,7 +279,7 @@ def publish(settings: Settings, decided: dict, started_at: dt.datetime) -> dict:
     from pipelines.access import build_access_tables, hmac_key_from_config
 
     tables.update(build_access_tables(tables, settings.reference / "schools.csv", hmac_key_from_config(),
-                                      settings.run_dir / "tables" / "access"))
+                                      settings.layout.access_tables_dir))
     from pipelines.marts import build_mart_tables
 
     tables.update(build_mart_tables(tables, settings, run_id))
@@ -327,9 +324,7 @@ def redact_url(url: str) -> str:
 
 # --- the whole run ------------------------------------------------------------------------------
 
-LOCK_NAME = ".zerocert-run.lock"
 CLI_ATTEMPT = "cli-"
-KEEP_ATTEMPTS = 2  # this attempt and the one before it stay on disk for engineers to read
 
 
 @contextlib.contextmanager
@@ -339,8 +334,8 @@ def work_folder_lock(settings: Settings, started_at: dt.datetime) -> Iterator[di
     Yields what a previous holder left in the lock file when it was killed before it finished
     (its as-of date and start), or None. A second run meanwhile exits 2 naming the holder.
     """
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.work_dir / LOCK_NAME
+    path = settings.layout.lock_file
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+", encoding="utf-8")
     try:
         try:
@@ -382,15 +377,6 @@ def mark_abandoned(settings: Settings, unfinished: dict) -> None:
                     unfinished["started_at"], unfinished.get("as_of"))
 
 
-def prune_attempts(settings: Settings, prefix: str) -> None:
-    """Remove the folders of older attempts named ``prefix…``, keeping the newest few."""
-    runs = settings.work_dir / "runs"
-    attempts = sorted((p for p in runs.glob(f"*/{prefix}*") if p.is_dir() and p != settings.run_dir),
-                      key=lambda p: p.stat().st_mtime)
-    for old in attempts[: max(0, len(attempts) - (KEEP_ATTEMPTS - 1))]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def run_pipeline(settings: Settings, *, now: Callable[[], dt.datetime] | None = None,
                  progress: Callable[[str], None] = lambda message: None) -> dict:
     """Stage, validate, resolve, join, decide and publish; on failure the old run stays.
@@ -405,7 +391,7 @@ def run_pipeline(settings: Settings, *, now: Callable[[], dt.datetime] | None = 
     with work_folder_lock(settings, started_at) as unfinished:
         if unfinished:
             mark_abandoned(settings, unfinished)
-        prune_attempts(settings, CLI_ATTEMPT)
+        settings.layout.prune_attempts(CLI_ATTEMPT)
         return _run_steps(settings, started_at, progress)
 
 
