@@ -69,57 +69,55 @@ def zerocert_warehouse():
         with user_errors_fail_fast():
             return start_warehouse_run(settings_for_task(context))
 
+    # One task per step of pipelines.run.STEPS (and the report after), each calling that step's
+    # function; tests/test_dag_integrity.py checks they follow the declared order.
     @task(doc_md="Stage one source for the run's as-of date (reusing what its own DAG staged from the same delivery).")
     def stage(run: dict, source: str) -> dict:
         from pipelines.airflow_glue import user_errors_fail_fast
-        from pipelines.config import settings_from_dict
-        from pipelines.run import stage as stage_source
+        from pipelines.run import Attempt, stage
 
         with user_errors_fail_fast():
-            return stage_source(source, settings_from_dict(run["settings"]), reuse=True)
+            return stage(Attempt.from_dict(run), source)
 
     @task(doc_md="Great Expectations suite of one source; a table-level failure stops the run.")
     def validate(run: dict, source: str) -> dict:
         from pipelines.airflow_glue import user_errors_fail_fast
-        from pipelines.config import settings_from_dict
-        from pipelines.run import validate as validate_source
+        from pipelines.run import Attempt, validate
 
         with user_errors_fail_fast():
-            return validate_source(source, settings_from_dict(run["settings"]))
+            return validate(Attempt.from_dict(run), source)
 
     @task(doc_md="Resolve every address text and place standard addresses in catchments.")
     def resolve_addresses(run: dict) -> dict:
         from pipelines.airflow_glue import user_errors_fail_fast
-        from pipelines.config import settings_from_dict
-        from pipelines.run import resolve_addresses as resolve
+        from pipelines.run import Attempt, resolve_addresses
 
         with user_errors_fail_fast():
-            return resolve(settings_from_dict(run["settings"]))
+            return resolve_addresses(Attempt.from_dict(run))
 
     @task(doc_md="Join per resident and compute eligibility (Parquet per table).")
     def join_and_decide(run: dict) -> dict:
         from pipelines.airflow_glue import user_errors_fail_fast
-        from pipelines.config import settings_from_dict
-        from pipelines.run import join_and_decide as decide
+        from pipelines.run import Attempt, join_and_decide
 
         with user_errors_fail_fast():
-            return decide(settings_from_dict(run["settings"]))
+            return join_and_decide(Attempt.from_dict(run))
 
     @task(doc_md="Publish every table in one atomic switch.")
     def publish(run: dict, decided: dict) -> dict:
-        from pipelines.airflow_glue import finish_warehouse_run, user_errors_fail_fast
+        from pipelines.airflow_glue import user_errors_fail_fast
+        from pipelines.run import Attempt, publish
 
         with user_errors_fail_fast():
-            return finish_warehouse_run(run, decided)
+            return publish(Attempt.from_dict(run), decided)
 
     @task(doc_md="Write the education bureau's HTML report from the published marts.")
     def report(run: dict, published: dict) -> dict:
         from pipelines.airflow_glue import user_errors_fail_fast
-        from pipelines.config import settings_from_dict
-        from pipelines.report import write_run_report
+        from pipelines.run import Attempt, write_report
 
         with user_errors_fail_fast():
-            return write_run_report(settings_from_dict(run["settings"]))
+            return write_report(Attempt.from_dict(run))
 
     run = configure()
     validated = []

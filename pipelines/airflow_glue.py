@@ -10,7 +10,7 @@ import datetime as dt
 import os
 from typing import Iterator
 
-from pipelines.config import Settings, resolve_settings, settings_from_dict
+from pipelines.config import Settings, resolve_settings
 from pipelines.errors import ZerocertError
 from pipelines.masking import mask_every_log_record, mask_ids_in
 
@@ -88,18 +88,16 @@ def user_errors_fail_fast() -> Iterator[None]:
 
 
 def start_warehouse_run(settings: Settings) -> dict:
-    """Check the configuration and clear older DAG attempts' folders (one warehouse run at a time)."""
-    from pipelines.run import check_configuration, prune_attempts
+    """Check the configuration and clear older DAG attempts' folders (one warehouse run at a time).
+
+    Returns the attempt every later task is given (``pipelines.run.Attempt``, through XCom); its
+    staging reuses what the source DAGs staged.
+    """
+    from pipelines.run import Attempt, check_configuration
 
     check_configuration(settings)
-    prune_attempts(settings, AIRFLOW_ATTEMPT)
-    return {"settings": settings.as_dict(), "started_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-
-
-def finish_warehouse_run(run: dict, decided: dict) -> dict:
-    from pipelines.run import publish
-
-    return publish(settings_from_dict(run["settings"]), decided, dt.datetime.fromisoformat(run["started_at"]))
+    settings.layout.prune_attempts(AIRFLOW_ATTEMPT)
+    return Attempt(settings, dt.datetime.now(dt.timezone.utc), reuse_staged=True).as_dict()
 
 
 def record_task_failure(context: dict) -> None:

@@ -13,7 +13,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Mapping
 
 import psutil
 
@@ -64,6 +64,16 @@ class PhaseTimer:
               + (f"  {rows:>11,} rows  {record['rows_per_s']:>10,} rows/s" if rows else ""), flush=True)
 
 
+# A declared step's figure: its phase name and the rows it counts from the results so far.
+PHASES: dict[str, tuple[str, Callable[[Mapping[str, dict]], int] | None]] = {
+    "stage": ("staging", lambda done: sum(s["rows_in"] for s in done["stage"].values())),
+    "validate": ("validation", lambda done: sum(s["rows_accepted"] for s in done["stage"].values())),
+    "resolve_addresses": ("addresses", lambda done: done["resolve_addresses"]["texts"]),
+    "join_and_decide": ("join+eligibility", None),
+    "publish": ("publish", None),
+}
+
+
 def run_bench(*, people: int, seed: int = 1, workdir: str | None = None, warehouse_url: str | None = None,
               city: str | None = None) -> dict:
     from pipelines.config import Settings
@@ -89,21 +99,14 @@ def run_bench(*, people: int, seed: int = 1, workdir: str | None = None, warehou
         attempt="bench",
     )
     load_policy(settings.policy_path)
-    started = dt.datetime.now(dt.timezone.utc)
-    sources = steps.source_keys()
-    with timer.phase("staging") as record:
-        snapshots = [steps.stage(source, settings) for source in sources]
-        record["rows"] = sum(s["rows_in"] for s in snapshots)
-    with timer.phase("validation") as record:
-        for source in sources:
-            steps.validate(source, settings)
-        record["rows"] = sum(s["rows_accepted"] for s in snapshots)
-    with timer.phase("addresses") as record:
-        record["rows"] = steps.resolve_addresses(settings)["texts"]
-    with timer.phase("join+eligibility"):
-        decided = steps.join_and_decide(settings)
-    with timer.phase("publish"):
-        steps.publish(settings, decided, started)
+    attempt = steps.Attempt(settings, dt.datetime.now(dt.timezone.utc))
+    done: dict[str, dict] = {}
+    for step in steps.STEPS:  # the run's own steps, one phase each
+        phase, rows = PHASES.get(step.name, (step.name, None))
+        with timer.phase(phase) as record:
+            done[step.name] = steps.do_step(step, attempt, done)
+            if rows is not None:
+                record["rows"] = rows(done)
     run_phases = [p for p in timer.phases if p["phase"] != "synth"]
     total = sum(p["seconds"] for p in run_phases)
     published_rows = sum(steps.published_row_counts(settings).values())

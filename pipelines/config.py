@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from pipelines.errors import UsageError
+from pipelines.layout import RunLayout
 
 ENV_KEYS = {
     "landing": "ZEROCERT_LANDING",
@@ -43,20 +44,10 @@ class Settings:
     attempt: str = ""  # names this attempt's own folder; see with_attempt
 
     @property
-    def run_dir(self) -> Path:
-        """Work files of one attempt: staged Parquet, addresses, join outputs.
-
-        Every attempt has its own folder, so two runs never read each other's files.
-        """
-        if not self.attempt:
-            raise ValueError("settings without an attempt have no run folder (call with_attempt)")
-        return self.work_dir / "runs" / self.as_of.isoformat() / self.attempt
-
-    @property
-    def source_staging_dir(self) -> Path:
-        """Where the source DAGs stage each source for this as-of date, for the warehouse DAG to
-        reuse (a delivery folder with ``_SUCCESS`` never changes)."""
-        return self.work_dir / "staged" / self.as_of.isoformat()
+    def layout(self) -> RunLayout:
+        """Every folder and file of this run under the work folder (pipelines/layout.py); the
+        attempt's own folder needs an attempt (``with_attempt``)."""
+        return RunLayout(self.work_dir, self.as_of, self.attempt)
 
     def with_attempt(self, name: str) -> Settings:
         """The same settings for the attempt ``name`` (an Airflow run id, or a time and pid)."""

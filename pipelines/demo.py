@@ -18,6 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from pipelines.errors import ZerocertError
+from pipelines.layout import RunLayout
 from pipelines.masking import mask_ids_in
 from pipelines.report import report_path
 from pipelines.data import data_path
@@ -146,10 +147,12 @@ def run_demo(out: Path, *, people: int, seed: int, progress: Callable[[str], Non
     if facts["sample_guardian"]:
         print(f"  a parent's screen:    .venv/bin/zerocert lookup --warehouse {url} \\\n"
               f"                          $(sqlite3 {out / 'warehouse.sqlite'} 'SELECT guardian_id FROM prefill LIMIT 1')")
-    print(f"  validation Data Docs: {out / 'work' / 'validation' / 'data_docs' / 'index.html'}")
-    reviews = sorted((out / "work" / "runs" / as_of).glob("*/addresses/review"))
-    print(f"  address review lists: {reviews[-1] if reviews else out / 'work' / 'runs' / as_of}")
-    print(f"  the bureau's report:  {report_path(out / 'work', dt.date.fromisoformat(as_of))}")
+    layout = RunLayout(Path(env["ZEROCERT_WORK_DIR"]), dt.date.fromisoformat(as_of))
+    print(f"  validation Data Docs: {layout.data_docs}")
+    reviews = [review for attempt in layout.attempt_dirs()
+               if (review := RunLayout(layout.work_dir, layout.as_of, attempt.name).review_dir).is_dir()]
+    print(f"  address review lists: {reviews[-1] if reviews else layout.attempts_dir}")
+    print(f"  the bureau's report:  {report_path(layout.work_dir, layout.as_of)}")
     print(f"  DAG logs:             {out / 'logs'}")
     print("  Airflow UI (the DAGs, their runs and logs), then open http://localhost:8080:")
     for line in exports:

@@ -642,13 +642,14 @@ def write_mart_tables(tables: Mapping[str, Path], *, schools_csv: Path, placed: 
 
 
 def build_mart_tables(tables: Mapping[str, Path], settings, run_id: str) -> dict[str, Path]:
-    """The marts of one ``zerocert run`` (its publish step), under ``<run_dir>/tables/marts``."""
+    """The marts of one ``zerocert run`` (its publish step), under ``layout.marts_dir``."""
     from pipelines.policy import load_policy
 
     policy = load_policy(settings.policy_path)
-    placed = pd.read_parquet(settings.run_dir / "addresses" / "address_catchment.parquet")
+    layout = settings.layout
+    placed = pd.read_parquet(layout.address_catchment)
     return write_mart_tables(
         tables, schools_csv=settings.reference / "schools.csv", placed=placed, policy=policy,
-        run_id=run_id, as_of=settings.as_of, out_dir=settings.run_dir / "tables" / "marts",
-        staged_hukou=settings.run_dir / "staged" / "hukou" / "accepted.parquet",
+        run_id=run_id, as_of=settings.as_of, out_dir=layout.marts_dir,
+        staged_hukou=layout.accepted_rows("hukou"),
         quality_history=previous_quality(settings.warehouse_url))

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.errors import UsageError
+from pipelines.layout import RunLayout
 from pipelines.marts import CATEGORIES
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class ReportData:
 
 def report_path(work_dir: Path, as_of: dt.date) -> Path:
     """Where a run's report goes: ``<work_dir>/reports/<as_of>/report.html``."""
-    return Path(work_dir) / "reports" / as_of.isoformat() / REPORT_FILE
+    return RunLayout(Path(work_dir), as_of).reports_dir / REPORT_FILE
 
 
 # --- figures (frames in, PNG bytes out) -------------------------------------------------------
@@ -451,6 +452,5 @@ def write_report(url: str, reference: Path, out_dir: Path, *, now: dt.datetime |
 
 def write_run_report(settings) -> dict:
     """The report after a publish (the warehouse DAG's last task): its path, for XCom."""
-    path = write_report(settings.warehouse_url, settings.reference,
-                        report_path(settings.work_dir, settings.as_of).parent)
+    path = write_report(settings.warehouse_url, settings.reference, settings.layout.reports_dir)
     return {"report": str(path)}

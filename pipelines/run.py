@@ -1,9 +1,11 @@
 """One run, as named steps: stage → validate → addresses → join and decide → publish.
 
-Each step reads and writes files under ``Settings.run_dir`` and returns a small dict, so the
-same functions serve the ``zerocert run`` command (one process) and the Airflow tasks (one step
-each, paths through XCom). Steps are idempotent for a given as-of date: rerunning one rewrites
-its own outputs from its inputs.
+The steps are declared once, in order, in ``STEPS``, each bound to the one function that does
+it; ``zerocert run`` (``run_pipeline``), ``zerocert bench`` and the warehouse DAG (one task per
+step and source) all drive those functions. Each reads and writes files in the attempt's folder
+(``Settings.layout``, pipelines/layout.py) and returns a small dict, so the Airflow tasks pass
+paths through XCom. Steps are idempotent for a given as-of date: rerunning one rewrites its own
+outputs from its inputs.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import __version__, registry
-from pipelines.config import Settings
+from pipelines.config import Settings, settings_from_dict
 from pipelines.errors import UsageError, ZerocertError
+from pipelines.layout import SNAPSHOT_FILE, RunLayout
 from pipelines.policy import load_policy
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,33 @@ def check_configuration(settings: Settings) -> dict:
     return {"policy_id": policy.policy_id, "sources": sorted(schemas)}
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a run as each step is given it.
+
+    Its settings name the attempt's own folder; ``started_at`` goes into run_audit;
+    ``reuse_staged`` lets staging link what the source DAGs staged (the warehouse DAG does).
+    """
+
+    settings: Settings
+    started_at: dt.datetime
+    reuse_staged: bool = False
+
+    @property
+    def layout(self) -> RunLayout:
+        return self.settings.layout
+
+    def as_dict(self) -> dict:
+        """Small and JSON-able, for XCom between the warehouse DAG's tasks."""
+        return {"settings": self.settings.as_dict(), "started_at": self.started_at.isoformat(),
+                "reuse_staged": self.reuse_staged}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, object]) -> Attempt:
+        return cls(settings_from_dict(doc["settings"]), dt.datetime.fromisoformat(str(doc["started_at"])),
+                   bool(doc.get("reuse_staged")))
+
+
 # --- step 1: stage -----------------------------------------------------------------------------
 
 SNAPSHOT_SUMMARY = ("source", "delivery", "checksum", "rows_in", "rows_accepted", "rows_quarantined",
@@ -75,35 +106,36 @@ def _stage_into(source: str, settings: Settings, out_dir: Path) -> dict:
 
 def stage_for_source_dag(source: str, settings: Settings) -> dict:
     """A source DAG's staging: into the as-of date's shared folder, for the warehouse to reuse."""
-    return _stage_into(source, settings, settings.source_staging_dir)
+    return _stage_into(source, settings, settings.layout.shared_staged_dir)
 
 
-def stage(source: str, settings: Settings, *, reuse: bool = False) -> dict:
+def stage(attempt: Attempt, source: str) -> dict:
     """Stage one source's newest complete delivery on or before the as-of date into the attempt.
 
-    With ``reuse``, what the source's own DAG staged for this as-of date from the same delivery
-    folder, by the same staging code, is linked into the attempt instead (a landing folder with
-    ``_SUCCESS`` never changes). The exchange form is always read afresh.
+    With ``reuse_staged``, what the source's own DAG staged for this as-of date from the same
+    delivery folder, by the same staging code, is linked into the attempt instead (a landing
+    folder with ``_SUCCESS`` never changes). The exchange form is always read afresh.
     """
     from pipelines.staging.delivery import choose_delivery
     from pipelines.staging.snapshot import staging_version
 
-    shared = settings.source_staging_dir / source
-    if reuse and settings.landing is not None and (shared / "snapshot.json").exists():
-        snapshot = _read_json(shared / "snapshot.json")
+    settings, layout = attempt.settings, attempt.layout
+    shared = layout.shared_staged(source)
+    if attempt.reuse_staged and settings.landing is not None and (shared / SNAPSHOT_FILE).exists():
+        snapshot = _read_json(shared / SNAPSHOT_FILE)
         same = (snapshot["delivery"] == choose_delivery(settings.landing, source, settings.as_of).name
                 and snapshot.get("staging_version") == staging_version(source))
         if same:
-            _link_snapshot(shared, settings.run_dir / "staged" / source)
+            _link_snapshot(shared, layout.staged(source))
             log.info("%s: delivery %s already staged for %s, reused", source, snapshot["delivery"], settings.as_of)
             return {k: snapshot[k] for k in SNAPSHOT_SUMMARY}
-    return _stage_into(source, settings, settings.run_dir / "staged")
+    return _stage_into(source, settings, layout.staged_dir)
 
 
 def _link_snapshot(shared: Path, target: Path) -> None:
     """The attempt's own copy of a shared snapshot (hard links: no bytes copied)."""
     target.mkdir(parents=True, exist_ok=True)
-    snapshot = _read_json(shared / "snapshot.json")
+    snapshot = _read_json(shared / SNAPSHOT_FILE)
     for key in ("accepted_path", "quarantine_path"):
         name = Path(snapshot[key]).name
         (target / name).unlink(missing_ok=True)
@@ -112,12 +144,12 @@ def _link_snapshot(shared: Path, target: Path) -> None:
         except OSError:
             shutil.copy2(shared / name, target / name)
         snapshot[key] = str(target / name)
-    (target / "snapshot.json").write_text(json.dumps(snapshot, ensure_ascii=False, indent=2, sort_keys=True),
+    (target / SNAPSHOT_FILE).write_text(json.dumps(snapshot, ensure_ascii=False, indent=2, sort_keys=True),
                                           encoding="utf-8")
 
 
 def staged_snapshot(source: str, settings: Settings) -> dict:
-    return _read_json(settings.run_dir / "staged" / source / "snapshot.json")
+    return _read_json(settings.layout.snapshot_file(source))
 
 
 # --- step 2: validate --------------------------------------------------------------------------
@@ -137,11 +169,7 @@ def previous_accepted_rows(settings: Settings, source: str) -> int | None:
     return None
 
 
-def _accepted_change_path(settings: Settings, source: str) -> Path:
-    return settings.run_dir / "accepted_changes" / f"{source}.json"
-
-
-def validate(source: str, settings: Settings) -> dict:
+def validate(attempt: Attempt, source: str) -> dict:
     """Run the source's expectation suite on its staged rows; raises ValidationFailed.
 
     A size change the engineer accepted for this run is kept beside the run's files, for
@@ -149,15 +177,16 @@ def validate(source: str, settings: Settings) -> dict:
     """
     from pipelines.validation import validate_staged
 
+    settings = attempt.settings
     snapshot = staged_snapshot(source, settings)
     accepted = pd.read_parquet(snapshot["accepted_path"])
     result = validate_staged(
         source, accepted, as_of=settings.as_of,
         previous_rows=previous_accepted_rows(settings, source),
-        results_dir=settings.work_dir / "validation",
+        results_dir=settings.layout.validation_dir,
         accept_change_reason=settings.accepted_changes.get(source),
     )
-    record = _accepted_change_path(settings, source)
+    record = settings.layout.accepted_change(source)
     record.unlink(missing_ok=True)
     if result["accepted_change"]:
         record.parent.mkdir(parents=True, exist_ok=True)
@@ -169,25 +198,25 @@ def validate(source: str, settings: Settings) -> dict:
 
 # --- step 3: addresses -------------------------------------------------------------------------
 
-def resolve_addresses(settings: Settings) -> dict:
+def resolve_addresses(attempt: Attempt) -> dict:
     """Match every distinct address text of every source and place standard addresses in catchments."""
     from pipelines.addresses import (AddressRegistry, build_address_match, place_in_catchments,
                                      write_review_list)
 
+    settings, layout = attempt.settings, attempt.layout
     policy = load_policy(settings.policy_path)
     known = AddressRegistry.load(settings.reference / "addresses.csv")
     staged = {}
     for source, column in registry.address_columns().items():
-        path = settings.run_dir / "staged" / source / "accepted.parquet"
+        path = layout.accepted_rows(source)
         if path.exists():
             staged[source] = pd.read_parquet(path, columns=[column])
     address_match = build_address_match(staged, known).sort_values(["source", "address"], ignore_index=True)
-    out = settings.run_dir / "addresses"
-    out.mkdir(parents=True, exist_ok=True)
-    address_match.to_parquet(out / "address_match.parquet", index=False)
+    layout.addresses_dir.mkdir(parents=True, exist_ok=True)
+    address_match.to_parquet(layout.address_match, index=False)
     catchment = place_in_catchments(known, settings.reference / "catchments.geojson", policy.enrollment_year)
-    catchment.to_parquet(out / "address_catchment.parquet", index=False)
-    review = write_review_list(address_match, out / "review", known)
+    catchment.to_parquet(layout.address_catchment, index=False)
+    review = write_review_list(address_match, layout.review_dir, known)
     counts = address_match["status"].value_counts().to_dict()
     log.info("addresses: %s texts, by status %s", len(address_match), counts)
     return {"texts": int(len(address_match)), "by_status": {k: int(v) for k, v in counts.items()},
@@ -221,15 +250,16 @@ def engine_buckets(residents: int) -> int:
     return max(1, -(-int(residents) // RESIDENTS_PER_BUCKET))
 
 
-def join_and_decide(settings: Settings) -> dict:
+def join_and_decide(attempt: Attempt) -> dict:
     """Per-citizen tables, then eligibility, written as Parquet under the run folder."""
     from pipelines.engine.buckets import run_engine
 
+    settings, layout = attempt.settings, attempt.layout
     policy = load_policy(settings.policy_path)
     run_id = run_id_for(settings)
     buckets = engine_buckets(staged_snapshot(registry.population_source(), settings)["rows_accepted"])
-    paths = run_engine(settings.run_dir / "staged", settings.run_dir / "addresses", policy, run_id,
-                       settings.run_dir / "tables", buckets=buckets)
+    paths = run_engine(layout.staged_dir, layout.addresses_dir, policy, run_id, layout.tables_dir,
+                       buckets=buckets)
     return {"run_id": run_id, "tables": {name: str(path) for name, path in paths.items()}}
 
 
@@ -246,7 +276,7 @@ def _with_run_id(path: Path, run_id: str, out: Path) -> Path:
 
 def audit_tables(settings: Settings, run_id: str) -> dict[str, Path]:
     """quarantine, source_snapshot and address_match for this run, as Parquet."""
-    out = settings.run_dir / "tables"
+    out = settings.layout.tables_dir
     out.mkdir(parents=True, exist_ok=True)
     snapshots, quarantines = [], []
     for source in source_keys():
@@ -258,36 +288,91 @@ def audit_tables(settings: Settings, run_id: str) -> dict[str, Path]:
     return {
         "source_snapshot": _with_run_id(out / "source_snapshot.pre.parquet", run_id, out / "source_snapshot.parquet"),
         "quarantine": _with_run_id(out / "quarantine.pre.parquet", run_id, out / "quarantine.parquet"),
-        "address_match": _with_run_id(settings.run_dir / "addresses" / "address_match.parquet", run_id,
-                                      out / "address_match.parquet"),
+        "address_match": _with_run_id(settings.layout.address_match, run_id, out / "address_match.parquet"),
     }
 
 
 def run_record(settings: Settings, run_id: str, started_at: dt.datetime) -> dict:
     accepted = [_read_json(path) for source in source_keys()
-                if (path := _accepted_change_path(settings, source)).exists()]
+                if (path := settings.layout.accepted_change(source)).exists()]
     return {"run_id": run_id, "as_of": settings.as_of, "policy_id": load_policy(settings.policy_path).policy_id,
             "started_at": started_at, "code_version": __version__, "accepted_changes": accepted}
 
 
-def publish(settings: Settings, decided: dict, started_at: dt.datetime) -> dict:
+def publish(attempt: Attempt, decided: dict) -> dict:
     """Load every table and switch the warehouse to this run in one transaction."""
     from pipelines.warehouse import ensure_warehouse, publish_run
 
+    settings = attempt.settings
     run_id = decided["run_id"]
     tables = {name: Path(path) for name, path in decided["tables"].items()}
     tables.update(audit_tables(settings, run_id))
     from pipelines.access import build_access_tables, hmac_key_from_config
 
     tables.update(build_access_tables(tables, settings.reference / "schools.csv", hmac_key_from_config(),
-                                      settings.run_dir / "tables" / "access"))
+                                      settings.layout.access_tables_dir))
     from pipelines.marts import build_mart_tables
 
     tables.update(build_mart_tables(tables, settings, run_id))
     ensure_warehouse(settings.warehouse_url)
-    publish_run(settings.warehouse_url, run_record(settings, run_id, started_at), tables)
+    publish_run(settings.warehouse_url, run_record(settings, run_id, attempt.started_at), tables)
     log.info("published run %s to %s", run_id, redact_url(settings.warehouse_url))
     return {"run_id": run_id, "warehouse": redact_url(settings.warehouse_url)}
+
+
+# --- after publish: the education bureau's report (the warehouse DAG's last task) -------------
+
+def write_report(attempt: Attempt) -> dict:
+    """The report from what was just published, under ``layout.reports_dir``."""
+    from pipelines.report import write_run_report
+
+    return write_run_report(attempt.settings)
+
+
+# --- the steps, declared once --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a run, bound to the one function that does it.
+
+    ``name`` is the warehouse DAG's task id (``<name>_<source>`` for a step done per source) and
+    the key of its result; ``takes`` names the earlier step whose result the function also takes.
+    """
+
+    name: str
+    do: Callable[..., dict]
+    progress: str
+    per_source: bool = False
+    takes: str | None = None
+
+    def task_ids(self, sources: list[str]) -> list[str]:
+        return [f"{self.name}_{source}" for source in sources] if self.per_source else [self.name]
+
+
+STEPS: tuple[Step, ...] = (
+    Step("stage", stage, "stage {source}", per_source=True),
+    Step("validate", validate, "validate {source}", per_source=True),
+    Step("resolve_addresses", resolve_addresses, "resolve addresses"),
+    Step("join_and_decide", join_and_decide, "join and decide eligibility"),
+    Step("publish", publish, "publish", takes="join_and_decide"),
+)
+# The warehouse DAG writes the report after it publishes; ``zerocert run`` leaves that to
+# ``zerocert report``, and the bench does not time it.
+REPORT = Step("report", write_report, "write the report")
+WAREHOUSE_DAG_STEPS: tuple[Step, ...] = (*STEPS, REPORT)
+
+
+def do_step(step: Step, attempt: Attempt, done: Mapping[str, dict],
+            progress: Callable[[str], None] = lambda message: None) -> dict:
+    """Do one declared step: for every source in order when it is per source ({source: result})."""
+    if step.per_source:
+        results = {}
+        for source in source_keys():
+            progress(step.progress.format(source=source))
+            results[source] = step.do(attempt, source)
+        return results
+    progress(step.progress)
+    return step.do(attempt, *([done[step.takes]] if step.takes else []))
 
 
 def published_row_counts(settings: Settings) -> dict[str, int]:
@@ -325,9 +410,7 @@ def redact_url(url: str) -> str:
 
 # --- the whole run ------------------------------------------------------------------------------
 
-LOCK_NAME = ".zerocert-run.lock"
 CLI_ATTEMPT = "cli-"
-KEEP_ATTEMPTS = 2  # this attempt and the one before it stay on disk for engineers to read
 
 
 @contextlib.contextmanager
@@ -337,8 +420,8 @@ def work_folder_lock(settings: Settings, started_at: dt.datetime) -> Iterator[di
     Yields what a previous holder left in the lock file when it was killed before it finished
     (its as-of date and start), or None. A second run meanwhile exits 2 naming the holder.
     """
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.work_dir / LOCK_NAME
+    path = settings.layout.lock_file
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+", encoding="utf-8")
     try:
         try:
@@ -380,15 +463,6 @@ def mark_abandoned(settings: Settings, unfinished: dict) -> None:
                     unfinished["started_at"], unfinished.get("as_of"))
 
 
-def prune_attempts(settings: Settings, prefix: str) -> None:
-    """Remove the folders of older attempts named ``prefix…``, keeping the newest few."""
-    runs = settings.work_dir / "runs"
-    attempts = sorted((p for p in runs.glob(f"*/{prefix}*") if p.is_dir() and p != settings.run_dir),
-                      key=lambda p: p.stat().st_mtime)
-    for old in attempts[: max(0, len(attempts) - (KEEP_ATTEMPTS - 1))]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def run_pipeline(settings: Settings, *, now: Callable[[], dt.datetime] | None = None,
                  progress: Callable[[str], None] = lambda message: None) -> dict:
     """Stage, validate, resolve, join, decide and publish; on failure the old run stays.
@@ -403,24 +477,16 @@ def run_pipeline(settings: Settings, *, now: Callable[[], dt.datetime] | None = 
     with work_folder_lock(settings, started_at) as unfinished:
         if unfinished:
             mark_abandoned(settings, unfinished)
-        prune_attempts(settings, CLI_ATTEMPT)
-        return _run_steps(settings, started_at, progress)
+        settings.layout.prune_attempts(CLI_ATTEMPT)
+        return _run_steps(Attempt(settings, started_at), progress)
 
 
-def _run_steps(settings: Settings, started_at: dt.datetime, progress: Callable[[str], None]) -> dict:
+def _run_steps(attempt: Attempt, progress: Callable[[str], None]) -> dict:
+    done: dict[str, dict] = {}
     try:
-        for source in source_keys():
-            progress(f"stage {source}")
-            stage(source, settings)
-        for source in source_keys():
-            progress(f"validate {source}")
-            validate(source, settings)
-        progress("resolve addresses")
-        resolve_addresses(settings)
-        progress("join and decide eligibility")
-        decided = join_and_decide(settings)
-        progress("publish")
-        return publish(settings, decided, started_at)
+        for step in STEPS:
+            done[step.name] = do_step(step, attempt, done, progress)
     except ZerocertError as exc:
-        record_failure(settings, started_at, str(exc))
+        record_failure(attempt.settings, attempt.started_at, str(exc))
         raise
+    return done["publish"]

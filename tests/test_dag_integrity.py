@@ -73,3 +73,23 @@ def test_dag_files_import_only_airflow_at_top_level(path):
             root = name.split(".")[0]
             assert root in {"airflow", "pendulum", "__future__", "importlib", "pathlib", "re"}, (path.name, name)
     assert 'if __name__ == "__main__":' in path.read_text(encoding="utf-8")
+
+
+def test_warehouse_dag_runs_the_declared_steps_in_order(dagbag):
+    """One task per declared step (and source), each calling that step's function, each after the
+    step before it: the DAG runs what ``zerocert run`` runs."""
+    from pipelines.run import WAREHOUSE_DAG_STEPS, source_keys
+
+    dag = dagbag.dags["zerocert_warehouse"]
+    sources = source_keys()
+    declared = [(step, task_id) for step in WAREHOUSE_DAG_STEPS for task_id in step.task_ids(sources)]
+    assert {t.task_id for t in dag.tasks} == {"configure"} | {task_id for _, task_id in declared}
+    for step, task_id in declared:
+        names = dag.get_task(task_id).python_callable.__code__.co_names
+        assert step.do.__module__ in names and step.do.__name__ in names, (task_id, step.do.__name__)
+    for before, step in zip(WAREHOUSE_DAG_STEPS, WAREHOUSE_DAG_STEPS[1:]):
+        for source in sources if step.per_source else [None]:
+            task = dag.get_task(step.task_ids([source])[0] if source else step.name)
+            upstream = task.get_flat_relative_ids(upstream=True)
+            needed = [f"{before.name}_{source}"] if source and before.per_source else before.task_ids(sources)
+            assert set(needed) <= upstream, (task.task_id, sorted(set(needed) - upstream))

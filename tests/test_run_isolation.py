@@ -18,7 +18,8 @@ from warehouse_reader import read
 
 from pipelines.cli import main
 from pipelines.config import resolve_settings
-from pipelines.run import LOCK_NAME, work_folder_lock
+from pipelines.layout import LOCK_NAME
+from pipelines.run import work_folder_lock
 
 AS_OF = "2027-08-15"
 
