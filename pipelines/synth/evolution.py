@@ -38,7 +38,7 @@ from pipelines.synth.profile import SOURCES, EvolutionRates, Profile, load_profi
 AGE_GROUPS = ("none", "0-2", "3-6", "7-14")  # by the family's youngest child under 15
 _OUT_BY_AGE = np.array([1.0, 1.2, 1.0, 0.7])     # leaving the city, times move_out
 _WITHIN_BY_AGE = np.array([0.8, 1.3, 1.0, 0.8])  # moving within, times move_within (3-6: x school_age_boost)
-_ARRIVAL_MIX = np.array([0.45, 0.22, 0.2, 0.13])  # arriving households by youngest child
+_ARRIVAL_CHILD_MIX = np.array([0.4, 0.36, 0.24])  # arriving families by youngest child (0-2, 3-6, 7-14)
 _AGE_SPAN = ((0, 0), (0, 2), (3, 6), (7, 14))     # children's ages (years) of an arriving family per group
 _STAGE = 100  # the evolution's random streams: np.random.default_rng([seed, _STAGE + k]); the synth uses 1-6
 
@@ -65,7 +65,8 @@ class Evolution:
 
     ``flows``: year, district_code, births, arrived_households, arrived_people, left_households,
     left_people, moved_out_of_district, moved_into_district (people moving within the city count
-    in both their old and their new district), residents (register rows of status 正常 at the
+    in both their old and their new district), arrived_children, left_children (under 15 on
+    arrival or departure), residents (register rows of status 正常 at the
     year's end, by household district).
     """
 
@@ -336,7 +337,7 @@ class _Dynamics:
         d, g = np.maximum(district, 0), group
         flows = {k: np.zeros(n_d, dtype=np.int64) for k in
                  ("births", "arrived_households", "arrived_people", "left_households", "left_people",
-                  "moved_out_of_district", "moved_into_district")}
+                  "moved_out_of_district", "moved_into_district", "arrived_children", "left_children")}
 
         # leaving the city: members become 迁出, what they held ends
         p_out = np.clip(rates.move_out * _OUT_BY_AGE[g] * self.out[d, g], 0, 0.9)
@@ -344,6 +345,8 @@ class _Dynamics:
         gone = ps["hh"].isin(hh.index[leaving]).to_numpy() & (ps["status"].to_numpy() == "正常")
         np.add.at(flows["left_households"], d[leaving], 1)
         np.add.at(flows["left_people"], d[ps["hh"].to_numpy()[gone]], 1)
+        young = gone & (_age(ps["birth_date"].to_numpy(), start) < 15)
+        np.add.at(flows["left_children"], d[ps["hh"].to_numpy()[young]], 1)
         city.persons.loc[gone, "status"] = "迁出"
         city.holdings = city.holdings[~np.isin(city.holdings["person"].to_numpy(), np.flatnonzero(gone))]
         hh.loc[leaving, "present"] = False
@@ -371,7 +374,8 @@ class _Dynamics:
         present = int(occupied.sum())
         n_new = rng.poisson(rates.move_in * present)
         if n_new:
-            groups = rng.choice(len(AGE_GROUPS), n_new, p=_ARRIVAL_MIX)
+            w = rates.arrivals_with_children
+            groups = rng.choice(len(AGE_GROUPS), n_new, p=np.r_[1.0 - w, w * _ARRIVAL_CHILD_MIX])
             rooms = self._destinations(groups)
             new_hh = np.arange(len(hh), len(hh) + n_new) + (int(hh.index.max()) + 1 - len(hh))
             city.households = hh = pd.concat([hh, pd.DataFrame({"hukou_room": rooms, "home_room": rooms,
@@ -411,6 +415,7 @@ class _Dynamics:
             arrived_d = self.room_district[pd.Index(self.rooms).get_indexer(rooms)]
             np.add.at(flows["arrived_households"], arrived_d, 1)
             np.add.at(flows["arrived_people"], arrived_d[new["hh"].to_numpy() - new_hh[0]], 1)
+            np.add.at(flows["arrived_children"], arrived_d[new["hh"].to_numpy()[child] - new_hh[0]], 1)
             self._hold(city, new_hh, rooms, end, buy=rates.own_home * 0.8)
 
         # births: per district, to a household with adults of parents' age, registered at its hukou room
@@ -442,8 +447,8 @@ class _Dynamics:
 
         ps = city.persons
         district = self._district_of_households(city)
-        living = (ps["status"].to_numpy() == "正常")
-        residents = np.bincount(np.maximum(district[ps["hh"].to_numpy()[living]], 0), minlength=n_d)
+        where = district[ps["hh"].to_numpy()[ps["status"].to_numpy() == "正常"]]
+        residents = np.bincount(where[where >= 0], minlength=n_d)
         return pd.DataFrame({"year": year, "district_code": self.districts, **flows, "residents": residents})
 
     def _hold(self, city: _City, households: np.ndarray, rooms: np.ndarray, on: dt.date,

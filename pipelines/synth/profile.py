@@ -85,6 +85,7 @@ class EvolutionRates:
     move_out: float = 0.03           # households leaving the city
     move_in: float = 0.03            # households arriving, as a share of the households present
     move_within: float = 0.06        # households moving to another room of the city
+    arrivals_with_children: float = 0.4  # arriving households with a child under 15
     school_age_boost: float = 1.8    # moving rate of families whose youngest child is 3-6, times the base
     school_pull: float = 0.6         # spread (log sd) of catchments' pull on families moving with children
     district_spread: float = 0.35    # spread (log sd) of district multipliers of every rate
