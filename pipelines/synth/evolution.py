@@ -171,14 +171,15 @@ class _City:
         self.households = pd.DataFrame({"hukou_room": hh["address_code"].to_numpy(dtype=object),
                                         "home_room": hh["address_code"].to_numpy(dtype=object),
                                         "present": True}, index=hh.index.to_numpy())
-        self.room_district = pd.Series(registry["district_code"].to_numpy(dtype=object),
+        self.district_of_room = pd.Series(registry["district_code"].to_numpy(dtype=object),
                                        index=registry["address_code"].to_numpy(dtype=object))
         cutoff = np.datetime64(policy.cutoff_date, "D")
         t = rec["property_title"]
         titles = t[(t["person"] >= 0) & (t["use"] == "住宅") & (t["title_status"] == "现势") & (t["day"] != 1)]
         c = rec["housing_contract"]
         c = c[(c["use"] == "住宅") & (c["status"] == "已备案") & (c["day"] != 1)]
-        buyers = pd.concat([c[[b, "address_code"]].rename(columns={b: "person"}) for b in ("buyer1", "buyer2", "buyer3")])
+        buyers = pd.concat([c[[b, "address_code"]].rename(columns={b: "person"})
+                            for b in ("buyer1", "buyer2", "buyer3")])
         r = rec["rental"]
         r = r[(r["status"] == "有效") & (r["end_date"].to_numpy() >= cutoff) & (r["day"] != 1)]
         self.holdings = pd.concat([
@@ -199,7 +200,7 @@ class _City:
             "citizen_id": pd.array(ids, dtype="string"), "birth_date": ps["birth_date"].to_numpy(),
             "hukou_status": pd.array(ps["status"].to_numpy(dtype=object), dtype="string"),
             "hukou_address_code": pd.array(hukou_room, dtype="string"),
-            "hukou_region_code": pd.array(self.room_district.reindex(hukou_room).to_numpy(dtype=object),
+            "hukou_region_code": pd.array(self.district_of_room.reindex(hukou_room).to_numpy(dtype=object),
                                           dtype="string")})
         age = (np.datetime64(as_of, "D") - ps["birth_date"].to_numpy()) / np.timedelta64(1, "D") / 365.25
         minors = age < 18
@@ -211,9 +212,9 @@ class _City:
         h = self.holdings
         holder = pd.array(ids[h["person"].to_numpy()], dtype="string")
         props = h["kind"].to_numpy() != "rental"
-        property_holding = pd.DataFrame({"citizen_id": holder[props], "kind": pd.array(h["kind"].to_numpy()[props], dtype="string"),
-                                         "address_code": pd.array(h["address_code"].to_numpy()[props], dtype="string"),
-                                         "qualifying": True})
+        property_holding = pd.DataFrame({
+            "citizen_id": holder[props], "kind": pd.array(h["kind"].to_numpy()[props], dtype="string"),
+            "address_code": pd.array(h["address_code"].to_numpy()[props], dtype="string"), "qualifying": True})
         rental_holding = pd.DataFrame({"citizen_id": holder[~props],
                                        "address_code": pd.array(h["address_code"].to_numpy()[~props], dtype="string"),
                                        "qualifying": True})
@@ -286,7 +287,7 @@ class _Dynamics:
 
     def _district_of_households(self, city: _City) -> np.ndarray:
         home = city.households["home_room"].to_numpy(dtype=object)
-        codes = city.room_district.reindex(home).to_numpy(dtype=object)
+        codes = city.district_of_room.reindex(home).to_numpy(dtype=object)
         out = np.full(len(home), -1)
         order = np.argsort(self.districts)
         found = np.minimum(np.searchsorted(self.districts, codes.astype(str), sorter=order), len(order) - 1)
@@ -401,15 +402,16 @@ class _Dynamics:
             new = new[new["birth_date"] < np.datetime64(end, "D")].reset_index(drop=True)
             idx = first + np.arange(len(new))
             parents = new[new["adult"] >= 0]
-            parent_of = {a: pd.Series(idx[(new["adult"] == a).to_numpy()], index=parents.loc[parents["adult"] == a, "hh"].to_numpy())
-                         for a in (0, 1)}
+            parent_of = {a: pd.Series(idx[(new["adult"] == a).to_numpy()],
+                                      index=parents.loc[parents["adult"] == a, "hh"].to_numpy()) for a in (0, 1)}
             child = (new["adult"] < 0).to_numpy()
             ga = np.full(len(new), -1)
             gb = np.full(len(new), -1)
             ga[child] = parent_of[0].reindex(new["hh"].to_numpy()[child]).fillna(-1).to_numpy(dtype=np.int64)
             gb[child] = parent_of[1].reindex(new["hh"].to_numpy()[child]).fillna(-1).to_numpy(dtype=np.int64)
             city.persons = ps = pd.concat([ps, pd.DataFrame({
-                "citizen_id": self._ids(city, year, len(new)), "birth_date": new["birth_date"].to_numpy().astype("datetime64[D]"),
+                "citizen_id": self._ids(city, year, len(new)),
+                "birth_date": new["birth_date"].to_numpy().astype("datetime64[D]"),
                 "hh": new["hh"].to_numpy(dtype=np.int64), "status": "正常", "guardian_a": ga, "guardian_b": gb})],
                 ignore_index=True)
             arrived_d = self.room_district[pd.Index(self.rooms).get_indexer(rooms)]
