@@ -41,6 +41,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forecast_score(args: argparse.Namespace) -> int:
+    from pipelines.forecast_score import render, score_city
+
+    if args.people < 200:
+        raise UsageError(f"forecast-score: --people must be at least 200, got {args.people}")
+    print(render(score_city(args.profile, args.seed, args.people)))
+    return 0
+
+
 def _settings_from_args(args: argparse.Namespace):
     from pipelines.config import resolve_settings
 
@@ -213,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     lookups.add_argument("--sample-ids", dest="sample_ids", type=int, default=10000)
     lookups.add_argument("--district", help="district whose login the clients use (default: the busiest)")
     lookups.set_defaults(func=cmd_bench_lookups)
+
+    score = sub.add_parser("forecast-score", help="the catchment forecast's error on a synth city's own future")
+    score.add_argument("--profile", default="default", metavar="NAME_OR_PATH", help="synth profile (default: default)")
+    score.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    score.add_argument("--people", type=int, default=20000, help="registered residents (default 20000)")
+    score.set_defaults(func=cmd_forecast_score)
 
     report = sub.add_parser("report", help="the education bureau's HTML report: demand, forecast, data quality")
     report.add_argument("--warehouse", required=True, help="warehouse SQLAlchemy URL")

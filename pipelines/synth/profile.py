@@ -74,6 +74,29 @@ def check_dirt(dirt: DirtRates, where: str) -> None:
 
 
 @dataclass(frozen=True)
+class EvolutionRates:
+    """How the city changes from year to year (``synth.evolution``); optional in a profile.
+
+    Rates are per household and year, before the district- and age-specific multipliers the
+    evolution draws from its seed (``district_spread``) and lets drift each year (``drift``), so
+    migration differs by district and by the age of a family's youngest child and is not stationary.
+    """
+    birth_trend: float = -0.04       # yearly change of births, against the city's young cohorts today
+    move_out: float = 0.03           # households leaving the city
+    move_in: float = 0.03            # households arriving, as a share of the households present
+    move_within: float = 0.06        # households moving to another room of the city
+    arrivals_with_children: float = 0.4  # arriving households with a child under 15
+    school_age_boost: float = 1.8    # moving rate of families whose youngest child is 3-6, times the base
+    school_pull: float = 0.6         # spread (log sd) of catchments' pull on families moving with children
+    district_spread: float = 0.35    # spread (log sd) of district multipliers of every rate
+    drift: float = 0.1               # yearly change (log sd) of the district multipliers (births: a third)
+    own_home: float = 0.55           # movers and arrivals who buy (else rent) where they move to
+    hukou_follows: float = 0.5       # movers within the city whose hukou moves with them
+    burn_in_years: int = 12          # years evolved before the city the scoring forecasts from, so every
+    #                                 child of a forecast cohort was born in the evolution
+
+
+@dataclass(frozen=True)
 class District:
     code: str                                  # GB/T 2260 county code
     name: str
@@ -117,6 +140,7 @@ class Profile:
     next_day_added: float          # share of a source's records first delivered the next day
     next_day_removed: float        # share of a source's records gone from the next day's delivery
     dirt: DirtRates
+    evolution: EvolutionRates = EvolutionRates()
 
     @property
     def mean_buyers(self) -> float:
@@ -213,6 +237,10 @@ class _Doc:
 
 def profile_from_dict(doc: Any, label: str = "<dict>") -> Profile:
     r = _Doc(label)
+    evolution_doc = None
+    if isinstance(doc, dict) and "evolution" in doc:  # optional: absent, EvolutionRates' defaults
+        evolution_doc = doc["evolution"]
+        doc = {k: v for k, v in doc.items() if k != "evolution"}
     top = r.mapping(doc, "", ("name", "city", "roads", "compounds", "households", "children_per_family",
                               "contracts", "cohort_share", "deliveries", "dirt"))
     city_doc = r.mapping(top["city"], "city", ("province", "province_short", "name", "urban_region_codes", "streets",
@@ -285,4 +313,28 @@ def profile_from_dict(doc: Any, label: str = "<dict>") -> Profile:
         next_day_added=r.share(next_day["added"], "deliveries.next_day.added", 0.0, 0.1),
         next_day_removed=r.share(next_day["removed"], "deliveries.next_day.removed", 0.0, 0.1),
         dirt=dirt,
+        evolution=_evolution(r, evolution_doc),
     )
+
+
+def _evolution(r: _Doc, node: Any) -> EvolutionRates:
+    """The optional ``evolution`` mapping: only the rates it changes."""
+    if node is None:
+        return EvolutionRates()
+    fields = {f.name: f for f in dataclasses.fields(EvolutionRates)}
+    r.mapping(node, "evolution", tuple(fields), complete=False)
+    given = {}
+    for key, value in node.items():
+        if key == "burn_in_years":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 20:
+                r.fail("evolution.burn_in_years", f"must be a whole number of years from 0 to 20, got {value!r}")
+            given[key] = value
+        elif key == "birth_trend":
+            given[key] = r.share(value, f"evolution.{key}", -0.5, 0.5)
+        elif key in ("school_age_boost",):
+            given[key] = r.share(value, f"evolution.{key}", 0.0, 5.0)
+        elif key in ("school_pull", "district_spread", "drift"):
+            given[key] = r.share(value, f"evolution.{key}", 0.0, 2.0)
+        else:
+            given[key] = r.share(value, f"evolution.{key}", 0.0, 0.5 if key.startswith("move") else 1.0)
+    return EvolutionRates(**given)
