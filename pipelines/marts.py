@@ -24,7 +24,7 @@ import pandas as pd
 
 from pipelines.addresses.match import REVIEW_STATUSES
 from pipelines.engine.frames import member
-from pipelines.engine.records import property_source
+from pipelines.engine.records import evidence_source, property_source
 from pipelines.policy import LevelWindow, Policy
 from pipelines.warehouse_schema import (
     ANALYST_MARTS, MART_TABLES, NO_SCHOOL_REASONS, QUARANTINE_REASONS, TABLES, reason_column,
@@ -651,5 +651,5 @@ def build_mart_tables(tables: Mapping[str, Path], settings, run_id: str) -> dict
     return write_mart_tables(
         tables, schools_csv=settings.reference / "schools.csv", placed=placed, policy=policy,
         run_id=run_id, as_of=settings.as_of, out_dir=layout.marts_dir,
-        staged_hukou=layout.accepted_rows("hukou"),
+        staged_hukou=layout.accepted_rows(evidence_source("hukou")),
         quality_history=previous_quality(settings.warehouse_url))
