@@ -73,6 +73,7 @@ def build_geography(people: int, rng: np.random.Generator, enrollment_year: int,
 
     registry = _rooms(blocks, rooms_per_compound, rng, profile)
     schools, catchments, polygons = _schools_and_catchments(blocks, registry, rng, enrollment_year, profile)
+    schools["capacity"] = planned_seats(schools, people)
     membership = _membership(registry, polygons)
     return Geography(blocks, registry, schools, catchments, membership)
 
@@ -200,6 +201,21 @@ def _rooms(blocks: pd.DataFrame, rooms_per_compound: float, rng: np.random.Gener
     return reg
 
 
+CLASS_SIZE = 45
+ENTRY_COHORT_SHARE = 1 / 75  # one birth year of a city's residents, roughly
+
+
+def planned_seats(schools: pd.DataFrame, people: int) -> pd.Series:
+    """Seats planned for the enrollment year (sources.md): near each school's share of one
+    cohort, from 0.6× to 1.4× of it, so some schools are oversubscribed and some half empty, as
+    in a real city, whatever its size; whole classes where a school has several, else steps of 5
+    seats (a small synthetic city has small schools)."""
+    per_school = people * ENTRY_COHORT_SHARE / schools.groupby("level")["school_code"].transform("size")
+    margin = 0.6 + (schools["capacity"] - 4) * 0.1
+    step = np.where(per_school >= 2 * CLASS_SIZE, CLASS_SIZE, 5)
+    return (np.maximum(1, np.round(per_school * margin / step)) * step).astype(int)
+
+
 def _within(counts: np.ndarray) -> np.ndarray:
     """0..count-1 for each group, concatenated (the vectorized ``range`` per group)."""
     total = int(counts.sum())
@@ -235,7 +251,7 @@ def _schools_and_catchments(blocks, registry, rng, year, profile: Profile):
                     "school_name": f"{profile.city.name}{names[code]}{name_stem}{'小学' if level == 'primary' else '初级中学'}",
                     "level": level, "district_code": code,
                     "address": f"{names[code]}{b['road']}{b['door_no']}号",
-                    "capacity": int(rng.integers(4, 13)) * 45 * (6 if level == "primary" else 3),
+                    "capacity": int(rng.integers(4, 13)),  # the planners' margin, in tenths (planned_seats)
                     "lon": round((b["lon0"] + b["lon1"]) / 2, 6), "lat": round((b["lat0"] + b["lat1"]) / 2, 6),
                 })
             school_of_block = base + np.searchsorted(uniq, tile_id)
