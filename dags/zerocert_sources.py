@@ -1,15 +1,17 @@
 """
 ### zerocert: one staging DAG per departmental source
 
-Each DAG runs on its source's own schedule (`schedule:` in `schemas/<source>.yaml`), pulls the newest complete delivery of one source (landing folder with `_SUCCESS`, or the
-exchange database), repairs it, quarantines what cannot be repaired, writes a Parquet snapshot,
-and publishes the asset `zerocert://staged/<source>`. The warehouse DAG runs when the sources
+Each DAG runs on its source's own schedule (`schedule:` in `schemas/<source>.yaml`), pulls the
+newest complete delivery of one source (landing folder with `_SUCCESS`, or the exchange
+database), repairs it, quarantines what cannot be repaired, writes a Parquet snapshot, and
+publishes the asset `zerocert://staged/<source>`. The warehouse DAG runs when the sources
 have refreshed.
 
 Configuration: Airflow variables `zerocert_landing`, `zerocert_exchange_url`,
 `zerocert_reference`, `zerocert_warehouse_url`, `zerocert_policy`, `zerocert_as_of`,
 `zerocert_work_dir`, or the `ZEROCERT_*` environment variables; none are needed for the demo.
-Sources are the files in `schemas/`: adding a source adds a DAG here without editing this file.
+Sources are the files in `schemas/` (docs/adding-a-source.md): a new one gets its DAG here
+without editing this file.
 """
 
 from __future__ import annotations

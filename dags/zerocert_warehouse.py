@@ -39,8 +39,12 @@ def record_failed_run(context) -> None:
     record_task_failure(context)
 
 
-DEFAULT_ARGS = {"owner": "data-bureau", "retries": 2, "retry_delay": pendulum.duration(minutes=5),
-                "on_failure_callback": record_failed_run}
+DEFAULT_ARGS = {
+    "owner": "data-bureau",
+    "retries": 2,
+    "retry_delay": pendulum.duration(minutes=5),
+    "on_failure_callback": record_failed_run,
+}
 
 
 @dag(
@@ -54,11 +58,15 @@ DEFAULT_ARGS = {"owner": "data-bureau", "retries": 2, "retry_delay": pendulum.du
     doc_md=__doc__,
     params={
         "as_of": Param("", type="string", description="as-of date YYYY-MM-DD; blank: the run's date"),
-        "accept_change": Param("", type="string",
-                               description="source(s), comma-separated, whose delivery may change in size "
-                                           "beyond its threshold in this run (a person checked it); blank: none"),
-        "accept_reason": Param("", type="string",
-                               description="with accept_change: what was checked, and with whom (kept in run_audit)"),
+        "accept_change": Param(
+            "",
+            type="string",
+            description="source(s), comma-separated, whose delivery may change in size "
+            "beyond its threshold in this run (a person checked it); blank: none",
+        ),
+        "accept_reason": Param(
+            "", type="string", description="with accept_change: what was checked, and with whom (kept in run_audit)"
+        ),
     },
 )
 def zerocert_warehouse():

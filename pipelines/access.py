@@ -59,11 +59,30 @@ AUDIT_PURPOSE = "lookup_audit"
 
 # Tables holding one district's people or schools: row-level security stays on with no reader
 # policy, so a privilege granted by mistake still shows no row.
-DISTRICT_SCOPED_TABLES = ("citizen", "property_holding", "rental_holding", "employment", "guardianship",
-                          "ineligibility", "prefill", "eligibility", "guardian_eligibility", "school")
-ANALYST_TABLES = ("analyst_citizen", "analyst_eligibility", "demand_by_school", "school",
-                  "source_snapshot", "address_catchment", "analyst_school_demand", "analyst_district_summary",
-                  "analyst_source_quality", "analyst_catchment_forecast")
+DISTRICT_SCOPED_TABLES = (
+    "citizen",
+    "property_holding",
+    "rental_holding",
+    "employment",
+    "guardianship",
+    "ineligibility",
+    "prefill",
+    "eligibility",
+    "guardian_eligibility",
+    "school",
+)
+ANALYST_TABLES = (
+    "analyst_citizen",
+    "analyst_eligibility",
+    "demand_by_school",
+    "school",
+    "source_snapshot",
+    "address_catchment",
+    "analyst_school_demand",
+    "analyst_district_summary",
+    "analyst_source_quality",
+    "analyst_catchment_forecast",
+)
 # Persistent access tables (not published: they keep history across runs).
 ACCESS_STATE_TABLES = ("reader_district", "lookup_secret", "lookup_audit")
 
@@ -77,6 +96,7 @@ def district_login(district: str) -> str:
 
 # --- pure transforms -------------------------------------------------------------------------
 
+
 def school_table(schools: pd.DataFrame) -> pd.DataFrame:
     """``school`` rows from schools.csv: the school -> district map the functions read."""
     out = schools[["school_code", "level", "school_name", "district_code"]].astype("string")
@@ -84,9 +104,13 @@ def school_table(schools: pd.DataFrame) -> pd.DataFrame:
     return out.assign(capacity=capacity).drop_duplicates("school_code").reset_index(drop=True)
 
 
-def district_scope(eligibility: pd.DataFrame, guardianship: pd.DataFrame, schools: pd.DataFrame,
-                   ineligibility: pd.DataFrame | None = None,
-                   citizen: pd.DataFrame | None = None) -> pd.DataFrame:
+def district_scope(
+    eligibility: pd.DataFrame,
+    guardianship: pd.DataFrame,
+    schools: pd.DataFrame,
+    ineligibility: pd.DataFrame | None = None,
+    citizen: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """``(citizen_id, district_code)``: whom each district's enrollment system may look up.
 
     A child belongs to every district where it has an eligibility row (two districts: both), and
@@ -97,22 +121,28 @@ def district_scope(eligibility: pd.DataFrame, guardianship: pd.DataFrame, school
     placed = eligibility[["child_id", "school_code"]].merge(districts, on="school_code", how="left")
     unknown = placed["district_code"].isna()
     if unknown.any():
-        log.warning("district scope: %d eligibility row(s) name a school missing from schools.csv; "
-                    "no district login sees them", int(unknown.sum()))
+        log.warning(
+            "district scope: %d eligibility row(s) name a school missing from schools.csv; no district login sees them",
+            int(unknown.sum()),
+        )
     children = [placed.loc[~unknown, ["child_id", "district_code"]]]
     if ineligibility is not None and citizen is not None:
         homes = citizen[["citizen_id", "hukou_region_code"]].rename(
-            columns={"citizen_id": "child_id", "hukou_region_code": "district_code"})
+            columns={"citizen_id": "child_id", "hukou_region_code": "district_code"}
+        )
         unplaced = ineligibility[["child_id"]].drop_duplicates().merge(homes, on="child_id")
         known = unplaced["district_code"].isin(districts["district_code"])
         children.append(unplaced.loc[known, ["child_id", "district_code"]])
     children_scope = pd.concat(children, ignore_index=True).astype("string").drop_duplicates()
     guardians = guardianship[["child_id", "guardian_id"]].astype("string").merge(children_scope, on="child_id")
-    scope = pd.concat([children_scope.rename(columns={"child_id": "citizen_id"}),
-                       guardians[["guardian_id", "district_code"]].rename(columns={"guardian_id": "citizen_id"})],
-                      ignore_index=True)
-    return (scope.drop_duplicates().sort_values(["citizen_id", "district_code"])
-            .reset_index(drop=True))
+    scope = pd.concat(
+        [
+            children_scope.rename(columns={"child_id": "citizen_id"}),
+            guardians[["guardian_id", "district_code"]].rename(columns={"guardian_id": "citizen_id"}),
+        ],
+        ignore_index=True,
+    )
+    return scope.drop_duplicates().sort_values(["citizen_id", "district_code"]).reset_index(drop=True)
 
 
 def derived_key(key: bytes, purpose: str) -> bytes:
@@ -131,8 +161,9 @@ def pseudonymize(ids: pd.Series, key: bytes) -> pd.Series:
     if len(key) < MIN_KEY_BYTES:
         raise UsageError(f"the HMAC key must be at least {MIN_KEY_BYTES} bytes")
     codes, distinct = pd.factorize(ids)
-    digests = np.array([hmac.new(key, str(v).encode(), hashlib.sha256).hexdigest() for v in distinct]
-                       + [None], dtype=object)  # codes == -1 (missing) pick the trailing None
+    digests = np.array(
+        [hmac.new(key, str(v).encode(), hashlib.sha256).hexdigest() for v in distinct] + [None], dtype=object
+    )  # codes == -1 (missing) pick the trailing None
     return pd.Series(digests[codes], index=ids.index, dtype="string")
 
 
@@ -187,7 +218,11 @@ def _set_signature(unit: np.ndarray, code: np.ndarray) -> pd.Series:
 # Generalization of analyst_citizen's quasi-identifiers, finest first; the last keeps none.
 CITIZEN_QUASI_IDENTIFIERS = ("sex", "birth_year", "hukou_status", "hukou_region_code", "urban_hukou")
 CITIZEN_LEVELS: tuple[tuple[str, ...], ...] = (
-    CITIZEN_QUASI_IDENTIFIERS, ("sex", "birth_year", "hukou_region_code"), ("birth_year",), ())
+    CITIZEN_QUASI_IDENTIFIERS,
+    ("sex", "birth_year", "hukou_region_code"),
+    ("birth_year",),
+    (),
+)
 
 
 def analyst_citizen(citizen: pd.DataFrame, key: bytes, k: int = MIN_GROUP) -> pd.DataFrame:
@@ -198,22 +233,28 @@ def analyst_citizen(citizen: pd.DataFrame, key: bytes, k: int = MIN_GROUP) -> pd
     region, then the birth year).
     """
     birth = pd.to_datetime(citizen["birth_date"])
-    out = pd.DataFrame({
-        "citizen_key": pseudonymize(citizen["citizen_id"], key),
-        "sex": citizen["sex"].astype("string"),
-        "birth_year": birth.dt.year.astype("Int64"),
-        "hukou_status": citizen["hukou_status"].astype("string"),
-        "hukou_region_code": citizen["hukou_region_code"].astype("string"),
-        "urban_hukou": citizen["urban_hukou"].astype("boolean"),
-    })
+    out = pd.DataFrame(
+        {
+            "citizen_key": pseudonymize(citizen["citizen_id"], key),
+            "sex": citizen["sex"].astype("string"),
+            "birth_year": birth.dt.year.astype("Int64"),
+            "hukou_status": citizen["hukou_status"].astype("string"),
+            "hukou_region_code": citizen["hukou_region_code"].astype("string"),
+            "urban_hukou": citizen["urban_hukou"].astype("boolean"),
+        }
+    )
     depth = first_sufficient_level([_row_signature(out, level) for level in CITIZEN_LEVELS], k)
     for column in CITIZEN_QUASI_IDENTIFIERS:
         kept_at = [i for i, level in enumerate(CITIZEN_LEVELS) if column in level]
         out.loc[~depth.isin(kept_at).to_numpy(), column] = pd.NA
     generalized = int((depth.fillna(len(CITIZEN_LEVELS)) > 0).sum())
     if generalized:
-        log.info("analyst_citizen: %d of %d rows generalized so that every combination describes "
-                 "at least %d people", generalized, len(out), k)
+        log.info(
+            "analyst_citizen: %d of %d rows generalized so that every combination describes at least %d people",
+            generalized,
+            len(out),
+            k,
+        )
     return out
 
 
@@ -222,10 +263,12 @@ def priority_periods(dates: pd.Series) -> list[pd.Series]:
     '2019', NA)."""
     day = pd.to_datetime(dates)
     year = day.dt.year.astype("Int64").astype("string")
-    return [day.dt.strftime("%Y-%m").astype("string"),
-            year + "-Q" + day.dt.quarter.astype("Int64").astype("string"),
-            year,
-            pd.Series(pd.NA, index=dates.index, dtype="string")]
+    return [
+        day.dt.strftime("%Y-%m").astype("string"),
+        year + "-Q" + day.dt.quarter.astype("Int64").astype("string"),
+        year,
+        pd.Series(pd.NA, index=dates.index, dtype="string"),
+    ]
 
 
 def analyst_eligibility(eligibility: pd.DataFrame, key: bytes, k: int = MIN_GROUP) -> pd.DataFrame:
@@ -244,8 +287,10 @@ def analyst_eligibility(eligibility: pd.DataFrame, key: bytes, k: int = MIN_GROU
     periods = priority_periods(rows["priority_date"])
     signatures = []
     for period in periods:
-        code = _row_signature(rows[["level", "school_code", "category"]].assign(period=period),
-                              ["level", "school_code", "category", "period"])
+        code = _row_signature(
+            rows[["level", "school_code", "category"]].assign(period=period),
+            ["level", "school_code", "category", "period"],
+        )
         signatures.append(_set_signature(child, code.to_numpy()))
     depth = first_sufficient_level(signatures, k)
     row_depth = pd.Series(child).map(depth)
@@ -256,38 +301,51 @@ def analyst_eligibility(eligibility: pd.DataFrame, key: bytes, k: int = MIN_GROU
         period[at] = values[at]
     suppressed = int((~kept).sum())
     if suppressed:
-        log.info("analyst_eligibility: %d of %d rows left out (fewer than %d children share their "
-                 "schools and categories)", suppressed, len(rows), k)
+        log.info(
+            "analyst_eligibility: %d of %d rows left out (fewer than %d children share their schools and categories)",
+            suppressed,
+            len(rows),
+            k,
+        )
     out = rows.loc[kept]
-    return pd.DataFrame({
-        "child_key": pseudonymize(out["child_id"], derived_key(key, "analyst_eligibility")),
-        **{c: out[c].astype("string") for c in ("level", "school_code", "category")},
-        "priority_period": period[kept],
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "child_key": pseudonymize(out["child_id"], derived_key(key, "analyst_eligibility")),
+            **{c: out[c].astype("string") for c in ("level", "school_code", "category")},
+            "priority_period": period[kept],
+        }
+    ).reset_index(drop=True)
 
 
 def demand_by_school(eligibility: pd.DataFrame, k: int = MIN_GROUP) -> pd.DataFrame:
     """Distinct children per school, level and category, what planners size classes by; counts
     under ``k`` are suppressed (left out)."""
-    counts = (eligibility.groupby(["school_code", "level", "category"], observed=True)["child_id"]
-              .nunique().rename("children").reset_index())
+    counts = (
+        eligibility.groupby(["school_code", "level", "category"], observed=True)["child_id"]
+        .nunique()
+        .rename("children")
+        .reset_index()
+    )
     counts = counts.loc[counts["children"] >= k].reset_index(drop=True)
-    return counts.astype({"school_code": "string", "level": "string", "category": "string",
-                          "children": "int64"})
+    return counts.astype({"school_code": "string", "level": "string", "category": "string", "children": "int64"})
 
 
-def build_access_frames(tables: Mapping[str, pd.DataFrame], schools: pd.DataFrame,
-                        hmac_key: bytes | None) -> dict[str, pd.DataFrame]:
+def build_access_frames(
+    tables: Mapping[str, pd.DataFrame], schools: pd.DataFrame, hmac_key: bytes | None
+) -> dict[str, pd.DataFrame]:
     """Every access table of one run; the pseudonymized ones only when a key is configured."""
     out = {
         "school": school_table(schools),
-        "district_scope": district_scope(tables["eligibility"], tables["guardianship"], schools,
-                                         tables.get("ineligibility"), tables.get("citizen")),
+        "district_scope": district_scope(
+            tables["eligibility"], tables["guardianship"], schools, tables.get("ineligibility"), tables.get("citizen")
+        ),
         "demand_by_school": demand_by_school(tables["eligibility"]),
     }
     if hmac_key is None:
-        log.warning("no HMAC key configured (ZEROCERT_HMAC_KEY or ZEROCERT_HMAC_KEY_FILE): "
-                    "the pseudonymized analyst tables are not produced")
+        log.warning(
+            "no HMAC key configured (ZEROCERT_HMAC_KEY or ZEROCERT_HMAC_KEY_FILE): "
+            "the pseudonymized analyst tables are not produced"
+        )
         return out
     out["analyst_citizen"] = analyst_citizen(tables["citizen"], hmac_key)
     out["analyst_eligibility"] = analyst_eligibility(tables["eligibility"], hmac_key)
@@ -295,6 +353,7 @@ def build_access_frames(tables: Mapping[str, pd.DataFrame], schools: pd.DataFram
 
 
 # --- configuration and files -----------------------------------------------------------------
+
 
 def hmac_key_from_config(environ: Mapping[str, str] | None = None) -> bytes | None:
     """The configured HMAC key: ``ZEROCERT_HMAC_KEY`` (text) or ``ZEROCERT_HMAC_KEY_FILE`` (a file
@@ -321,8 +380,9 @@ PASSWORD_ENV_PREFIX = "ZEROCERT_DISTRICT_PASSWORD_"
 PASSWORDS_FILE_ENV = "ZEROCERT_DISTRICT_PASSWORDS_FILE"
 
 
-def district_passwords_from_config(path: Path | str | None = None,
-                                   environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def district_passwords_from_config(
+    path: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """District code -> password of its login, from a file and from the environment.
 
     The file (``path``, else ``ZEROCERT_DISTRICT_PASSWORDS_FILE``) holds ``371102 = password``
@@ -343,8 +403,9 @@ def district_passwords_from_config(path: Path | str | None = None,
         except UnicodeDecodeError:
             raise UsageError(f"the district password file {path} is not UTF-8 text") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise UsageError(f"the district password file {path} is readable by others "
-                             f"(mode {stat.S_IMODE(mode):04o}): chmod 600 it")
+            raise UsageError(
+                f"the district password file {path} is readable by others (mode {stat.S_IMODE(mode):04o}): chmod 600 it"
+            )
         for number, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
@@ -355,10 +416,11 @@ def district_passwords_from_config(path: Path | str | None = None,
             passwords[district] = password
     for name, value in environ.items():
         if name.startswith(PASSWORD_ENV_PREFIX):
-            district = name[len(PASSWORD_ENV_PREFIX):]
+            district = name[len(PASSWORD_ENV_PREFIX) :]
             if not DISTRICT_CODE.fullmatch(district) or not value:
-                raise UsageError(f"{name}: expected {PASSWORD_ENV_PREFIX}<six-digit district> set "
-                                 "to a non-empty password")
+                raise UsageError(
+                    f"{name}: expected {PASSWORD_ENV_PREFIX}<six-digit district> set to a non-empty password"
+                )
             passwords[district] = value
     return passwords
 
@@ -371,8 +433,9 @@ _NEEDED = {
 }
 
 
-def build_access_tables(tables: Mapping[str, Path], schools_csv: Path, hmac_key: bytes | None,
-                        out_dir: Path) -> dict[str, Path]:
+def build_access_tables(
+    tables: Mapping[str, Path], schools_csv: Path, hmac_key: bytes | None, out_dir: Path
+) -> dict[str, Path]:
     """Read the engine's Parquet outputs and schools.csv, write the access tables as Parquet.
 
     Returns table name -> Parquet path, to add to what ``publish_run`` publishes.
@@ -384,8 +447,9 @@ def build_access_tables(tables: Mapping[str, Path], schools_csv: Path, hmac_key:
         schools = pd.read_csv(schools_csv, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise UsageError(f"no schools list at {schools_csv}") from None
-    frames = {name: pd.read_parquet(tables[name], columns=columns)
-              for name, columns in _NEEDED.items() if name in tables}
+    frames = {
+        name: pd.read_parquet(tables[name], columns=columns) for name, columns in _NEEDED.items() if name in tables
+    }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -397,10 +461,10 @@ def build_access_tables(tables: Mapping[str, Path], schools_csv: Path, hmac_key:
 
 # --- the database side: persistent tables, lookup functions, grants --------------------------
 
-_STATE_DDL = f"""
+_STATE_DDL = """
 CREATE TABLE IF NOT EXISTS zerocert.reader_district (
     login name PRIMARY KEY,
-    district_code text NOT NULL CHECK (district_code ~ '^[0-9]{{6}}$'));
+    district_code text NOT NULL CHECK (district_code ~ '^[0-9]{6}$'));
 CREATE TABLE IF NOT EXISTS zerocert.lookup_secret (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     key_id text NOT NULL, inner_pad bytea NOT NULL, outer_pad bytea NOT NULL,
@@ -425,8 +489,9 @@ CREATE INDEX IF NOT EXISTS lookup_audit_call_no_idx ON zerocert.lookup_audit (ca
 # quote an ID (log_min_error_statement: the owner needs SET on it, PostgreSQL 15). The steps all
 # three share are rendered into each body from the pieces below (a call to a PL/pgSQL helper
 # would cost a third of the lookup).
-_DEFINER = ("LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
-            "SET client_min_messages = warning")
+_DEFINER = (
+    "LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET client_min_messages = warning"
+)
 _QUIET_STATEMENT = " SET log_min_error_statement = panic"
 _DECLARE = """
   audit_key record;
@@ -455,8 +520,10 @@ _BEGIN = """
 
 def _resident_id(typed: str) -> str:
     """The 18-character form of a typed ID (trimmed, upper-case x), NULL for anything else."""
-    return (f"CASE WHEN length({typed}) > 64 THEN NULL WHEN upper(btrim({typed})) ~ '^[0-9]{{17}}[0-9X]$' "
-            f"THEN upper(btrim({typed})) END")
+    return (
+        f"CASE WHEN length({typed}) > 64 THEN NULL WHEN upper(btrim({typed})) ~ '^[0-9]{{17}}[0-9X]$' "
+        f"THEN upper(btrim({typed})) END"
+    )
 
 
 def _person_hash(resident: str, key: str = "audit_key") -> str:
@@ -466,9 +533,11 @@ def _person_hash(resident: str, key: str = "audit_key") -> str:
 
 def _in_scope(person: str) -> str:
     # the district comes first: a person of another district and nobody cost the same probe
-    return (f"login_district IS NOT NULL AND {person} IS NOT NULL AND EXISTS (\n"
-            f"      SELECT 1 FROM zerocert.district_scope s\n"
-            f"      WHERE s.citizen_id = {person} COLLATE \"C\" AND s.district_code = login_district COLLATE \"C\")")
+    return (
+        f"login_district IS NOT NULL AND {person} IS NOT NULL AND EXISTS (\n"
+        f"      SELECT 1 FROM zerocert.district_scope s\n"
+        f'      WHERE s.citizen_id = {person} COLLATE "C" AND s.district_code = login_district COLLATE "C")'
+    )
 
 
 _AUDIT_COLUMNS = "call_no, looked_at, login, district_code, function, person_hash, school_code, found, key_id"
@@ -570,8 +639,13 @@ def lookup_functions_sql(server_log: bool) -> str:
 
 
 # Server-side large-object creators: PUBLIC may execute them by default (revoking needs a superuser).
-_LARGE_OBJECT_CREATORS = ("lo_creat(integer)", "lo_create(oid)", "lo_from_bytea(oid, bytea)",
-                          "lo_import(text)", "lo_import(text, oid)")
+_LARGE_OBJECT_CREATORS = (
+    "lo_creat(integer)",
+    "lo_create(oid)",
+    "lo_from_bytea(oid, bytea)",
+    "lo_import(text)",
+    "lo_import(text, oid)",
+)
 
 
 def access_statements(database: str, tables: Iterable[str], *, server_log: bool = True) -> list[str]:
@@ -591,26 +665,36 @@ def access_statements(database: str, tables: Iterable[str], *, server_log: bool 
     every_table = [*tables, *ACCESS_STATE_TABLES]
     stmts += [f"ALTER TABLE zerocert.{t} OWNER TO {ETL_ROLE}" for t in every_table]
     stmts += [f"REVOKE ALL ON zerocert.{t} FROM PUBLIC, {readers}" for t in every_table]
-    stmts += [f"ALTER SEQUENCE zerocert.lookup_call_no OWNER TO {ETL_ROLE}",
-              f"REVOKE ALL ON SEQUENCE zerocert.lookup_call_no FROM PUBLIC, {readers}"]
+    stmts += [
+        f"ALTER SEQUENCE zerocert.lookup_call_no OWNER TO {ETL_ROLE}",
+        f"REVOKE ALL ON SEQUENCE zerocert.lookup_call_no FROM PUBLIC, {readers}",
+    ]
     # the session-setting design this replaces: its policies first, then their functions
     stmts += [f"DROP POLICY IF EXISTS district_reader ON zerocert.{t}" for t in DISTRICT_SCOPED_TABLES]
-    stmts += ["DROP FUNCTION IF EXISTS zerocert.reader_sees_citizen(text)",
-              "DROP FUNCTION IF EXISTS zerocert.reader_sees_school(text)"]
+    stmts += [
+        "DROP FUNCTION IF EXISTS zerocert.reader_sees_citizen(text)",
+        "DROP FUNCTION IF EXISTS zerocert.reader_sees_school(text)",
+    ]
     stmts.append(lookup_functions_sql(server_log))
     for fn in LOOKUP_FUNCTIONS:
-        stmts += [f"ALTER FUNCTION zerocert.{fn} OWNER TO {ETL_ROLE}",
-                  f"REVOKE ALL ON FUNCTION zerocert.{fn} FROM PUBLIC"]
+        stmts += [
+            f"ALTER FUNCTION zerocert.{fn} OWNER TO {ETL_ROLE}",
+            f"REVOKE ALL ON FUNCTION zerocert.{fn} FROM PUBLIC",
+        ]
     stmts += [f"GRANT EXECUTE ON FUNCTION zerocert.{fn} TO {READER_ROLE}" for fn in LOOKUP_FUNCTIONS]
     stmts += [f"ALTER TABLE zerocert.{t} ENABLE ROW LEVEL SECURITY" for t in DISTRICT_SCOPED_TABLES]
     for table in ANALYST_TABLES:
         stmts.append(f"GRANT SELECT ON zerocert.{table} TO {ANALYST_ROLE}")
         if table in DISTRICT_SCOPED_TABLES:  # RLS is on there: analysts see every row of it
-            stmts += [f"DROP POLICY IF EXISTS analyst_all ON zerocert.{table}",
-                      f"CREATE POLICY analyst_all ON zerocert.{table} FOR SELECT TO {ANALYST_ROLE} USING (true)"]
-    stmts += [f"ALTER ROLE {READER_ROLE} IN DATABASE {database} RESET ALL",
-              f"ALTER ROLE {ANALYST_ROLE} IN DATABASE {database} SET default_transaction_read_only = on",
-              f"ALTER ROLE {ANALYST_ROLE} IN DATABASE {database} SET search_path = zerocert"]
+            stmts += [
+                f"DROP POLICY IF EXISTS analyst_all ON zerocert.{table}",
+                f"CREATE POLICY analyst_all ON zerocert.{table} FOR SELECT TO {ANALYST_ROLE} USING (true)",
+            ]
+    stmts += [
+        f"ALTER ROLE {READER_ROLE} IN DATABASE {database} RESET ALL",
+        f"ALTER ROLE {ANALYST_ROLE} IN DATABASE {database} SET default_transaction_read_only = on",
+        f"ALTER ROLE {ANALYST_ROLE} IN DATABASE {database} SET search_path = zerocert",
+    ]
     return stmts
 
 
@@ -619,12 +703,15 @@ def login_statements(database: str, logins: Iterable[str]) -> list[str]:
     its own with ``ALTER ROLE ... IN DATABASE``; PostgreSQL lets every role do that)."""
     stmts = []
     for login in logins:
-        stmts += [f"ALTER ROLE {login} IN DATABASE {database} RESET ALL",
-                  f"ALTER ROLE {login} IN DATABASE {database} SET search_path = zerocert"]
+        stmts += [
+            f"ALTER ROLE {login} IN DATABASE {database} RESET ALL",
+            f"ALTER ROLE {login} IN DATABASE {database} SET search_path = zerocert",
+        ]
     return stmts
 
 
 # --- cluster-wide roles ------------------------------------------------------------------------
+
 
 def _on_shared_catalog(conn, statement, params=None) -> None:
     """One statement on the cluster-wide role catalogs, in its own transaction.
@@ -649,9 +736,12 @@ def _on_shared_catalog(conn, statement, params=None) -> None:
 
 
 def _role(conn, role: str) -> dict | None:
-    row = conn.execute("""SELECT rolcanlogin, rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication
+    row = conn.execute(
+        """SELECT rolcanlogin, rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication
                                  OR rolbypassrls
-                          FROM pg_roles WHERE rolname = %s""", (role,)).fetchone()
+                          FROM pg_roles WHERE rolname = %s""",
+        (role,),
+    ).fetchone()
     return None if row is None else {"login": row[0], "privileged": row[1]}
 
 
@@ -664,8 +754,9 @@ def _set_password(conn, role: str, password: str) -> None:
     from psycopg import sql
 
     verifier = conn.pgconn.encrypt_password(password.encode(), role.encode()).decode()
-    _on_shared_catalog(conn, sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
-        sql.Identifier(role), sql.Literal(verifier)))
+    _on_shared_catalog(
+        conn, sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier))
+    )
 
 
 def _ensure_district_login(conn, login: str, password: str | None) -> None:
@@ -677,31 +768,53 @@ def _ensure_district_login(conn, login: str, password: str | None) -> None:
     if not member:
         _on_shared_catalog(conn, f"GRANT {READER_ROLE} TO {login}")
     if _role(conn, login)["privileged"]:
-        _on_shared_catalog(conn, f"ALTER ROLE {login} NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                                 "NOREPLICATION NOBYPASSRLS")
-    others = conn.execute("""SELECT count(*) FROM pg_auth_members m
+        _on_shared_catalog(conn, f"ALTER ROLE {login} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
+    others = conn.execute(
+        """SELECT count(*) FROM pg_auth_members m
                              JOIN pg_roles r ON r.oid = m.member JOIN pg_roles g ON g.oid = m.roleid
-                             WHERE r.rolname = %s AND g.rolname <> %s""", (login, READER_ROLE)).fetchone()[0]
+                             WHERE r.rolname = %s AND g.rolname <> %s""",
+        (login, READER_ROLE),
+    ).fetchone()[0]
     if others:
-        log.warning("%s is a member of %d role(s) besides %s: it may hold more than the lookup "
-                    "functions (check with \\du %s)", login, others, READER_ROLE, login)
-    members = [r[0] for r in conn.execute("""SELECT quote_ident(m.rolname) FROM pg_auth_members a
+        log.warning(
+            "%s is a member of %d role(s) besides %s: it may hold more than the lookup functions (check with \\du %s)",
+            login,
+            others,
+            READER_ROLE,
+            login,
+        )
+    members = [
+        r[0]
+        for r in conn.execute(
+            """SELECT quote_ident(m.rolname) FROM pg_auth_members a
                                               JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
-                                              WHERE g.rolname = %s""", (login,))]
+                                              WHERE g.rolname = %s""",
+            (login,),
+        )
+    ]
     for member in members:  # nobody but the login itself should hold a district login's role
         log.warning("%s had been granted to %s: revoked (a district login is nobody's group)", login, member)
         _on_shared_catalog(conn, f"REVOKE {login} FROM {member}")
-    stored = conn.execute("""SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
-                             WHERE r.rolname = %s AND s.setdatabase = 0""", (login,)).fetchone()[0]
+    stored = conn.execute(
+        """SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+                             WHERE r.rolname = %s AND s.setdatabase = 0""",
+        (login,),
+    ).fetchone()[0]
     if stored:  # defaults the login stored for itself in every database
         _on_shared_catalog(conn, sql.SQL("ALTER ROLE {} RESET ALL").format(sql.Identifier(login)))
     if password is not None:
         _set_password(conn, login, password)
 
 
-def create_roles(url: str, *, hmac_key: bytes | None, district_passwords: Mapping[str, str] | None = None,
-                 issue: Iterable[str] | None = None, analyst_password: str | None = None,
-                 etl_password: str | None = None) -> dict:
+def create_roles(
+    url: str,
+    *,
+    hmac_key: bytes | None,
+    district_passwords: Mapping[str, str] | None = None,
+    issue: Iterable[str] | None = None,
+    analyst_password: str | None = None,
+    etl_password: str | None = None,
+) -> dict:
     """Create the roles and district logins and (re)apply every function, grant and policy.
 
     Districts are those with a configured password plus those of the published ``school``
@@ -716,70 +829,88 @@ def create_roles(url: str, *, hmac_key: bytes | None, district_passwords: Mappin
 
     wh = postgresql_warehouse(url, "roles and lookup functions exist only in a PostgreSQL warehouse")
     if hmac_key is None:
-        raise UsageError("zerocert roles needs the HMAC key (ZEROCERT_HMAC_KEY or ZEROCERT_HMAC_KEY_FILE): "
-                         "lookups are audited under a key derived from it")
+        raise UsageError(
+            "zerocert roles needs the HMAC key (ZEROCERT_HMAC_KEY or ZEROCERT_HMAC_KEY_FILE): "
+            "lookups are audited under a key derived from it"
+        )
     audit_key = derived_key(hmac_key, AUDIT_PURPOSE)
     passwords = dict(district_passwords or {})
     issue = set(passwords) if issue is None else set(issue)
     for district in issue:
         district_login(district)
         if district not in passwords:
-            raise UsageError(f"no password configured for district {district} "
-                             f"({PASSWORD_ENV_PREFIX}{district} or the password file)")
+            raise UsageError(
+                f"no password configured for district {district} ({PASSWORD_ENV_PREFIX}{district} or the password file)"
+            )
     ensure_warehouse(url)
     with wh.connect() as conn:
         conn.autocommit = True
-        for role, attributes, password in ((ETL_ROLE, "LOGIN", etl_password),
-                                           (ANALYST_ROLE, "LOGIN", analyst_password),
-                                           (READER_ROLE, "NOLOGIN", None)):
+        for role, attributes, password in (
+            (ETL_ROLE, "LOGIN", etl_password),
+            (ANALYST_ROLE, "LOGIN", analyst_password),
+            (READER_ROLE, "NOLOGIN", None),
+        ):
             if _role(conn, role) is None:
                 _create_role(conn, role, attributes)
             if password is not None:
                 _set_password(conn, role, password)
         server_log = _may_quiet_statements(conn)
         if _role(conn, READER_ROLE)["login"]:
-            log.warning("%s can log in (an earlier zerocert made it a login): it is a group role now "
-                        "and its sessions get nothing; ALTER ROLE %s NOLOGIN once no client uses it",
-                        READER_ROLE, READER_ROLE)
+            log.warning(
+                "%s can log in (an earlier zerocert made it a login): it is a group role now "
+                "and its sessions get nothing; ALTER ROLE %s NOLOGIN once no client uses it",
+                READER_ROLE,
+                READER_ROLE,
+            )
         published = {r[0] for r in conn.execute("SELECT DISTINCT district_code FROM zerocert.school")}
         odd = sorted(d for d in published if not DISTRICT_CODE.fullmatch(d or ""))
         if odd:
             log.warning("school list: %d district code(s) that are not six digits get no login", len(odd))
         districts = sorted((published - set(odd)) | set(passwords))
         for district in districts:
-            _ensure_district_login(conn, district_login(district),
-                                   passwords[district] if district in issue else None)
+            _ensure_district_login(conn, district_login(district), passwords[district] if district in issue else None)
 
         conn.autocommit = False
         with conn.cursor() as cur:
             cur.execute("SELECT quote_ident(current_database())")
             database = cur.fetchone()[0]
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (PUBLISH_LOCK,))  # not during a publish
-            for statement in access_statements(database, [*TABLES, "run_audit", "schema_version"],
-                                               server_log=server_log):
+            for statement in access_statements(
+                database, [*TABLES, "run_audit", "schema_version"], server_log=server_log
+            ):
                 cur.execute(statement)
             cur.execute("SELECT key_id FROM zerocert.lookup_secret")
             previous = cur.fetchone()
             key_id = audit_key_id(hmac_key)
             if previous is not None and previous[0] != key_id:
-                log.warning("the HMAC key changed: lookup_audit rows written before now answer only to "
-                            "the previous key")
+                log.warning(
+                    "the HMAC key changed: lookup_audit rows written before now answer only to the previous key"
+                )
             inner, outer = _hmac_pads(audit_key)
-            cur.execute("""INSERT INTO zerocert.lookup_secret (singleton, key_id, inner_pad, outer_pad)
+            cur.execute(
+                """INSERT INTO zerocert.lookup_secret (singleton, key_id, inner_pad, outer_pad)
                            VALUES (true, %s, %s, %s) ON CONFLICT (singleton) DO UPDATE
                            SET key_id = excluded.key_id, inner_pad = excluded.inner_pad,
                                outer_pad = excluded.outer_pad, set_at = now()
-                           WHERE lookup_secret.key_id <> excluded.key_id""", (key_id, inner, outer))
+                           WHERE lookup_secret.key_id <> excluded.key_id""",
+                (key_id, inner, outer),
+            )
             for district in districts:
-                cur.execute("""INSERT INTO zerocert.reader_district (login, district_code) VALUES (%s, %s)
+                cur.execute(
+                    """INSERT INTO zerocert.reader_district (login, district_code) VALUES (%s, %s)
                                ON CONFLICT (login) DO UPDATE SET district_code = excluded.district_code""",
-                            (district_login(district), district))
+                    (district_login(district), district),
+                )
             for statement in login_statements(database, [district_login(d) for d in districts]):
                 cur.execute(statement)
             _revoke_large_objects(cur)
         conn.commit()
-    log.info("roles ready: %s with %d district login(s), %d issued now; lookup functions and audit in place",
-             READER_ROLE, len(districts), len(issue))
+    log.info(
+        "roles ready: %s with %d district login(s), %d issued now; lookup functions and audit in place",
+        READER_ROLE,
+        len(districts),
+        len(issue),
+    )
     return {"districts": districts, "issued": sorted(issue)}
 
 
@@ -791,9 +922,12 @@ def _may_quiet_statements(conn) -> bool:
         _on_shared_catalog(conn, f"GRANT SET ON PARAMETER log_min_error_statement TO {ETL_ROLE}")
         return True
     except (psycopg.errors.InsufficientPrivilege, psycopg.errors.SyntaxError):
-        log.warning("lookups get no server-log line (it needs GRANT SET ON PARAMETER "
-                    "log_min_error_statement TO %s: a superuser, PostgreSQL 15 or later): a lookup "
-                    "whose transaction rolls back is counted as a missing call number, not named", ETL_ROLE)
+        log.warning(
+            "lookups get no server-log line (it needs GRANT SET ON PARAMETER "
+            "log_min_error_statement TO %s: a superuser, PostgreSQL 15 or later): a lookup "
+            "whose transaction rolls back is counted as a missing call number, not named",
+            ETL_ROLE,
+        )
         return False
 
 
@@ -806,9 +940,11 @@ def _revoke_large_objects(cur) -> None:
             cur.execute(f"REVOKE EXECUTE ON FUNCTION pg_catalog.{fn} FROM PUBLIC")
     except psycopg.errors.InsufficientPrivilege:
         cur.execute("ROLLBACK TO SAVEPOINT large_objects")
-        log.warning("only a superuser can stop readers creating large objects (REVOKE EXECUTE ON "
-                    "FUNCTION lo_creat, lo_create, lo_from_bytea FROM PUBLIC): run zerocert roles "
-                    "as one once")
+        log.warning(
+            "only a superuser can stop readers creating large objects (REVOKE EXECUTE ON "
+            "FUNCTION lo_creat, lo_create, lo_from_bytea FROM PUBLIC): run zerocert roles "
+            "as one once"
+        )
 
 
 def revoke_districts(url: str, districts: Iterable[str]) -> dict[str, int]:
@@ -831,14 +967,14 @@ def revoke_districts(url: str, districts: Iterable[str]) -> dict[str, int]:
                 raise UsageError(f"no login for district {district}")
             _on_shared_catalog(conn, f"ALTER ROLE {login} NOLOGIN PASSWORD NULL")
             try:
-                rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                    "WHERE usename = %s", (login,)).fetchall()
+                rows = conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (login,)
+                ).fetchall()
             except psycopg.errors.InsufficientPrivilege:
-                log.warning("%s may still have open sessions: terminating them needs a superuser or "
-                            "pg_signal_backend", login)
+                log.warning(
+                    "%s may still have open sessions: terminating them needs a superuser or pg_signal_backend", login
+                )
                 rows = []
             terminated[district] = sum(1 for (done,) in rows if done)
-            log.info("district %s: login %s revoked, %d session(s) terminated", district, login,
-                     terminated[district])
+            log.info("district %s: login %s revoked, %d session(s) terminated", district, login, terminated[district])
     return terminated
-

@@ -8,12 +8,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from pipelines.config import Settings, resolve_settings
 from pipelines.errors import ZerocertError
 from pipelines.masking import mask_every_log_record, mask_ids_in
-
 
 AIRFLOW_ATTEMPT = "airflow-"  # a DAG run's attempt folder: runs/<as_of>/airflow-<run id>
 CONNECTIONS = {"zerocert_warehouse_url": "zerocert_warehouse", "zerocert_exchange_url": "zerocert_exchange"}
@@ -31,7 +30,7 @@ def sqlalchemy_url(airflow_uri: str) -> str:
         return unquote(airflow_uri)
     for prefix in ("postgres://", "postgresql://"):
         if airflow_uri.startswith(prefix):
-            return "postgresql+psycopg://" + airflow_uri[len(prefix):]
+            return "postgresql+psycopg://" + airflow_uri[len(prefix) :]
     return airflow_uri
 
 
@@ -61,10 +60,15 @@ def settings_for_task(context: dict) -> Settings:
     dag_run = context.get("dag_run")
     moment = context.get("logical_date") or dag_run.run_after
     today = dt.date(moment.year, moment.month, moment.day)
-    settings = resolve_settings({"as_of": params.get("as_of") or None,
-                                 "accept_change": params.get("accept_change") or None,
-                                 "accept_reason": params.get("accept_reason") or None},
-                                lookup=_variable, today=today)
+    settings = resolve_settings(
+        {
+            "as_of": params.get("as_of") or None,
+            "accept_change": params.get("accept_change") or None,
+            "accept_reason": params.get("accept_reason") or None,
+        },
+        lookup=_variable,
+        today=today,
+    )
     return settings.with_attempt(AIRFLOW_ATTEMPT + str(getattr(dag_run, "run_id", None) or moment.isoformat()))
 
 
@@ -97,7 +101,7 @@ def start_warehouse_run(settings: Settings) -> dict:
 
     check_configuration(settings)
     settings.layout.prune_attempts(AIRFLOW_ATTEMPT)
-    return Attempt(settings, dt.datetime.now(dt.timezone.utc), reuse_staged=True).as_dict()
+    return Attempt(settings, dt.datetime.now(dt.UTC), reuse_staged=True).as_dict()
 
 
 def record_task_failure(context: dict) -> None:
@@ -110,4 +114,4 @@ def record_task_failure(context: dict) -> None:
         return
     task = getattr(context.get("task_instance") or context.get("ti"), "task_id", "?")
     error = mask_ids_in(str(context.get("exception") or "failed"))
-    record_failure(settings, dt.datetime.now(dt.timezone.utc), f"task {task}: {error}")
+    record_failure(settings, dt.datetime.now(dt.UTC), f"task {task}: {error}")

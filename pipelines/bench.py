@@ -11,9 +11,9 @@ import datetime as dt
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 import psutil
 
@@ -33,7 +33,7 @@ class PeakMemory:
             self.peak = max(self.peak, self._process.memory_info().rss)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self.peak = self._process.memory_info().rss
         self._thread.start()
         return self
@@ -60,8 +60,11 @@ class PhaseTimer:
         if rows:
             record.update(rows=int(rows), rows_per_s=int(rows / seconds) if seconds else None)
         self.phases.append(record)
-        print(f"bench {name:<22} {seconds:8.1f} s  peak {record['peak_rss_mb']:>6} MB"
-              + (f"  {rows:>11,} rows  {record['rows_per_s']:>10,} rows/s" if rows else ""), flush=True)
+        print(
+            f"bench {name:<22} {seconds:8.1f} s  peak {record['peak_rss_mb']:>6} MB"
+            + (f"  {rows:>11,} rows  {record['rows_per_s']:>10,} rows/s" if rows else ""),
+            flush=True,
+        )
 
 
 # A declared step's figure: its phase name and the rows it counts from the results so far.
@@ -74,12 +77,13 @@ PHASES: dict[str, tuple[str, Callable[[Mapping[str, dict]], int] | None]] = {
 }
 
 
-def run_bench(*, people: int, seed: int = 1, workdir: str | None = None, warehouse_url: str | None = None,
-              city: str | None = None) -> dict:
+def run_bench(
+    *, people: int, seed: int = 1, workdir: str | None = None, warehouse_url: str | None = None, city: str | None = None
+) -> dict:
+    from pipelines import run as steps
     from pipelines.config import Settings
     from pipelines.policy import load_policy
     from pipelines.synth import synthesize
-    from pipelines import run as steps
 
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="zerocert-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -93,13 +97,17 @@ def run_bench(*, people: int, seed: int = 1, workdir: str | None = None, warehou
             summary = synthesize(city_dir, people, seed)
     as_of = dt.date.fromisoformat(str(summary.get("as_of", "2027-08-15")))
     settings = Settings(
-        landing=city_dir / "landing", exchange_url=None, reference=city_dir / "reference",
+        landing=city_dir / "landing",
+        exchange_url=None,
+        reference=city_dir / "reference",
         warehouse_url=warehouse_url or f"sqlite:///{root / 'warehouse.sqlite'}",
-        policy_path=city_dir / "reference" / "policy.yaml", as_of=as_of, work_dir=root / "work",
+        policy_path=city_dir / "reference" / "policy.yaml",
+        as_of=as_of,
+        work_dir=root / "work",
         attempt="bench",
     )
     load_policy(settings.policy_path)
-    attempt = steps.Attempt(settings, dt.datetime.now(dt.timezone.utc))
+    attempt = steps.Attempt(settings, dt.datetime.now(dt.UTC))
     done: dict[str, dict] = {}
     for step in steps.STEPS:  # the run's own steps, one phase each
         phase, rows = PHASES.get(step.name, (step.name, None))
@@ -113,27 +121,38 @@ def run_bench(*, people: int, seed: int = 1, workdir: str | None = None, warehou
     with timer.phase("baseline (read+write)") as record:
         record["rows"] = measure_baseline(settings, published_rows)["rows_read"]
     baseline = timer.phases[-1]["seconds"]
-    result = {"people": people, "workdir": str(root), "phases": timer.phases,
-              "run_seconds": round(total, 1), "baseline_seconds": baseline,
-              "ratio_to_baseline": round(total / baseline, 1) if baseline else None,
-              "published_rows": published_rows,
-              "run_peak_rss_mb": max(p["peak_rss_mb"] for p in run_phases)}
-    print(f"bench whole run (without synth): {total:.1f} s, peak {result['run_peak_rss_mb']} MB; "
-          f"baseline {baseline:.1f} s; ratio {result['ratio_to_baseline']}", flush=True)
+    result = {
+        "people": people,
+        "workdir": str(root),
+        "phases": timer.phases,
+        "run_seconds": round(total, 1),
+        "baseline_seconds": baseline,
+        "ratio_to_baseline": round(total / baseline, 1) if baseline else None,
+        "published_rows": published_rows,
+        "run_peak_rss_mb": max(p["peak_rss_mb"] for p in run_phases),
+    }
+    print(
+        f"bench whole run (without synth): {total:.1f} s, peak {result['run_peak_rss_mb']} MB; "
+        f"baseline {baseline:.1f} s; ratio {result['ratio_to_baseline']}",
+        flush=True,
+    )
     return result
 
 
 # --- baseline: the least any pipeline must do ----------------------------------------------------
+
 
 def _read_delivery_file(path: Path):
     """Read one delivered file with pyarrow alone (no repair): the I/O floor of staging."""
     import pyarrow.csv as pa_csv
 
     if path.suffix == ".jsonl":  # one string column per line: a broken line must not stop the floor measurement
-        return pa_csv.read_csv(path, read_options=pa_csv.ReadOptions(column_names=["line"]),
-                               parse_options=pa_csv.ParseOptions(delimiter="\x01", quote_char=False,
-                                                                 invalid_row_handler=lambda r: "skip"),
-                               convert_options=pa_csv.ConvertOptions(check_utf8=False))
+        return pa_csv.read_csv(
+            path,
+            read_options=pa_csv.ReadOptions(column_names=["line"]),
+            parse_options=pa_csv.ParseOptions(delimiter="\x01", quote_char=False, invalid_row_handler=lambda r: "skip"),
+            convert_options=pa_csv.ConvertOptions(check_utf8=False),
+        )
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -142,10 +161,11 @@ def _read_delivery_file(path: Path):
     delimiter = "|" if text[: text.find("\n")].count("|") > 0 else ","
     import io
 
-    return pa_csv.read_csv(io.BytesIO(text.encode("utf-8")),
-                           parse_options=pa_csv.ParseOptions(delimiter=delimiter, invalid_row_handler=lambda r: "skip"),
-                           convert_options=pa_csv.ConvertOptions(column_types={}, strings_can_be_null=False,
-                                                                 check_utf8=False))
+    return pa_csv.read_csv(
+        io.BytesIO(text.encode("utf-8")),
+        parse_options=pa_csv.ParseOptions(delimiter=delimiter, invalid_row_handler=lambda r: "skip"),
+        convert_options=pa_csv.ConvertOptions(column_types={}, strings_can_be_null=False, check_utf8=False),
+    )
 
 
 def _write_rows(url: str, name: str, table, rows: int) -> None:

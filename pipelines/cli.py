@@ -27,10 +27,11 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def _progress(message: str, _start: list[float] = []) -> None:
-    if not _start:
-        _start.append(time.monotonic())
-    print(f"[{time.monotonic() - _start[0]:7.1f}s] {message}", file=sys.stderr, flush=True)
+_STARTED = time.monotonic()
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.monotonic() - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -53,11 +54,19 @@ def cmd_forecast_score(args: argparse.Namespace) -> int:
 def _settings_from_args(args: argparse.Namespace):
     from pipelines.config import resolve_settings
 
-    return resolve_settings({
-        "landing": args.landing, "exchange_url": args.exchange, "reference": args.reference,
-        "warehouse_url": args.warehouse, "policy": args.policy, "as_of": args.as_of,
-        "work_dir": args.work_dir, "accept_change": args.accept_change, "accept_reason": args.reason,
-    })
+    return resolve_settings(
+        {
+            "landing": args.landing,
+            "exchange_url": args.exchange,
+            "reference": args.reference,
+            "warehouse_url": args.warehouse,
+            "policy": args.policy,
+            "as_of": args.as_of,
+            "work_dir": args.work_dir,
+            "accept_change": args.accept_change,
+            "accept_reason": args.reason,
+        }
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -73,7 +82,6 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     from pipelines.config import default_warehouse_url, zerocert_home
     from pipelines.lookup import lookup
 
-
     url = args.warehouse or os.environ.get("ZEROCERT_WAREHOUSE_URL") or default_warehouse_url(zerocert_home())
     document = lookup(url, args.id)
     print(json.dumps(document, ensure_ascii=False, indent=1, default=str))
@@ -83,7 +91,6 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 def cmd_check_address(args: argparse.Namespace) -> int:
     from pipelines.addresses import check_address
     from pipelines.config import zerocert_home
-
 
     reference = Path(args.reference or os.environ.get("ZEROCERT_REFERENCE") or zerocert_home() / "city" / "reference")
     if not (reference / "addresses.csv").is_file():
@@ -101,8 +108,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pipelines.bench import run_bench
 
-    print(json.dumps(run_bench(people=args.people, seed=args.seed, workdir=args.workdir,
-                               warehouse_url=args.warehouse, city=args.city), ensure_ascii=False, indent=1))
+    print(
+        json.dumps(
+            run_bench(
+                people=args.people, seed=args.seed, workdir=args.workdir, warehouse_url=args.warehouse, city=args.city
+            ),
+            ensure_ascii=False,
+            indent=1,
+        )
+    )
     return 0
 
 
@@ -114,13 +128,19 @@ def cmd_roles(args: argparse.Namespace) -> int:
         for district, sessions in revoke_districts(args.warehouse, args.revoke).items():
             print(f"district {district}: login revoked, {sessions} open session(s) terminated")
         return 0
-    done = create_roles(args.warehouse, hmac_key=hmac_key_from_config(),
-                        district_passwords=district_passwords_from_config(args.passwords),
-                        issue=args.issue, analyst_password=os.environ.get("ZEROCERT_ANALYST_PASSWORD"),
-                        etl_password=os.environ.get("ZEROCERT_ETL_PASSWORD"))
-    print(f"roles zerocert_etl, analyst and group enrollment_reader are in place with "
-          f"{len(done['districts'])} district login(s); passwords issued for: "
-          f"{', '.join(done['issued']) or 'none'} (see warehouse/roles.md)")
+    done = create_roles(
+        args.warehouse,
+        hmac_key=hmac_key_from_config(),
+        district_passwords=district_passwords_from_config(args.passwords),
+        issue=args.issue,
+        analyst_password=os.environ.get("ZEROCERT_ANALYST_PASSWORD"),
+        etl_password=os.environ.get("ZEROCERT_ETL_PASSWORD"),
+    )
+    print(
+        f"roles zerocert_etl, analyst and group enrollment_reader are in place with "
+        f"{len(done['districts'])} district login(s); passwords issued for: "
+        f"{', '.join(done['issued']) or 'none'} (see warehouse/roles.md)"
+    )
     return 0
 
 
@@ -136,8 +156,9 @@ def cmd_audit_lookups(args: argparse.Namespace) -> int:
 def cmd_bench_lookups(args: argparse.Namespace) -> int:
     from pipelines.lookup_bench import run_lookup_bench
 
-    run_lookup_bench(args.warehouse, clients=args.clients, seconds=args.seconds, district=args.district,
-                     sample_ids=args.sample_ids)
+    run_lookup_bench(
+        args.warehouse, clients=args.clients, seconds=args.seconds, district=args.district, sample_ids=args.sample_ids
+    )
     return 0
 
 
@@ -168,9 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--as-of", dest="as_of", help="as-of date YYYY-MM-DD (default: today)")
     run.add_argument("--policy", help="policy file (default: REFERENCE/policy.yaml)")
     run.add_argument("--work-dir", dest="work_dir", help="where staged files go (default: ~/.zerocert/work)")
-    run.add_argument("--accept-change", dest="accept_change", metavar="SOURCE", action="append",
-                     help="publish this source's delivery although its size moved beyond its threshold "
-                          "(checked by a person; repeatable; recorded in run_audit)")
+    run.add_argument(
+        "--accept-change",
+        dest="accept_change",
+        metavar="SOURCE",
+        action="append",
+        help="publish this source's delivery although its size moved beyond its threshold "
+        "(checked by a person; repeatable; recorded in run_audit)",
+    )
     run.add_argument("--reason", help="with --accept-change: what was checked, and with whom")
     run.set_defaults(func=cmd_run)
 
@@ -200,13 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     roles = sub.add_parser("roles", help="create or refresh the PostgreSQL roles, district logins and lookup functions")
     roles.add_argument("--warehouse", required=True, help="PostgreSQL warehouse URL (as a superuser or owner)")
-    roles.add_argument("--passwords", metavar="FILE",
-                       help="district passwords, 'district_code = password' per line (default: "
-                            "ZEROCERT_DISTRICT_PASSWORDS_FILE; ZEROCERT_DISTRICT_PASSWORD_<code> too)")
-    roles.add_argument("--issue", action="append", metavar="DISTRICT",
-                       help="(re)issue only this district's password (repeatable; default: every configured one)")
-    roles.add_argument("--revoke", action="append", metavar="DISTRICT",
-                       help="withdraw this district's login and end its sessions (repeatable); nothing else")
+    roles.add_argument(
+        "--passwords",
+        metavar="FILE",
+        help="district passwords, 'district_code = password' per line (default: "
+        "ZEROCERT_DISTRICT_PASSWORDS_FILE; ZEROCERT_DISTRICT_PASSWORD_<code> too)",
+    )
+    roles.add_argument(
+        "--issue",
+        action="append",
+        metavar="DISTRICT",
+        help="(re)issue only this district's password (repeatable; default: every configured one)",
+    )
+    roles.add_argument(
+        "--revoke",
+        action="append",
+        metavar="DISTRICT",
+        help="withdraw this district's login and end its sessions (repeatable); nothing else",
+    )
     roles.set_defaults(func=cmd_roles)
 
     audit = sub.add_parser("audit-lookups", help="who looked up a person: the lookup audit for one ID")

@@ -12,9 +12,9 @@ import dataclasses
 import datetime as dt
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 from pipelines.errors import UsageError
 from pipelines.layout import RunLayout

@@ -25,9 +25,7 @@ _SERIAL = r"^(?P<days>[0-9]{1,5})(?:\.(?P<fraction>[0-9]+))?$"
 
 def _from_parts(parts: pd.DataFrame) -> pd.Series:
     """Build timestamps from year..second text; an impossible calendar date becomes NaT."""
-    numbers = parts.apply(pd.to_numeric, errors="coerce").fillna(
-        {"hour": 0, "minute": 0, "second": 0}
-    )
+    numbers = parts.apply(pd.to_numeric, errors="coerce").fillna({"hour": 0, "minute": 0, "second": 0})
     numbers = numbers.reindex(columns=["year", "month", "day", "hour", "minute", "second"], fill_value=0)
     in_range = numbers["year"].between(EARLIEST_YEAR, LATEST_YEAR)
     stamps = pd.to_datetime(numbers.where(in_range, np.nan).astype("float64"), errors="coerce")

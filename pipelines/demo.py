@@ -11,17 +11,17 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import sqlalchemy as sa
 
+from pipelines.data import data_path
 from pipelines.errors import ZerocertError
 from pipelines.layout import RunLayout
 from pipelines.masking import mask_ids_in
 from pipelines.report import report_path
-from pipelines.data import data_path
 from pipelines.run import source_keys
 
 DAGS_DIR = data_path("dags")  # package data: the demo runs from a wheel as from a checkout
@@ -61,8 +61,9 @@ def _airflow(args: list[str], env: dict[str, str], log_path: Path) -> None:
     airflow = Path(sys.executable).with_name("airflow")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w", encoding="utf-8") as log_file:
-        done = subprocess.run([str(airflow), *args], env={**os.environ, **env}, stdout=log_file,
-                              stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(
+            [str(airflow), *args], env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT, check=False
+        )
     text = log_path.read_text(encoding="utf-8", errors="replace")
     failed = done.returncode != 0 or "state=failed" in text or "DagRunState.FAILED" in text
     if failed:
@@ -74,18 +75,40 @@ def warehouse_summary(url: str) -> dict:
     """What a newcomer checks first, read back from the warehouse."""
     engine = sa.create_engine(url)
     with engine.connect() as db:
-        run = db.execute(sa.text("SELECT run_id, as_of, policy_id, status FROM run_audit "
-                                 "WHERE status = 'published' ORDER BY finished_at DESC LIMIT 1")).mappings().first()
-        snapshots = pd.read_sql("SELECT source, delivery, rows_in, rows_accepted, rows_quarantined, "
-                                "rows_duplicate FROM source_snapshot ORDER BY source", db)
-        categories = pd.read_sql("SELECT level, category, COUNT(*) AS rows, COUNT(DISTINCT child_id) AS children "
-                                 "FROM eligibility GROUP BY level, category ORDER BY level, category", db)
+        run = (
+            db.execute(
+                sa.text(
+                    "SELECT run_id, as_of, policy_id, status FROM run_audit "
+                    "WHERE status = 'published' ORDER BY finished_at DESC LIMIT 1"
+                )
+            )
+            .mappings()
+            .first()
+        )
+        snapshots = pd.read_sql(
+            "SELECT source, delivery, rows_in, rows_accepted, rows_quarantined, "
+            "rows_duplicate FROM source_snapshot ORDER BY source",
+            db,
+        )
+        categories = pd.read_sql(
+            "SELECT level, category, COUNT(*) AS rows, COUNT(DISTINCT child_id) AS children "
+            "FROM eligibility GROUP BY level, category ORDER BY level, category",
+            db,
+        )
         ineligible = db.execute(sa.text("SELECT COUNT(*) FROM ineligibility")).scalar_one()
         guardian = db.execute(sa.text("SELECT guardian_id FROM prefill ORDER BY guardian_id LIMIT 1")).scalar()
-        addresses = pd.read_sql("SELECT status, COUNT(*) AS texts FROM address_match GROUP BY status ORDER BY status", db)
+        addresses = pd.read_sql(
+            "SELECT status, COUNT(*) AS texts FROM address_match GROUP BY status ORDER BY status", db
+        )
     engine.dispose()
-    return {"run": dict(run) if run else None, "snapshots": snapshots, "categories": categories,
-            "ineligible": int(ineligible), "sample_guardian": guardian, "addresses": addresses}
+    return {
+        "run": dict(run) if run else None,
+        "snapshots": snapshots,
+        "categories": categories,
+        "ineligible": int(ineligible),
+        "sample_guardian": guardian,
+        "addresses": addresses,
+    }
 
 
 def truth_agreement(url: str, truth_dir: Path) -> tuple[int, int, int]:
@@ -101,8 +124,15 @@ def truth_agreement(url: str, truth_dir: Path) -> tuple[int, int, int]:
     return int(counts.get("both", 0)), int(counts.get("left_only", 0)), int(counts.get("right_only", 0))
 
 
-def run_demo(out: Path, *, people: int, seed: int, progress: Callable[[str], None],
-             source_dags: list[str] | None = None, warehouse_as_connection: bool = False) -> int:
+def run_demo(
+    out: Path,
+    *,
+    people: int,
+    seed: int,
+    progress: Callable[[str], None],
+    source_dags: list[str] | None = None,
+    warehouse_as_connection: bool = False,
+) -> int:
     """Synthesize, run the staging DAGs (all, or those of ``source_dags``) and the warehouse DAG.
 
     ``warehouse_as_connection`` hands the warehouse to Airflow as the connection
@@ -129,7 +159,9 @@ def run_demo(out: Path, *, people: int, seed: int, progress: Callable[[str], Non
 
     facts = warehouse_summary(url)
     both, extra, missing = truth_agreement(url, out / "city" / "truth")
-    exports = [f"export {k}={v}" for k, v in env.items() if k.startswith(("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS", "ZEROCERT_"))]
+    exports = [
+        f"export {k}={v}" for k, v in env.items() if k.startswith(("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS", "ZEROCERT_"))
+    ]
     print()
     print("zerocert demo: the DAGs ran and published a warehouse")
     print(f"  run: {json.dumps(facts['run'], default=str, ensure_ascii=False)}")
@@ -140,17 +172,23 @@ def run_demo(out: Path, *, people: int, seed: int, progress: Callable[[str], Non
     print(f"\nChildren with no school at their level (ineligibility): {facts['ineligible']}")
     print("\nAddress texts by match status (address_match):")
     print(facts["addresses"].to_string(index=False))
-    print(f"\nAgainst the synthetic city's ground truth: {both} eligibility rows agree, "
-          f"{extra} extra, {missing} missing")
+    print(
+        f"\nAgainst the synthetic city's ground truth: {both} eligibility rows agree, {extra} extra, {missing} missing"
+    )
     print("\nLook at:")
     print(f"  warehouse (SQLite):   sqlite3 {out / 'warehouse.sqlite'} '.tables'")
     if facts["sample_guardian"]:
-        print(f"  a parent's screen:    .venv/bin/zerocert lookup --warehouse {url} \\\n"
-              f"                          $(sqlite3 {out / 'warehouse.sqlite'} 'SELECT guardian_id FROM prefill LIMIT 1')")
+        print(
+            f"  a parent's screen:    .venv/bin/zerocert lookup --warehouse {url} \\\n"
+            f"                          $(sqlite3 {out / 'warehouse.sqlite'} 'SELECT guardian_id FROM prefill LIMIT 1')"
+        )
     layout = RunLayout(Path(env["ZEROCERT_WORK_DIR"]), dt.date.fromisoformat(as_of))
     print(f"  validation Data Docs: {layout.data_docs}")
-    reviews = [review for attempt in layout.attempt_dirs()
-               if (review := RunLayout(layout.work_dir, layout.as_of, attempt.name).review_dir).is_dir()]
+    reviews = [
+        review
+        for attempt in layout.attempt_dirs()
+        if (review := RunLayout(layout.work_dir, layout.as_of, attempt.name).review_dir).is_dir()
+    ]
     print(f"  address review lists: {reviews[-1] if reviews else layout.attempts_dir}")
     print(f"  the bureau's report:  {report_path(layout.work_dir, layout.as_of)}")
     print(f"  DAG logs:             {out / 'logs'}")

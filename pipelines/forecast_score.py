@@ -23,6 +23,7 @@ from pipelines.marts import ForecastMethod, catchment_forecast
 from pipelines.synth.evolution import Evolution, evolve
 
 SCALES = ("catchment", "district")
+THE_MART_METHOD = ForecastMethod()  # what catchment_forecast publishes
 NO_MIGRATION = ForecastMethod(min_cohort=10**9, name="no-migration-adjustment")  # every factor 1
 
 
@@ -41,12 +42,21 @@ def percentage_errors(forecast: pd.Series, actual: pd.Series) -> dict:
     return {"mape": mape, "wape": wape, "units": int(scored.sum()), "zero_actual_units": int((~scored).sum())}
 
 
-def forecast_from(evolution: Evolution, years_before: int = 5,
-                  method: ForecastMethod = ForecastMethod()) -> pd.DataFrame:
+def forecast_from(
+    evolution: Evolution, years_before: int = 5, method: ForecastMethod = THE_MART_METHOD
+) -> pd.DataFrame:
     """The mart's forecast made on the city ``years_before`` years before the last snapshot."""
     city = evolution.city_before(years_before)
-    return catchment_forecast(city.citizen, city.guardianship, city.property_holding, city.rental_holding,
-                              evolution.address_catchment, evolution.schools, city.policy, method)
+    return catchment_forecast(
+        city.citizen,
+        city.guardianship,
+        city.property_holding,
+        city.rental_holding,
+        evolution.address_catchment,
+        evolution.schools,
+        city.policy,
+        method,
+    )
 
 
 def paired(evolution: Evolution, forecast: pd.DataFrame, origin: int) -> pd.DataFrame:
@@ -60,10 +70,18 @@ def paired(evolution: Evolution, forecast: pd.DataFrame, origin: int) -> pd.Data
         f = forecast.loc[forecast["horizon"] == horizon, ["school_code", "level", "expected_entrants"]]
         f = f.astype({"school_code": "string", "level": "string"})
         both = actual.merge(f, on=["school_code", "level"], how="outer")
-        rows.append(pd.DataFrame({"horizon": horizon, "level": both["level"], "school_code": both["school_code"],
-                                  "district_code": both["district_code"],
-                                  "forecast": both["expected_entrants"].fillna(0.0).to_numpy(dtype=float),
-                                  "actual": both["entrants"].fillna(0.0).to_numpy(dtype=float)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "horizon": horizon,
+                    "level": both["level"],
+                    "school_code": both["school_code"],
+                    "district_code": both["district_code"],
+                    "forecast": both["expected_entrants"].fillna(0.0).to_numpy(dtype=float),
+                    "actual": both["entrants"].fillna(0.0).to_numpy(dtype=float),
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -80,23 +98,27 @@ def score_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def score(evolution: Evolution, method: ForecastMethod = ForecastMethod(), years_before: int = 5) -> pd.DataFrame:
+def score(evolution: Evolution, method: ForecastMethod = THE_MART_METHOD, years_before: int = 5) -> pd.DataFrame:
     """The error table of the forecast made ``years_before`` years before the last snapshot."""
     origin = evolution.last_year - years_before
     return score_pairs(paired(evolution, forecast_from(evolution, years_before, method), origin))
 
 
-def score_city(profile: str, seed: int, people: int, method: ForecastMethod = ForecastMethod()) -> pd.DataFrame:
+def score_city(profile: str, seed: int, people: int, method: ForecastMethod = THE_MART_METHOD) -> pd.DataFrame:
     """Evolve the synth city of (profile, seed, people) and score the mart's forecast."""
     return score(evolve(people, seed, profile), method)
 
 
 def render(table: pd.DataFrame) -> str:
     """The table ``zerocert forecast-score`` prints (MAPE and WAPE in percent)."""
-    lines = [f"{'horizon':>7} {'level':<8} {'MAPE catchment':>14} {'MAPE district':>13} {'WAPE catchment':>14} "
-             f"{'WAPE district':>13} {'catchments':>10} {'districts':>9} {'zero-actual':>11}"]
+    lines = [
+        f"{'horizon':>7} {'level':<8} {'MAPE catchment':>14} {'MAPE district':>13} {'WAPE catchment':>14} "
+        f"{'WAPE district':>13} {'catchments':>10} {'districts':>9} {'zero-actual':>11}"
+    ]
     for r in table.itertuples():
-        lines.append(f"{r.horizon:>7} {r.level:<8} {100 * r.mape_catchment:>13.1f}% {100 * r.mape_district:>12.1f}% "
-                     f"{100 * r.wape_catchment:>13.1f}% {100 * r.wape_district:>12.1f}% {r.units_catchment:>10} "
-                     f"{r.units_district:>9} {r.zero_actual_units_catchment:>11}")
+        lines.append(
+            f"{r.horizon:>7} {r.level:<8} {100 * r.mape_catchment:>13.1f}% {100 * r.mape_district:>12.1f}% "
+            f"{100 * r.wape_catchment:>13.1f}% {100 * r.wape_district:>12.1f}% {r.units_catchment:>10} "
+            f"{r.units_district:>9} {r.zero_actual_units_catchment:>11}"
+        )
     return "\n".join(lines)

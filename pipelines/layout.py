@@ -83,8 +83,9 @@ class RunLayout:
         """Remove the folders of older attempts named ``prefix…`` of any date, keeping the newest
         few (this attempt's own folder always stays)."""
         own = self.run_dir if self.attempt else None
-        attempts = sorted((p for p in self.attempt_dirs(prefix, every_day=True) if p != own),
-                          key=lambda p: p.stat().st_mtime)
+        attempts = sorted(
+            (p for p in self.attempt_dirs(prefix, every_day=True) if p != own), key=lambda p: p.stat().st_mtime
+        )
         for old in attempts[: max(0, len(attempts) - (KEEP_ATTEMPTS - 1))]:
             shutil.rmtree(old, ignore_errors=True)
 

@@ -47,10 +47,15 @@ def _json(value):
 
 def _reads_through_functions(db: sa.Connection) -> bool:
     """A district login: no SELECT on the prefill table, EXECUTE on the lookup function."""
-    return bool(db.execute(sa.text(
-        f"SELECT to_regprocedure('{SCHEMA}.prefill_of(text)') IS NOT NULL "
-        f"AND has_function_privilege('{SCHEMA}.prefill_of(text)', 'EXECUTE') "
-        f"AND NOT has_table_privilege('{SCHEMA}.prefill', 'SELECT')")).scalar())
+    return bool(
+        db.execute(
+            sa.text(
+                f"SELECT to_regprocedure('{SCHEMA}.prefill_of(text)') IS NOT NULL "
+                f"AND has_function_privilege('{SCHEMA}.prefill_of(text)', 'EXECUTE') "
+                f"AND NOT has_table_privilege('{SCHEMA}.prefill', 'SELECT')"
+            )
+        ).scalar()
+    )
 
 
 def _through_functions(db: sa.Connection, resident: str) -> tuple:
@@ -62,17 +67,34 @@ def _through_functions(db: sa.Connection, resident: str) -> tuple:
 
 
 def _from_tables(engine: sa.Engine, db: sa.Connection, resident: str) -> tuple:
-    prefill = db.execute(sa.text(f"SELECT document FROM {_table(engine, 'prefill')} WHERE guardian_id = :id"),
-                         {"id": resident}).scalar()
-    rows = db.execute(sa.text(
-        f"SELECT level, school_code, category, priority_date, basis_guardian_id, evidence, policy_id "
-        f"FROM {_table(engine, 'eligibility')} WHERE child_id = :id ORDER BY level, category, school_code"),
-        {"id": resident}).mappings().all()
-    reasons = db.execute(sa.text(
-        f"SELECT level, reasons, policy_id FROM {_table(engine, 'ineligibility')} WHERE child_id = :id "
-        f"ORDER BY level"), {"id": resident}).mappings().all()
-    eligibility = [{**dict(r), "priority_date": str(r["priority_date"]), "evidence": _json(r["evidence"])}
-                   for r in rows]
+    prefill = db.execute(
+        sa.text(f"SELECT document FROM {_table(engine, 'prefill')} WHERE guardian_id = :id"), {"id": resident}
+    ).scalar()
+    rows = (
+        db.execute(
+            sa.text(
+                f"SELECT level, school_code, category, priority_date, basis_guardian_id, evidence, policy_id "
+                f"FROM {_table(engine, 'eligibility')} WHERE child_id = :id ORDER BY level, category, school_code"
+            ),
+            {"id": resident},
+        )
+        .mappings()
+        .all()
+    )
+    reasons = (
+        db.execute(
+            sa.text(
+                f"SELECT level, reasons, policy_id FROM {_table(engine, 'ineligibility')} WHERE child_id = :id "
+                f"ORDER BY level"
+            ),
+            {"id": resident},
+        )
+        .mappings()
+        .all()
+    )
+    eligibility = [
+        {**dict(r), "priority_date": str(r["priority_date"]), "evidence": _json(r["evidence"])} for r in rows
+    ]
     return _json(prefill), eligibility, [{**dict(r), "reasons": _json(r["reasons"])} for r in reasons]
 
 
@@ -106,6 +128,7 @@ def lookup(url: str, typed_id: str) -> dict:
 
 # --- who looked at my record -------------------------------------------------------------------
 
+
 def audit_lookups(url: str, typed_id: str, hmac_key: bytes | None, *, gaps: bool = False) -> dict:
     """Every audited lookup of one person, oldest first, with IDs masked.
 
@@ -118,8 +141,10 @@ def audit_lookups(url: str, typed_id: str, hmac_key: bytes | None, *, gaps: bool
     from pipelines.warehouse import postgresql_warehouse
 
     if hmac_key is None:
-        raise UsageError("audit-lookups needs the HMAC key (ZEROCERT_HMAC_KEY or ZEROCERT_HMAC_KEY_FILE) "
-                         "the lookups were audited with")
+        raise UsageError(
+            "audit-lookups needs the HMAC key (ZEROCERT_HMAC_KEY or ZEROCERT_HMAC_KEY_FILE) "
+            "the lookups were audited with"
+        )
     resident = normalize_typed_id(typed_id)
     wh = postgresql_warehouse(url, "the lookup audit exists only in a PostgreSQL warehouse")
     import psycopg
@@ -129,31 +154,50 @@ def audit_lookups(url: str, typed_id: str, hmac_key: bytes | None, *, gaps: bool
             raise UsageError("this warehouse has no lookup audit yet: run zerocert roles")
         try:
             stored = conn.execute(f"SELECT key_id FROM {SCHEMA}.lookup_secret").fetchone()
-            guardians = [r[0] for r in conn.execute(
-                f"SELECT DISTINCT guardian_id FROM {SCHEMA}.guardianship WHERE child_id = %s", (resident,))]
+            guardians = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT DISTINCT guardian_id FROM {SCHEMA}.guardianship WHERE child_id = %s", (resident,)
+                )
+            ]
             subjects = {person_hash(hmac_key, resident): "this person"}
             for guardian in guardians:
-                subjects.setdefault(person_hash(hmac_key, guardian),
-                                    f"guardian {mask_id(guardian)} (prefill lists this child)")
+                subjects.setdefault(
+                    person_hash(hmac_key, guardian), f"guardian {mask_id(guardian)} (prefill lists this child)"
+                )
             rows = conn.execute(
                 f"""SELECT call_no, looked_at, login, district_code, function, person_hash, school_code, found
                     FROM {SCHEMA}.lookup_audit WHERE person_hash = ANY(%s) ORDER BY looked_at, call_no""",
-                (list(subjects),)).fetchall()
-            other_key = conn.execute(f"SELECT count(*) FROM {SCHEMA}.lookup_audit WHERE key_id <> %s",
-                                     (audit_key_id(hmac_key),)).fetchone()[0]
+                (list(subjects),),
+            ).fetchall()
+            other_key = conn.execute(
+                f"SELECT count(*) FROM {SCHEMA}.lookup_audit WHERE key_id <> %s", (audit_key_id(hmac_key),)
+            ).fetchone()[0]
             missing = _unaudited_calls(conn) if gaps else None
         except psycopg.errors.InsufficientPrivilege:
             raise UsageError("only the warehouse owner (zerocert_etl) reads the lookup audit") from None
     if stored is None or stored[0] != audit_key_id(hmac_key):
         raise UsageError("the configured HMAC key is not the one this warehouse audits lookups with")
     own = person_hash(hmac_key, resident)
-    lookups = [{"at": looked_at.isoformat(), "login": login, "district": district, "function": function,
-                "about": subjects[hashed], **({"school_code": school} if school else {}), "found": found,
-                "call": call}
-               for call, looked_at, login, district, function, hashed, school, found in rows
-               if hashed == own or function == "prefill_of"]
-    report: dict = {"person": mask_id(resident), "lookups": lookups,
-                    "logins": sorted({entry["login"] for entry in lookups if entry["found"]})}
+    lookups = [
+        {
+            "at": looked_at.isoformat(),
+            "login": login,
+            "district": district,
+            "function": function,
+            "about": subjects[hashed],
+            **({"school_code": school} if school else {}),
+            "found": found,
+            "call": call,
+        }
+        for call, looked_at, login, district, function, hashed, school, found in rows
+        if hashed == own or function == "prefill_of"
+    ]
+    report: dict = {
+        "person": mask_id(resident),
+        "lookups": lookups,
+        "logins": sorted({entry["login"] for entry in lookups if entry["found"]}),
+    }
     if other_key:
         report["rows_under_another_key"] = other_key  # hashed before a key change: not searchable
     if missing is not None:
@@ -163,13 +207,19 @@ def audit_lookups(url: str, typed_id: str, hmac_key: bytes | None, *, gaps: bool
 
 def _unaudited_calls(conn) -> dict:
     """Call numbers the sequence handed out that have no audit row, as a count and first ranges."""
-    last = conn.execute(f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END "
-                        f"FROM {SCHEMA}.lookup_call_no").fetchone()[0]
-    ranges = conn.execute(f"""
+    last = conn.execute(
+        f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {SCHEMA}.lookup_call_no"
+    ).fetchone()[0]
+    ranges = conn.execute(
+        f"""
         WITH calls AS (SELECT DISTINCT call_no FROM {SCHEMA}.lookup_audit
                        UNION ALL SELECT 0 UNION ALL SELECT %s + 1),
              steps AS (SELECT call_no, lead(call_no) OVER (ORDER BY call_no) AS next FROM calls)
         SELECT call_no + 1, next - 1 FROM steps WHERE next > call_no + 1 ORDER BY call_no""",
-                          (last,)).fetchall()
-    return {"calls": int(last), "without_audit_row": int(sum(hi - lo + 1 for lo, hi in ranges)),
-            "first_ranges": [[int(lo), int(hi)] for lo, hi in ranges[:GAP_RANGES_SHOWN]]}
+        (last,),
+    ).fetchall()
+    return {
+        "calls": int(last),
+        "without_audit_row": int(sum(hi - lo + 1 for lo, hi in ranges)),
+        "first_ranges": [[int(lo), int(hi)] for lo, hi in ranges[:GAP_RANGES_SHOWN]],
+    }

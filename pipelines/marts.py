@@ -23,11 +23,15 @@ import numpy as np
 import pandas as pd
 
 from pipelines.addresses.match import REVIEW_STATUSES
-from pipelines.engine.frames import member
 from pipelines.engine.records import evidence_source, property_source
 from pipelines.policy import LevelWindow, Policy
 from pipelines.warehouse_schema import (
-    ANALYST_MARTS, MART_TABLES, NO_SCHOOL_REASONS, QUARANTINE_REASONS, TABLES, reason_column,
+    ANALYST_MARTS,
+    MART_TABLES,
+    NO_SCHOOL_REASONS,
+    QUARANTINE_REASONS,
+    TABLES,
+    reason_column,
 )
 
 log = logging.getLogger(__name__)
@@ -41,14 +45,17 @@ ACTIVE_HUKOU = "正常"
 
 # --- address_catchment -----------------------------------------------------------------------
 
+
 def address_catchment(placed: pd.DataFrame, enrollment_year: int) -> pd.DataFrame:
     """Where each standard address lies: the run's catchment placement with its year."""
     rows = placed[["address_code", "level", "school_code"]].astype("string").drop_duplicates()
-    return (rows.assign(enrollment_year=int(enrollment_year))
-            .sort_values(["address_code", "level", "school_code"], ignore_index=True))
+    return rows.assign(enrollment_year=int(enrollment_year)).sort_values(
+        ["address_code", "level", "school_code"], ignore_index=True
+    )
 
 
 # --- best options and school_demand ----------------------------------------------------------
+
 
 def best_options(eligibility: pd.DataFrame) -> pd.DataFrame:
     """Each child's best option per level: one eligibility row.
@@ -61,8 +68,9 @@ def best_options(eligibility: pd.DataFrame) -> pd.DataFrame:
     rows = eligibility[["child_id", "level", "school_code", "category", "priority_date"]].copy()
     rows["_rank"] = rows["category"].map(rank).astype("float64")
     rows["priority_date"] = pd.to_datetime(rows["priority_date"])
-    rows = rows.sort_values(["child_id", "level", "_rank", "priority_date", "school_code"],
-                            na_position="last", kind="stable")
+    rows = rows.sort_values(
+        ["child_id", "level", "_rank", "priority_date", "school_code"], na_position="last", kind="stable"
+    )
     return rows.drop_duplicates(["child_id", "level"]).drop(columns="_rank").reset_index(drop=True)
 
 
@@ -71,8 +79,9 @@ def _places(schools: pd.DataFrame, *others: pd.DataFrame) -> pd.DataFrame:
     listed = schools[["school_code", "level", "district_code", "capacity"]]
     seen = [frame[["school_code", "level"]] for frame in others]
     places = pd.concat([listed[["school_code", "level"]], *seen]).astype("string").drop_duplicates()
-    places = places.merge(listed.astype({"school_code": "string", "level": "string"}),
-                          on=["school_code", "level"], how="left")
+    places = places.merge(
+        listed.astype({"school_code": "string", "level": "string"}), on=["school_code", "level"], how="left"
+    )
     places["capacity"] = pd.to_numeric(places["capacity"], errors="coerce").astype("Int64")
     return places.sort_values(["school_code", "level"], ignore_index=True)
 
@@ -108,47 +117,69 @@ def school_demand(eligibility: pd.DataFrame, schools: pd.DataFrame) -> pd.DataFr
     by_school = demand.groupby(["school_code", "level"], sort=False)
     demand["demand_ratio"] = _ratio(by_school["children"].cumsum(), demand["capacity"])
     demand["best_demand_ratio"] = _ratio(by_school["best_children"].cumsum(), demand["capacity"])
-    a1 = demand["children"].where(demand["category"] == "A1", 0).groupby(
-        [demand["school_code"], demand["level"]]).transform("sum")
+    a1 = (
+        demand["children"]
+        .where(demand["category"] == "A1", 0)
+        .groupby([demand["school_code"], demand["level"]])
+        .transform("sum")
+    )
     demand["a1_exceeds_capacity"] = (a1 > demand["capacity"]).astype("boolean")
     return demand[[c for c in MART_TABLES["school_demand"].column_names if c != "run_id"]]
 
 
 # --- district_summary ------------------------------------------------------------------------
 
+
 def reason_lists(reasons: pd.Series) -> pd.Series:
     """The ``reasons`` JSON text of ineligibility rows as Python lists."""
     return reasons.map(lambda text: json.loads(text) if isinstance(text, str) else [])
 
 
-def child_districts(eligibility: pd.DataFrame, ineligibility: pd.DataFrame, citizen: pd.DataFrame,
-                    schools: pd.DataFrame) -> pd.DataFrame:
+def child_districts(
+    eligibility: pd.DataFrame, ineligibility: pd.DataFrame, citizen: pd.DataFrame, schools: pd.DataFrame
+) -> pd.DataFrame:
     """child_id, level, district_code, best_category, reasons: one row per school-age child.
 
     A child with a school belongs to the district of its best option's school; a child with no
     school to the district of its hukou region (the district that answers the family).
     """
     best = best_options(eligibility).merge(
-        schools[["school_code", "level", "district_code"]].astype("string"), on=["school_code", "level"],
-        how="left")
-    with_school = pd.DataFrame({"child_id": best["child_id"], "level": best["level"],
-                                "district_code": best["district_code"], "best_category": best["category"],
-                                "reasons": [[] for _ in range(len(best))]})
+        schools[["school_code", "level", "district_code"]].astype("string"), on=["school_code", "level"], how="left"
+    )
+    with_school = pd.DataFrame(
+        {
+            "child_id": best["child_id"],
+            "level": best["level"],
+            "district_code": best["district_code"],
+            "best_category": best["category"],
+            "reasons": [[] for _ in range(len(best))],
+        }
+    )
     decided = pd.MultiIndex.from_frame(best[["child_id", "level"]].astype("object"))
     keys = pd.MultiIndex.from_frame(ineligibility[["child_id", "level"]].astype("object"))
     none = ineligibility[~keys.isin(decided)]
     homes = citizen[["citizen_id", "hukou_region_code"]].drop_duplicates("citizen_id")
     none = none.merge(homes, left_on="child_id", right_on="citizen_id", how="left")
-    without = pd.DataFrame({"child_id": none["child_id"], "level": none["level"],
-                            "district_code": none["hukou_region_code"], "best_category": pd.NA,
-                            "reasons": reason_lists(none["reasons"]).to_numpy()})
+    without = pd.DataFrame(
+        {
+            "child_id": none["child_id"],
+            "level": none["level"],
+            "district_code": none["hukou_region_code"],
+            "best_category": pd.NA,
+            "reasons": reason_lists(none["reasons"]).to_numpy(),
+        }
+    )
     out = pd.concat([with_school, without], ignore_index=True)
-    return out.astype({"child_id": "string", "level": "string", "district_code": "string",
-                       "best_category": "string"})
+    return out.astype({"child_id": "string", "level": "string", "district_code": "string", "best_category": "string"})
 
 
-def awaiting_review(children: pd.DataFrame, citizen: pd.DataFrame, guardianship: pd.DataFrame,
-                    property_holding: pd.DataFrame, rental_holding: pd.DataFrame) -> pd.DataFrame:
+def awaiting_review(
+    children: pd.DataFrame,
+    citizen: pd.DataFrame,
+    guardianship: pd.DataFrame,
+    property_holding: pd.DataFrame,
+    rental_holding: pd.DataFrame,
+) -> pd.DataFrame:
     """child_id, level, source, address: each address that could change a child's answer and
     waits in the manual review list (ambiguous or unmatched).
 
@@ -157,25 +188,39 @@ def awaiting_review(children: pd.DataFrame, citizen: pd.DataFrame, guardianship:
     """
     kids = children[["child_id", "level"]].drop_duplicates()
     guardians = kids.merge(guardianship[["child_id", "guardian_id"]], on="child_id")
-    holders = pd.concat([kids.assign(holder_id=kids["child_id"]),
-                         guardians.rename(columns={"guardian_id": "holder_id"})[["child_id", "level", "holder_id"]]],
-                        ignore_index=True)
+    holders = pd.concat(
+        [
+            kids.assign(holder_id=kids["child_id"]),
+            guardians.rename(columns={"guardian_id": "holder_id"})[["child_id", "level", "holder_id"]],
+        ],
+        ignore_index=True,
+    )
 
     def waiting(frame: pd.DataFrame) -> pd.Series:
         return (frame["address_status"].isin(REVIEW_STATUSES) & frame["address"].notna()).fillna(False)
 
     props = property_holding[property_holding["qualifying"].fillna(False).astype(bool) & waiting(property_holding)]
-    props = pd.DataFrame({"holder_id": props["citizen_id"], "source": props["kind"].map(property_source()),
-                          "address": props["address"]})
+    props = pd.DataFrame(
+        {"holder_id": props["citizen_id"], "source": props["kind"].map(property_source()), "address": props["address"]}
+    )
     rents = rental_holding[rental_holding["qualifying"].fillna(False).astype(bool) & waiting(rental_holding)]
     rents = pd.DataFrame({"holder_id": rents["citizen_id"], "source": "rental", "address": rents["address"]})
-    own = citizen[citizen["urban_hukou"].fillna(False).astype(bool)
-                  & citizen["hukou_address_status"].isin(REVIEW_STATUSES) & citizen["hukou_address"].notna()]
-    hukou = kids.merge(pd.DataFrame({"child_id": own["citizen_id"], "source": "hukou",
-                                     "address": own["hukou_address"]}), on="child_id")
-    found = pd.concat([holders.merge(props, on="holder_id"),
-                       guardians.rename(columns={"guardian_id": "holder_id"}).merge(rents, on="holder_id"),
-                       hukou], ignore_index=True)
+    own = citizen[
+        citizen["urban_hukou"].fillna(False).astype(bool)
+        & citizen["hukou_address_status"].isin(REVIEW_STATUSES)
+        & citizen["hukou_address"].notna()
+    ]
+    hukou = kids.merge(
+        pd.DataFrame({"child_id": own["citizen_id"], "source": "hukou", "address": own["hukou_address"]}), on="child_id"
+    )
+    found = pd.concat(
+        [
+            holders.merge(props, on="holder_id"),
+            guardians.rename(columns={"guardian_id": "holder_id"}).merge(rents, on="holder_id"),
+            hukou,
+        ],
+        ignore_index=True,
+    )
     columns = ["child_id", "level", "source", "address"]
     return found[columns].astype("string").drop_duplicates().reset_index(drop=True)
 
@@ -184,9 +229,15 @@ def _count(frame: pd.DataFrame, keys: list[str], name: str) -> pd.Series:
     return frame.groupby(keys, dropna=False, observed=True).size().rename(name)
 
 
-def district_summary(eligibility: pd.DataFrame, ineligibility: pd.DataFrame, citizen: pd.DataFrame,
-                     guardianship: pd.DataFrame, property_holding: pd.DataFrame,
-                     rental_holding: pd.DataFrame, schools: pd.DataFrame) -> pd.DataFrame:
+def district_summary(
+    eligibility: pd.DataFrame,
+    ineligibility: pd.DataFrame,
+    citizen: pd.DataFrame,
+    guardianship: pd.DataFrame,
+    property_holding: pd.DataFrame,
+    rental_holding: pd.DataFrame,
+    schools: pd.DataFrame,
+) -> pd.DataFrame:
     """Per district and level (district as ``child_districts`` places a child).
 
     ``school_age_children`` = ``with_school`` + ``no_school`` (deceased children included, as
@@ -201,24 +252,34 @@ def district_summary(eligibility: pd.DataFrame, ineligibility: pd.DataFrame, cit
     waiting = awaiting_review(kids, citizen, guardianship, property_holding, rental_holding)
     pending = pd.MultiIndex.from_frame(waiting[["child_id", "level"]].astype("object"))
     kids["awaiting"] = pd.MultiIndex.from_frame(kids[["child_id", "level"]].astype("object")).isin(pending)
-    figures = [_count(kids, keys, "school_age_children"),
-               _count(kids[kids["best_category"].notna()], keys, "with_school")]
+    figures = [
+        _count(kids, keys, "school_age_children"),
+        _count(kids[kids["best_category"].notna()], keys, "with_school"),
+    ]
     figures += [_count(kids[kids["best_category"] == c], keys, f"best_{c.lower()}") for c in CATEGORIES]
     figures.append(_count(kids[kids["best_category"].isna()], keys, "no_school"))
     reasons = kids[["district_code", "level", "child_id", "reasons"]].explode("reasons").dropna(subset=["reasons"])
     known = reasons["reasons"].isin(NO_SCHOOL_REASONS)
-    figures += [_count(reasons[reasons["reasons"] == code], keys, reason_column("no_school", code))
-                for code in NO_SCHOOL_REASONS]
-    figures.append(reasons[~known].groupby(keys, dropna=False)["child_id"].nunique()
-                   .rename("no_school_other_reason"))
-    figures += [_count(kids[~kids["awaiting"]], keys, "decided_from_data"),
-                _count(kids[kids["awaiting"]], keys, "awaiting_address_review")]
+    figures += [
+        _count(reasons[reasons["reasons"] == code], keys, reason_column("no_school", code))
+        for code in NO_SCHOOL_REASONS
+    ]
+    figures.append(reasons[~known].groupby(keys, dropna=False)["child_id"].nunique().rename("no_school_other_reason"))
+    figures += [
+        _count(kids[~kids["awaiting"]], keys, "decided_from_data"),
+        _count(kids[kids["awaiting"]], keys, "awaiting_address_review"),
+    ]
     texts = waiting.merge(kids[["child_id", "level", "district_code"]], on=["child_id", "level"])
-    figures.append(texts.drop_duplicates([*keys, "source", "address"])
-                   .groupby(keys, dropna=False).size().rename("address_review_backlog"))
+    figures.append(
+        texts.drop_duplicates([*keys, "source", "address"])
+        .groupby(keys, dropna=False)
+        .size()
+        .rename("address_review_backlog")
+    )
     summary = pd.concat(figures, axis=1).fillna(0).astype("int64").reset_index()
-    summary["decided_from_data_share"] = (summary["decided_from_data"] / summary["school_age_children"]
-                                          .where(summary["school_age_children"] > 0))
+    summary["decided_from_data_share"] = summary["decided_from_data"] / summary["school_age_children"].where(
+        summary["school_age_children"] > 0
+    )
     summary = summary.astype({"district_code": "string", "level": "string"})
     columns = [c for c in MART_TABLES["district_summary"].column_names if c != "run_id"]
     return summary[columns].sort_values(keys, na_position="last", ignore_index=True)
@@ -229,9 +290,15 @@ def district_summary(eligibility: pd.DataFrame, ineligibility: pd.DataFrame, cit
 QUALITY_COLUMNS = [c for c in MART_TABLES["source_quality"].column_names if c != "run_id"]
 
 
-def source_quality(source_snapshot: pd.DataFrame, quarantine: pd.DataFrame, *, run_id: str,
-                   as_of, history: pd.DataFrame | None = None,
-                   keep_runs: int = QUALITY_RUNS_KEPT) -> pd.DataFrame:
+def source_quality(
+    source_snapshot: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    *,
+    run_id: str,
+    as_of,
+    history: pd.DataFrame | None = None,
+    keep_runs: int = QUALITY_RUNS_KEPT,
+) -> pd.DataFrame:
     """Each department's scorecard for this run, after the scorecards of earlier published runs.
 
     Published tables hold one run, so the history travels inside the table: the previous
@@ -242,11 +309,16 @@ def source_quality(source_snapshot: pd.DataFrame, quarantine: pd.DataFrame, *, r
     as_of = pd.Timestamp(as_of)
     snap = source_snapshot.copy()
     delivery = pd.to_datetime(snap["delivery"], errors="coerce")
-    rows = pd.DataFrame({
-        "source": snap["source"].astype("string"), "measured_run_id": run_id, "as_of": as_of,
-        "delivery": delivery, "delivery_age_days": (as_of - delivery).dt.days.astype("Int64"),
-        **{c: snap[c].astype("int64") for c in ("rows_in", "rows_accepted", "rows_duplicate",
-                                                  "rows_quarantined")}})
+    rows = pd.DataFrame(
+        {
+            "source": snap["source"].astype("string"),
+            "measured_run_id": run_id,
+            "as_of": as_of,
+            "delivery": delivery,
+            "delivery_age_days": (as_of - delivery).dt.days.astype("Int64"),
+            **{c: snap[c].astype("int64") for c in ("rows_in", "rows_accepted", "rows_duplicate", "rows_quarantined")},
+        }
+    )
     reason = quarantine["reason_code"].where(quarantine["reason_code"].isin(QUARANTINE_REASONS), "OTHER_REASON")
     by_reason = pd.crosstab(quarantine["source"], reason)
     for code in (*QUARANTINE_REASONS, "OTHER_REASON"):
@@ -259,13 +331,18 @@ def source_quality(source_snapshot: pd.DataFrame, quarantine: pd.DataFrame, *, r
         for column in ("as_of", "delivery"):
             earlier[column] = pd.to_datetime(earlier[column])
         rows = pd.concat([earlier.astype(rows.dtypes.to_dict()), rows], ignore_index=True)
-    runs = (rows[["as_of", "measured_run_id"]].drop_duplicates()
-            .sort_values(["as_of", "measured_run_id"]).tail(keep_runs)["measured_run_id"])
+    runs = (
+        rows[["as_of", "measured_run_id"]]
+        .drop_duplicates()
+        .sort_values(["as_of", "measured_run_id"])
+        .tail(keep_runs)["measured_run_id"]
+    )
     rows = rows[rows["measured_run_id"].isin(runs)]
     return rows[QUALITY_COLUMNS].sort_values(["as_of", "measured_run_id", "source"], ignore_index=True)
 
 
 # --- catchment_forecast ----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ForecastMethod:
@@ -276,9 +353,11 @@ class ForecastMethod:
     name: str = "residence-cohort-ratio/1"
 
     def describe(self) -> str:
-        return (f"{self.name}: children of the entry cohort living in the catchment now (property > "
-                f"rental > hukou address) x adjacent-cohort ratios relative to the city's "
-                f"(catchment; district below {self.min_cohort} children; else none); docs/marts.md")
+        return (
+            f"{self.name}: children of the entry cohort living in the catchment now (property > "
+            f"rental > hukou address) x adjacent-cohort ratios relative to the city's "
+            f"(catchment; district below {self.min_cohort} children; else none); docs/marts.md"
+        )
 
 
 def entry_cohorts(policy: Policy, horizons: int) -> pd.DataFrame:
@@ -287,9 +366,15 @@ def entry_cohorts(policy: Policy, horizons: int) -> pd.DataFrame:
     for window in policy.levels:
         for k in range(horizons + 1):
             shift = pd.DateOffset(years=k)
-            rows.append({"level": window.level, "horizon": k, "entry_year": policy.enrollment_year + k,
-                         "born_from": pd.Timestamp(window.birth_from) + shift,
-                         "born_to": pd.Timestamp(window.birth_to) + shift})
+            rows.append(
+                {
+                    "level": window.level,
+                    "horizon": k,
+                    "entry_year": policy.enrollment_year + k,
+                    "born_from": pd.Timestamp(window.birth_from) + shift,
+                    "born_to": pd.Timestamp(window.birth_to) + shift,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -308,16 +393,28 @@ def cohort_children(citizen: pd.DataFrame, cohorts: pd.DataFrame) -> pd.DataFram
     parts = []
     for cohort in cohorts.itertuples():
         inside = living[((birth >= cohort.born_from) & (birth <= cohort.born_to)).fillna(False).to_numpy()]
-        parts.append(pd.DataFrame({"child_id": inside["citizen_id"].to_numpy(), "level": cohort.level,
-                                   "horizon": cohort.horizon,
-                                   "hukou_active": (inside["hukou_status"] == ACTIVE_HUKOU).to_numpy(),
-                                   "hukou_address_code": inside["hukou_address_code"].to_numpy()}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "child_id": inside["citizen_id"].to_numpy(),
+                    "level": cohort.level,
+                    "horizon": cohort.horizon,
+                    "hukou_active": (inside["hukou_status"] == ACTIVE_HUKOU).to_numpy(),
+                    "hukou_address_code": inside["hukou_address_code"].to_numpy(),
+                }
+            )
+        )
     columns = ["child_id", "level", "horizon", "hukou_active", "hukou_address_code"]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
 
-def residence_places(children: pd.DataFrame, guardianship: pd.DataFrame, property_holding: pd.DataFrame,
-                     rental_holding: pd.DataFrame, address_catchment: pd.DataFrame) -> pd.DataFrame:
+def residence_places(
+    children: pd.DataFrame,
+    guardianship: pd.DataFrame,
+    property_holding: pd.DataFrame,
+    rental_holding: pd.DataFrame,
+    address_catchment: pd.DataFrame,
+) -> pd.DataFrame:
     """child_id, level, horizon, school_code, weight: where each child lives, as catchments.
 
     The strongest evidence that places the child in some catchment of its level wins: a
@@ -335,12 +432,16 @@ def residence_places(children: pd.DataFrame, guardianship: pd.DataFrame, propert
         return pd.DataFrame({"holder_id": good["citizen_id"], "address_code": good["address_code"]}).drop_duplicates()
 
     hukou = children[children["hukou_active"].astype(bool) & children["hukou_address_code"].notna()]
-    evidence = pd.concat([
-        holders.merge(codes(property_holding), on="holder_id").assign(strength=0),
-        guardians.merge(codes(rental_holding), on="holder_id").assign(strength=1),
-        hukou[["child_id", "level", "horizon", "hukou_address_code"]]
-        .rename(columns={"hukou_address_code": "address_code"}).assign(strength=2),
-    ], ignore_index=True)
+    evidence = pd.concat(
+        [
+            holders.merge(codes(property_holding), on="holder_id").assign(strength=0),
+            guardians.merge(codes(rental_holding), on="holder_id").assign(strength=1),
+            hukou[["child_id", "level", "horizon", "hukou_address_code"]]
+            .rename(columns={"hukou_address_code": "address_code"})
+            .assign(strength=2),
+        ],
+        ignore_index=True,
+    )
     catchments = address_catchment[["address_code", "level", "school_code"]].drop_duplicates()
     placed = evidence.merge(catchments, on=["address_code", "level"])
     keys = ["child_id", "level", "horizon"]
@@ -353,10 +454,16 @@ def residence_places(children: pd.DataFrame, guardianship: pd.DataFrame, propert
 _BASES = ("catchment", "district", "city")  # finest first
 
 
-def catchment_forecast(citizen: pd.DataFrame, guardianship: pd.DataFrame, property_holding: pd.DataFrame,
-                       rental_holding: pd.DataFrame, address_catchment: pd.DataFrame,
-                       schools: pd.DataFrame, policy: Policy,
-                       method: ForecastMethod = ForecastMethod()) -> pd.DataFrame:
+def catchment_forecast(
+    citizen: pd.DataFrame,
+    guardianship: pd.DataFrame,
+    property_holding: pd.DataFrame,
+    rental_holding: pd.DataFrame,
+    address_catchment: pd.DataFrame,
+    schools: pd.DataFrame,
+    policy: Policy,
+    method: ForecastMethod = ForecastMethod(),
+) -> pd.DataFrame:
     """Expected entrants per catchment, level and entry year (enrollment year .. + horizons).
 
     ``children_now``: children of the cohort entering that year who live in the catchment now
@@ -383,8 +490,9 @@ def catchment_forecast(citizen: pd.DataFrame, guardianship: pd.DataFrame, proper
     district_key = places["district_code"].astype("object").where(places["district_code"].notna(), None)
     frame = pd.DataFrame(local, columns=horizons)
     frame["_district"], frame["_level"] = district_key.to_numpy(), places["level"].astype("object").to_numpy()
-    district = (frame.groupby(["_district", "_level"], dropna=False)[list(horizons)].transform("sum")
-                .to_numpy(dtype=float))
+    district = (
+        frame.groupby(["_district", "_level"], dropna=False)[list(horizons)].transform("sum").to_numpy(dtype=float)
+    )
     city_counts = kids.groupby(["level", "horizon"]).size().unstack("horizon").reindex(columns=horizons).fillna(0)
     city = city_counts.reindex(places["level"].astype("object")).fillna(0).to_numpy(dtype=float)
 
@@ -398,17 +506,21 @@ def catchment_forecast(citizen: pd.DataFrame, guardianship: pd.DataFrame, proper
     for name, area in (("catchment", local), ("district", district)):
         with np.errstate(divide="ignore", invalid="ignore"):
             relative[name] = step_ratio(area) / city_step
-    trusted = {name: (area[:, :-1] >= method.min_cohort) & (area[:, 1:] >= method.min_cohort)
-               & np.isfinite(relative[name]) for name, area in (("catchment", local), ("district", district))}
-    step = np.where(trusted["catchment"], relative["catchment"],
-                    np.where(trusted["district"], relative["district"], 1.0))
+    trusted = {
+        name: (area[:, :-1] >= method.min_cohort) & (area[:, 1:] >= method.min_cohort) & np.isfinite(relative[name])
+        for name, area in (("catchment", local), ("district", district))
+    }
+    step = np.where(
+        trusted["catchment"], relative["catchment"], np.where(trusted["district"], relative["district"], 1.0)
+    )
     basis = np.where(trusted["catchment"], 0, np.where(trusted["district"], 1, 2))
     factor = np.concatenate([np.ones((len(places), 1)), np.cumprod(step, axis=1)], axis=1)
     coarsest = np.concatenate([np.zeros((len(places), 1), dtype=int), np.maximum.accumulate(basis, axis=1)], axis=1)
 
     out = places.loc[places.index.repeat(len(horizons))].reset_index(drop=True)
-    out = out.merge(cohorts, left_on=["level", np.tile(horizons, len(places))],
-                    right_on=["level", "horizon"], how="left")
+    out = out.merge(
+        cohorts, left_on=["level", np.tile(horizons, len(places))], right_on=["level", "horizon"], how="left"
+    )
     out["children_now"] = local.reshape(-1)
     out["migration_factor"] = factor.reshape(-1)
     labels = np.array(_BASES, dtype=object)[coarsest.reshape(-1)]
@@ -422,6 +534,7 @@ def catchment_forecast(citizen: pd.DataFrame, guardianship: pd.DataFrame, proper
 
 
 # --- analysts: suppression -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Suppression:
@@ -438,20 +551,31 @@ SUPPRESSION: dict[str, Suppression] = {
     "school_demand": Suppression(counts=("children", "best_children")),
     "district_summary": Suppression(
         counts=tuple(c.name for c in MART_TABLES["district_summary"].columns if c.type == "int"),
-        sums=(("school_age_children", ("with_school", "no_school")),
-              ("with_school", tuple(f"best_{c.lower()}" for c in CATEGORIES)),
-              ("school_age_children", ("decided_from_data", "awaiting_address_review"))),
-        derived=(("decided_from_data_share", ("decided_from_data", "awaiting_address_review")),)),
+        sums=(
+            ("school_age_children", ("with_school", "no_school")),
+            ("with_school", tuple(f"best_{c.lower()}" for c in CATEGORIES)),
+            ("school_age_children", ("decided_from_data", "awaiting_address_review")),
+        ),
+        derived=(("decided_from_data_share", ("decided_from_data", "awaiting_address_review")),),
+    ),
     "source_quality": Suppression(
-        counts=("rows_in", "rows_accepted", "rows_duplicate", "rows_quarantined",
-                *(reason_column("quarantined", c) for c in (*QUARANTINE_REASONS, "OTHER_REASON"))),
-        sums=(("rows_in", ("rows_accepted", "rows_duplicate", "rows_quarantined")),
-              ("rows_quarantined", tuple(reason_column("quarantined", c)
-                                         for c in (*QUARANTINE_REASONS, "OTHER_REASON")))),
-        derived=(("accepted_share", ("rows_accepted", "rows_in")),)),
+        counts=(
+            "rows_in",
+            "rows_accepted",
+            "rows_duplicate",
+            "rows_quarantined",
+            *(reason_column("quarantined", c) for c in (*QUARANTINE_REASONS, "OTHER_REASON")),
+        ),
+        sums=(
+            ("rows_in", ("rows_accepted", "rows_duplicate", "rows_quarantined")),
+            ("rows_quarantined", tuple(reason_column("quarantined", c) for c in (*QUARANTINE_REASONS, "OTHER_REASON"))),
+        ),
+        derived=(("accepted_share", ("rows_accepted", "rows_in")),),
+    ),
     "catchment_forecast": Suppression(
         counts=("children_now", "expected_entrants"),
-        together=("children_now", "expected_entrants", "migration_factor", "utilisation")),
+        together=("children_now", "expected_entrants", "migration_factor", "utilisation"),
+    ),
 }
 
 
@@ -463,8 +587,12 @@ def _hide_one_more(values: pd.DataFrame, hidden: pd.DataFrame, total: str, parts
     part_values = values[list(parts)].fillna(0).to_numpy(dtype=float)
     hidden_sum = np.where(part_hidden, part_values, 0).sum(axis=1)
     shown_values = np.where(part_hidden, np.inf, part_values)
-    exposed = (part_hidden.any(axis=1) & (hidden_sum < SUPPRESS_BELOW) & ~hidden[total].to_numpy()
-               & np.isfinite(shown_values.min(axis=1)))
+    exposed = (
+        part_hidden.any(axis=1)
+        & (hidden_sum < SUPPRESS_BELOW)
+        & ~hidden[total].to_numpy()
+        & np.isfinite(shown_values.min(axis=1))
+    )
     rows = np.flatnonzero(exposed)
     for row, column in zip(rows, shown_values.argmin(axis=1)[rows]):
         hidden.iat[row, hidden.columns.get_loc(parts[column])] = True
@@ -516,11 +644,19 @@ def _suppress_demand_ratios(frame: pd.DataFrame, out: pd.DataFrame, hidden: pd.D
 
 # --- all marts of one run --------------------------------------------------------------------
 
-def build_mart_frames(frames: Mapping[str, pd.DataFrame], *, schools: pd.DataFrame,
-                      placed: pd.DataFrame, policy: Policy, run_id: str, as_of,
-                      forecast_guardianship: pd.DataFrame | None = None,
-                      quality_history: pd.DataFrame | None = None,
-                      method: ForecastMethod = ForecastMethod()) -> dict[str, pd.DataFrame]:
+
+def build_mart_frames(
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    schools: pd.DataFrame,
+    placed: pd.DataFrame,
+    policy: Policy,
+    run_id: str,
+    as_of,
+    forecast_guardianship: pd.DataFrame | None = None,
+    quality_history: pd.DataFrame | None = None,
+    method: ForecastMethod = ForecastMethod(),
+) -> dict[str, pd.DataFrame]:
     """Every mart and its analyst copy, from the run's tables (``frames``), the schools list
     (``access.school_table`` form) and the catchment placement of standard addresses."""
     catchments = address_catchment(placed, policy.enrollment_year)
@@ -528,13 +664,28 @@ def build_mart_frames(frames: Mapping[str, pd.DataFrame], *, schools: pd.DataFra
     marts = {
         "address_catchment": catchments,
         "school_demand": school_demand(frames["eligibility"], schools),
-        "district_summary": district_summary(frames["eligibility"], frames["ineligibility"], frames["citizen"],
-                                             frames["guardianship"], frames["property_holding"],
-                                             frames["rental_holding"], schools),
-        "source_quality": source_quality(frames["source_snapshot"], frames["quarantine"], run_id=run_id,
-                                         as_of=as_of, history=quality_history),
-        "catchment_forecast": catchment_forecast(frames["citizen"], guardians, frames["property_holding"],
-                                                 frames["rental_holding"], catchments, schools, policy, method),
+        "district_summary": district_summary(
+            frames["eligibility"],
+            frames["ineligibility"],
+            frames["citizen"],
+            frames["guardianship"],
+            frames["property_holding"],
+            frames["rental_holding"],
+            schools,
+        ),
+        "source_quality": source_quality(
+            frames["source_snapshot"], frames["quarantine"], run_id=run_id, as_of=as_of, history=quality_history
+        ),
+        "catchment_forecast": catchment_forecast(
+            frames["citizen"],
+            guardians,
+            frames["property_holding"],
+            frames["rental_holding"],
+            catchments,
+            schools,
+            policy,
+            method,
+        ),
     }
     for name in ANALYST_MARTS:
         marts[name] = suppress(name.removeprefix("analyst_"), marts[name.removeprefix("analyst_")])
@@ -546,17 +697,35 @@ def build_mart_frames(frames: Mapping[str, pd.DataFrame], *, schools: pd.DataFra
 _NEEDED = {
     "eligibility": ["child_id", "level", "school_code", "category", "priority_date"],
     "ineligibility": ["child_id", "level", "reasons"],
-    "citizen": ["citizen_id", "birth_date", "hukou_status", "hukou_region_code", "hukou_address",
-                "hukou_address_code", "hukou_address_status", "urban_hukou"],
+    "citizen": [
+        "citizen_id",
+        "birth_date",
+        "hukou_status",
+        "hukou_region_code",
+        "hukou_address",
+        "hukou_address_code",
+        "hukou_address_status",
+        "urban_hukou",
+    ],
     "guardianship": ["child_id", "guardian_id"],
     "property_holding": ["citizen_id", "kind", "address", "address_code", "address_status", "qualifying"],
     "rental_holding": ["citizen_id", "address", "address_code", "address_status", "qualifying"],
     "source_snapshot": ["source", "delivery", "rows_in", "rows_accepted", "rows_quarantined", "rows_duplicate"],
     "quarantine": ["source", "reason_code"],
 }
-_HUKOU_FOR_GUARDIANS = ["citizen_id", "birth_date", "household_no", "relation_to_head", "status",
-                        "guardian1_id", "guardian1_relation", "guardian2_id", "guardian2_relation",
-                        "updated_at", "record_ref"]
+_HUKOU_FOR_GUARDIANS = [
+    "citizen_id",
+    "birth_date",
+    "household_no",
+    "relation_to_head",
+    "status",
+    "guardian1_id",
+    "guardian1_relation",
+    "guardian2_id",
+    "guardian2_relation",
+    "updated_at",
+    "record_ref",
+]
 
 
 def forecast_guardianship(staged_hukou: Path, policy: Policy, horizons: int) -> pd.DataFrame:
@@ -574,12 +743,18 @@ def forecast_guardianship(staged_hukou: Path, policy: Policy, horizons: int) -> 
     since = pd.Timestamp(min(w.birth_from for w in wide.levels))
     until = pd.Timestamp(max(w.birth_to for w in wide.levels))
     born = [("birth_date", ">=", since), ("birth_date", "<=", until)]
-    households = pc.unique(pq.read_table(staged_hukou, columns=["household_no"], filters=born)
-                           .column("household_no")).drop_null().to_pylist()
-    heads = [("household_no", "in", households),
-             ("relation_to_head", "in", [records.HEAD_OF_HOUSEHOLD, records.SPOUSE_OF_HEAD])]
-    rows = pq.read_table(staged_hukou, columns=_HUKOU_FOR_GUARDIANS,
-                         filters=[born, heads] if households else [born]).to_pandas()
+    households = (
+        pc.unique(pq.read_table(staged_hukou, columns=["household_no"], filters=born).column("household_no"))
+        .drop_null()
+        .to_pylist()
+    )
+    heads = [
+        ("household_no", "in", households),
+        ("relation_to_head", "in", [records.HEAD_OF_HOUSEHOLD, records.SPOUSE_OF_HEAD]),
+    ]
+    rows = pq.read_table(
+        staged_hukou, columns=_HUKOU_FOR_GUARDIANS, filters=[born, heads] if households else [born]
+    ).to_pandas()
     return citizens.build_guardianship(rows, wide)
 
 
@@ -602,10 +777,18 @@ def previous_quality(url: str) -> pd.DataFrame | None:
     return pd.DataFrame(read_table(url, "source_quality"), columns=columns)
 
 
-def write_mart_tables(tables: Mapping[str, Path], *, schools_csv: Path, placed: pd.DataFrame,
-                      policy: Policy, run_id: str, as_of, out_dir: Path,
-                      staged_hukou: Path | None = None,
-                      quality_history: pd.DataFrame | None = None) -> dict[str, Path]:
+def write_mart_tables(
+    tables: Mapping[str, Path],
+    *,
+    schools_csv: Path,
+    placed: pd.DataFrame,
+    policy: Policy,
+    run_id: str,
+    as_of,
+    out_dir: Path,
+    staged_hukou: Path | None = None,
+    quality_history: pd.DataFrame | None = None,
+) -> dict[str, Path]:
     """Read the run's Parquet tables, build every mart, write each as Parquet; name -> path."""
     from pipelines.access import school_table
     from pipelines.errors import UsageError
@@ -620,17 +803,26 @@ def write_mart_tables(tables: Mapping[str, Path], *, schools_csv: Path, placed: 
     method = ForecastMethod()
     cohorts = entry_cohorts(policy, method.horizons)
     born = [("birth_date", ">=", cohorts["born_from"].min()), ("birth_date", "<=", cohorts["born_to"].max())]
-    frames = {name: pd.read_parquet(tables[name], columns=columns, filters=born if name == "citizen" else None)
-              for name, columns in _NEEDED.items()}  # of the citizens, only the children matter here
+    frames = {
+        name: pd.read_parquet(tables[name], columns=columns, filters=born if name == "citizen" else None)
+        for name, columns in _NEEDED.items()
+    }  # of the citizens, only the children matter here
     guardians = None
     if staged_hukou is not None and Path(staged_hukou).exists():
         guardians = forecast_guardianship(Path(staged_hukou), policy, method.horizons)
     else:
-        log.warning("marts: no staged hukou rows; the forecast links guardians of this year's "
-                    "cohort only")
-    marts = build_mart_frames(frames, schools=schools, placed=placed, policy=policy, run_id=run_id,
-                              as_of=as_of, forecast_guardianship=guardians,
-                              quality_history=quality_history, method=method)
+        log.warning("marts: no staged hukou rows; the forecast links guardians of this year's cohort only")
+    marts = build_mart_frames(
+        frames,
+        schools=schools,
+        placed=placed,
+        policy=policy,
+        run_id=run_id,
+        as_of=as_of,
+        forecast_guardianship=guardians,
+        quality_history=quality_history,
+        method=method,
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -649,7 +841,13 @@ def build_mart_tables(tables: Mapping[str, Path], settings, run_id: str) -> dict
     layout = settings.layout
     placed = pd.read_parquet(layout.address_catchment)
     return write_mart_tables(
-        tables, schools_csv=settings.reference / "schools.csv", placed=placed, policy=policy,
-        run_id=run_id, as_of=settings.as_of, out_dir=layout.marts_dir,
+        tables,
+        schools_csv=settings.reference / "schools.csv",
+        placed=placed,
+        policy=policy,
+        run_id=run_id,
+        as_of=settings.as_of,
+        out_dir=layout.marts_dir,
         staged_hukou=layout.accepted_rows(evidence_source("hukou")),
-        quality_history=previous_quality(settings.warehouse_url))
+        quality_history=previous_quality(settings.warehouse_url),
+    )

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from pipelines.errors import UsageError
 from pipelines.data import reference_policy_text
+from pipelines.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,7 @@ def policy_from_dict(doc: Any) -> Policy:
         raise UsageError("policy: key 'levels' must map level names to birth windows")
     levels = []
     for name in levels_doc:
-        window = LevelWindow(str(name), _date(doc, f"levels.{name}.birth_from"),
-                             _date(doc, f"levels.{name}.birth_to"))
+        window = LevelWindow(str(name), _date(doc, f"levels.{name}.birth_from"), _date(doc, f"levels.{name}.birth_to"))
         if window.birth_from > window.birth_to:
             raise UsageError(f"policy: key 'levels.{name}': birth_from is after birth_to")
         levels.append(window)

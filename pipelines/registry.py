@@ -106,8 +106,12 @@ def _person_columns(path: Path, item: Any, columns: set[str] | None) -> PersonCo
     subject = item.get("subject") or {}
     if subject and (not isinstance(subject, dict) or set(subject) != {"column", "is"}):
         raise _role_error(path, "persons: subject needs column and is")
-    person = PersonColumns(id=str(item["id"]), name=item.get("name") and str(item["name"]),
-                           subject_column=subject.get("column"), subject_kind=subject.get("is"))
+    person = PersonColumns(
+        id=str(item["id"]),
+        name=item.get("name") and str(item["name"]),
+        subject_column=subject.get("column"),
+        subject_kind=subject.get("is"),
+    )
     named = [c for c in (person.id, person.name, person.subject_column) if c]
     unknown = [c for c in named if columns is not None and c not in columns]
     if unknown:
@@ -138,9 +142,13 @@ def _parse_roles(path: Path, doc: Any, schema: Schema, special: bool) -> dict:
     evidence = roles.get("evidence")
     if evidence is not None and evidence not in EVIDENCE:
         raise _role_error(path, f"evidence must be one of {', '.join(EVIDENCE)}")
-    return {"persons": tuple(_person_columns(path, item, columns) for item in persons),
-            "address": address, "name_rank": rank, "population": roles.get("population", False),
-            "evidence": evidence}
+    return {
+        "persons": tuple(_person_columns(path, item, columns) for item in persons),
+        "address": address,
+        "name_rank": rank,
+        "population": roles.get("population", False),
+        "evidence": evidence,
+    }
 
 
 def _special_module(key: str) -> str | None:
@@ -154,8 +162,9 @@ def load_source(key: str) -> Source:
     path = schemas_dir() / f"{key}.yaml"
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     special = _special_module(key)
-    return Source(key=key, schema=schema, special_module=special,
-                  **_parse_roles(path, doc, schema, special is not None))
+    return Source(
+        key=key, schema=schema, special_module=special, **_parse_roles(path, doc, schema, special is not None)
+    )
 
 
 @functools.cache
@@ -164,8 +173,9 @@ def sources() -> dict[str, Source]:
     found = {path.stem: load_source(path.stem) for path in sorted(schemas_dir().glob("*.yaml"))}
     populations = [key for key, source in found.items() if source.population]
     if len(populations) != 1:
-        raise UsageError(f"schemas: exactly one source must have roles: population: true "
-                         f"(found {', '.join(populations) or 'none'})")
+        raise UsageError(
+            f"schemas: exactly one source must have roles: population: true (found {', '.join(populations) or 'none'})"
+        )
     return found
 
 

@@ -56,6 +56,7 @@ def report_path(work_dir: Path, as_of: dt.date) -> Path:
 
 # --- figures (frames in, PNG bytes out) -------------------------------------------------------
 
+
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure
 
@@ -74,8 +75,9 @@ def _levels(frame: pd.DataFrame) -> list[str]:
 
 def _best_by_school(school_demand: pd.DataFrame) -> pd.DataFrame:
     """school_code, level, district_code, capacity, best children per category, total, utilisation."""
-    wide = school_demand.pivot_table(index=["school_code", "level"], columns="category",
-                                     values="best_children", aggfunc="sum", fill_value=0)
+    wide = school_demand.pivot_table(
+        index=["school_code", "level"], columns="category", values="best_children", aggfunc="sum", fill_value=0
+    )
     wide = wide.reindex(columns=list(CATEGORIES), fill_value=0)
     facts = school_demand.drop_duplicates(["school_code", "level"]).set_index(["school_code", "level"])
     wide["total"] = wide[list(CATEGORIES)].sum(axis=1)
@@ -97,8 +99,14 @@ def _stacked_utilisation(axes, rows: pd.DataFrame, labels: pd.Series) -> None:
         left += np.nan_to_num(share)
     for row, end, children, capacity in zip(y, left, rows["total"], rows["capacity"]):
         seats_text = "no seats listed" if pd.isna(capacity) or capacity <= 0 else f"{int(capacity):,} seats"
-        axes.annotate(f"{int(children):,} / {seats_text}", (end, row), xytext=(3, 0), textcoords="offset points",
-                      va="center", fontsize=7)
+        axes.annotate(
+            f"{int(children):,} / {seats_text}",
+            (end, row),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+        )
     top = max(110.0, float(np.nanmax(left, initial=0)) * 1.25)
     axes.axvline(100, color="black", linestyle="--", linewidth=1, label="capacity (100 %)")
     axes.set_xlim(0, top)
@@ -111,8 +119,13 @@ def plot_district_demand(school_demand: pd.DataFrame) -> bytes:
     """Per level and district: children whose best option is there, by category, against seats."""
     schools = _best_by_school(school_demand)
     levels = _levels(schools) or ["primary"]
-    per_level = {level: schools[schools["level"] == level].groupby(schools["district_code"].fillna("?"))[
-        [*CATEGORIES, "total", "capacity"]].sum(min_count=1).iloc[::-1] for level in levels}
+    per_level = {
+        level: schools[schools["level"] == level]
+        .groupby(schools["district_code"].fillna("?"))[[*CATEGORIES, "total", "capacity"]]
+        .sum(min_count=1)
+        .iloc[::-1]
+        for level in levels
+    }
     figure = _figure(11, sum(1.3 + 0.35 * len(rows) for rows in per_level.values()))
     grid = figure.add_gridspec(len(levels), 1, height_ratios=[max(1, len(r)) for r in per_level.values()])
     for k, level in enumerate(levels):
@@ -127,9 +140,12 @@ def plot_school_demand(school_demand: pd.DataFrame) -> bytes:
     """Per level, the schools under most pressure: best-option children by category over seats."""
     schools = _best_by_school(school_demand)
     levels = _levels(schools) or ["primary"]
-    shown = {level: schools[schools["level"] == level].sort_values(
-        ["utilisation", "total"], ascending=False, na_position="last").head(SCHOOLS_PER_PLOT)
-        for level in levels}
+    shown = {
+        level: schools[schools["level"] == level]
+        .sort_values(["utilisation", "total"], ascending=False, na_position="last")
+        .head(SCHOOLS_PER_PLOT)
+        for level in levels
+    }
     figure = _figure(11, sum(1.3 + 0.22 * max(1, len(rows)) for rows in shown.values()))
     grid = figure.add_gridspec(len(levels), 1, height_ratios=[max(1, len(r)) for r in shown.values()])
     for k, level in enumerate(levels):
@@ -137,29 +153,36 @@ def plot_school_demand(school_demand: pd.DataFrame) -> bytes:
         rows = shown[level].iloc[::-1]
         _stacked_utilisation(axes, rows, rows["school_code"])
         total = int((schools["level"] == level).sum())
-        axes.set_title(f"{level}: best-option children per school against seats "
-                       f"({len(rows)} most utilised of {total})")
+        axes.set_title(f"{level}: best-option children per school against seats ({len(rows)} most utilised of {total})")
     return _png(figure)
 
 
-def _capacity_line(axes, capacity: float, highest: float, *, label: str | None = None,
-                   shown: str | None = None) -> None:
+def _capacity_line(
+    axes, capacity: float, highest: float, *, label: str | None = None, shown: str | None = None
+) -> None:
     """The capacity as a dashed line, or a note when it lies far above everything plotted."""
     if capacity <= 2 * highest or highest <= 0:
         axes.axhline(capacity, color="black", linestyle="--", linewidth=1, label=label)
         axes.set_ylim(0, max(capacity, highest) * 1.1 or 1)
     else:
         axes.set_ylim(0, highest * 1.25)
-        axes.annotate(f"capacity {shown or f'{capacity:,.0f}'} is above the plot", (0.98, 0.95),
-                      xycoords="axes fraction", ha="right", va="top", fontsize=7)
+        axes.annotate(
+            f"capacity {shown or f'{capacity:,.0f}'} is above the plot",
+            (0.98, 0.95),
+            xycoords="axes fraction",
+            ha="right",
+            va="top",
+            fontsize=7,
+        )
 
 
 def plot_forecast_utilisation(catchment_forecast: pd.DataFrame) -> bytes:
     """One line per school: expected entrants over this year's capacity; dashed: capacity."""
     forecast = catchment_forecast.dropna(subset=["utilisation"])
-    panels = sorted({(level, district) for level, district in
-                     zip(forecast["level"], forecast["district_code"].fillna("?"))},
-                    key=lambda p: (p[0] != "primary", p))
+    panels = sorted(
+        {(level, district) for level, district in zip(forecast["level"], forecast["district_code"].fillna("?"))},
+        key=lambda p: (p[0] != "primary", p),
+    )
     columns = 2 if len(panels) > 1 else 1
     rows_n = max(1, -(-len(panels) // columns))
     figure = _figure(11, 2.8 * rows_n)
@@ -169,8 +192,13 @@ def plot_forecast_utilisation(catchment_forecast: pd.DataFrame) -> bytes:
         for school, line in rows.groupby("school_code"):
             axes.plot(line["entry_year"], 100 * line["utilisation"], marker="o", markersize=3, linewidth=1)
             last = line.iloc[-1]
-            axes.annotate(school, (last["entry_year"], 100 * last["utilisation"]), fontsize=6,
-                          xytext=(2, 0), textcoords="offset points")
+            axes.annotate(
+                school,
+                (last["entry_year"], 100 * last["utilisation"]),
+                fontsize=6,
+                xytext=(2, 0),
+                textcoords="offset points",
+            )
         _capacity_line(axes, 100.0, float(100 * rows["utilisation"].max()), shown="(100 %)")
         axes.set_title(f"{level}, district {district}", fontsize=9)
         axes.set_ylabel("% of this year's capacity")
@@ -232,10 +260,14 @@ def plot_catchment_map(catchments: pd.DataFrame, school_demand: pd.DataFrame) ->
             for polygon in getattr(geometry, "geoms", [geometry]):
                 rings = [polygon.exterior, *polygon.interiors]
                 vertices = np.concatenate([np.asarray(r.coords) for r in rings])
-                codes = np.concatenate([[MplPath.MOVETO] + [MplPath.LINETO] * (len(r.coords) - 2) + [MplPath.CLOSEPOLY]
-                                        for r in rings])
-                axes.add_patch(PathPatch(MplPath(vertices, codes), facecolor=colour, edgecolor="#424242",
-                                         linewidth=0.5, alpha=0.75))
+                codes = np.concatenate(
+                    [[MplPath.MOVETO] + [MplPath.LINETO] * (len(r.coords) - 2) + [MplPath.CLOSEPOLY] for r in rings]
+                )
+                axes.add_patch(
+                    PathPatch(
+                        MplPath(vertices, codes), facecolor=colour, edgecolor="#424242", linewidth=0.5, alpha=0.75
+                    )
+                )
             centre = shapely.point_on_surface(geometry)
             axes.annotate(school, (centre.x, centre.y), fontsize=5, ha="center")
         axes.autoscale_view()
@@ -244,8 +276,13 @@ def plot_catchment_map(catchments: pd.DataFrame, school_demand: pd.DataFrame) ->
         axes.tick_params(labelsize=7)
     from matplotlib.ticker import PercentFormatter
 
-    figure.colorbar(_scalar_mappable(norm, cmap), ax=figure.axes, shrink=0.7, format=PercentFormatter(1.0),
-                    label="best-option children / seats" + ("" if top >= 1.0 else " (scale to the busiest school)"))
+    figure.colorbar(
+        _scalar_mappable(norm, cmap),
+        ax=figure.axes,
+        shrink=0.7,
+        format=PercentFormatter(1.0),
+        label="best-option children / seats" + ("" if top >= 1.0 else " (scale to the busiest school)"),
+    )
     return _png(figure)
 
 
@@ -303,8 +340,9 @@ def _img(png: bytes, alt: str) -> str:
 def _table(frame: pd.DataFrame, *, text_columns: tuple[str, ...] = (), alert: pd.Series | None = None) -> str:
     if frame.empty:
         return '<p class="note">none</p>'
-    head = "".join(f'<th class="{"text" if c in text_columns else ""}">{html.escape(str(c))}</th>'
-                   for c in frame.columns)
+    head = "".join(
+        f'<th class="{"text" if c in text_columns else ""}">{html.escape(str(c))}</th>' for c in frame.columns
+    )
     body = []
     flags = alert.to_numpy() if alert is not None else np.zeros(len(frame), dtype=bool)
     for flag, row in zip(flags, frame.itertuples(index=False)):
@@ -324,14 +362,28 @@ def _table(frame: pd.DataFrame, *, text_columns: tuple[str, ...] = (), alert: pd
 def oversubscribed_schools(school_demand: pd.DataFrame, school: pd.DataFrame) -> pd.DataFrame:
     """Schools whose best-option children exceed their seats, or whose A1 children alone do."""
     schools = _best_by_school(school_demand)
-    a1 = (school_demand[school_demand["category"] == "A1"].set_index(["school_code", "level"])["children"]
-          .rename("A1 eligible"))
+    a1 = (
+        school_demand[school_demand["category"] == "A1"]
+        .set_index(["school_code", "level"])["children"]
+        .rename("A1 eligible")
+    )
     schools = schools.merge(a1.reset_index(), on=["school_code", "level"], how="left")
     over = schools[(schools["total"] > schools["capacity"]) | (schools["A1 eligible"] > schools["capacity"])]
     names = school[["school_code", "school_name"]].drop_duplicates("school_code")
     over = over.merge(names, on="school_code", how="left").sort_values("utilisation", ascending=False)
-    return over[["school_code", "school_name", "district_code", "level", "capacity", *CATEGORIES, "total",
-                 "utilisation", "A1 eligible"]].rename(columns={"total": "best-option children"})
+    return over[
+        [
+            "school_code",
+            "school_name",
+            "district_code",
+            "level",
+            "capacity",
+            *CATEGORIES,
+            "total",
+            "utilisation",
+            "A1 eligible",
+        ]
+    ].rename(columns={"total": "best-option children"})
 
 
 def render_report(data: ReportData, generated: dt.datetime) -> str:
@@ -341,62 +393,100 @@ def render_report(data: ReportData, generated: dt.datetime) -> str:
     summary = data.district_summary.copy()
     over = oversubscribed_schools(demand, data.school)
     figures = {
-        "district": plot_district_demand(demand), "schools": plot_school_demand(demand),
+        "district": plot_district_demand(demand),
+        "schools": plot_school_demand(demand),
         "map": plot_catchment_map(data.catchments, demand),
-        "forecast": plot_forecast_utilisation(forecast), "forecast_schools": plot_forecast_schools(forecast),
+        "forecast": plot_forecast_utilisation(forecast),
+        "forecast_schools": plot_forecast_schools(forecast),
         "quality": plot_quality(quality),
     }
     # the frames always carry the registry's columns (_read), so an empty mart is an empty table
     latest = quality[quality["measured_run_id"] == run["run_id"]]
-    scorecard = latest[["source", "delivery", "delivery_age_days", "rows_in", "rows_accepted", "rows_duplicate",
-                        "rows_quarantined", "accepted_share"]]
+    scorecard = latest[
+        [
+            "source",
+            "delivery",
+            "delivery_age_days",
+            "rows_in",
+            "rows_accepted",
+            "rows_duplicate",
+            "rows_quarantined",
+            "accepted_share",
+        ]
+    ]
     reasons = [c for c in quality.columns if c.startswith("quarantined_")]
     by_reason = latest[["source", *reasons]].rename(columns=lambda c: c.removeprefix("quarantined_"))
-    summary_shown = summary[["district_code", "level", "school_age_children", "with_school", "best_a1", "best_a2",
-                             "best_b", "best_c", "no_school", "decided_from_data_share", "address_review_backlog"]]
+    summary_shown = summary[
+        [
+            "district_code",
+            "level",
+            "school_age_children",
+            "with_school",
+            "best_a1",
+            "best_a2",
+            "best_b",
+            "best_c",
+            "no_school",
+            "decided_from_data_share",
+            "address_review_backlog",
+        ]
+    ]
     no_school = [c for c in summary.columns if c.startswith("no_school_")]
     by_place = summary.set_index([summary["district_code"].fillna("?"), "level"])[no_school]
     reasons_shown = by_place.T.loc[lambda t: (t != 0).any(axis=1)]
     reasons_shown.columns = [f"{district} {level}" for district, level in reasons_shown.columns]
-    reasons_shown = reasons_shown.rename(index=lambda c: c.removeprefix("no_school_")).rename_axis(
-        "reason").reset_index()
+    reasons_shown = (
+        reasons_shown.rename(index=lambda c: c.removeprefix("no_school_")).rename_axis("reason").reset_index()
+    )
     methods = sorted(set(forecast["method"].dropna()))
     years = sorted(forecast["entry_year"].dropna().astype(int).unique())
     parts = [
-        "<!DOCTYPE html>", '<html lang="zh-CN"><head><meta charset="utf-8">',
-        "<title>zerocert: school places, demand and data quality</title>", f"<style>{_CSS}</style></head><body>",
+        "<!DOCTYPE html>",
+        '<html lang="zh-CN"><head><meta charset="utf-8">',
+        "<title>zerocert: school places, demand and data quality</title>",
+        f"<style>{_CSS}</style></head><body>",
         "<h1>School places, demand and data quality</h1>",
         f'<p class="meta">Run {html.escape(str(run["run_id"]))}, as of {html.escape(str(run["as_of"]))}, '
-        f'policy {html.escape(str(run["policy_id"]))}; generated {generated:%Y-%m-%d %H:%M} UTC. '
+        f"policy {html.escape(str(run['policy_id']))}; generated {generated:%Y-%m-%d %H:%M} UTC. "
         "Counts are children (distinct per level); a child's best option is its best category, then its "
         "earliest priority date (docs/marts.md).</p>",
         "<h2>Oversubscribed schools</h2>",
         '<p class="note">Best-option children above the seats planned, or A1-eligible children alone above '
         "them (highlighted).</p>",
-        _table(over, text_columns=("school_code", "school_name", "district_code", "level"),
-               alert=over["A1 eligible"] > over["capacity"] if len(over) else None),
-        "<h2>Demand against capacity per district</h2>", _img(figures["district"], "demand per district"),
+        _table(
+            over,
+            text_columns=("school_code", "school_name", "district_code", "level"),
+            alert=over["A1 eligible"] > over["capacity"] if len(over) else None,
+        ),
+        "<h2>Demand against capacity per district</h2>",
+        _img(figures["district"], "demand per district"),
         _table(summary_shown, text_columns=("district_code", "level")),
         "<h3>Children with no school, by reason</h3>",
         '<p class="note">Children per district and level; a child may have several reasons; reasons no child '
         "has are left out.</p>",
         _table(reasons_shown, text_columns=("reason",)),
-        "<h2>Demand against capacity per school</h2>", _img(figures["schools"], "demand per school"),
-        "<h2>Catchments shaded by utilisation</h2>", _img(figures["map"], "catchment map"),
+        "<h2>Demand against capacity per school</h2>",
+        _img(figures["schools"], "demand per school"),
+        "<h2>Catchments shaded by utilisation</h2>",
+        _img(figures["map"], "catchment map"),
         "<h2>Forecast of entrants per school</h2>",
         f'<p class="note">Entry years {years[0] if years else ""}–{years[-1] if years else ""}. '
         f"Method: {html.escape('; '.join(methods))}.</p>",
         _img(figures["forecast"], "forecast utilisation per school"),
         _img(figures["forecast_schools"], "forecast per school against capacity"),
-        "<h2>Data quality per department</h2>", _img(figures["quality"], "data quality over runs"),
-        "<h3>This run's deliveries</h3>", _table(scorecard, text_columns=("source", "delivery")),
-        "<h3>Quarantined rows by reason</h3>", _table(by_reason, text_columns=("source",)),
+        "<h2>Data quality per department</h2>",
+        _img(figures["quality"], "data quality over runs"),
+        "<h3>This run's deliveries</h3>",
+        _table(scorecard, text_columns=("source", "delivery")),
+        "<h3>Quarantined rows by reason</h3>",
+        _table(by_reason, text_columns=("source",)),
         "</body></html>",
     ]
     return "\n".join(parts)
 
 
 # --- reading and writing ----------------------------------------------------------------------
+
 
 def _read(url: str, table: str) -> pd.DataFrame:
     from pipelines.warehouse import read_table
@@ -407,27 +497,34 @@ def _read(url: str, table: str) -> pd.DataFrame:
 
 def load_report_data(url: str, reference: Path) -> ReportData:
     """The published run's marts and the reference catchments of its enrollment year."""
+    import psycopg
+
     from pipelines.addresses.catchments import load_catchments
     from pipelines.warehouse import read_current_run
-
-    import psycopg
 
     try:
         run = read_current_run(url)
         if run is None:
             raise UsageError("the warehouse holds no published run yet: `zerocert run` first")
-        frames = {name: _read(url, name) for name in
-                  ("school", "school_demand", "district_summary", "catchment_forecast", "source_quality")}
+        frames = {
+            name: _read(url, name)
+            for name in ("school", "school_demand", "district_summary", "catchment_forecast", "source_quality")
+        }
     except psycopg.errors.InsufficientPrivilege:
-        raise UsageError("the report reads run_audit and the exact marts, which only the warehouse owner "
-                         "may read: connect as zerocert_etl") from None
+        raise UsageError(
+            "the report reads run_audit and the exact marts, which only the warehouse owner "
+            "may read: connect as zerocert_etl"
+        ) from None
     if frames["school_demand"].empty:
-        raise UsageError(f"run {run['run_id']} published no school_demand: it predates the marts; "
-                         "run `zerocert run` again with this version")
-    for name, columns in {"catchment_forecast": ["entry_year", "children_now", "expected_entrants", "capacity",
-                                                 "utilisation"],
-                          "source_quality": ["rows_in", "rows_quarantined", "accepted_share"],
-                          "school_demand": ["capacity", "children", "best_children"]}.items():
+        raise UsageError(
+            f"run {run['run_id']} published no school_demand: it predates the marts; "
+            "run `zerocert run` again with this version"
+        )
+    for name, columns in {
+        "catchment_forecast": ["entry_year", "children_now", "expected_entrants", "capacity", "utilisation"],
+        "source_quality": ["rows_in", "rows_quarantined", "accepted_share"],
+        "school_demand": ["capacity", "children", "best_children"],
+    }.items():
         for column in columns:
             frames[name][column] = pd.to_numeric(frames[name][column], errors="coerce")
     forecast = frames["catchment_forecast"]
@@ -442,7 +539,7 @@ def write_report(url: str, reference: Path, out_dir: Path, *, now: dt.datetime |
     if not reference.is_dir():
         raise UsageError(f"reference directory not found: {reference}")
     data = load_report_data(url, reference)
-    generated = now or dt.datetime.now(dt.timezone.utc)
+    generated = now or dt.datetime.now(dt.UTC)
     out = Path(out_dir) / REPORT_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_report(data, generated), encoding="utf-8")

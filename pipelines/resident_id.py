@@ -36,7 +36,7 @@ def id_bytes(values: pd.Series, width: int) -> np.ndarray:
         block = block.combine_chunks()
     block = block.cast(pa.binary()).cast(pa.binary(width))
     flat = np.frombuffer(block.buffers()[1], dtype=np.uint8)
-    return flat[block.offset * width:(block.offset + len(block)) * width].reshape(-1, width)
+    return flat[block.offset * width : (block.offset + len(block)) * width].reshape(-1, width)
 
 
 def check_character_bytes(first17: np.ndarray) -> np.ndarray:
@@ -98,8 +98,7 @@ def clean_id_text(values: pd.Series) -> pd.Series:
 def _valid_birth(first17: pd.Series) -> pd.Series:
     """The YYYYMMDD inside each ID is a real calendar date (checked once per distinct date)."""
     codes, births = pd.factorize(first17.str.slice(6, 14))
-    parsed = pd.to_datetime(pd.Series(np.asarray(births, dtype=object), dtype="str"),
-                            format="%Y%m%d", errors="coerce")
+    parsed = pd.to_datetime(pd.Series(np.asarray(births, dtype=object), dtype="str"), format="%Y%m%d", errors="coerce")
     valid = (parsed.notna() & parsed.dt.year.between(EARLIEST_YEAR, LATEST_YEAR)).to_numpy()
     return pd.Series(valid[codes] if len(valid) else np.zeros(len(codes), dtype=bool), index=first17.index)
 
@@ -157,9 +156,42 @@ CREDIT_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28
 ORGANIZATION_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)  # GB 11714 organization code, characters 9..17
 # GB 32100 registration authority + organization type pairs (characters 1..2).
 CREDIT_PREFIXES = (
-    "11", "12", "13", "19", "21", "29", "31", "32", "33", "34", "35", "39", "41", "49", "51", "52",
-    "53", "59", "61", "62", "69", "71", "72", "79", "81", "89", "91", "92", "93", "A1", "A9", "N1",
-    "N2", "N3", "N9", "Y1",
+    "11",
+    "12",
+    "13",
+    "19",
+    "21",
+    "29",
+    "31",
+    "32",
+    "33",
+    "34",
+    "35",
+    "39",
+    "41",
+    "49",
+    "51",
+    "52",
+    "53",
+    "59",
+    "61",
+    "62",
+    "69",
+    "71",
+    "72",
+    "79",
+    "81",
+    "89",
+    "91",
+    "92",
+    "93",
+    "A1",
+    "A9",
+    "N1",
+    "N2",
+    "N3",
+    "N9",
+    "Y1",
 )
 
 

@@ -10,17 +10,17 @@ outputs from its inputs.
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import contextlib
+import datetime as dt
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import shutil
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 import pandas as pd
 import pyarrow as pa
@@ -33,7 +33,6 @@ from pipelines.layout import SNAPSHOT_FILE, RunLayout
 from pipelines.policy import load_policy
 
 log = logging.getLogger(__name__)
-
 
 
 def source_keys() -> list[str]:
@@ -58,8 +57,9 @@ def check_configuration(settings: Settings) -> dict:
         raise UsageError(f"no expectation suite for source(s): {', '.join(missing)} (add expectations/<source>.yaml)")
     unknown = sorted(set(settings.accepted_changes) - set(schemas))
     if unknown:
-        raise UsageError(f"--accept-change: unknown source(s) {', '.join(unknown)} "
-                         f"(known: {', '.join(sorted(schemas))})")
+        raise UsageError(
+            f"--accept-change: unknown source(s) {', '.join(unknown)} (known: {', '.join(sorted(schemas))})"
+        )
     return {"policy_id": policy.policy_id, "sources": sorted(schemas)}
 
 
@@ -81,26 +81,32 @@ class Attempt:
 
     def as_dict(self) -> dict:
         """Small and JSON-able, for XCom between the warehouse DAG's tasks."""
-        return {"settings": self.settings.as_dict(), "started_at": self.started_at.isoformat(),
-                "reuse_staged": self.reuse_staged}
+        return {
+            "settings": self.settings.as_dict(),
+            "started_at": self.started_at.isoformat(),
+            "reuse_staged": self.reuse_staged,
+        }
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, object]) -> Attempt:
-        return cls(settings_from_dict(doc["settings"]), dt.datetime.fromisoformat(str(doc["started_at"])),
-                   bool(doc.get("reuse_staged")))
+        return cls(
+            settings_from_dict(doc["settings"]),
+            dt.datetime.fromisoformat(str(doc["started_at"])),
+            bool(doc.get("reuse_staged")),
+        )
 
 
 # --- step 1: stage -----------------------------------------------------------------------------
 
-SNAPSHOT_SUMMARY = ("source", "delivery", "checksum", "rows_in", "rows_accepted", "rows_quarantined",
-                    "rows_duplicate")
+SNAPSHOT_SUMMARY = ("source", "delivery", "checksum", "rows_in", "rows_accepted", "rows_quarantined", "rows_duplicate")
 
 
 def _stage_into(source: str, settings: Settings, out_dir: Path) -> dict:
     from pipelines.staging.snapshot import stage_source
 
-    snapshot = stage_source(source, landing=settings.landing, exchange_url=settings.exchange_url,
-                            as_of=settings.as_of, out_dir=out_dir)
+    snapshot = stage_source(
+        source, landing=settings.landing, exchange_url=settings.exchange_url, as_of=settings.as_of, out_dir=out_dir
+    )
     return {k: snapshot[k] for k in SNAPSHOT_SUMMARY}
 
 
@@ -123,8 +129,9 @@ def stage(attempt: Attempt, source: str) -> dict:
     shared = layout.shared_staged(source)
     if attempt.reuse_staged and settings.landing is not None and (shared / SNAPSHOT_FILE).exists():
         snapshot = _read_json(shared / SNAPSHOT_FILE)
-        same = (snapshot["delivery"] == choose_delivery(settings.landing, source, settings.as_of).name
-                and snapshot.get("staging_version") == staging_version(source))
+        same = snapshot["delivery"] == choose_delivery(settings.landing, source, settings.as_of).name and snapshot.get(
+            "staging_version"
+        ) == staging_version(source)
         if same:
             _link_snapshot(shared, layout.staged(source))
             log.info("%s: delivery %s already staged for %s, reused", source, snapshot["delivery"], settings.as_of)
@@ -144,8 +151,9 @@ def _link_snapshot(shared: Path, target: Path) -> None:
         except OSError:
             shutil.copy2(shared / name, target / name)
         snapshot[key] = str(target / name)
-    (target / SNAPSHOT_FILE).write_text(json.dumps(snapshot, ensure_ascii=False, indent=2, sort_keys=True),
-                                          encoding="utf-8")
+    (target / SNAPSHOT_FILE).write_text(
+        json.dumps(snapshot, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8"
+    )
 
 
 def staged_snapshot(source: str, settings: Settings) -> dict:
@@ -153,6 +161,7 @@ def staged_snapshot(source: str, settings: Settings) -> dict:
 
 
 # --- step 2: validate --------------------------------------------------------------------------
+
 
 def previous_accepted_rows(settings: Settings, source: str) -> int | None:
     """Accepted rows of this source in the published run, for the row-count-change check."""
@@ -181,7 +190,9 @@ def validate(attempt: Attempt, source: str) -> dict:
     snapshot = staged_snapshot(source, settings)
     accepted = pd.read_parquet(snapshot["accepted_path"])
     result = validate_staged(
-        source, accepted, as_of=settings.as_of,
+        source,
+        accepted,
+        as_of=settings.as_of,
         previous_rows=previous_accepted_rows(settings, source),
         results_dir=settings.layout.validation_dir,
         accept_change_reason=settings.accepted_changes.get(source),
@@ -191,17 +202,20 @@ def validate(attempt: Attempt, source: str) -> dict:
     if result["accepted_change"]:
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps(result["accepted_change"], ensure_ascii=False), encoding="utf-8")
-    return {"source": source, "success": bool(result["success"]),
-            "docs_path": str(result.get("docs_path", "")),
-            "accepted_change": result["accepted_change"]}
+    return {
+        "source": source,
+        "success": bool(result["success"]),
+        "docs_path": str(result.get("docs_path", "")),
+        "accepted_change": result["accepted_change"],
+    }
 
 
 # --- step 3: addresses -------------------------------------------------------------------------
 
+
 def resolve_addresses(attempt: Attempt) -> dict:
     """Match every distinct address text of every source and place standard addresses in catchments."""
-    from pipelines.addresses import (AddressRegistry, build_address_match, place_in_catchments,
-                                     write_review_list)
+    from pipelines.addresses import AddressRegistry, build_address_match, place_in_catchments, write_review_list
 
     settings, layout = attempt.settings, attempt.layout
     policy = load_policy(settings.policy_path)
@@ -219,8 +233,11 @@ def resolve_addresses(attempt: Attempt) -> dict:
     review = write_review_list(address_match, layout.review_dir, known)
     counts = address_match["status"].value_counts().to_dict()
     log.info("addresses: %s texts, by status %s", len(address_match), counts)
-    return {"texts": int(len(address_match)), "by_status": {k: int(v) for k, v in counts.items()},
-            "review_lists": [str(p) for p in review]}
+    return {
+        "texts": int(len(address_match)),
+        "by_status": {k: int(v) for k, v in counts.items()},
+        "review_lists": [str(p) for p in review],
+    }
 
 
 # --- step 4: join and decide -------------------------------------------------------------------
@@ -258,12 +275,12 @@ def join_and_decide(attempt: Attempt) -> dict:
     policy = load_policy(settings.policy_path)
     run_id = run_id_for(settings)
     buckets = engine_buckets(staged_snapshot(registry.population_source(), settings)["rows_accepted"])
-    paths = run_engine(layout.staged_dir, layout.addresses_dir, policy, run_id, layout.tables_dir,
-                       buckets=buckets)
+    paths = run_engine(layout.staged_dir, layout.addresses_dir, policy, run_id, layout.tables_dir, buckets=buckets)
     return {"run_id": run_id, "tables": {name: str(path) for name, path in paths.items()}}
 
 
 # --- step 5: publish ---------------------------------------------------------------------------
+
 
 def _with_run_id(path: Path, run_id: str, out: Path) -> Path:
     table = pq.read_table(path)
@@ -293,10 +310,17 @@ def audit_tables(settings: Settings, run_id: str) -> dict[str, Path]:
 
 
 def run_record(settings: Settings, run_id: str, started_at: dt.datetime) -> dict:
-    accepted = [_read_json(path) for source in source_keys()
-                if (path := settings.layout.accepted_change(source)).exists()]
-    return {"run_id": run_id, "as_of": settings.as_of, "policy_id": load_policy(settings.policy_path).policy_id,
-            "started_at": started_at, "code_version": __version__, "accepted_changes": accepted}
+    accepted = [
+        _read_json(path) for source in source_keys() if (path := settings.layout.accepted_change(source)).exists()
+    ]
+    return {
+        "run_id": run_id,
+        "as_of": settings.as_of,
+        "policy_id": load_policy(settings.policy_path).policy_id,
+        "started_at": started_at,
+        "code_version": __version__,
+        "accepted_changes": accepted,
+    }
 
 
 def publish(attempt: Attempt, decided: dict) -> dict:
@@ -309,8 +333,11 @@ def publish(attempt: Attempt, decided: dict) -> dict:
     tables.update(audit_tables(settings, run_id))
     from pipelines.access import build_access_tables, hmac_key_from_config
 
-    tables.update(build_access_tables(tables, settings.reference / "schools.csv", hmac_key_from_config(),
-                                      settings.layout.access_tables_dir))
+    tables.update(
+        build_access_tables(
+            tables, settings.reference / "schools.csv", hmac_key_from_config(), settings.layout.access_tables_dir
+        )
+    )
     from pipelines.marts import build_mart_tables
 
     tables.update(build_mart_tables(tables, settings, run_id))
@@ -322,6 +349,7 @@ def publish(attempt: Attempt, decided: dict) -> dict:
 
 # --- after publish: the education bureau's report (the warehouse DAG's last task) -------------
 
+
 def write_report(attempt: Attempt) -> dict:
     """The report from what was just published, under ``layout.reports_dir``."""
     from pipelines.report import write_run_report
@@ -330,6 +358,7 @@ def write_report(attempt: Attempt) -> dict:
 
 
 # --- the steps, declared once --------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Step:
@@ -362,8 +391,9 @@ REPORT = Step("report", write_report, "write the report")
 WAREHOUSE_DAG_STEPS: tuple[Step, ...] = (*STEPS, REPORT)
 
 
-def do_step(step: Step, attempt: Attempt, done: Mapping[str, dict],
-            progress: Callable[[str], None] = lambda message: None) -> dict:
+def do_step(
+    step: Step, attempt: Attempt, done: Mapping[str, dict], progress: Callable[[str], None] = lambda message: None
+) -> dict:
     """Do one declared step: for every source in order when it is per source ({source: result})."""
     if step.per_source:
         results = {}
@@ -428,15 +458,25 @@ def work_folder_lock(settings: Settings, started_at: dt.datetime) -> Iterator[di
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _lock_holder(handle)
-            raise UsageError(f"another zerocert run is using the work folder {settings.work_dir} "
-                             f"(pid {holder.get('pid', '?')}, as-of {holder.get('as_of', '?')}, started "
-                             f"{holder.get('started_at', '?')}); wait for it to finish or give another "
-                             "--work-dir") from None
+            raise UsageError(
+                f"another zerocert run is using the work folder {settings.work_dir} "
+                f"(pid {holder.get('pid', '?')}, as-of {holder.get('as_of', '?')}, started "
+                f"{holder.get('started_at', '?')}); wait for it to finish or give another "
+                "--work-dir"
+            ) from None
         unfinished = _lock_holder(handle) or None
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "as_of": settings.as_of.isoformat(),
-                                 "started_at": started_at.isoformat(), "attempt": settings.attempt}))
+        handle.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "as_of": settings.as_of.isoformat(),
+                    "started_at": started_at.isoformat(),
+                    "attempt": settings.attempt,
+                }
+            )
+        )
         handle.flush()
         yield unfinished
         handle.seek(0)
@@ -459,17 +499,24 @@ def mark_abandoned(settings: Settings, unfinished: dict) -> None:
 
     started = dt.datetime.fromisoformat(unfinished["started_at"])
     if mark_run_abandoned(settings.warehouse_url, started):
-        log.warning("the run started %s (as-of %s) ended before it finished; marked abandoned",
-                    unfinished["started_at"], unfinished.get("as_of"))
+        log.warning(
+            "the run started %s (as-of %s) ended before it finished; marked abandoned",
+            unfinished["started_at"],
+            unfinished.get("as_of"),
+        )
 
 
-def run_pipeline(settings: Settings, *, now: Callable[[], dt.datetime] | None = None,
-                 progress: Callable[[str], None] = lambda message: None) -> dict:
+def run_pipeline(
+    settings: Settings,
+    *,
+    now: Callable[[], dt.datetime] | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> dict:
     """Stage, validate, resolve, join, decide and publish; on failure the old run stays.
 
     The run holds the work folder's lock and works in its own attempt folder.
     """
-    clock = now or (lambda: dt.datetime.now(dt.timezone.utc))
+    clock = now or (lambda: dt.datetime.now(dt.UTC))
     started_at = clock()
     if not settings.attempt:
         settings = settings.with_attempt(f"{CLI_ATTEMPT}{started_at:%Y%m%dT%H%M%S%f}-{os.getpid()}")

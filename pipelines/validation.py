@@ -34,22 +34,25 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import yaml
 
 from pipelines.data import data_path
 from pipelines.errors import UsageError, ValidationFailed
 from pipelines.registry import source_keys
 from pipelines.resident_id import (
-    CREDIT_CODE_PATTERN, RESIDENT_ID_PATTERN, check_character_bytes, id_bytes, mask_id, mask_name,
+    CREDIT_CODE_PATTERN,
+    RESIDENT_ID_PATTERN,
+    check_character_bytes,
+    id_bytes,
+    mask_id,
+    mask_name,
 )
 from pipelines.staging.schema import SCHEMA_DIR as DEFAULT_SCHEMAS_DIR
 from pipelines.staging.schema import load_schema
 
 DEFAULT_EXPECTATIONS_DIR = data_path("expectations")
 
-ROW_KINDS = ("not_null", "resident_id", "credit_code", "unique", "in_set", "date_range",
-             "pattern", "between")
+ROW_KINDS = ("not_null", "resident_id", "credit_code", "unique", "in_set", "date_range", "pattern", "between")
 SEVERITIES = ("error", "warn")
 AS_OF = "as_of"
 RECORD_COLUMN = "record_ref"  # one value per delivered record (file:line or table key)
@@ -138,8 +141,7 @@ def _load_suite_file(path: Path) -> SuiteSpec:
         raise UsageError(f"{path}: unknown key {sorted(unknown)[0]!r}")
     source = doc.get("source")
     if source not in source_keys():
-        raise UsageError(f"{path}: key 'source' must be one of {', '.join(source_keys())}, "
-                         f"got {source!r}")
+        raise UsageError(f"{path}: key 'source' must be one of {', '.join(source_keys())}, got {source!r}")
     if path.stem != source:
         raise UsageError(f"{path}: key 'source' is {source!r} but the file is named {path.name}")
     personal = doc.get("personal_columns", [])
@@ -149,29 +151,30 @@ def _load_suite_file(path: Path) -> SuiteSpec:
     if not isinstance(raw_checks, list):
         raise UsageError(f"{path}: key 'row_checks' must be a list")
     checks = tuple(_row_check(path, i, item) for i, item in enumerate(raw_checks))
-    return SuiteSpec(source=source, path=path, row_checks=checks,
-                     table=_table_checks(path, doc.get("table_checks", {})),
-                     personal_columns=frozenset(personal))
+    return SuiteSpec(
+        source=source,
+        path=path,
+        row_checks=checks,
+        table=_table_checks(path, doc.get("table_checks", {})),
+        personal_columns=frozenset(personal),
+    )
 
 
 def _row_check(path: Path, index: int, item: Any) -> RowCheck:
     where = f"{path}: row_checks[{index}]"
     if not isinstance(item, dict):
         raise UsageError(f"{where} must be a mapping")
-    allowed = {"check", "column", "columns", "mostly", "severity", "values", "regex", "min", "max",
-               "when"}
+    allowed = {"check", "column", "columns", "mostly", "severity", "values", "regex", "min", "max", "when"}
     unknown = set(item) - allowed
     if unknown:
         raise UsageError(f"{where}: unknown key {sorted(unknown)[0]!r}")
     kind = item.get("check")
     if kind not in ROW_KINDS:
-        raise UsageError(f"{where}: key 'check' must be one of {', '.join(ROW_KINDS)}, "
-                         f"got {kind!r}")
+        raise UsageError(f"{where}: key 'check' must be one of {', '.join(ROW_KINDS)}, got {kind!r}")
     if ("column" in item) == ("columns" in item):
         raise UsageError(f"{where}: give exactly one of keys 'column' or 'columns'")
     columns = [item["column"]] if "column" in item else item["columns"]
-    if (not isinstance(columns, list) or not columns
-            or not all(isinstance(c, str) and c for c in columns)):
+    if not isinstance(columns, list) or not columns or not all(isinstance(c, str) and c for c in columns):
         raise UsageError(f"{where}: key 'columns' must name one or more columns")
     if len(columns) > 1 and kind != "unique" and kind != "not_null":
         raise UsageError(f"{where}: key 'columns' takes several columns only for unique/not_null")
@@ -185,8 +188,7 @@ def _row_check(path: Path, index: int, item: Any) -> RowCheck:
     if values is not None and (not isinstance(values, list) or not values):
         raise UsageError(f"{where}: key 'values' must be a non-empty list")
     if kind == "in_set" and values is None:
-        raise UsageError(f"{where}: key 'values' is required for in_set (used when the schema "
-                         "file names no code list)")
+        raise UsageError(f"{where}: key 'values' is required for in_set (used when the schema file names no code list)")
     regex = item.get("regex")
     if kind == "pattern":
         if not isinstance(regex, str):
@@ -200,19 +202,24 @@ def _row_check(path: Path, index: int, item: Any) -> RowCheck:
         minimum, maximum = (_date_bound(where, "min", minimum), _date_bound(where, "max", maximum))
     if kind == "between":
         for key, bound in (("min", minimum), ("max", maximum)):
-            if bound is not None and (isinstance(bound, bool)
-                                      or not isinstance(bound, (int, float))):
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
                 raise UsageError(f"{where}: key {key!r} must be a number, got {bound!r}")
     if kind in ("date_range", "between") and minimum is None and maximum is None:
         raise UsageError(f"{where}: {kind} needs key 'min' or 'max'")
     when = item.get("when", {})
     if not isinstance(when, dict) or not all(isinstance(k, str) for k in when):
         raise UsageError(f"{where}: key 'when' must map column names to values")
-    return RowCheck(kind=kind, columns=tuple(columns), mostly=float(mostly), severity=severity,
-                    values=tuple(str(v) for v in values) if values is not None else None,
-                    regex=regex,
-                    minimum=minimum, maximum=maximum,
-                    when=tuple((k, str(v)) for k, v in when.items()))
+    return RowCheck(
+        kind=kind,
+        columns=tuple(columns),
+        mostly=float(mostly),
+        severity=severity,
+        values=tuple(str(v) for v in values) if values is not None else None,
+        regex=regex,
+        minimum=minimum,
+        maximum=maximum,
+        when=tuple((k, str(v)) for k, v in when.items()),
+    )
 
 
 def _date_bound(where: str, key: str, bound: Any) -> dt.date | str | None:
@@ -238,15 +245,11 @@ def _table_checks(path: Path, doc: Any) -> TableChecks:
         raise UsageError(f"{path}: table_checks: unknown key {sorted(unknown)[0]!r}")
     min_rows = doc.get("min_rows", 1)
     if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 0:
-        raise UsageError(f"{path}: table_checks.min_rows must be a whole number ≥ 0, "
-                         f"got {min_rows!r}")
+        raise UsageError(f"{path}: table_checks.min_rows must be a whole number ≥ 0, got {min_rows!r}")
     change = doc.get("max_change_fraction")
-    if change is not None and (isinstance(change, bool) or not isinstance(change, (int, float))
-                               or change <= 0):
-        raise UsageError(f"{path}: table_checks.max_change_fraction must be a number > 0, "
-                         f"got {change!r}")
-    return TableChecks(min_rows=min_rows,
-                       max_change_fraction=float(change) if change is not None else None)
+    if change is not None and (isinstance(change, bool) or not isinstance(change, (int, float)) or change <= 0):
+        raise UsageError(f"{path}: table_checks.max_change_fraction must be a number > 0, got {change!r}")
+    return TableChecks(min_rows=min_rows, max_change_fraction=float(change) if change is not None else None)
 
 
 def schema_code_lists(source: str, schemas_dir: Path = DEFAULT_SCHEMAS_DIR) -> dict[str, list]:
@@ -256,8 +259,7 @@ def schema_code_lists(source: str, schemas_dir: Path = DEFAULT_SCHEMAS_DIR) -> d
     """
     if not (Path(schemas_dir) / f"{source}.yaml").is_file():
         return {}
-    return {column.key: list(column.codes) for column in load_schema(source, Path(schemas_dir)).columns
-            if column.codes}
+    return {column.key: list(column.codes) for column in load_schema(source, Path(schemas_dir)).columns if column.codes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,8 +340,7 @@ def _source_columns(check: RowCheck) -> list[str]:
 
 def missing_columns(spec: SuiteSpec, accepted: pd.DataFrame) -> list[str]:
     """Staged columns the suite names but the frame lacks (a staging contract breach)."""
-    return sorted({c for chk in spec.row_checks for c in _source_columns(chk)}
-                  - set(accepted.columns))
+    return sorted({c for chk in spec.row_checks for c in _source_columns(chk)} - set(accepted.columns))
 
 
 def build_validation_frame(spec: SuiteSpec, accepted: pd.DataFrame) -> pd.DataFrame:
@@ -371,18 +372,18 @@ def build_validation_frame(spec: SuiteSpec, accepted: pd.DataFrame) -> pd.DataFr
                     narrow[name] = _as_gx_friendly(accepted[name])
     # Code columns checked only against lists become categorical: GX filters each column once
     # per metric, and taking from a few integer codes is far cheaper than from strings.
-    code_only = ({c for chk in spec.row_checks if chk.kind == "in_set" and not chk.when
-                  for c in chk.columns}
-                 - {c for chk in spec.row_checks if chk.kind not in ("in_set", "not_null")
-                    for c in chk.columns})
+    code_only = {c for chk in spec.row_checks if chk.kind == "in_set" and not chk.when for c in chk.columns} - {
+        c for chk in spec.row_checks if chk.kind not in ("in_set", "not_null") for c in chk.columns
+    }
     for name in code_only & set(narrow):
         if pd.api.types.is_string_dtype(narrow[name].dtype):
             narrow[name] = narrow[name].astype("category")
     if RECORD_COLUMN in accepted.columns:  # counted, never shown: record numbers suffice
         narrow[RECORD_COLUMN] = pd.Series(pd.factorize(accepted[RECORD_COLUMN])[0])
     # Positions, not labels: a concatenated staged frame may repeat index labels.
-    return pd.DataFrame({name: values.reset_index(drop=True) for name, values in narrow.items()},
-                        index=pd.RangeIndex(len(accepted)))
+    return pd.DataFrame(
+        {name: values.reset_index(drop=True) for name, values in narrow.items()}, index=pd.RangeIndex(len(accepted))
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,20 +401,24 @@ def _gx():
     return gx
 
 
-def _row_expectation(gx, spec: SuiteSpec, check: RowCheck, as_of: dt.date,
-                     codes: dict[str, list]):
+def _row_expectation(gx, spec: SuiteSpec, check: RowCheck, as_of: dt.date, codes: dict[str, list]):
     E = gx.expectations
     column = _gx_columns(check)[0]
     common = {"mostly": check.mostly, "meta": {"check": check.label, "severity": check.severity}}
     if check.kind == "not_null":
-        return [E.ExpectColumnValuesToNotBeNull(
-            column=c, mostly=check.mostly,
-            meta={"check": f"not_null({c})", "severity": check.severity}) for c in check.columns]
+        return [
+            E.ExpectColumnValuesToNotBeNull(
+                column=c, mostly=check.mostly, meta={"check": f"not_null({c})", "severity": check.severity}
+            )
+            for c in check.columns
+        ]
     if check.kind in ("resident_id", "credit_code"):
-        note = ("GB 11643 check character verified (vectorized) on " if check.kind == "resident_id"
-                else "GB 32100 shape (18 characters of its alphabet) on ") + check.columns[0]
-        return [E.ExpectColumnValuesToBeInSet(column=column, value_set=[True], notes=note,
-                                              **common)]
+        note = (
+            "GB 11643 check character verified (vectorized) on "
+            if check.kind == "resident_id"
+            else "GB 32100 shape (18 characters of its alphabet) on "
+        ) + check.columns[0]
+        return [E.ExpectColumnValuesToBeInSet(column=column, value_set=[True], notes=note, **common)]
     if check.kind == "unique":
         if len(check.columns) == 1:
             return [E.ExpectColumnValuesToBeUnique(column=column, **common)]
@@ -424,12 +429,9 @@ def _row_expectation(gx, spec: SuiteSpec, check: RowCheck, as_of: dt.date,
     if check.kind == "pattern":
         return [E.ExpectColumnValuesToMatchRegex(column=column, regex=check.regex, **common)]
     if check.kind == "date_range":
-        bounds = [None if b is None else _midnight(as_of if b == AS_OF else b)
-                  for b in (check.minimum, check.maximum)]
-        return [E.ExpectColumnValuesToBeBetween(column=column, min_value=bounds[0],
-                                                max_value=bounds[1], **common)]
-    return [E.ExpectColumnValuesToBeBetween(column=column, min_value=check.minimum,
-                                            max_value=check.maximum, **common)]
+        bounds = [None if b is None else _midnight(as_of if b == AS_OF else b) for b in (check.minimum, check.maximum)]
+        return [E.ExpectColumnValuesToBeBetween(column=column, min_value=bounds[0], max_value=bounds[1], **common)]
+    return [E.ExpectColumnValuesToBeBetween(column=column, min_value=check.minimum, max_value=check.maximum, **common)]
 
 
 def _midnight(day: dt.date) -> dt.datetime:
@@ -446,26 +448,40 @@ def row_count_bounds(table: TableChecks, previous_rows: int | None) -> tuple[int
     return low, high
 
 
-def _build_suite(gx, spec: SuiteSpec, accepted: pd.DataFrame, as_of: dt.date,
-                 previous_rows: int | None, codes: dict[str, list]):
+def _build_suite(
+    gx, spec: SuiteSpec, accepted: pd.DataFrame, as_of: dt.date, previous_rows: int | None, codes: dict[str, list]
+):
     E = gx.expectations
     suite = gx.ExpectationSuite(name=spec.source)
-    suite.add_expectation(E.ExpectTableRowCountToBeBetween(
-        min_value=spec.table.min_rows, max_value=None,
-        meta={"check": "row_count", "severity": "table"}))
+    suite.add_expectation(
+        E.ExpectTableRowCountToBeBetween(
+            min_value=spec.table.min_rows, max_value=None, meta={"check": "row_count", "severity": "table"}
+        )
+    )
     low, high = row_count_bounds(spec.table, previous_rows)
     if high is not None:
         # Delivered records, not staged rows (a contract is staged once per buyer): like is
         # compared with like, the previous snapshot's rows_accepted.
-        suite.add_expectation(E.ExpectColumnUniqueValueCountToBeBetween(
-            column=RECORD_COLUMN, min_value=low, max_value=high,
-            meta={"check": "row_count_change", "severity": "table", "previous_rows": previous_rows,
-                  "max_change_fraction": spec.table.max_change_fraction}))
-    suite.add_expectation(E.ExpectTableColumnsToMatchSet(
-        column_set=sorted({c for chk in spec.row_checks for c in _gx_columns(chk)}),
-        exact_match=False,
-        meta={"check": "columns_present", "severity": "table",
-              "missing_columns": missing_columns(spec, accepted)}))
+        suite.add_expectation(
+            E.ExpectColumnUniqueValueCountToBeBetween(
+                column=RECORD_COLUMN,
+                min_value=low,
+                max_value=high,
+                meta={
+                    "check": "row_count_change",
+                    "severity": "table",
+                    "previous_rows": previous_rows,
+                    "max_change_fraction": spec.table.max_change_fraction,
+                },
+            )
+        )
+    suite.add_expectation(
+        E.ExpectTableColumnsToMatchSet(
+            column_set=sorted({c for chk in spec.row_checks for c in _gx_columns(chk)}),
+            exact_match=False,
+            meta={"check": "columns_present", "severity": "table", "missing_columns": missing_columns(spec, accepted)},
+        )
+    )
     for check in spec.row_checks:
         if not set(_source_columns(check)) <= set(accepted.columns):
             continue
@@ -478,11 +494,17 @@ def _build_suite(gx, spec: SuiteSpec, accepted: pd.DataFrame, as_of: dt.date,
 # Running
 
 
-def validate_staged(source: str, accepted: pd.DataFrame, *, as_of: dt.date,
-                    previous_rows: int | None, results_dir: Path,
-                    suites: dict[str, SuiteSpec] | None = None,
-                    schemas_dir: Path = DEFAULT_SCHEMAS_DIR,
-                    accept_change_reason: str | None = None) -> dict:
+def validate_staged(
+    source: str,
+    accepted: pd.DataFrame,
+    *,
+    as_of: dt.date,
+    previous_rows: int | None,
+    results_dir: Path,
+    suites: dict[str, SuiteSpec] | None = None,
+    schemas_dir: Path = DEFAULT_SCHEMAS_DIR,
+    accept_change_reason: str | None = None,
+) -> dict:
     """Run the source's suite on its accepted rows; keep the result JSON and the Data Docs.
 
     Raises ValidationFailed (exit 3, nothing published) when a table check fails or an
@@ -502,27 +524,35 @@ def validate_staged(source: str, accepted: pd.DataFrame, *, as_of: dt.date,
     context = _ephemeral_context(gx, results_dir)
     frame = build_validation_frame(spec, accepted)
     suite = context.suites.add(_build_suite(gx, spec, accepted, as_of, previous_rows, codes))
-    batch = (context.data_sources.add_pandas("staged").add_dataframe_asset(source)
-             .add_batch_definition_whole_dataframe("accepted"))
+    batch = (
+        context.data_sources.add_pandas("staged")
+        .add_dataframe_asset(source)
+        .add_batch_definition_whole_dataframe("accepted")
+    )
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{source}-accepted", data=batch, suite=suite))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=f"{source}-staged", validation_definitions=[definition], actions=[],
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10}))
+        gx.ValidationDefinition(name=f"{source}-accepted", data=batch, suite=suite)
+    )
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{source}-staged",
+            validation_definitions=[definition],
+            actions=[],
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10},
+        )
+    )
     from great_expectations.core.run_identifier import RunIdentifier
 
     run_id = RunIdentifier(run_name=f"{source}-as-of-{as_of.isoformat()}")
     with _no_batch_fingerprint():
         outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
-    (key, result), = outcome.run_results.items()
+    ((key, result),) = outcome.run_results.items()
     _mask_personal_values(result, spec.personal_columns)
     context.stores[KEPT_RESULTS_STORE].set(key, result)
 
     result_json = result.to_json_dict()
     results_path = results_dir / source / "validation.json"
     results_path.parent.mkdir(parents=True, exist_ok=True)
-    results_path.write_text(json.dumps(result_json, ensure_ascii=False, indent=1, default=str),
-                            encoding="utf-8")
+    results_path.write_text(json.dumps(result_json, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
     context.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=[key])
     docs_path = results_dir / "data_docs" / "index.html"
 
@@ -533,8 +563,9 @@ def validate_staged(source: str, accepted: pd.DataFrame, *, as_of: dt.date,
         if change is not None:
             failures.remove(change)
             accepted_change = {"source": source, "reason": accept_change_reason, **change["figures"]}
-            log.warning("%s: size change accepted by an engineer (%s): %s", source,
-                        accept_change_reason, change["numbers"])
+            log.warning(
+                "%s: size change accepted by an engineer (%s): %s", source, accept_change_reason, change["numbers"]
+            )
     report = {
         "source": source,
         "success": bool(result.success),
@@ -544,20 +575,22 @@ def validate_staged(source: str, accepted: pd.DataFrame, *, as_of: dt.date,
         "rows": int(len(accepted)),
         "accepted_change": accepted_change,
     }
-    fatal = sorted((f for f in failures if f["severity"] != "warn"),
-                   key=lambda f: f["level"] != "table")
+    fatal = sorted((f for f in failures if f["severity"] != "warn"), key=lambda f: f["level"] != "table")
     if fatal:
         first = fatal[0]
         more = f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""
-        hint = (f"; if the change is real: --accept-change {source} --reason TEXT"
-                if first["check"] == "row_count_change" else "")
-        error = ValidationFailed(f"{source}: {first['level']} check {first['check']} failed: "
-                                 f"{first['numbers']}{more}; see {docs_path}{hint}")
+        hint = (
+            f"; if the change is real: --accept-change {source} --reason TEXT"
+            if first["check"] == "row_count_change"
+            else ""
+        )
+        error = ValidationFailed(
+            f"{source}: {first['level']} check {first['check']} failed: {first['numbers']}{more}; see {docs_path}{hint}"
+        )
         error.report = report
         raise error
     for warning in failures:
-        log.warning("%s: row check %s below threshold: %s", source, warning["check"],
-                    warning["numbers"])
+        log.warning("%s: row check %s below threshold: %s", source, warning["check"], warning["numbers"])
     return report
 
 
@@ -593,22 +626,27 @@ def _ephemeral_context(gx, results_dir: Path):
     )
 
     defaults = InMemoryStoreBackendDefaults(init_temp_docs_sites=False)
-    config = DataContextConfig(store_backend_defaults=defaults,
-                               progress_bars=ProgressBarsConfig(globally=False))
+    config = DataContextConfig(store_backend_defaults=defaults, progress_bars=ProgressBarsConfig(globally=False))
     config.stores[KEPT_RESULTS_STORE] = {
         "class_name": "ValidationResultsStore",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                          "base_directory": str((results_dir / "gx" / "validations").resolve())},
+        "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str((results_dir / "gx" / "validations").resolve()),
+        },
     }
     config.data_docs_sites = {
         DOCS_SITE: {
             "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                              "base_directory": str((results_dir / "data_docs").resolve())},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
-                                   "show_how_to_buttons": False},
-            "site_section_builders": {"expectations": "None", "profiling": "None",
-                                      "validations": {"source_store_name": KEPT_RESULTS_STORE}},
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str((results_dir / "data_docs").resolve()),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "show_how_to_buttons": False},
+            "site_section_builders": {
+                "expectations": "None",
+                "profiling": "None",
+                "validations": {"source_store_name": KEPT_RESULTS_STORE},
+            },
         }
     }
     return gx.get_context(mode="ephemeral", project_config=config)
@@ -623,8 +661,13 @@ def _mask_personal_values(result, personal_columns: frozenset[str]) -> None:
         kwargs = item.expectation_config.kwargs
         columns = {c for c in [*(kwargs.get("column_list") or []), kwargs.get("column")] if isinstance(c, str)}
         columns |= {c.split("__")[0] for c in columns}
-        whole = (mask_id if columns & personal_columns
-                 else mask_name if any(PERSON_NAME_COLUMN.search(c) for c in columns) else None)
+        whole = (
+            mask_id
+            if columns & personal_columns
+            else mask_name
+            if any(PERSON_NAME_COLUMN.search(c) for c in columns)
+            else None
+        )
         details = item.result if item.result is not None else {}
         for key in ("unexpected_list", "unexpected_index_list"):
             details.pop(key, None)
@@ -633,7 +676,8 @@ def _mask_personal_values(result, personal_columns: frozenset[str]) -> None:
         if "partial_unexpected_counts" in details:
             details["partial_unexpected_counts"] = [
                 {**entry, "value": _mask_value(entry.get("value"), whole)}
-                for entry in details["partial_unexpected_counts"]]
+                for entry in details["partial_unexpected_counts"]
+            ]
         if "observed_value" in details:
             details["observed_value"] = _mask_value(details["observed_value"], whole)
         masked = _mask_value(details, None)
@@ -655,7 +699,7 @@ def _mask_value(value: Any, whole=None) -> Any:
     if isinstance(value, str):
         return whole(value) if whole is not None else _mask_id_runs(value)
     if isinstance(value, (int, np.integer)):
-        return mask_id(value) if abs(int(value)) >= 10 ** 14 else value
+        return mask_id(value) if abs(int(value)) >= 10**14 else value
     if isinstance(value, (float, np.floating)):
         return _mask_id_runs(repr(float(value))) if math.isfinite(value) and abs(value) >= 1e14 else value
     return _mask_id_runs(str(value))  # dates, decimals, anything else GX may carry
@@ -689,30 +733,37 @@ def _describe(item) -> dict:
     if meta.get("severity") == "table":
         figures = None
         if check == "row_count":
-            numbers = (f"{details.get('observed_value')} rows, at least "
-                       f"{config.kwargs.get('min_value')} expected")
+            numbers = f"{details.get('observed_value')} rows, at least {config.kwargs.get('min_value')} expected"
         elif check == "row_count_change":
             kwargs = config.kwargs
-            figures = {"rows": details.get("observed_value"), "previous_rows": meta.get("previous_rows"),
-                       "allowed": [kwargs.get("min_value"), kwargs.get("max_value")],
-                       "max_change_fraction": meta.get("max_change_fraction")}
-            numbers = (f"{figures['rows']} rows accepted (delivered records), allowed "
-                       f"{kwargs.get('min_value')}..{kwargs.get('max_value')} (previous snapshot "
-                       f"{figures['previous_rows']} rows, max change {figures['max_change_fraction']:g})")
+            figures = {
+                "rows": details.get("observed_value"),
+                "previous_rows": meta.get("previous_rows"),
+                "allowed": [kwargs.get("min_value"), kwargs.get("max_value")],
+                "max_change_fraction": meta.get("max_change_fraction"),
+            }
+            numbers = (
+                f"{figures['rows']} rows accepted (delivered records), allowed "
+                f"{kwargs.get('min_value')}..{kwargs.get('max_value')} (previous snapshot "
+                f"{figures['previous_rows']} rows, max change {figures['max_change_fraction']:g})"
+            )
         elif check == "columns_present":
             numbers = f"staged frame lacks columns {meta.get('missing_columns')}"
         else:
             numbers = str(details.get("observed_value"))
-        return {"check": check, "level": "table", "severity": "table", "numbers": numbers,
-                "figures": figures}
+        return {"check": check, "level": "table", "severity": "table", "numbers": numbers, "figures": figures}
     raised = _raised_exception(item.exception_info)
     if raised is not None:
-        return {"check": check, "level": "row", "severity": meta.get("severity", "error"),
-                "numbers": f"could not be evaluated ({raised})"}
+        return {
+            "check": check,
+            "level": "row",
+            "severity": meta.get("severity", "error"),
+            "numbers": f"could not be evaluated ({raised})",
+        }
     unexpected = details.get("unexpected_count", 0)
     counted = details.get("element_count", 0) - details.get("missing_count", 0)
     mostly = config.kwargs.get("mostly", 1.0)
-    numbers = (f"{unexpected} of {counted} rows unexpected "
-               f"({details.get('unexpected_percent', 0):.3g}%), mostly {mostly:g}")
-    return {"check": check, "level": "row", "severity": meta.get("severity", "error"),
-            "numbers": numbers}
+    numbers = (
+        f"{unexpected} of {counted} rows unexpected ({details.get('unexpected_percent', 0):.3g}%), mostly {mostly:g}"
+    )
+    return {"check": check, "level": "row", "severity": meta.get("severity", "error"), "numbers": numbers}

@@ -31,15 +31,24 @@ SCHEMA = "zerocert"  # PostgreSQL schema readers query (SQLite: the main databas
 DIALECTS = ("postgresql", "sqlite")
 
 _SQL_TYPES = {
-    "postgresql": {"text": "text", "date": "date", "bool": "boolean", "int": "bigint",
-                   "double": "double precision", "json": "jsonb"},
-    "sqlite": {"text": "TEXT", "date": "DATE", "bool": "BOOLEAN", "int": "INTEGER",
-               "double": "REAL", "json": "TEXT"},
+    "postgresql": {
+        "text": "text",
+        "date": "date",
+        "bool": "boolean",
+        "int": "bigint",
+        "double": "double precision",
+        "json": "jsonb",
+    },
+    "sqlite": {"text": "TEXT", "date": "DATE", "bool": "BOOLEAN", "int": "INTEGER", "double": "REAL", "json": "TEXT"},
 }
-_ARROW_TYPES = {"text": pa.string(), "json": pa.string(), "date": pa.date32(), "bool": pa.bool_(),
-                "int": pa.int64(), "double": pa.float64()}
-
-
+_ARROW_TYPES = {
+    "text": pa.string(),
+    "json": pa.string(),
+    "date": pa.date32(),
+    "bool": pa.bool_(),
+    "int": pa.int64(),
+    "double": pa.float64(),
+}
 
 
 @dataclass(frozen=True)
@@ -76,64 +85,135 @@ def _table(name: str, spec: str, *, pk: tuple[str, ...] = (), indexes=(), checks
     return Table(name, tuple(columns), pk, tuple(indexes), tuple(checks))
 
 
-TABLES: dict[str, Table] = {t.name: t for t in [
-    _table("citizen", """citizen_id:text name:text sex:text birth_date:date household_no:text
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in [
+        _table(
+            "citizen",
+            """citizen_id:text name:text sex:text birth_date:date household_no:text
         hukou_status:text hukou_region_code:text hukou_address:text hukou_address_code:text
         hukou_address_status:text settled_date:date urban_hukou:bool sources:json name_conflict:bool""",
-           pk=("citizen_id",)),
-    _table("guardianship", "child_id:text! guardian_id:text! relation:text basis:text!",
-           indexes=[("child_id",), ("guardian_id",)]),
-    _table("property_holding", """citizen_id:text! kind:text! record_key:text! use:text status:text
+            pk=("citizen_id",),
+        ),
+        _table(
+            "guardianship",
+            "child_id:text! guardian_id:text! relation:text basis:text!",
+            indexes=[("child_id",), ("guardian_id",)],
+        ),
+        _table(
+            "property_holding",
+            """citizen_id:text! kind:text! record_key:text! use:text status:text
         record_date:date share:double address:text address_code:text address_status:text
-        qualifying:bool record_ref:text""", indexes=[("citizen_id",)]),
-    _table("rental_holding", """citizen_id:text! record_no:text! address:text address_code:text
+        qualifying:bool record_ref:text""",
+            indexes=[("citizen_id",)],
+        ),
+        _table(
+            "rental_holding",
+            """citizen_id:text! record_no:text! address:text address_code:text
         address_status:text start_date:date end_date:date registered_date:date status:text
         qualifying:bool record_ref:text""",
-           indexes=[("citizen_id",)]),
-    _table("employment", """citizen_id:text! kind:text! record_key:text org_code:text since:date
+            indexes=[("citizen_id",)],
+        ),
+        _table(
+            "employment",
+            """citizen_id:text! kind:text! record_key:text org_code:text since:date
         local_months:int status:text scheme:text qualifying:bool record_ref:text""",
-           indexes=[("citizen_id",)]),
-    _table("eligibility", """child_id:text level:text school_code:text category:text!
+            indexes=[("citizen_id",)],
+        ),
+        _table(
+            "eligibility",
+            """child_id:text level:text school_code:text category:text!
         priority_date:date basis_guardian_id:text evidence:json policy_id:text!""",
-           pk=("child_id", "level", "school_code"), indexes=[("school_code", "category")]),
-    _table("ineligibility", "child_id:text! level:text! reasons:json! policy_id:text!",
-           indexes=[("child_id",)]),
-    _table("guardian_eligibility", """guardian_id:text! level:text! school_code:text! basis:text!
-        priority_date:date evidence:json policy_id:text""", indexes=[("guardian_id",)]),
-    _table("prefill", "guardian_id:text document:json! policy_id:text", pk=("guardian_id",)),
-    _table("source_snapshot", """source:text! delivery:date checksum:text rows_in:int!
+            pk=("child_id", "level", "school_code"),
+            indexes=[("school_code", "category")],
+        ),
+        _table("ineligibility", "child_id:text! level:text! reasons:json! policy_id:text!", indexes=[("child_id",)]),
+        _table(
+            "guardian_eligibility",
+            """guardian_id:text! level:text! school_code:text! basis:text!
+        priority_date:date evidence:json policy_id:text""",
+            indexes=[("guardian_id",)],
+        ),
+        _table("prefill", "guardian_id:text document:json! policy_id:text", pk=("guardian_id",)),
+        _table(
+            "source_snapshot",
+            """source:text! delivery:date checksum:text rows_in:int!
         rows_accepted:int! rows_quarantined:int! rows_duplicate:int!""",
-           checks=["rows_in = rows_accepted + rows_quarantined + rows_duplicate"]),
-    _table("quarantine", "source:text! record_ref:text! reason_code:text! detail:free raw:free",
-           indexes=[("source", "reason_code")]),
-    _table("address_match", """source:text! address:text! address_code:text status:text!
-        candidates:json score:double""", indexes=[("address_code",)]),
-    # Access tables (pipelines/access.py): district scope for row-level security, analysts' views.
-    _table("school", """school_code:text! level:text! school_name:text district_code:text!
-        capacity:int""", pk=("school_code",), indexes=[("district_code",)]),
-    _table("district_scope", "citizen_id:text! district_code:text!",
-           pk=("citizen_id", "district_code")),
-    _table("analyst_citizen", """citizen_key:text! sex:text birth_year:int hukou_status:text
-        hukou_region_code:text urban_hukou:bool""", pk=("citizen_key",)),
-    _table("analyst_eligibility", """child_key:text! level:text! school_code:text! category:text!
-        priority_period:text""", pk=("child_key", "level", "school_code")),
-    _table("demand_by_school", "school_code:text! level:text! category:text! children:int!",
-           pk=("school_code", "level", "category")),
-]}
+            checks=["rows_in = rows_accepted + rows_quarantined + rows_duplicate"],
+        ),
+        _table(
+            "quarantine",
+            "source:text! record_ref:text! reason_code:text! detail:free raw:free",
+            indexes=[("source", "reason_code")],
+        ),
+        _table(
+            "address_match",
+            """source:text! address:text! address_code:text status:text!
+        candidates:json score:double""",
+            indexes=[("address_code",)],
+        ),
+        # Access tables (pipelines/access.py): district scope for row-level security, analysts' views.
+        _table(
+            "school",
+            """school_code:text! level:text! school_name:text district_code:text!
+        capacity:int""",
+            pk=("school_code",),
+            indexes=[("district_code",)],
+        ),
+        _table("district_scope", "citizen_id:text! district_code:text!", pk=("citizen_id", "district_code")),
+        _table(
+            "analyst_citizen",
+            """citizen_key:text! sex:text birth_year:int hukou_status:text
+        hukou_region_code:text urban_hukou:bool""",
+            pk=("citizen_key",),
+        ),
+        _table(
+            "analyst_eligibility",
+            """child_key:text! level:text! school_code:text! category:text!
+        priority_period:text""",
+            pk=("child_key", "level", "school_code"),
+        ),
+        _table(
+            "demand_by_school",
+            "school_code:text! level:text! category:text! children:int!",
+            pk=("school_code", "level", "category"),
+        ),
+    ]
+}
 
 # Supervision marts (issue 15, migration 0004): what the education bureau reads about the whole
 # city. Meanings: docs/marts.md. Reason codes get one column each; a code added later counts in
 # the ``*_other_reason`` column until a migration gives it its own.
 NO_SCHOOL_REASONS = (
-    "NO_GUARDIAN_LINK", "NO_QUALIFYING_PROPERTY", "PROPERTY_AFTER_CUTOFF", "PROPERTY_NOT_RESIDENTIAL",
-    "PROPERTY_NOT_CURRENT", "PROPERTY_OUTSIDE_ALL_CATCHMENTS", "PROPERTY_EXCLUDES_RENTAL_AND_HUKOU",
-    "NO_QUALIFYING_RENTAL", "RENTAL_AFTER_CUTOFF", "RENTAL_NOT_COVERING_CUTOFF",
-    "RENTAL_OUTSIDE_ALL_CATCHMENTS", "NO_STABLE_EMPLOYMENT", "INSUFFICIENT_INSURANCE_MONTHS",
-    "BUSINESS_TOO_RECENT", "HUKOU_NOT_URBAN", "HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS",
-    "ADDRESS_UNMATCHED", "CHILD_DECEASED")
-QUARANTINE_REASONS = ("MALFORMED_RECORD", "MISSING_REQUIRED", "INVALID_ID_FORMAT",
-                      "INVALID_ID_CHECKSUM", "INVALID_DATE", "INVALID_CODE", "INVALID_NUMBER",
-                      "INVALID_SHARE")
+    "NO_GUARDIAN_LINK",
+    "NO_QUALIFYING_PROPERTY",
+    "PROPERTY_AFTER_CUTOFF",
+    "PROPERTY_NOT_RESIDENTIAL",
+    "PROPERTY_NOT_CURRENT",
+    "PROPERTY_OUTSIDE_ALL_CATCHMENTS",
+    "PROPERTY_EXCLUDES_RENTAL_AND_HUKOU",
+    "NO_QUALIFYING_RENTAL",
+    "RENTAL_AFTER_CUTOFF",
+    "RENTAL_NOT_COVERING_CUTOFF",
+    "RENTAL_OUTSIDE_ALL_CATCHMENTS",
+    "NO_STABLE_EMPLOYMENT",
+    "INSUFFICIENT_INSURANCE_MONTHS",
+    "BUSINESS_TOO_RECENT",
+    "HUKOU_NOT_URBAN",
+    "HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS",
+    "ADDRESS_UNMATCHED",
+    "CHILD_DECEASED",
+)
+QUARANTINE_REASONS = (
+    "MALFORMED_RECORD",
+    "MISSING_REQUIRED",
+    "INVALID_ID_FORMAT",
+    "INVALID_ID_CHECKSUM",
+    "INVALID_DATE",
+    "INVALID_CODE",
+    "INVALID_NUMBER",
+    "INVALID_SHARE",
+)
 
 
 def reason_column(prefix: str, code: str) -> str:
@@ -144,36 +224,60 @@ def _counts(prefix: str, codes: tuple[str, ...]) -> str:
     return " ".join(f"{reason_column(prefix, code)}:int!" for code in codes) + f" {prefix}_other_reason:int!"
 
 
-MART_TABLES: dict[str, Table] = {t.name: t for t in [
-    _table("address_catchment", "address_code:text! level:text! school_code:text! enrollment_year:int!",
-           pk=("address_code", "level", "school_code", "enrollment_year"),
-           indexes=[("school_code", "level")]),
-    _table("school_demand", """school_code:text! level:text! category:text! district_code:text
+MART_TABLES: dict[str, Table] = {
+    t.name: t
+    for t in [
+        _table(
+            "address_catchment",
+            "address_code:text! level:text! school_code:text! enrollment_year:int!",
+            pk=("address_code", "level", "school_code", "enrollment_year"),
+            indexes=[("school_code", "level")],
+        ),
+        _table(
+            "school_demand",
+            """school_code:text! level:text! category:text! district_code:text
         children:int! best_children:int! capacity:int demand_ratio:double best_demand_ratio:double
-        a1_exceeds_capacity:bool""", pk=("school_code", "level", "category"),
-           indexes=[("district_code", "level")]),
-    _table("district_summary", f"""district_code:text level:text! school_age_children:int!
+        a1_exceeds_capacity:bool""",
+            pk=("school_code", "level", "category"),
+            indexes=[("district_code", "level")],
+        ),
+        _table(
+            "district_summary",
+            f"""district_code:text level:text! school_age_children:int!
         with_school:int! best_a1:int! best_a2:int! best_b:int! best_c:int! no_school:int!
         {_counts("no_school", NO_SCHOOL_REASONS)} decided_from_data:int! awaiting_address_review:int!
         decided_from_data_share:double address_review_backlog:int!""",
-           indexes=[("district_code", "level")]),
-    _table("source_quality", f"""source:text! measured_run_id:text! as_of:date! delivery:date
+            indexes=[("district_code", "level")],
+        ),
+        _table(
+            "source_quality",
+            f"""source:text! measured_run_id:text! as_of:date! delivery:date
         delivery_age_days:int rows_in:int! rows_accepted:int! rows_duplicate:int! rows_quarantined:int!
         {_counts("quarantined", QUARANTINE_REASONS)} accepted_share:double""",
-           pk=("measured_run_id", "source"), indexes=[("source",)]),
-    _table("catchment_forecast", """school_code:text! level:text! district_code:text entry_year:int!
+            pk=("measured_run_id", "source"),
+            indexes=[("source",)],
+        ),
+        _table(
+            "catchment_forecast",
+            """school_code:text! level:text! district_code:text entry_year:int!
         horizon:int! born_from:date! born_to:date! children_now:double! migration_factor:double!
         migration_basis:text! expected_entrants:double! capacity:int utilisation:double method:text!""",
-           pk=("school_code", "level", "entry_year"), indexes=[("district_code", "level")]),
-]}
+            pk=("school_code", "level", "entry_year"),
+            indexes=[("district_code", "level")],
+        ),
+    ]
+}
 
 
 def _analyst_copy(table: Table) -> Table:
     """``analyst_<mart>``: the mart's columns with every number outside the key nullable (NULL =
     suppressed, pipelines/marts.py) and a ``suppressed`` flag per row."""
     figure = {"int", "double"}
-    columns = [Column(c.name, c.type, c.required and (c.name in table.primary_key or c.type not in figure),
-                      c.free_text) for c in table.columns if c.name != "run_id"]
+    columns = [
+        Column(c.name, c.type, c.required and (c.name in table.primary_key or c.type not in figure), c.free_text)
+        for c in table.columns
+        if c.name != "run_id"
+    ]
     columns += [Column("suppressed", "bool", True), Column("run_id", "text", True)]
     return Table(f"analyst_{table.name}", tuple(columns), table.primary_key, table.indexes)
 
@@ -181,22 +285,30 @@ def _analyst_copy(table: Table) -> Table:
 # address_catchment holds no counts: analysts read the mart itself.
 ANALYST_MARTS: tuple[str, ...] = tuple(f"analyst_{name}" for name in MART_TABLES if name != "address_catchment")
 TABLES.update(MART_TABLES)
-TABLES.update({t.name: t for t in map(_analyst_copy, MART_TABLES.values())
-               if t.name in ANALYST_MARTS})
+TABLES.update({t.name: t for t in map(_analyst_copy, MART_TABLES.values()) if t.name in ANALYST_MARTS})
 PUBLISHED_TABLES: tuple[str, ...] = tuple(TABLES)
 # Published empty when a run does not provide them (no schools list, no HMAC key): readers of
 # district-scoped tables then see nothing, which is the safe failure.
 OPTIONAL_TABLES: frozenset[str] = frozenset(
-    {"school", "district_scope", "analyst_citizen", "analyst_eligibility", "demand_by_school",
-     *MART_TABLES, *ANALYST_MARTS})
+    {
+        "school",
+        "district_scope",
+        "analyst_citizen",
+        "analyst_eligibility",
+        "demand_by_school",
+        *MART_TABLES,
+        *ANALYST_MARTS,
+    }
+)
 
 
 def index_name(table: str, columns: tuple[str, ...]) -> str:
     return f"{table}_{'_'.join(columns)}_idx"
 
 
-def render_create_table(table: Table, dialect: str, qualified_name: str,
-                        *, with_primary_key: bool = True, if_not_exists: bool = False) -> str:
+def render_create_table(
+    table: Table, dialect: str, qualified_name: str, *, with_primary_key: bool = True, if_not_exists: bool = False
+) -> str:
     """CREATE TABLE for one dialect; PostgreSQL adds the primary key after the bulk load."""
     types = _SQL_TYPES[dialect]
     keys = set(table.primary_key).union(*table.indexes)
@@ -218,14 +330,18 @@ def render_create_table(table: Table, dialect: str, qualified_name: str,
 
 def render_indexes(table: Table, qualified_name: str, *, if_not_exists: bool = False) -> list[str]:
     create = "CREATE INDEX IF NOT EXISTS" if if_not_exists else "CREATE INDEX"
-    return [f"{create} {index_name(table.name, cols)} ON {qualified_name} ({', '.join(cols)})"
-            for cols in table.indexes]
+    return [
+        f"{create} {index_name(table.name, cols)} ON {qualified_name} ({', '.join(cols)})" for cols in table.indexes
+    ]
 
 
 def render_reference_ddl(dialect: str) -> str:
     """The published tables as one readable SQL file (kept in ``warehouse/`` for readers)."""
-    out = [f"-- Published zerocert tables ({dialect}); generated from pipelines/warehouse_schema.py.",
-           "-- Every publish recreates these and swaps them in atomically; do not edit by hand.", ""]
+    out = [
+        f"-- Published zerocert tables ({dialect}); generated from pipelines/warehouse_schema.py.",
+        "-- Every publish recreates these and swaps them in atomically; do not edit by hand.",
+        "",
+    ]
     for table in TABLES.values():
         name = f"{SCHEMA}.{table.name}" if dialect == "postgresql" else table.name
         out.append(render_create_table(table, dialect, name) + ";")
@@ -269,8 +385,7 @@ def check_input_schema(table: Table, schema: pa.Schema) -> None:
     names = [n for n in schema.names if not n.startswith("__index_level_")]
     unknown = [n for n in names if n not in table.column_names]
     if unknown:
-        raise ZerocertError(f"table {table.name}: unknown column {unknown[0]!r} in input "
-                            f"(not in the warehouse schema)")
+        raise ZerocertError(f"table {table.name}: unknown column {unknown[0]!r} in input (not in the warehouse schema)")
     for col in table.columns:
         if col.name not in names:
             if col.name != "run_id":
@@ -278,8 +393,7 @@ def check_input_schema(table: Table, schema: pa.Schema) -> None:
             continue
         got = schema.field(col.name).type
         if not _accepts(col.type, got):
-            raise ZerocertError(f"table {table.name}, column {col.name}: expected {col.type}, "
-                                f"input has {got}")
+            raise ZerocertError(f"table {table.name}, column {col.name}: expected {col.type}, input has {got}")
 
 
 def conform_batch(table: Table, batch: pa.RecordBatch, run_id: str) -> pa.RecordBatch:
@@ -322,7 +436,6 @@ def conform_batch(table: Table, batch: pa.RecordBatch, run_id: str) -> pa.Record
 
 
 def reference_ddl_path(dialect: str):
-    from pathlib import Path
 
     return data_path(f"published_tables.{dialect}.sql")
 

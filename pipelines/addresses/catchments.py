@@ -27,13 +27,20 @@ def load_catchments(catchments_path: Path, enrollment_year: int | None = None) -
     try:
         document = json.loads(path.read_text(encoding="utf-8-sig"))
         features = document["features"]
-        rows = [{"school_code": str(f["properties"]["school_code"]),
-                 "level": str(f["properties"]["level"]),
-                 "enrollment_year": int(f["properties"]["enrollment_year"]),
-                 "geometry": json.dumps(f["geometry"])} for f in features]
+        rows = [
+            {
+                "school_code": str(f["properties"]["school_code"]),
+                "level": str(f["properties"]["level"]),
+                "enrollment_year": int(f["properties"]["enrollment_year"]),
+                "geometry": json.dumps(f["geometry"]),
+            }
+            for f in features
+        ]
     except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"catchments file {path} is not a FeatureCollection with school_code, "
-                         f"level and enrollment_year: {exc.__class__.__name__} {exc}") from None
+        raise UsageError(
+            f"catchments file {path} is not a FeatureCollection with school_code, "
+            f"level and enrollment_year: {exc.__class__.__name__} {exc}"
+        ) from None
     frame = pd.DataFrame(rows, columns=["school_code", "level", "enrollment_year", "geometry"])
     if enrollment_year is not None:
         frame = frame.loc[frame["enrollment_year"] == int(enrollment_year)].reset_index(drop=True)
@@ -51,27 +58,27 @@ def points_in_catchments(lon: np.ndarray, lat: np.ndarray, catchments: pd.DataFr
     points without coordinates none.
     """
     if len(catchments) == 0 or len(lon) == 0:
-        return pd.DataFrame({"point": np.array([], dtype=np.int64),
-                             "catchment": np.array([], dtype=np.int64)})
+        return pd.DataFrame({"point": np.array([], dtype=np.int64), "catchment": np.array([], dtype=np.int64)})
     points = shapely.points(np.asarray(lon, dtype=float), np.asarray(lat, dtype=float))
     tree = shapely.STRtree(catchments["geometry"].to_numpy())
     point_idx, catchment_idx = tree.query(points, predicate="within")
     return pd.DataFrame({"point": point_idx, "catchment": catchment_idx})
 
 
-def place_in_catchments(registry: AddressRegistry, catchments_path: Path,
-                        enrollment_year: int) -> pd.DataFrame:
+def place_in_catchments(registry: AddressRegistry, catchments_path: Path, enrollment_year: int) -> pd.DataFrame:
     """address_code, level, school_code: one row per catchment of that year containing the code."""
     catchments = load_catchments(catchments_path, enrollment_year)
     frame = registry.frame
     located = frame["lon"].notna() & frame["lat"].notna()
     points = frame.loc[located]
     hits = points_in_catchments(points["lon"].to_numpy(), points["lat"].to_numpy(), catchments)
-    placed = pd.DataFrame({
-        "address_code": points["address_code"].to_numpy()[hits["point"].to_numpy()],
-        "level": catchments["level"].to_numpy()[hits["catchment"].to_numpy()],
-        "school_code": catchments["school_code"].to_numpy()[hits["catchment"].to_numpy()],
-    })
+    placed = pd.DataFrame(
+        {
+            "address_code": points["address_code"].to_numpy()[hits["point"].to_numpy()],
+            "level": catchments["level"].to_numpy()[hits["catchment"].to_numpy()],
+            "school_code": catchments["school_code"].to_numpy()[hits["catchment"].to_numpy()],
+        }
+    )
     # A school whose catchment is split into several features contains a point once.
     placed = placed.drop_duplicates().sort_values(PLACEMENT_COLUMNS, kind="stable")
     return placed.reset_index(drop=True)

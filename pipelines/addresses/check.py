@@ -45,8 +45,7 @@ def _registry_near(text: str, reference_dir: Path) -> AddressRegistry:
     roads = [road for road in frame["road"].unique() if road and road in normalized]
     names = pd.Series(frame["compound"].unique(), dtype="str")
     keys = compound_key(normalize_name(names))
-    mentioned = [key and (key in normalized or key in written or key.rstrip("0123456789") in written)
-                 for key in keys]
+    mentioned = [key and (key in normalized or key in written or key.rstrip("0123456789") in written) for key in keys]
     near = frame["road"].isin(roads) | frame["compound"].isin(names[mentioned])
     registry = AddressRegistry.from_frame(frame.loc[near], origin=str(path))
     return replace(registry, district_names=district_names(frame))
@@ -73,19 +72,24 @@ def check_address(text: str, reference_dir: Path, enrollment_year: int | None = 
         "text": str(text),
         "status": row["status"],
         "address_code": row["address_code"],
-        "standard_text": None, "district_code": None, "lon": None, "lat": None,
+        "standard_text": None,
+        "district_code": None,
+        "lon": None,
+        "lat": None,
         "score": float(row["score"]),
-        "candidates": [{"address_code": c, "standard_text": s}
-                       for c, s in zip(codes, registry.standard_text(codes))],
+        "candidates": [{"address_code": c, "standard_text": s} for c, s in zip(codes, registry.standard_text(codes))],
         "enrollment_year": enrollment_year,
         "schools": [],
     }
     if row["address_code"] is None:
         return result
     address = registry.frame.loc[registry.frame["address_code"] == row["address_code"]].iloc[0]
-    result.update(standard_text=address["standard_text"], district_code=address["district_code"],
-                  lon=None if pd.isna(address["lon"]) else float(address["lon"]),
-                  lat=None if pd.isna(address["lat"]) else float(address["lat"]))
+    result.update(
+        standard_text=address["standard_text"],
+        district_code=address["district_code"],
+        lon=None if pd.isna(address["lon"]) else float(address["lon"]),
+        lat=None if pd.isna(address["lat"]) else float(address["lat"]),
+    )
     catchments = load_catchments(reference_dir / "catchments.geojson")
     if enrollment_year is None:
         enrollment_year = _enrollment_year(reference_dir, catchments)
@@ -96,9 +100,10 @@ def check_address(text: str, reference_dir: Path, enrollment_year: int | None = 
     hits = points_in_catchments([result["lon"]], [result["lat"]], catchments)
     schools = catchments.iloc[hits["catchment"].to_numpy()][["school_code", "level"]].drop_duplicates()
     names = _school_names(reference_dir)
-    result["schools"] = [{"school_code": s.school_code, "school_name": names.get(s.school_code),
-                          "level": s.level}
-                         for s in schools.sort_values(["level", "school_code"]).itertuples()]
+    result["schools"] = [
+        {"school_code": s.school_code, "school_name": names.get(s.school_code), "level": s.level}
+        for s in schools.sort_values(["level", "school_code"]).itertuples()
+    ]
     return result
 
 

@@ -72,7 +72,9 @@ def evaluate_against_truth(city_dir: Path) -> dict:
     by_kind = {kind: _score(sel, known, right, wrong) for kind, sel in kinds.items()}
     ambiguous = m.loc[m["status"] == "ambiguous", "candidates"].drop_duplicates()
     return {
-        "texts": len(m), "distinct_texts": len(resolved), "registry_addresses": len(registry.frame),
+        "texts": len(m),
+        "distinct_texts": len(resolved),
+        "registry_addresses": len(registry.frame),
         "texts_with_truth": int(known.sum()),
         "right_share": float(right.sum() / known.sum()) if known.any() else 1.0,
         "wrong_share": float(wrong.mean()) if len(m) else 0.0,
@@ -86,11 +88,19 @@ def evaluate_against_truth(city_dir: Path) -> dict:
 
 
 def _score(selected: pd.Series, known: pd.Series, right: pd.Series, wrong: pd.Series) -> dict:
-    texts, hits, misses, total = (int((selected & known).sum()), int((selected & right).sum()),
-                                  int((selected & wrong).sum()), int(selected.sum()))
-    return {"texts": texts, "right": hits, "wrong": misses,
-            "recall": round(hits / texts, 6) if texts else None,
-            "wrong_share": round(misses / total, 6) if total else None}
+    texts, hits, misses, total = (
+        int((selected & known).sum()),
+        int((selected & right).sum()),
+        int((selected & wrong).sum()),
+        int(selected.sum()),
+    )
+    return {
+        "texts": texts,
+        "right": hits,
+        "wrong": misses,
+        "recall": round(hits / texts, 6) if texts else None,
+        "wrong_share": round(misses / total, 6) if total else None,
+    }
 
 
 def _named_kinds(variant: pd.Series) -> dict[str, pd.Series]:
@@ -98,8 +108,7 @@ def _named_kinds(variant: pd.Series) -> dict[str, pd.Series]:
     listed = variant.fillna("").str.split(";")
     names = sorted({k.strip() for ks in listed for k in ks if k.strip()})
     exploded = listed.explode().str.strip()
-    return {name: (exploded == name).groupby(level=0).any().reindex(variant.index, fill_value=False)
-            for name in names}
+    return {name: (exploded == name).groupby(level=0).any().reindex(variant.index, fill_value=False) for name in names}
 
 
 def _detected_kinds(text: pd.Series, m: pd.DataFrame, registry: AddressRegistry) -> dict[str, pd.Series]:
@@ -110,10 +119,12 @@ def _detected_kinds(text: pd.Series, m: pd.DataFrame, registry: AddressRegistry)
     kinds["no_prefix"] = ~district & ~kinds["prefix_province_city"] & ~kinds["prefix_city"]
     known = m["address_code_truth"] != ""
     registry_compound = m["address_code_truth"].map(
-        pd.Series(registry.frame["compound"].to_numpy(), index=registry.frame["address_code"]))
+        pd.Series(registry.frame["compound"].to_numpy(), index=registry.frame["address_code"])
+    )
     squeezed = text.str.replace(r"\s+", "", regex=True)
     kinds["xiaoqu_changed"] = known & pd.Series(
-        [c not in t for c, t in zip(registry_compound.fillna(""), squeezed)], index=m.index)
+        [c not in t for c, t in zip(registry_compound.fillna(""), squeezed)], index=m.index
+    )
     kinds["standard_text"] = m["status"] == "exact"
     return kinds
 
@@ -121,8 +132,7 @@ def _detected_kinds(text: pd.Series, m: pd.DataFrame, registry: AddressRegistry)
 def _names_district(text: pd.Series, registry: AddressRegistry) -> pd.Series:
     if not registry.district_names:
         return pd.Series(False, index=text.index)
-    return text.str.replace(r"\s+", "", regex=True).str.contains("|".join(registry.district_names),
-                                                                  regex=True)
+    return text.str.replace(r"\s+", "", regex=True).str.contains("|".join(registry.district_names), regex=True)
 
 
 def _registry_kinds(text: pd.Series, truth_code: pd.Series, registry: AddressRegistry) -> dict[str, pd.Series]:
@@ -137,8 +147,9 @@ def _registry_kinds(text: pd.Series, truth_code: pd.Series, registry: AddressReg
         "shared_road": shared,
         "shared_road_no_district": shared & ~_names_district(text, registry),
         "phase_compound": phased,
-        "phase_written_differently": phased & pd.Series(
-            [c not in t for c, t in zip(compound, squeezed)], index=text.index),
+        "phase_written_differently": phased
+        & pd.Series([c not in t for c, t in zip(compound, squeezed)], index=text.index),
         "numbered_compound": compound.str.replace(r"小区$", "", regex=True).str.contains(
-            r"[0-9零〇一二两三四五六七八九十百千]$", regex=True),
+            r"[0-9零〇一二两三四五六七八九十百千]$", regex=True
+        ),
     }

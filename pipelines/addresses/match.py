@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from difflib import SequenceMatcher
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ REVIEW_STATUSES = ("ambiguous", "unmatched")
 FUZZY_MIN_SCORE = 0.75
 FUZZY_MIN_MARGIN = 0.15
 NUMBERS = ["door_no", "building", "unit", "room"]
+
 
 def _candidates_json(codes: list[str]) -> str:
     return json.dumps(sorted(codes), ensure_ascii=False)
@@ -94,11 +95,15 @@ def resolve_texts(texts: pd.Series, registry: AddressRegistry) -> pd.DataFrame:
         left = readings.loc[readings["pos"].isin(out.unmatched(todo))]
         _match_fuzzy(left, registry, out)
 
-    return pd.DataFrame({"address": pd.Series(distinct.to_numpy(dtype=object), dtype=object),
-                         "address_code": pd.Series(out.code, dtype=object),
-                         "status": pd.Series(out.status, dtype=object),
-                         "candidates": pd.Series(out.candidates, dtype=object),
-                         "score": out.score})
+    return pd.DataFrame(
+        {
+            "address": pd.Series(distinct.to_numpy(dtype=object), dtype=object),
+            "address_code": pd.Series(out.code, dtype=object),
+            "status": pd.Series(out.status, dtype=object),
+            "candidates": pd.Series(out.candidates, dtype=object),
+            "score": out.score,
+        }
+    )
 
 
 def _parse(texts: pd.Series, registry: AddressRegistry) -> pd.DataFrame:
@@ -113,8 +118,12 @@ def _parse(texts: pd.Series, registry: AddressRegistry) -> pd.DataFrame:
     joined, separated = halfwidth_readings(texts)
     plain = split_components(arabic_house_numbers(joined))
     numbered = registry.numbered_compounds
-    runs_on = plain.loc[plain["compound"].isin(numbered["base"]), ["compound"]].rename_axis(
-        "pos").reset_index().merge(numbered, left_on="compound", right_on="base")
+    runs_on = (
+        plain.loc[plain["compound"].isin(numbered["base"]), ["compound"]]
+        .rename_axis("pos")
+        .reset_index()
+        .merge(numbered, left_on="compound", right_on="base")
+    )
     marked = mark_numbered_compounds(joined.loc[runs_on["pos"]], runs_on["name"])
     more = [split_components(arabic_house_numbers(extra)) for extra in (separated, marked)]
     readings = pd.concat([plain, *(parts.loc[parts["room"].notna()] for parts in more)])
@@ -145,8 +154,7 @@ def _distinct_pairs(pairs: pd.DataFrame, readings: pd.DataFrame) -> pd.DataFrame
     repeated = pairs["pos"].isin(several).to_numpy()
     if not repeated.any():
         return pairs
-    return pd.concat([pairs.loc[~repeated],
-                      pairs.loc[repeated].drop_duplicates(["pos", "address_code"])])
+    return pd.concat([pairs.loc[~repeated], pairs.loc[repeated].drop_duplicates(["pos", "address_code"])])
 
 
 def _same_district(pairs: pd.DataFrame) -> pd.Series:
@@ -159,11 +167,14 @@ def _match_components(readings: pd.DataFrame, registry: AddressRegistry, out: _O
     usable = readings.loc[readings["road"].notna() & readings["room"].notna()]
     if usable.empty:
         return
-    key = component_key(usable["road"], usable["door_no"], usable["compound"],
-                        usable["building"], usable["unit"], usable["room"])
-    pairs = usable[["pos", "district_code"]].assign(key=key).merge(
-        registry.keys[["key", "district_code", "address_code"]], on="key", how="inner",
-        suffixes=("_text", ""))
+    key = component_key(
+        usable["road"], usable["door_no"], usable["compound"], usable["building"], usable["unit"], usable["room"]
+    )
+    pairs = (
+        usable[["pos", "district_code"]]
+        .assign(key=key)
+        .merge(registry.keys[["key", "district_code", "address_code"]], on="key", how="inner", suffixes=("_text", ""))
+    )
     pairs = _distinct_pairs(pairs.loc[_same_district(pairs)], usable)
     if pairs.empty:
         return
@@ -205,21 +216,30 @@ def _match_fuzzy(left: pd.DataFrame, registry: AddressRegistry, out: _Outcome) -
 
     known_road = left.loc[left["road"].notna()].rename(columns={"compound": "name_text"})
     by_compound = known_road[["pos", "road", "district_code", "name_text", *NUMBERS]].merge(
-        reg[["road", *NUMBERS, "district_code", "compound", "address_code"]].rename(
-            columns={"compound": "name"}), on=["road", *NUMBERS], how="inner", suffixes=("_text", ""))
+        reg[["road", *NUMBERS, "district_code", "compound", "address_code"]].rename(columns={"compound": "name"}),
+        on=["road", *NUMBERS],
+        how="inner",
+        suffixes=("_text", ""),
+    )
 
     unknown_road = left.loc[left["road"].isna()].copy()
     heads = unknown_road["head"].map(
-        {h: strip_prefix(h, registry.district_names) for h in unknown_road["head"].unique()})
+        {h: strip_prefix(h, registry.district_names) for h in unknown_road["head"].unique()}
+    )
     unknown_road["district_code"] = heads.map(lambda v: v[0]).astype(object)
     unknown_road["name_text"] = heads.map(lambda v: v[1]).astype(object)
     by_road = unknown_road[["pos", "district_code", "name_text", "compound", *NUMBERS]].merge(
-        reg[["compound", *NUMBERS, "district_code", "road", "address_code"]].rename(
-            columns={"road": "name"}), on=["compound", *NUMBERS], how="inner", suffixes=("_text", ""))
+        reg[["compound", *NUMBERS, "district_code", "road", "address_code"]].rename(columns={"road": "name"}),
+        on=["compound", *NUMBERS],
+        how="inner",
+        suffixes=("_text", ""),
+    )
 
     columns = ["pos", "name_text", "name", "address_code"]
-    pairs = pd.concat([by_compound.loc[_same_district(by_compound), columns],
-                       by_road.loc[_same_district(by_road), columns]], ignore_index=True)
+    pairs = pd.concat(
+        [by_compound.loc[_same_district(by_compound), columns], by_road.loc[_same_district(by_road), columns]],
+        ignore_index=True,
+    )
     if pairs.empty:
         return
     pairs["score"] = [_ratio(a, b) for a, b in zip(pairs["name_text"], pairs["name"])]
@@ -230,34 +250,41 @@ def _match_fuzzy(left: pd.DataFrame, registry: AddressRegistry, out: _Outcome) -
     runner_up = pairs.loc[rank == 1].set_index("pos")["score"].reindex(best.index).fillna(0.0)
     clear = (best["score"] >= FUZZY_MIN_SCORE) & (best["score"] - runner_up >= FUZZY_MIN_MARGIN)
     chosen = best.loc[clear]
-    out.resolve(chosen.index.to_numpy(), chosen["address_code"], "fuzzy",
-                chosen["score"].round(4).to_numpy())
+    out.resolve(chosen.index.to_numpy(), chosen["address_code"], "fuzzy", chosen["score"].round(4).to_numpy())
 
     top = pairs["pos"].map(best["score"])
-    close = pairs.loc[~clear.reindex(pairs["pos"]).to_numpy() & (pairs["score"] >= FUZZY_MIN_SCORE)
-                      & (top - pairs["score"] < FUZZY_MIN_MARGIN)]
+    close = pairs.loc[
+        ~clear.reindex(pairs["pos"]).to_numpy()
+        & (pairs["score"] >= FUZZY_MIN_SCORE)
+        & (top - pairs["score"] < FUZZY_MIN_MARGIN)
+    ]
     lists = close.groupby("pos")["address_code"].agg(list)
     lists = lists.loc[lists.map(len) >= 2]
     if len(lists):
         out.several(lists, best.loc[lists.index, "score"].round(4).to_numpy())
 
 
-def build_address_match(staged: Mapping[str, pd.DataFrame], registry: AddressRegistry,
-                        columns: Mapping[str, str] | None = None) -> pd.DataFrame:
+def build_address_match(
+    staged: Mapping[str, pd.DataFrame], registry: AddressRegistry, columns: Mapping[str, str] | None = None
+) -> pd.DataFrame:
     """The ``address_match`` rows: one per (source, distinct address text) of the staged frames.
 
     ``columns`` maps a source to its address column (default: the sources' declared
     ``roles: address``). Each text is resolved once however many sources deliver it.
     """
     columns = address_columns() if columns is None else columns
-    per_source = {source: staged[source][column].dropna().astype("str").drop_duplicates()
-                  for source, column in columns.items()
-                  if source in staged and column in staged[source].columns}
+    per_source = {
+        source: staged[source][column].dropna().astype("str").drop_duplicates()
+        for source, column in columns.items()
+        if source in staged and column in staged[source].columns
+    }
     if not per_source:
         return pd.DataFrame(columns=["source", *MATCH_COLUMNS])
     resolved = resolve_texts(pd.concat(list(per_source.values()), ignore_index=True), registry)
-    rows = [pd.DataFrame({"source": source, "address": texts.to_numpy(dtype=object)})
-            for source, texts in per_source.items()]
+    rows = [
+        pd.DataFrame({"source": source, "address": texts.to_numpy(dtype=object)})
+        for source, texts in per_source.items()
+    ]
     return pd.concat(rows, ignore_index=True).merge(resolved, on="address", how="left")
 
 
@@ -275,11 +302,13 @@ HINTS = {
     "no_such_room": "no such room (室号不存在)",
 }
 # The levels a text is checked at after its road, each with the components it must share.
-HINT_LEVELS = [("no_such_door", ["road", "door_no"]),
-               ("no_such_compound", ["road", "door_no", "compound"]),
-               ("no_such_building", ["road", "door_no", "compound", "building"]),
-               ("no_such_unit", ["road", "door_no", "compound", "building", "unit"]),
-               ("no_such_room", ["road", "door_no", "compound", "building", "unit", "room"])]
+HINT_LEVELS = [
+    ("no_such_door", ["road", "door_no"]),
+    ("no_such_compound", ["road", "door_no", "compound"]),
+    ("no_such_building", ["road", "door_no", "compound", "building"]),
+    ("no_such_unit", ["road", "door_no", "compound", "building", "unit"]),
+    ("no_such_room", ["road", "door_no", "compound", "building", "unit", "room"]),
+]
 
 
 def explain(texts: pd.Series, registry: AddressRegistry) -> pd.Series:
@@ -294,15 +323,19 @@ def explain(texts: pd.Series, registry: AddressRegistry) -> pd.Series:
     texts = texts.astype("str").reset_index(drop=True)
     readings = _parse(texts, registry)
     hint, depth = _hint_per_reading(readings, registry)
-    best = pd.DataFrame({"pos": readings["pos"], "hint": hint, "depth": depth}).sort_values(
-        ["pos", "depth"], ascending=[True, False], kind="stable").drop_duplicates("pos")
+    best = (
+        pd.DataFrame({"pos": readings["pos"], "hint": hint, "depth": depth})
+        .sort_values(["pos", "depth"], ascending=[True, False], kind="stable")
+        .drop_duplicates("pos")
+    )
     return pd.Series(best.set_index("pos")["hint"].reindex(texts.index).to_numpy(), index=texts.index)
 
 
 def _known(readings: pd.DataFrame, keys: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """Readings whose ``columns`` match some registry address's."""
     return pd.MultiIndex.from_frame(readings[columns].fillna("")).isin(
-        pd.MultiIndex.from_frame(keys[columns].drop_duplicates()))
+        pd.MultiIndex.from_frame(keys[columns].drop_duplicates())
+    )
 
 
 def _hint_per_reading(readings: pd.DataFrame, registry: AddressRegistry) -> tuple[np.ndarray, np.ndarray]:
@@ -314,16 +347,16 @@ def _hint_per_reading(readings: pd.DataFrame, registry: AddressRegistry) -> tupl
     with_district = readings["district_code"].notna().to_numpy()
     decided = np.zeros(n, dtype=bool)
     for level, (code, columns) in enumerate(HINT_LEVELS):
-        known = np.where(with_district, _known(readings, keys, ["district_code", *columns]),
-                         _known(readings, keys, columns))
+        known = np.where(
+            with_district, _known(readings, keys, ["district_code", *columns]), _known(readings, keys, columns)
+        )
         fails = ~decided & ~known
         hint[fails], depth[fails] = code, level + 3
         decided |= fails
     whole = HINT_LEVELS[-1][1]
     exists_elsewhere = with_district & decided & _known(readings, keys, whole)
     hint[exists_elsewhere], depth[exists_elsewhere] = "district_mismatch", len(HINT_LEVELS) + 3
-    road_elsewhere = (with_district & ~exists_elsewhere
-                      & ~_known(readings, keys, ["district_code", "road"]))
+    road_elsewhere = with_district & ~exists_elsewhere & ~_known(readings, keys, ["district_code", "road"])
     hint[road_elsewhere], depth[road_elsewhere] = "district_mismatch", 2
     key = component_key(*(readings[c].fillna("") for c in whole))
     districts = registry.keys.groupby("key")["district_code"].nunique()
@@ -337,8 +370,9 @@ def _hint_per_reading(readings: pd.DataFrame, registry: AddressRegistry) -> tupl
     return hint, depth
 
 
-def write_review_list(address_match: pd.DataFrame, out_dir: Path,
-                      registry: AddressRegistry | None = None) -> list[Path]:
+def write_review_list(
+    address_match: pd.DataFrame, out_dir: Path, registry: AddressRegistry | None = None
+) -> list[Path]:
     """One CSV per source of its ambiguous and unmatched texts, for the department to correct.
 
     ``address_review_<source>.csv`` (UTF-8 with BOM, so spreadsheet tools open it): address,

@@ -23,8 +23,20 @@ SPACES = r"\s+"
 # for a separator (`1 501` = unit 1, room 501); both readings are tried, the registry decides.
 DIGIT_GAP = r"([0-9])\s+([0-9])"
 
-_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
-              "七": 7, "八": 8, "九": 9}
+_CN_DIGITS = {
+    "零": 0,
+    "〇": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
 # Only numerals standing right before a house-number marker, or ending the text after a unit
 # or building (a room without 室: 一单元二零二), are numbers; "海滨二路" keeps its 二.
@@ -43,8 +55,7 @@ PHASE = r"第?(?:[0-9]+|[" + _CN_CHARS + r"]+|[东南西北中]|[A-Za-z])(?:期|
 XIAOQU_BEFORE_PHASES = r"小区((?:" + PHASE + r")+)$"
 # Compound keys needing a Python rewrite: a Chinese numeral in a phase or ending the name, or 第.
 CN_IN_COMPOUND_RE2 = r"[" + _CN_CHARS + r"](?:期|区|$)|第[0-9" + _CN_CHARS + r"]"
-CN_IN_COMPOUND = re.compile(r"第?([" + _CN_CHARS + r"]+)(?=期|区)|第([0-9]+)(?=期|区)|([" + _CN_CHARS
-                            + r"]+)$")
+CN_IN_COMPOUND = re.compile(r"第?([" + _CN_CHARS + r"]+)(?=期|区)|第([0-9]+)(?=期|区)|([" + _CN_CHARS + r"]+)$")
 LEADING_ZEROS = r"^0+([0-9])"
 
 # <head = prefix + road><door>号<compound><building><sep>[<unit><sep>]<room>[室|号]; RE2 syntax
@@ -113,21 +124,20 @@ def halfwidth_readings(texts: pd.Series) -> tuple[pd.Series, pd.Series]:
     for _ in range(2):  # "1 2 3": the second pass takes the gaps the first one's matches used
         separated = pc.replace_substring_regex(separated, DIGIT_GAP, r"\1-\2")
     joined = pc.replace_with_mask(values, spaced, pc.replace_substring_regex(with_spaces, SPACES, ""))
-    positions = np.flatnonzero(spaced.to_numpy(zero_copy_only=False))[
-        gap.to_numpy(zero_copy_only=False)]
-    return (_series(joined, texts.index),
-            _series(pc.replace_substring_regex(separated, SPACES, ""), texts.index[positions]))
+    positions = np.flatnonzero(spaced.to_numpy(zero_copy_only=False))[gap.to_numpy(zero_copy_only=False)]
+    return (
+        _series(joined, texts.index),
+        _series(pc.replace_substring_regex(separated, SPACES, ""), texts.index[positions]),
+    )
 
 
 def arabic_house_numbers(texts: pd.Series) -> pd.Series:
     """Chinese numerals of house numbers as Arabic digits (二十一号 → 21号, 一单元二零二 → 1单元202)."""
     values = _arrow(texts)
     for pattern, found in ((CN_NUMBER, CN_NUMBER_RE2), (CN_ROOM, CN_ROOM_RE2)):
-        has_numeral = pc.fill_null(pc.match_substring_regex(values, found), False).to_numpy(
-            zero_copy_only=False)
+        has_numeral = pc.fill_null(pc.match_substring_regex(values, found), False).to_numpy(zero_copy_only=False)
         if has_numeral.any():
-            converted = texts[has_numeral].str.replace(
-                pattern, lambda m: chinese_number(m.group(0)), regex=True)
+            converted = texts[has_numeral].str.replace(pattern, lambda m: chinese_number(m.group(0)), regex=True)
             texts = texts.mask(pd.Series(has_numeral, index=texts.index), converted)
     return texts
 
@@ -171,8 +181,7 @@ def compound_key(compounds: pd.Series) -> pd.Series:
     values = pc.replace_substring_regex(values, XIAOQU_SUFFIX, "")
     values = pc.replace_substring_regex(values, XIAOQU_BEFORE_PHASES, r"\1")
     out = _series(values, compounds.index)
-    numeral = pc.fill_null(pc.match_substring_regex(values, CN_IN_COMPOUND_RE2), False).to_numpy(
-        zero_copy_only=False)
+    numeral = pc.fill_null(pc.match_substring_regex(values, CN_IN_COMPOUND_RE2), False).to_numpy(zero_copy_only=False)
     if numeral.any():
         codes, names = pd.factorize(out[numeral])
         keyed = np.array([CN_IN_COMPOUND.sub(_arabic_phase, name) for name in names], dtype=object)
@@ -200,15 +209,19 @@ def split_components(normalized: pd.Series) -> pd.DataFrame:
     """
     extracted = pc.extract_regex(_arrow(normalized), COMPONENTS)
     fits = pc.is_valid(extracted)
-    parts = pd.DataFrame({
-        name: _series(pc.if_else(fits, pc.struct_field(extracted, name), None), normalized.index)
-        for name in COMPONENT_FIELDS})
+    parts = pd.DataFrame(
+        {
+            name: _series(pc.if_else(fits, pc.struct_field(extracted, name), None), normalized.index)
+            for name in COMPONENT_FIELDS
+        }
+    )
     parts["compound"] = compound_key(parts["compound"]).where(parts["compound"].notna())
     return parts
 
 
-def split_head(head: str, roads: dict[str, frozenset[str]],
-               district_names: dict[str, str]) -> tuple[str | None, str | None]:
+def split_head(
+    head: str, roads: dict[str, frozenset[str]], district_names: dict[str, str]
+) -> tuple[str | None, str | None]:
     """``山东省日照市东港区海滨二路`` → (district_code, road); (None, road) without a district.
 
     The head must end in a registry road and whatever stands before it must be a province,
@@ -235,6 +248,6 @@ def strip_prefix(head: str, district_names: dict[str, str]) -> tuple[str | None,
     for name, code in district_names.items():
         position = head.find(name)
         if position >= 0 and PROVINCE_CITY.match(head[:position]):
-            return code, head[position + len(name):]
+            return code, head[position + len(name) :]
     match = re.match(r"^(?:[\u4e00-\u9fff]{2,3}省)?(?:[\u4e00-\u9fff]{2,4}市)?", head)
-    return None, head[match.end():] if match else head
+    return None, head[match.end() :] if match else head

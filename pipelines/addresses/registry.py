@@ -20,13 +20,27 @@ from pipelines.addresses.normalize import (
 )
 from pipelines.errors import UsageError
 
-REGISTRY_COLUMNS = ("address_code", "district_code", "street", "community", "road", "door_no",
-                    "compound", "building", "unit", "room", "standard_text", "lon", "lat")
+REGISTRY_COLUMNS = (
+    "address_code",
+    "district_code",
+    "street",
+    "community",
+    "road",
+    "door_no",
+    "compound",
+    "building",
+    "unit",
+    "room",
+    "standard_text",
+    "lon",
+    "lat",
+)
 KEY_SEP = "\x1f"
 
 
-def component_key(road: pd.Series, door_no: pd.Series, compound: pd.Series,
-                  building: pd.Series, unit: pd.Series, room: pd.Series) -> pd.Series:
+def component_key(
+    road: pd.Series, door_no: pd.Series, compound: pd.Series, building: pd.Series, unit: pd.Series, room: pd.Series
+) -> pd.Series:
     """One string per address that texts and registry rows share when they mean the same room."""
     key = road
     for part in (door_no, compound, building, unit, room):
@@ -56,7 +70,8 @@ class AddressRegistry:
     district_names: dict[str, str]
     duplicate_texts: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))
     numbered_compounds: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame({"base": [], "name": []}, dtype="str"))
+        default_factory=lambda: pd.DataFrame({"base": [], "name": []}, dtype="str")
+    )
 
     @classmethod
     def load(cls, path: Path) -> AddressRegistry:
@@ -66,8 +81,7 @@ class AddressRegistry:
             raise UsageError(f"address registry not found: {path}")
         text_columns = {c: "str" for c in REGISTRY_COLUMNS if c not in ("lon", "lat")}
         try:
-            frame = pd.read_csv(path, dtype=text_columns, keep_default_na=False,
-                                encoding="utf-8-sig", engine="pyarrow")
+            frame = pd.read_csv(path, dtype=text_columns, keep_default_na=False, encoding="utf-8-sig", engine="pyarrow")
         except (ValueError, UnicodeDecodeError) as exc:
             raise UsageError(f"address registry {path} cannot be read: {exc}") from None
         return cls.from_frame(frame, origin=str(path))
@@ -85,29 +99,39 @@ class AddressRegistry:
         frame["lat"] = pd.to_numeric(frame["lat"], errors="coerce")
         frame = frame.reset_index(drop=True)
 
-        keys = pd.DataFrame({
-            "address_code": frame["address_code"],
-            "district_code": frame["district_code"],
-            "road": _per_distinct(frame["road"], normalize_name),
-            "door_no": _per_distinct(frame["door_no"], lambda v: number_key(normalize_name(v))),
-            "compound": _per_distinct(frame["compound"], lambda v: compound_key(normalize_name(v))),
-            "building": _per_distinct(frame["building"], lambda v: number_key(normalize_name(v))),
-            "unit": _per_distinct(frame["unit"], lambda v: number_key(normalize_name(v))),
-            "room": _per_distinct(frame["room"], lambda v: number_key(normalize_name(v))),
-        })
-        keys["key"] = component_key(keys["road"], keys["door_no"], keys["compound"],
-                                    keys["building"], keys["unit"], keys["room"])
+        keys = pd.DataFrame(
+            {
+                "address_code": frame["address_code"],
+                "district_code": frame["district_code"],
+                "road": _per_distinct(frame["road"], normalize_name),
+                "door_no": _per_distinct(frame["door_no"], lambda v: number_key(normalize_name(v))),
+                "compound": _per_distinct(frame["compound"], lambda v: compound_key(normalize_name(v))),
+                "building": _per_distinct(frame["building"], lambda v: number_key(normalize_name(v))),
+                "unit": _per_distinct(frame["unit"], lambda v: number_key(normalize_name(v))),
+                "room": _per_distinct(frame["room"], lambda v: number_key(normalize_name(v))),
+            }
+        )
+        keys["key"] = component_key(
+            keys["road"], keys["door_no"], keys["compound"], keys["building"], keys["unit"], keys["room"]
+        )
 
         repeated = frame["standard_text"].duplicated(keep=False).to_numpy()
         unique = frame.loc[~repeated]
         exact = pd.Series(unique["address_code"].to_numpy(), index=unique["standard_text"].to_numpy())
         duplicates = frame.loc[repeated].groupby("standard_text")["address_code"].agg(sorted)
 
-        roads = {road: frozenset(codes) for road, codes in
-                 keys.groupby("road")["district_code"].unique().items() if road}
-        return cls(frame=frame, keys=keys, exact=exact, roads=roads,
-                   district_names=district_names(frame), duplicate_texts=duplicates,
-                   numbered_compounds=_numbered_compounds(frame["compound"], keys["compound"]))
+        roads = {
+            road: frozenset(codes) for road, codes in keys.groupby("road")["district_code"].unique().items() if road
+        }
+        return cls(
+            frame=frame,
+            keys=keys,
+            exact=exact,
+            roads=roads,
+            district_names=district_names(frame),
+            duplicate_texts=duplicates,
+            numbered_compounds=_numbered_compounds(frame["compound"], keys["compound"]),
+        )
 
     def find_standard_texts(self, texts: pd.Series) -> tuple[pd.Series, pd.Series]:
         """Texts equal to a standard_text: (position → its one code, position → its codes).
@@ -125,8 +149,10 @@ class AddressRegistry:
 
     @cached_property
     def _standard_text_index(self) -> tuple[pa.Array, pa.Array]:
-        return tuple(pa.array(table.index.to_numpy(dtype=object), type=pa.large_string())
-                     for table in (self.exact, self.duplicate_texts))
+        return tuple(
+            pa.array(table.index.to_numpy(dtype=object), type=pa.large_string())
+            for table in (self.exact, self.duplicate_texts)
+        )
 
     def standard_text(self, codes: list[str]) -> list[str]:
         """The standard texts of some codes, in the given order."""
@@ -147,8 +173,12 @@ def _numbered_compounds(names: pd.Series, keyed: pd.Series) -> pd.DataFrame:
     base = distinct["key"].str.extract(r"^(.*?)[0-9]+$")[0]
     distinct = distinct.assign(base=base).dropna(subset=["base"])
     written = halfwidth_readings(distinct["raw"])[0].str.replace(XIAOQU_SUFFIX, "", regex=True)
-    both = pd.concat([pd.DataFrame({"base": distinct["base"], "name": written}),
-                      pd.DataFrame({"base": distinct["base"], "name": distinct["key"]})])
+    both = pd.concat(
+        [
+            pd.DataFrame({"base": distinct["base"], "name": written}),
+            pd.DataFrame({"base": distinct["base"], "name": distinct["key"]}),
+        ]
+    )
     return both.loc[both["name"] != ""].drop_duplicates().reset_index(drop=True)
 
 
@@ -156,8 +186,7 @@ def district_names(frame: pd.DataFrame) -> dict[str, str]:
     """District names as standard_text spells them (the text before the road), per code."""
     names: dict[str, str] = {}
     for row in frame.drop_duplicates("district_code").itertuples(index=False):
-        tail = (f"{row.road}{row.door_no}号{row.compound}{row.building}号楼{row.unit}单元"
-                f"{row.room}室")
+        tail = f"{row.road}{row.door_no}号{row.compound}{row.building}号楼{row.unit}单元{row.room}室"
         text = row.standard_text
         if text.endswith(tail):
             name = text[: len(text) - len(tail)]

@@ -17,7 +17,13 @@ import pandas as pd
 from pipelines import registry
 from pipelines.engine.citizens import build_guardianship, build_person_tables, role_frame_name
 from pipelines.engine.decide import (
-    build_prefill, catchments_for, decide, edge_facts, guardian_eligibility, holder_edges, person_facts,
+    build_prefill,
+    catchments_for,
+    decide,
+    edge_facts,
+    guardian_eligibility,
+    holder_edges,
+    person_facts,
     school_age_children,
 )
 from pipelines.engine.records import evidence_source
@@ -95,8 +101,9 @@ def _publish(parts: list[Path], path: Path, keys: list[str]) -> Path:
     return path
 
 
-def run_engine(staged_dir: Path, address_dir: Path, policy: Policy, run_id: str, out_dir: Path,
-               buckets: int = 1) -> dict[str, Path]:
+def run_engine(
+    staged_dir: Path, address_dir: Path, policy: Policy, run_id: str, out_dir: Path, buckets: int = 1
+) -> dict[str, Path]:
     """Join and eligibility from staged Parquet to one Parquet per warehouse table.
 
     Each step holds one bucket at a time: staged rows are split by the bucket of the person
@@ -118,8 +125,7 @@ def run_engine(staged_dir: Path, address_dir: Path, policy: Policy, run_id: str,
             path = staged_dir / source / "accepted.parquet"
             if path.exists():
                 for role, person in enumerate(persons):
-                    _split_file(path, person.id, person_bucket, buckets, work / "staged",
-                                role_frame_name(source, role))
+                    _split_file(path, person.id, person_bucket, buckets, work / "staged", role_frame_name(source, role))
                 if source == hukou:
                     _split_file(path, "household_no", household_bucket, buckets, work / "household", "hukou")
 
@@ -131,16 +137,21 @@ def run_engine(staged_dir: Path, address_dir: Path, policy: Policy, run_id: str,
             facts = person_facts(tables, address_catchment, policy)
             for name, table in {**tables, **facts}.items():
                 _write(table, work / "person" / str(bucket) / f"{name}.parquet")
-            _write(guardian_eligibility(facts, tables["citizen"], policy, run_id),
-                   work / "person" / str(bucket) / "guardian_eligibility.parquet")
+            _write(
+                guardian_eligibility(facts, tables["citizen"], policy, run_id),
+                work / "person" / str(bucket) / "guardian_eligibility.parquet",
+            )
             children_parts.append(school_age_children(tables["citizen"], policy))
             hukou = work / "household" / str(bucket) / "hukou.parquet"
             if hukou.exists():
                 guardianship_parts.append(build_guardianship(pd.read_parquet(hukou), policy))
             del frames, tables, facts
         children = pd.concat(children_parts, ignore_index=True).sort_values("child_id", ignore_index=True)
-        guardianship = (pd.concat(guardianship_parts, ignore_index=True) if guardianship_parts
-                        else build_guardianship(pd.DataFrame(), policy))
+        guardianship = (
+            pd.concat(guardianship_parts, ignore_index=True)
+            if guardianship_parts
+            else build_guardianship(pd.DataFrame(), policy)
+        )
         guardianship = guardianship.sort_values(["child_id", "guardian_id"], ignore_index=True)
         _write(guardianship, work / "guardianship.parquet")
 
@@ -150,45 +161,63 @@ def run_engine(staged_dir: Path, address_dir: Path, policy: Policy, run_id: str,
             person_dir = work / "person" / str(bucket)
             facts = {name: pd.read_parquet(person_dir / f"{name}.parquet") for name in FACT_TABLES}
             for name, table in edge_facts(edges[holder_of == bucket], facts).items():
-                _split(table, person_bucket(table["child_id"], buckets), buckets,
-                       work / "edges" / f"from{bucket}", name)
+                _split(
+                    table, person_bucket(table["child_id"], buckets), buckets, work / "edges" / f"from{bucket}", name
+                )
 
         child_of = person_bucket(children["child_id"], buckets)
         for bucket in range(buckets):
-            linked = {name: _read_parts([work / "edges" / f"from{h}" / str(bucket) / f"{name}.parquet"
-                                         for h in range(buckets)]) for name in EDGE_TABLES}
+            linked = {
+                name: _read_parts(
+                    [work / "edges" / f"from{h}" / str(bucket) / f"{name}.parquet" for h in range(buckets)]
+                )
+                for name in EDGE_TABLES
+            }
             decided = decide(children[child_of == bucket], linked, address_catchment, policy, run_id)
             for name, table in decided.items():
                 _write(table, work / "decided" / str(bucket) / f"{name}.parquet")
 
-        decided_all = {name: _read_parts([work / "decided" / str(b) / f"{name}.parquet" for b in range(buckets)])
-                       for name in ("eligibility", "ineligibility")}
+        decided_all = {
+            name: _read_parts([work / "decided" / str(b) / f"{name}.parquet" for b in range(buckets)])
+            for name in ("eligibility", "ineligibility")
+        }
         guardian_of = person_bucket(guardianship["guardian_id"], buckets)
         for bucket in range(buckets):
             person_dir = work / "person" / str(bucket)
             tables = {name: pd.read_parquet(person_dir / f"{name}.parquet") for name in PERSON_TABLES}
-            _write(build_prefill(guardianship[guardian_of == bucket], tables, children, decided_all, policy, run_id),
-                   person_dir / "prefill.parquet")
+            _write(
+                build_prefill(guardianship[guardian_of == bucket], tables, children, decided_all, policy, run_id),
+                person_dir / "prefill.parquet",
+            )
 
         def parts(name: str, where: str = "person") -> list[Path]:
             return [work / where / str(b) / f"{name}.parquet" for b in range(buckets)]
 
         published = {
             "citizen": _publish(parts("citizen"), out_dir / "citizen.parquet", ["citizen_id"]),
-            "guardianship": _publish([work / "guardianship.parquet"], out_dir / "guardianship.parquet",
-                                     ["child_id", "guardian_id"]),
-            "property_holding": _publish(parts("property_holding"), out_dir / "property_holding.parquet",
-                                         ["citizen_id", "kind", "record_key"]),
-            "rental_holding": _publish(parts("rental_holding"), out_dir / "rental_holding.parquet",
-                                       ["citizen_id", "record_no"]),
-            "employment": _publish(parts("employment"), out_dir / "employment.parquet",
-                                   ["citizen_id", "kind", "record_key"]),
-            "eligibility": _publish(parts("eligibility", "decided"), out_dir / "eligibility.parquet",
-                                    ["child_id", "level", "school_code"]),
-            "ineligibility": _publish(parts("ineligibility", "decided"), out_dir / "ineligibility.parquet",
-                                      ["child_id", "level"]),
-            "guardian_eligibility": _publish(parts("guardian_eligibility"), out_dir / "guardian_eligibility.parquet",
-                                             ["guardian_id", "level", "school_code"]),
+            "guardianship": _publish(
+                [work / "guardianship.parquet"], out_dir / "guardianship.parquet", ["child_id", "guardian_id"]
+            ),
+            "property_holding": _publish(
+                parts("property_holding"), out_dir / "property_holding.parquet", ["citizen_id", "kind", "record_key"]
+            ),
+            "rental_holding": _publish(
+                parts("rental_holding"), out_dir / "rental_holding.parquet", ["citizen_id", "record_no"]
+            ),
+            "employment": _publish(
+                parts("employment"), out_dir / "employment.parquet", ["citizen_id", "kind", "record_key"]
+            ),
+            "eligibility": _publish(
+                parts("eligibility", "decided"), out_dir / "eligibility.parquet", ["child_id", "level", "school_code"]
+            ),
+            "ineligibility": _publish(
+                parts("ineligibility", "decided"), out_dir / "ineligibility.parquet", ["child_id", "level"]
+            ),
+            "guardian_eligibility": _publish(
+                parts("guardian_eligibility"),
+                out_dir / "guardian_eligibility.parquet",
+                ["guardian_id", "level", "school_code"],
+            ),
             "prefill": _publish(parts("prefill"), out_dir / "prefill.parquet", ["guardian_id"]),
         }
     finally:

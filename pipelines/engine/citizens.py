@@ -14,28 +14,80 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipelines import registry
 from pipelines.engine import rules
 from pipelines.engine.frames import as_dates, json_text, member
-from pipelines import registry
 from pipelines.engine.records import (
-    CHILD_OF_HEAD, CONTRACT_KIND, HEAD_OF_HOUSEHOLD, HUKOU_ACTIVE, PERSON_OWNER,
-    SPOUSE_OF_HEAD, TITLE_KIND, UNPLACED_ADDRESS, business_sources, evidence_source,
+    CHILD_OF_HEAD,
+    CONTRACT_KIND,
+    HEAD_OF_HOUSEHOLD,
+    HUKOU_ACTIVE,
+    PERSON_OWNER,
+    SPOUSE_OF_HEAD,
+    TITLE_KIND,
+    UNPLACED_ADDRESS,
+    business_sources,
+    evidence_source,
 )
 from pipelines.policy import Policy
 from pipelines.resident_id import RESIDENT_ID_PATTERN
 
-CITIZEN_COLUMNS = ["citizen_id", "name", "sex", "birth_date", "household_no", "hukou_status",
-                   "hukou_region_code", "hukou_address", "hukou_address_code",
-                   "hukou_address_status", "settled_date", "urban_hukou", "sources",
-                   "name_conflict"]
+CITIZEN_COLUMNS = [
+    "citizen_id",
+    "name",
+    "sex",
+    "birth_date",
+    "household_no",
+    "hukou_status",
+    "hukou_region_code",
+    "hukou_address",
+    "hukou_address_code",
+    "hukou_address_status",
+    "settled_date",
+    "urban_hukou",
+    "sources",
+    "name_conflict",
+]
 GUARDIANSHIP_COLUMNS = ["child_id", "guardian_id", "relation", "basis"]
-PROPERTY_COLUMNS = ["citizen_id", "kind", "record_key", "use", "status", "record_date", "share",
-                    "address", "address_code", "address_status", "qualifying", "record_ref"]
-RENTAL_COLUMNS = ["citizen_id", "record_no", "address", "address_code", "address_status",
-                  "start_date", "end_date", "registered_date", "status", "qualifying",
-                  "record_ref"]
-EMPLOYMENT_COLUMNS = ["citizen_id", "kind", "record_key", "org_code", "since", "local_months",
-                      "status", "scheme", "qualifying", "record_ref"]
+PROPERTY_COLUMNS = [
+    "citizen_id",
+    "kind",
+    "record_key",
+    "use",
+    "status",
+    "record_date",
+    "share",
+    "address",
+    "address_code",
+    "address_status",
+    "qualifying",
+    "record_ref",
+]
+RENTAL_COLUMNS = [
+    "citizen_id",
+    "record_no",
+    "address",
+    "address_code",
+    "address_status",
+    "start_date",
+    "end_date",
+    "registered_date",
+    "status",
+    "qualifying",
+    "record_ref",
+]
+EMPLOYMENT_COLUMNS = [
+    "citizen_id",
+    "kind",
+    "record_key",
+    "org_code",
+    "since",
+    "local_months",
+    "status",
+    "scheme",
+    "qualifying",
+    "record_ref",
+]
 
 
 def _frame(staged: dict[str, pd.DataFrame], source: str, columns: list[str]) -> pd.DataFrame:
@@ -65,8 +117,7 @@ def _place(texts: pd.Series, source: str, address_match: pd.DataFrame) -> pd.Dat
     status = placed["status"].astype("object").where(placed["status"].notna(), "unmatched")
     status = status.where(placed["address"].notna(), None)
     code = placed["address_code"].astype("object").where(~status.isin(UNPLACED_ADDRESS) & status.notna(), None)
-    return pd.DataFrame({"address_code": code.to_numpy(), "address_status": status.to_numpy()},
-                        index=texts.index)
+    return pd.DataFrame({"address_code": code.to_numpy(), "address_status": status.to_numpy()}, index=texts.index)
 
 
 def latest_hukou(hukou: pd.DataFrame) -> pd.DataFrame:
@@ -115,8 +166,13 @@ def _mentions(staged: dict[str, pd.DataFrame]) -> pd.DataFrame:
             part = pd.DataFrame({"citizen_id": rows[person.id].astype("object"), "name": names, "source": source})
             parts.append(part[part["citizen_id"].notna()])
     if not parts:
-        return pd.DataFrame({"citizen_id": pd.Series(dtype="object"),
-                             "name": pd.Series(dtype="object"), "source": pd.Series(dtype="object")})
+        return pd.DataFrame(
+            {
+                "citizen_id": pd.Series(dtype="object"),
+                "name": pd.Series(dtype="object"),
+                "source": pd.Series(dtype="object"),
+            }
+        )
     mentions = pd.concat(parts, ignore_index=True)
     return mentions[_is_resident_id(mentions["citizen_id"])]
 
@@ -130,8 +186,7 @@ def _id_birth_and_sex(ids: pd.Series) -> tuple[pd.Series, pd.Series]:
     return birth, sex.where(odd.notna(), None)
 
 
-def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
-                   policy: Policy) -> pd.DataFrame:
+def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     """``citizen``: one row per resident named as the subject of any delivered record.
 
     Hukou fields (household, status, region, address, settled date) stay null for people the
@@ -149,10 +204,15 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
 
     sources = registry.source_keys()
     bits = mentions["source"].map({s: 1 << i for i, s in enumerate(sources)}).astype(np.int64)
-    masks = (pd.DataFrame({"citizen_id": mentions["citizen_id"], "bit": bits})
-             .drop_duplicates().groupby("citizen_id")["bit"].sum())
-    mask_text = {mask: json_text(sorted(s for i, s in enumerate(sources) if mask & (1 << i)))
-                 for mask in masks.unique()}
+    masks = (
+        pd.DataFrame({"citizen_id": mentions["citizen_id"], "bit": bits})
+        .drop_duplicates()
+        .groupby("citizen_id")["bit"]
+        .sum()
+    )
+    mask_text = {
+        mask: json_text(sorted(s for i, s in enumerate(sources) if mask & (1 << i))) for mask in masks.unique()
+    }
 
     citizens = pd.DataFrame({"citizen_id": masks.index.astype("object")})
     citizens["name"] = citizens["citizen_id"].map(chosen).astype("object")
@@ -160,16 +220,42 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     citizens["name_conflict"] = member(citizens["citizen_id"], conflicting)
 
     hukou_source = evidence_source("hukou")
-    hukou = latest_hukou(_frame(staged, hukou_source, [
-        "citizen_id", "sex", "birth_date", "household_no", "status", "hukou_region_code",
-        "hukou_address", "settled_date", "updated_at", "record_ref"]))
+    hukou = latest_hukou(
+        _frame(
+            staged,
+            hukou_source,
+            [
+                "citizen_id",
+                "sex",
+                "birth_date",
+                "household_no",
+                "status",
+                "hukou_region_code",
+                "hukou_address",
+                "settled_date",
+                "updated_at",
+                "record_ref",
+            ],
+        )
+    )
     hukou = hukou.assign(urban_hukou=rules.urban_hukou(hukou, policy))
     placed = _place(hukou["hukou_address"], hukou_source, address_match)
-    hukou = hukou.assign(hukou_address_code=placed["address_code"],
-                         hukou_address_status=placed["address_status"])
-    hukou = hukou.rename(columns={"status": "hukou_status"})[[
-        "citizen_id", "sex", "birth_date", "household_no", "hukou_status", "hukou_region_code",
-        "hukou_address", "hukou_address_code", "hukou_address_status", "settled_date", "urban_hukou"]]
+    hukou = hukou.assign(hukou_address_code=placed["address_code"], hukou_address_status=placed["address_status"])
+    hukou = hukou.rename(columns={"status": "hukou_status"})[
+        [
+            "citizen_id",
+            "sex",
+            "birth_date",
+            "household_no",
+            "hukou_status",
+            "hukou_region_code",
+            "hukou_address",
+            "hukou_address_code",
+            "hukou_address_status",
+            "settled_date",
+            "urban_hukou",
+        ]
+    ]
     citizens = citizens.merge(hukou, on="citizen_id", how="left")
     id_birth, id_sex = _id_birth_and_sex(citizens["citizen_id"])
     citizens["birth_date"] = as_dates(citizens["birth_date"]).fillna(id_birth)
@@ -188,43 +274,65 @@ def build_guardianship(hukou: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     ``household_no`` (basis ``household``, relation = their relation to the head). Nothing
     else is inferred. Runs on whole households (bucket by ``household_no``).
     """
-    columns = ["citizen_id", "birth_date", "household_no", "relation_to_head", "status",
-               "guardian1_id", "guardian1_relation", "guardian2_id", "guardian2_relation",
-               "updated_at", "record_ref"]
+    columns = [
+        "citizen_id",
+        "birth_date",
+        "household_no",
+        "relation_to_head",
+        "status",
+        "guardian1_id",
+        "guardian1_relation",
+        "guardian2_id",
+        "guardian2_relation",
+        "updated_at",
+        "record_ref",
+    ]
     hukou = latest_hukou(_frame({"hukou": hukou}, "hukou", columns))  # the frame given, columns completed
     children = hukou[rules.school_level(as_dates(hukou["birth_date"]), hukou["status"], policy).notna()]
 
     named = children["guardian1_id"].notna() | children["guardian2_id"].notna()
     field_edges = []
-    for id_column, relation_column in (("guardian1_id", "guardian1_relation"),
-                                       ("guardian2_id", "guardian2_relation")):
+    for id_column, relation_column in (("guardian1_id", "guardian1_relation"), ("guardian2_id", "guardian2_relation")):
         rows = children[named & children[id_column].notna()]
-        field_edges.append(pd.DataFrame({"child_id": rows["citizen_id"].astype("object"),
-                                         "guardian_id": rows[id_column].astype("object"),
-                                         "relation": rows[relation_column].astype("object"),
-                                         "basis": "guardian_field"}))
+        field_edges.append(
+            pd.DataFrame(
+                {
+                    "child_id": rows["citizen_id"].astype("object"),
+                    "guardian_id": rows[id_column].astype("object"),
+                    "relation": rows[relation_column].astype("object"),
+                    "basis": "guardian_field",
+                }
+            )
+        )
 
     offspring = children[~named & children["relation_to_head"].isin(CHILD_OF_HEAD)]
-    heads = hukou[hukou["relation_to_head"].isin((HEAD_OF_HOUSEHOLD, SPOUSE_OF_HEAD))
-                  & hukou["status"].eq(HUKOU_ACTIVE)]
+    heads = hukou[
+        hukou["relation_to_head"].isin((HEAD_OF_HOUSEHOLD, SPOUSE_OF_HEAD)) & hukou["status"].eq(HUKOU_ACTIVE)
+    ]
     household_edges = offspring[["citizen_id", "household_no"]].merge(
-        heads[["citizen_id", "household_no", "relation_to_head"]], on="household_no",
-        suffixes=("", "_guardian"))
-    household_edges = pd.DataFrame({
-        "child_id": household_edges["citizen_id"].astype("object"),
-        "guardian_id": household_edges["citizen_id_guardian"].astype("object"),
-        "relation": household_edges["relation_to_head"].astype("object"),
-        "basis": "household"})
+        heads[["citizen_id", "household_no", "relation_to_head"]], on="household_no", suffixes=("", "_guardian")
+    )
+    household_edges = pd.DataFrame(
+        {
+            "child_id": household_edges["citizen_id"].astype("object"),
+            "guardian_id": household_edges["citizen_id_guardian"].astype("object"),
+            "relation": household_edges["relation_to_head"].astype("object"),
+            "basis": "household",
+        }
+    )
 
     edges = pd.concat([*field_edges, household_edges], ignore_index=True)
     edges = edges[edges["child_id"] != edges["guardian_id"]]
-    return (edges.sort_values(["child_id", "guardian_id", "basis"], kind="stable")
-            .drop_duplicates(["child_id", "guardian_id"])[GUARDIANSHIP_COLUMNS]
-            .reset_index(drop=True))
+    return (
+        edges.sort_values(["child_id", "guardian_id", "basis"], kind="stable")
+        .drop_duplicates(["child_id", "guardian_id"])[GUARDIANSHIP_COLUMNS]
+        .reset_index(drop=True)
+    )
 
 
-def build_property_holding(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
-                           policy: Policy) -> pd.DataFrame:
+def build_property_holding(
+    staged: dict[str, pd.DataFrame], address_match: pd.DataFrame, policy: Policy
+) -> pd.DataFrame:
     """``property_holding``: one row per resident owner of a title and per buyer of a contract.
 
     ``qualifying`` is ``rules.qualifying_property``. Corporate owners are not residents and are
@@ -232,56 +340,94 @@ def build_property_holding(staged: dict[str, pd.DataFrame], address_match: pd.Da
     record none).
     """
     title_source, contract_source = evidence_source("title"), evidence_source("contract")
-    titles = _frame(staged, title_source, [
-        "certificate_no", "owner_id", "owner_kind", "share", "address", "use", "registered_date",
-        "title_status", "record_ref"])
+    titles = _frame(
+        staged,
+        title_source,
+        [
+            "certificate_no",
+            "owner_id",
+            "owner_kind",
+            "share",
+            "address",
+            "use",
+            "registered_date",
+            "title_status",
+            "record_ref",
+        ],
+    )
     titles = titles[_person_owner(titles)]
-    title_rows = pd.DataFrame({
-        "citizen_id": titles["owner_id"].astype("object"), "kind": TITLE_KIND,
-        "record_key": titles["certificate_no"].astype("object"), "use": titles["use"].astype("object"),
-        "status": titles["title_status"].astype("object"),
-        "record_date": as_dates(titles["registered_date"]),
-        "share": pd.to_numeric(titles["share"], errors="coerce").astype("float64"),
-        "address": titles["address"].astype("object"), "record_ref": titles["record_ref"].astype("object")})
+    title_rows = pd.DataFrame(
+        {
+            "citizen_id": titles["owner_id"].astype("object"),
+            "kind": TITLE_KIND,
+            "record_key": titles["certificate_no"].astype("object"),
+            "use": titles["use"].astype("object"),
+            "status": titles["title_status"].astype("object"),
+            "record_date": as_dates(titles["registered_date"]),
+            "share": pd.to_numeric(titles["share"], errors="coerce").astype("float64"),
+            "address": titles["address"].astype("object"),
+            "record_ref": titles["record_ref"].astype("object"),
+        }
+    )
     title_rows = title_rows.join(_place(title_rows["address"], title_source, address_match))
 
-    contracts = _frame(staged, contract_source, [
-        "contract_no", "buyer_id", "address", "use", "signed_date", "status", "record_ref"])
+    contracts = _frame(
+        staged, contract_source, ["contract_no", "buyer_id", "address", "use", "signed_date", "status", "record_ref"]
+    )
     contracts = contracts[contracts["buyer_id"].notna()]
-    contract_rows = pd.DataFrame({
-        "citizen_id": contracts["buyer_id"].astype("object"), "kind": CONTRACT_KIND,
-        "record_key": contracts["contract_no"].astype("object"), "use": contracts["use"].astype("object"),
-        "status": contracts["status"].astype("object"), "record_date": as_dates(contracts["signed_date"]),
-        "share": np.nan, "address": contracts["address"].astype("object"),
-        "record_ref": contracts["record_ref"].astype("object")})
+    contract_rows = pd.DataFrame(
+        {
+            "citizen_id": contracts["buyer_id"].astype("object"),
+            "kind": CONTRACT_KIND,
+            "record_key": contracts["contract_no"].astype("object"),
+            "use": contracts["use"].astype("object"),
+            "status": contracts["status"].astype("object"),
+            "record_date": as_dates(contracts["signed_date"]),
+            "share": np.nan,
+            "address": contracts["address"].astype("object"),
+            "record_ref": contracts["record_ref"].astype("object"),
+        }
+    )
     contract_rows = contract_rows.join(_place(contract_rows["address"], contract_source, address_match))
 
     rows = pd.concat([title_rows, contract_rows], ignore_index=True)
     rows["qualifying"] = rules.qualifying_property(rows, policy).holds
-    return (rows.sort_values(["citizen_id", "kind", "record_key"], kind="stable")
-            .drop_duplicates(["citizen_id", "kind", "record_key"])[PROPERTY_COLUMNS]
-            .reset_index(drop=True))
+    return (
+        rows.sort_values(["citizen_id", "kind", "record_key"], kind="stable")
+        .drop_duplicates(["citizen_id", "kind", "record_key"])[PROPERTY_COLUMNS]
+        .reset_index(drop=True)
+    )
 
 
-def build_rental_holding(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
-                         policy: Policy) -> pd.DataFrame:
+def build_rental_holding(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     """``rental_holding``: one row per registration, by tenant; ``qualifying`` is
     ``rules.qualifying_rental``."""
     rental_source = evidence_source("rental")
-    rentals = _frame(staged, rental_source, ["record_no", "tenant_id", "address", "start_date",
-                                        "end_date", "registered_date", "status", "record_ref"])
+    rentals = _frame(
+        staged,
+        rental_source,
+        ["record_no", "tenant_id", "address", "start_date", "end_date", "registered_date", "status", "record_ref"],
+    )
     rentals = rentals[rentals["tenant_id"].notna()]
-    rows = pd.DataFrame({
-        "citizen_id": rentals["tenant_id"].astype("object"),
-        "record_no": rentals["record_no"].astype("object"),
-        "address": rentals["address"].astype("object"),
-        "start_date": as_dates(rentals["start_date"]), "end_date": as_dates(rentals["end_date"]),
-        "registered_date": as_dates(rentals["registered_date"]),
-        "status": rentals["status"].astype("object"), "record_ref": rentals["record_ref"].astype("object")})
+    rows = pd.DataFrame(
+        {
+            "citizen_id": rentals["tenant_id"].astype("object"),
+            "record_no": rentals["record_no"].astype("object"),
+            "address": rentals["address"].astype("object"),
+            "start_date": as_dates(rentals["start_date"]),
+            "end_date": as_dates(rentals["end_date"]),
+            "registered_date": as_dates(rentals["registered_date"]),
+            "status": rentals["status"].astype("object"),
+            "record_ref": rentals["record_ref"].astype("object"),
+        }
+    )
     rows["qualifying"] = rules.qualifying_rental(rows, policy).holds
     rows = rows.join(_place(rows["address"], rental_source, address_match))
-    return (rows.sort_values(["citizen_id", "record_no"], kind="stable")
-            .drop_duplicates(["citizen_id", "record_no"])[RENTAL_COLUMNS].reset_index(drop=True))
+    return (
+        rows.sort_values(["citizen_id", "record_no"], kind="stable")
+        .drop_duplicates(["citizen_id", "record_no"])[RENTAL_COLUMNS]
+        .reset_index(drop=True)
+    )
 
 
 def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.DataFrame:
@@ -291,46 +437,70 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
     insurance (its natural key: two parents in one scheme are two records of evidence) and the
     credit code for businesses.
     """
-    insurance = _frame(staged, evidence_source("insurance"), [
-        "citizen_id", "scheme", "insurance_status", "employer_code", "first_insured_date",
-        "local_months", "record_ref"])
+    insurance = _frame(
+        staged,
+        evidence_source("insurance"),
+        [
+            "citizen_id",
+            "scheme",
+            "insurance_status",
+            "employer_code",
+            "first_insured_date",
+            "local_months",
+            "record_ref",
+        ],
+    )
     insurance = insurance[insurance["citizen_id"].notna()]
     months = pd.to_numeric(insurance["local_months"], errors="coerce").astype("Int64")
-    insured = pd.DataFrame({
-        "citizen_id": insurance["citizen_id"].astype("object"), "kind": evidence_source("insurance"),
-        "record_key": (insurance["citizen_id"].astype("str") + ":"
-                       + insurance["scheme"].astype("str")).astype("object"),
-        "org_code": insurance["employer_code"].astype("object"),
-        "since": as_dates(insurance["first_insured_date"]), "local_months": months,
-        "status": insurance["insurance_status"].astype("object"),
-        "scheme": insurance["scheme"].astype("object"),
-        "record_ref": insurance["record_ref"].astype("object")})
+    insured = pd.DataFrame(
+        {
+            "citizen_id": insurance["citizen_id"].astype("object"),
+            "kind": evidence_source("insurance"),
+            "record_key": (insurance["citizen_id"].astype("str") + ":" + insurance["scheme"].astype("str")).astype(
+                "object"
+            ),
+            "org_code": insurance["employer_code"].astype("object"),
+            "since": as_dates(insurance["first_insured_date"]),
+            "local_months": months,
+            "status": insurance["insurance_status"].astype("object"),
+            "scheme": insurance["scheme"].astype("object"),
+            "record_ref": insurance["record_ref"].astype("object"),
+        }
+    )
 
     parts = [insured]
     for source in business_sources():
         id_column = registry.source(source).persons[0].id
-        frame = _frame(staged, source, ["credit_code", id_column, "established_date", "reg_status",
-                                        "record_ref"])
+        frame = _frame(staged, source, ["credit_code", id_column, "established_date", "reg_status", "record_ref"])
         frame = frame[frame[id_column].notna()]
-        part = pd.DataFrame({
-            "citizen_id": frame[id_column].astype("object"), "kind": source,
-            "record_key": frame["credit_code"].astype("object"),
-            "org_code": frame["credit_code"].astype("object"),
-            "since": as_dates(frame["established_date"]), "local_months": pd.array([pd.NA] * len(frame), dtype="Int64"),
-            "status": frame["reg_status"].astype("object"), "scheme": None,
-            "record_ref": frame["record_ref"].astype("object")})
+        part = pd.DataFrame(
+            {
+                "citizen_id": frame[id_column].astype("object"),
+                "kind": source,
+                "record_key": frame["credit_code"].astype("object"),
+                "org_code": frame["credit_code"].astype("object"),
+                "since": as_dates(frame["established_date"]),
+                "local_months": pd.array([pd.NA] * len(frame), dtype="Int64"),
+                "status": frame["reg_status"].astype("object"),
+                "scheme": None,
+                "record_ref": frame["record_ref"].astype("object"),
+            }
+        )
         parts.append(part)
     rows = pd.concat(parts, ignore_index=True)
     rows["qualifying"] = rules.stable_employment(rows, policy).holds
     rows = rows[_is_resident_id(rows["citizen_id"])]
     rows["local_months"] = rows["local_months"].astype("Int64")
-    return (rows.sort_values(["citizen_id", "kind", "record_key"], kind="stable")
-            .drop_duplicates(["citizen_id", "kind", "record_key"])[EMPLOYMENT_COLUMNS]
-            .reset_index(drop=True))
+    return (
+        rows.sort_values(["citizen_id", "kind", "record_key"], kind="stable")
+        .drop_duplicates(["citizen_id", "kind", "record_key"])[EMPLOYMENT_COLUMNS]
+        .reset_index(drop=True)
+    )
 
 
-def build_person_tables(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
-                        policy: Policy) -> dict[str, pd.DataFrame]:
+def build_person_tables(
+    staged: dict[str, pd.DataFrame], address_match: pd.DataFrame, policy: Policy
+) -> dict[str, pd.DataFrame]:
     """The tables keyed by one person: runs on the rows of one person bucket."""
     return {
         "citizen": build_citizens(staged, address_match, policy),
@@ -340,8 +510,9 @@ def build_person_tables(staged: dict[str, pd.DataFrame], address_match: pd.DataF
     }
 
 
-def build_citizen_tables(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
-                         policy: Policy) -> dict[str, pd.DataFrame]:
+def build_citizen_tables(
+    staged: dict[str, pd.DataFrame], address_match: pd.DataFrame, policy: Policy
+) -> dict[str, pd.DataFrame]:
     """citizen, guardianship, property_holding, rental_holding, employment (warehouse.md)."""
     tables = build_person_tables(staged, address_match, policy)
     tables["guardianship"] = build_guardianship(_frame(staged, evidence_source("hukou"), ["citizen_id"]), policy)

@@ -18,8 +18,9 @@ def evidence_source(evidence: str) -> str:
     """The one source the policy reads as ``evidence`` (hukou, title, contract, rental, insurance)."""
     found = registry.with_evidence(evidence)
     if len(found) != 1:
-        raise UsageError(f"schemas: exactly one source must have roles: evidence: {evidence} "
-                         f"(found {', '.join(found) or 'none'})")
+        raise UsageError(
+            f"schemas: exactly one source must have roles: evidence: {evidence} (found {', '.join(found) or 'none'})"
+        )
     return found[0]
 
 

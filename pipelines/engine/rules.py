@@ -16,7 +16,11 @@ import numpy as np
 import pandas as pd
 
 from pipelines.engine.records import (
-    CHILD_STATUSES, HUKOU_ACTIVE, TITLE_KIND, business_sources, evidence_source,
+    CHILD_STATUSES,
+    HUKOU_ACTIVE,
+    TITLE_KIND,
+    business_sources,
+    evidence_source,
 )
 from pipelines.policy import Policy
 
@@ -42,12 +46,26 @@ HUKOU_NOT_URBAN = "HUKOU_NOT_URBAN"
 HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS = "HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS"
 ADDRESS_UNMATCHED = "ADDRESS_UNMATCHED"
 CHILD_DECEASED = "CHILD_DECEASED"
-REASONS = (NO_GUARDIAN_LINK, NO_QUALIFYING_PROPERTY, PROPERTY_AFTER_CUTOFF,
-           PROPERTY_NOT_RESIDENTIAL, PROPERTY_NOT_CURRENT, PROPERTY_OUTSIDE_ALL_CATCHMENTS,
-           PROPERTY_EXCLUDES_RENTAL_AND_HUKOU, NO_QUALIFYING_RENTAL, RENTAL_AFTER_CUTOFF,
-           RENTAL_NOT_COVERING_CUTOFF, RENTAL_OUTSIDE_ALL_CATCHMENTS, NO_STABLE_EMPLOYMENT,
-           INSUFFICIENT_INSURANCE_MONTHS, BUSINESS_TOO_RECENT, HUKOU_NOT_URBAN,
-           HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS, ADDRESS_UNMATCHED, CHILD_DECEASED)
+REASONS = (
+    NO_GUARDIAN_LINK,
+    NO_QUALIFYING_PROPERTY,
+    PROPERTY_AFTER_CUTOFF,
+    PROPERTY_NOT_RESIDENTIAL,
+    PROPERTY_NOT_CURRENT,
+    PROPERTY_OUTSIDE_ALL_CATCHMENTS,
+    PROPERTY_EXCLUDES_RENTAL_AND_HUKOU,
+    NO_QUALIFYING_RENTAL,
+    RENTAL_AFTER_CUTOFF,
+    RENTAL_NOT_COVERING_CUTOFF,
+    RENTAL_OUTSIDE_ALL_CATCHMENTS,
+    NO_STABLE_EMPLOYMENT,
+    INSUFFICIENT_INSURANCE_MONTHS,
+    BUSINESS_TOO_RECENT,
+    HUKOU_NOT_URBAN,
+    HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS,
+    ADDRESS_UNMATCHED,
+    CHILD_DECEASED,
+)
 
 # Whose records a record reason may come from: the child's or a guardian's (``holder``), or a
 # guardian's only (``guardian``; category B never rests on the child's own rental or job).
@@ -55,6 +73,7 @@ HOLDER_SCOPE, GUARDIAN_SCOPE = "holder", "guardian"
 
 
 # ---------------------------------------------------------------- rules of named parts
+
 
 @dataclass(frozen=True)
 class Part:
@@ -104,11 +123,15 @@ def _on_or_before(dates: pd.Series, day: pd.Timestamp) -> pd.Series:
     return pd.Series(dates <= day, dtype="boolean").mask(dates.isna().to_numpy())
 
 
-QUALIFYING_PROPERTY = Rule("qualifying property", (
-    Part("listed status", PROPERTY_NOT_CURRENT, unless=("listed use",)),
-    Part("listed use", PROPERTY_NOT_RESIDENTIAL, unless=("listed status",)),
-    Part("dated by the cutoff", PROPERTY_AFTER_CUTOFF, unless=("listed status", "listed use")),
-), scope=HOLDER_SCOPE)
+QUALIFYING_PROPERTY = Rule(
+    "qualifying property",
+    (
+        Part("listed status", PROPERTY_NOT_CURRENT, unless=("listed use",)),
+        Part("listed use", PROPERTY_NOT_RESIDENTIAL, unless=("listed status",)),
+        Part("dated by the cutoff", PROPERTY_AFTER_CUTOFF, unless=("listed status", "listed use")),
+    ),
+    scope=HOLDER_SCOPE,
+)
 
 
 def qualifying_property(rows: pd.DataFrame, policy: Policy) -> Verdict:
@@ -120,21 +143,29 @@ def qualifying_property(rows: pd.DataFrame, policy: Policy) -> Verdict:
     or cancelled contract); PROPERTY_NOT_RESIDENTIAL: a listed status with a use not listed;
     PROPERTY_AFTER_CUTOFF: listed status and use, dated after the cutoff.
     """
-    status = np.where(rows["kind"].eq(TITLE_KIND), rows["status"].isin(policy.title_status),
-                      rows["status"].isin(policy.contract_status))
-    return QUALIFYING_PROPERTY.judge({
-        "listed status": status,
-        "listed use": rows["use"].isin(policy.property_uses).to_numpy(),
-        "dated by the cutoff": _on_or_before(rows["record_date"], pd.Timestamp(policy.cutoff_date)),
-    })
+    status = np.where(
+        rows["kind"].eq(TITLE_KIND),
+        rows["status"].isin(policy.title_status),
+        rows["status"].isin(policy.contract_status),
+    )
+    return QUALIFYING_PROPERTY.judge(
+        {
+            "listed status": status,
+            "listed use": rows["use"].isin(policy.property_uses).to_numpy(),
+            "dated by the cutoff": _on_or_before(rows["record_date"], pd.Timestamp(policy.cutoff_date)),
+        }
+    )
 
 
-QUALIFYING_RENTAL = Rule("qualifying rental", (
-    Part("listed status"),
-    Part("filed by the cutoff", RENTAL_AFTER_CUTOFF, unless=("listed status",)),
-    Part("lease covers the cutoff", RENTAL_NOT_COVERING_CUTOFF,
-         unless=("listed status", "filed by the cutoff")),
-), scope=GUARDIAN_SCOPE)
+QUALIFYING_RENTAL = Rule(
+    "qualifying rental",
+    (
+        Part("listed status"),
+        Part("filed by the cutoff", RENTAL_AFTER_CUTOFF, unless=("listed status",)),
+        Part("lease covers the cutoff", RENTAL_NOT_COVERING_CUTOFF, unless=("listed status", "filed by the cutoff")),
+    ),
+    scope=GUARDIAN_SCOPE,
+)
 
 
 def qualifying_rental(rows: pd.DataFrame, policy: Policy) -> Verdict:
@@ -146,23 +177,33 @@ def qualifying_rental(rows: pd.DataFrame, policy: Policy) -> Verdict:
     listed status not filed late whose lease does not run on the cutoff date.
     """
     cutoff = pd.Timestamp(policy.cutoff_date)
-    return QUALIFYING_RENTAL.judge({
-        "listed status": rows["status"].isin(policy.rental_status).to_numpy(),
-        "filed by the cutoff": _on_or_before(rows["registered_date"], cutoff),
-        "lease covers the cutoff": ((rows["start_date"] <= cutoff) & (rows["end_date"] >= cutoff)).to_numpy(),
-    })
+    return QUALIFYING_RENTAL.judge(
+        {
+            "listed status": rows["status"].isin(policy.rental_status).to_numpy(),
+            "filed by the cutoff": _on_or_before(rows["registered_date"], cutoff),
+            "lease covers the cutoff": ((rows["start_date"] <= cutoff) & (rows["end_date"] >= cutoff)).to_numpy(),
+        }
+    )
 
 
-STABLE_INSURANCE = Rule("stable employment by insurance", (
-    Part("listed scheme"),
-    Part("listed status"),
-    Part("enough local months", INSUFFICIENT_INSURANCE_MONTHS, unless=("listed scheme", "listed status")),
-), scope=GUARDIAN_SCOPE)
+STABLE_INSURANCE = Rule(
+    "stable employment by insurance",
+    (
+        Part("listed scheme"),
+        Part("listed status"),
+        Part("enough local months", INSUFFICIENT_INSURANCE_MONTHS, unless=("listed scheme", "listed status")),
+    ),
+    scope=GUARDIAN_SCOPE,
+)
 
-STABLE_BUSINESS = Rule("stable employment by business", (
-    Part("listed status"),
-    Part("established early enough", BUSINESS_TOO_RECENT, unless=("listed status",)),
-), scope=GUARDIAN_SCOPE)
+STABLE_BUSINESS = Rule(
+    "stable employment by business",
+    (
+        Part("listed status"),
+        Part("established early enough", BUSINESS_TOO_RECENT, unless=("listed status",)),
+    ),
+    scope=GUARDIAN_SCOPE,
+)
 
 
 def stable_employment(rows: pd.DataFrame, policy: Policy) -> Verdict:
@@ -180,15 +221,19 @@ def stable_employment(rows: pd.DataFrame, policy: Policy) -> Verdict:
     enough = pd.Series(months >= policy.min_local_months, dtype="boolean")
     if policy.min_local_months > 0:
         enough = enough.fillna(False)
-    insurance = STABLE_INSURANCE.judge({
-        "listed scheme": rows["scheme"].isin(policy.insurance_schemes).to_numpy(),
-        "listed status": rows["status"].isin(policy.insurance_status).to_numpy(),
-        "enough local months": enough,
-    })
-    business = STABLE_BUSINESS.judge({
-        "listed status": rows["status"].isin(policy.business_status).to_numpy(),
-        "established early enough": (rows["since"] <= pd.Timestamp(policy.business_established_by)).to_numpy(),
-    })
+    insurance = STABLE_INSURANCE.judge(
+        {
+            "listed scheme": rows["scheme"].isin(policy.insurance_schemes).to_numpy(),
+            "listed status": rows["status"].isin(policy.insurance_status).to_numpy(),
+            "enough local months": enough,
+        }
+    )
+    business = STABLE_BUSINESS.judge(
+        {
+            "listed status": rows["status"].isin(policy.business_status).to_numpy(),
+            "established early enough": (rows["since"] <= pd.Timestamp(policy.business_established_by)).to_numpy(),
+        }
+    )
     is_insurance = rows["kind"].eq(evidence_source("insurance")).to_numpy(dtype=bool)
     is_business = rows["kind"].isin(business_sources()).to_numpy(dtype=bool)
     told = {code: mask & is_insurance for code, mask in insurance.told.items()}
@@ -198,12 +243,19 @@ def stable_employment(rows: pd.DataFrame, policy: Policy) -> Verdict:
 
 # ---------------------------------------------------------------- the child's own facts
 
+
 def urban_hukou(hukou: pd.DataFrame, policy: Policy) -> pd.Series:
     """policy.md: active, in an urban county, settled at this address on or before the cutoff."""
     settled = pd.to_datetime(hukou["settled_date"], errors="coerce").astype("datetime64[ns]")
-    return (hukou["status"].eq(HUKOU_ACTIVE)
+    return (
+        (
+            hukou["status"].eq(HUKOU_ACTIVE)
             & hukou["hukou_region_code"].astype("str").isin(policy.urban_region_codes)
-            & (settled <= pd.Timestamp(policy.cutoff_date))).fillna(False).astype(bool)
+            & (settled <= pd.Timestamp(policy.cutoff_date))
+        )
+        .fillna(False)
+        .astype(bool)
+    )
 
 
 def school_level(birth: pd.Series, hukou_status: pd.Series, policy: Policy) -> pd.Series:
@@ -217,6 +269,7 @@ def school_level(birth: pd.Series, hukou_status: pd.Series, policy: Policy) -> p
 
 
 # ---------------------------------------------------------------- categories and no-school reasons
+
 
 def property_category(urban: pd.Series) -> np.ndarray:
     """A qualifying property of the child or a guardian in the catchment: A1 with urban hukou, else A2."""
@@ -242,6 +295,7 @@ def no_school_reasons(children: pd.DataFrame) -> list[tuple[np.ndarray, str]]:
     ``urban_hukou``, ``hukou_coded`` (a single standard code), ``hukou_inside`` (a catchment of
     the level holds it). The reasons of the holders' records come on top (``Rule.scope``).
     """
+
     def flag(column: str) -> np.ndarray:
         return children[column].to_numpy(dtype=bool)
 

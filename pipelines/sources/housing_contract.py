@@ -18,8 +18,19 @@ from pipelines.staging.schema import load_schema
 from pipelines.staging.stage import Staged, stage_with_schema
 
 SCHEMA = load_schema("housing_contract")
-COLUMNS = ["contract_no", "buyer_id", "buyer_name", "seller", "project_name", "address", "use",
-           "signed_date", "status", "record_ref", "buyers_count"]
+COLUMNS = [
+    "contract_no",
+    "buyer_id",
+    "buyer_name",
+    "seller",
+    "project_name",
+    "address",
+    "use",
+    "signed_date",
+    "status",
+    "record_ref",
+    "buyers_count",
+]
 
 
 def _buyer_list(text: str) -> list | None:
@@ -34,14 +45,18 @@ def _buyer_list(text: str) -> list | None:
 
 def explode_buyers(buyers_text: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
     """One row per buyer (index = the contract's row label) and a mask of unreadable lists."""
-    lists = pd.Series([_buyer_list(text) for text in buyers_text.fillna("").tolist()],
-                      index=buyers_text.index, dtype="object")
+    lists = pd.Series(
+        [_buyer_list(text) for text in buyers_text.fillna("").tolist()], index=buyers_text.index, dtype="object"
+    )
     unreadable = lists.isna()
     exploded = lists[~unreadable].explode().dropna()
-    buyers = pd.DataFrame({
-        "buyer_name": [b.get("name") for b in exploded.tolist()],
-        "buyer_id": [b.get("id") for b in exploded.tolist()],
-    }, index=exploded.index)
+    buyers = pd.DataFrame(
+        {
+            "buyer_name": [b.get("name") for b in exploded.tolist()],
+            "buyer_id": [b.get("id") for b in exploded.tolist()],
+        },
+        index=exploded.index,
+    )
     buyers = buyers.astype({"buyer_name": "str", "buyer_id": "str"})
     return buyers, unreadable
 
@@ -52,11 +67,18 @@ def stage_housing_contract(raw: pd.DataFrame, extract_date: dt.date) -> Staged:
     buyers["buyer_name"] = buyers["buyer_name"].str.strip().replace("", pd.NA)
     ids, reasons = normalize_resident_ids(buyers["buyer_id"])
     buyers["buyer_id"] = ids.to_numpy()
-    per_contract = pd.DataFrame({
-        "missing": ids.isna(),
-        "format": reasons.eq(INVALID_ID_FORMAT).fillna(False).astype(bool),
-        "checksum": reasons.eq(INVALID_ID_CHECKSUM).fillna(False).astype(bool),
-    }).groupby(level=0).any().reindex(raw.index, fill_value=False)
+    per_contract = (
+        pd.DataFrame(
+            {
+                "missing": ids.isna(),
+                "format": reasons.eq(INVALID_ID_FORMAT).fillna(False).astype(bool),
+                "checksum": reasons.eq(INVALID_ID_CHECKSUM).fillna(False).astype(bool),
+            }
+        )
+        .groupby(level=0)
+        .any()
+        .reindex(raw.index, fill_value=False)
+    )
     no_buyer = ~raw.index.isin(buyers.index) & ~unreadable
     failures = (
         Failure(MALFORMED_RECORD, unreadable, "buyers: not a JSON list of {name, id} objects"),
@@ -68,5 +90,9 @@ def stage_housing_contract(raw: pd.DataFrame, extract_date: dt.date) -> Staged:
     counts = buyers.groupby(level=0).size().rename("buyers_count")
     per_buyer = accepted.drop(columns=["buyers"]).join(buyers, how="inner").join(counts)
     per_buyer["buyers_count"] = per_buyer["buyers_count"].astype("int64")
-    return Staged(accepted=per_buyer[COLUMNS].reset_index(drop=True), quarantined=staged.quarantined,
-                  rows_in=staged.rows_in, rows_duplicate=staged.rows_duplicate)
+    return Staged(
+        accepted=per_buyer[COLUMNS].reset_index(drop=True),
+        quarantined=staged.quarantined,
+        rows_in=staged.rows_in,
+        rows_duplicate=staged.rows_duplicate,
+    )

@@ -28,6 +28,7 @@ from pipelines.staging.quarantine import (
 )
 from pipelines.staging.schema import Schema
 
+
 def _strip(values: pd.Series) -> pd.Series:
     text = values.fillna("").astype("str").str.strip()
     return text.where(text != "", pd.NA)
@@ -56,8 +57,7 @@ def _cast_month(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     return value.where(good, pd.NA).astype("str"), text.notna() & ~good
 
 
-def cast_columns(raw: pd.DataFrame, schema: Schema,
-                 extract_date: dt.date) -> tuple[pd.DataFrame, list[Failure]]:
+def cast_columns(raw: pd.DataFrame, schema: Schema, extract_date: dt.date) -> tuple[pd.DataFrame, list[Failure]]:
     """Typed columns per the schema, and the failures of every row (not yet ordered).
 
     ``extract_date`` is the delivery's (folder date or ``extract_date``): an event column
@@ -78,22 +78,42 @@ def cast_columns(raw: pd.DataFrame, schema: Schema,
             typed[column.key] = ids
             if column.type == "org_or_id" and column.kind_column:
                 typed[column.kind_column] = kinds
-            failures.append(Failure(INVALID_ID_FORMAT, reasons.eq(INVALID_ID_FORMAT).fillna(False).astype(bool),
-                                    f"{column.key}: not a resident ID in any accepted form"))
-            failures.append(Failure(INVALID_ID_CHECKSUM, reasons.eq(INVALID_ID_CHECKSUM).fillna(False).astype(bool),
-                                    f"{column.key}: check character does not match"))
+            failures.append(
+                Failure(
+                    INVALID_ID_FORMAT,
+                    reasons.eq(INVALID_ID_FORMAT).fillna(False).astype(bool),
+                    f"{column.key}: not a resident ID in any accepted form",
+                )
+            )
+            failures.append(
+                Failure(
+                    INVALID_ID_CHECKSUM,
+                    reasons.eq(INVALID_ID_CHECKSUM).fillna(False).astype(bool),
+                    f"{column.key}: check character does not match",
+                )
+            )
         elif column.type in ("date", "datetime"):
             typed[column.key], invalid = parse_dates(text, keep_time=column.type == "datetime")
             failures.append(Failure(INVALID_DATE, invalid, f"{column.key}: not a possible date"))
             if column.not_after_extract:
                 later = typed[column.key].dt.normalize() > pd.Timestamp(extract_date)
-                failures.append(Failure(INVALID_DATE, later.fillna(False).astype(bool),
-                                        f"{column.key}: after the delivery's extract date {extract_date}"))
+                failures.append(
+                    Failure(
+                        INVALID_DATE,
+                        later.fillna(False).astype(bool),
+                        f"{column.key}: after the delivery's extract date {extract_date}",
+                    )
+                )
         elif column.type == "code":
             value = text.replace(column.aliases) if column.aliases else text
             typed[column.key] = value
-            failures.append(Failure(INVALID_CODE, value.notna() & ~value.isin(column.codes),
-                                    f"{column.key}: value outside the schema's code list"))
+            failures.append(
+                Failure(
+                    INVALID_CODE,
+                    value.notna() & ~value.isin(column.codes),
+                    f"{column.key}: value outside the schema's code list",
+                )
+            )
         elif column.type == "credit_code":
             typed[column.key] = fold_fullwidth(text).str.upper().where(text.notna(), pd.NA)
         elif column.type == "int":
@@ -102,7 +122,9 @@ def cast_columns(raw: pd.DataFrame, schema: Schema,
             typed[column.key] = number.astype("Int64")
             failures.append(Failure(INVALID_NUMBER, text.notna() & number.isna(), f"{column.key}: not an integer"))
         elif column.type == "float":
-            number = pd.to_numeric(text.where(text.str.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)"), pd.NA), errors="coerce")
+            number = pd.to_numeric(
+                text.where(text.str.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)"), pd.NA), errors="coerce"
+            )
             typed[column.key] = number.astype("float64")
             failures.append(Failure(INVALID_NUMBER, text.notna() & number.isna(), f"{column.key}: not a number"))
         elif column.type == "share":

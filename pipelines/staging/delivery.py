@@ -26,8 +26,10 @@ def _inside_landing(path: Path, landing: Path, what: str) -> None:
     """Deliveries are regular folders and files inside the landing directory: a symbolic link, or
     anything resolving elsewhere, could make the pipeline read (and quote) a file it must not."""
     if path.is_symlink() or not path.resolve().is_relative_to(landing.resolve()):
-        raise DeliveryRejected(f"{what} is a symbolic link or lies outside the landing directory "
-                               f"{landing}; deliveries must be regular files inside it")
+        raise DeliveryRejected(
+            f"{what} is a symbolic link or lies outside the landing directory "
+            f"{landing}; deliveries must be regular files inside it"
+        )
 
 
 def choose_delivery(landing: Path, source: str, as_of: dt.date) -> Path:
@@ -47,7 +49,7 @@ def choose_delivery(landing: Path, source: str, as_of: dt.date) -> Path:
             continue
         if folder.is_dir() and day <= as_of:
             candidates.append((day, folder))
-    for day, folder in sorted(candidates, reverse=True):
+    for _day, folder in sorted(candidates, reverse=True):
         if (folder / SUCCESS_MARKER).exists():
             _inside_landing(folder, landing, f"{source}: delivery folder {source}/{folder.name}")
             return folder
@@ -129,8 +131,9 @@ def read_regular_file(path: Path, what: str) -> bytes:
     except FileNotFoundError:
         raise DeliveryRejected(f"{what}: file missing from the delivery") from None
     except OSError:
-        raise DeliveryRejected(f"{what}: a symbolic link or unreadable; deliveries must be regular "
-                               "files inside the landing directory") from None
+        raise DeliveryRejected(
+            f"{what}: a symbolic link or unreadable; deliveries must be regular files inside the landing directory"
+        ) from None
     with os.fdopen(descriptor, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise DeliveryRejected(f"{what}: not a regular file")

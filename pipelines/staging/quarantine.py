@@ -67,18 +67,21 @@ def duplicate_rows(raw: pd.DataFrame, probe: str) -> np.ndarray:
     return duplicate
 
 
-
-def quarantine_frame(source: str, raw: pd.DataFrame, reason: pd.Series, detail: pd.Series,
-                     rows: np.ndarray) -> pd.DataFrame:
+def quarantine_frame(
+    source: str, raw: pd.DataFrame, reason: pd.Series, detail: pd.Series, rows: np.ndarray
+) -> pd.DataFrame:
     """The quarantine of the ``rows`` (a mask of ``raw``) with their first reason and detail.
 
     A malformed record's detail is the reader's parse error, which says what broke the line.
     """
     detail = detail.where(reason != MALFORMED_RECORD, raw["parse_error"]).where(reason.notna(), pd.NA)
-    return pd.DataFrame({
-        "source": source,
-        "record_ref": raw["record_ref"][rows].astype("str"),
-        "reason_code": reason[rows].astype("str"),
-        "detail": detail[rows].astype("str"),
-        "raw": raw["raw"][rows].astype("str"),
-    }, columns=QUARANTINE_COLUMNS).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "source": source,
+            "record_ref": raw["record_ref"][rows].astype("str"),
+            "reason_code": reason[rows].astype("str"),
+            "detail": detail[rows].astype("str"),
+            "raw": raw["raw"][rows].astype("str"),
+        },
+        columns=QUARANTINE_COLUMNS,
+    ).reset_index(drop=True)

@@ -40,8 +40,7 @@ def _truncate_raw(raw: pd.Series) -> pd.Series:
     return raw.where(~long, raw.str.slice(0, RAW_KEEP_CHARS) + "…")
 
 
-def _raw_frame(values: dict[str, pd.Series], refs: pd.Series, raw: pd.Series,
-               errors: pd.Series) -> pd.DataFrame:
+def _raw_frame(values: dict[str, pd.Series], refs: pd.Series, raw: pd.Series, errors: pd.Series) -> pd.DataFrame:
     frame = pd.DataFrame(values, index=refs.index)
     frame["record_ref"] = refs
     frame["raw"] = raw
@@ -202,14 +201,13 @@ def read_jsonl_delivery(lines: pa.Array, schema: Schema, label: str) -> pd.DataF
     present = [key for key in schema.keys if key in seen] + sorted(seen - set(names))
     _check_columns(schema, label, present, names)
     values = {
-        key: pd.Series([_json_text(r.get(key)) if r is not None else "" for r in records],
-                       index=raw_lines.index, dtype="str")
+        key: pd.Series(
+            [_json_text(r.get(key)) if r is not None else "" for r in records], index=raw_lines.index, dtype="str"
+        )
         for key in schema.keys
     }
     refs = schema.file + ":" + line_no.astype("str")
-    return _raw_frame(values, refs, _truncate_raw(raw_lines),
-                      pd.Series(errors, index=raw_lines.index, dtype="str"))
-
+    return _raw_frame(values, refs, _truncate_raw(raw_lines), pd.Series(errors, index=raw_lines.index, dtype="str"))
 
 
 def read_file_delivery(folder: Path, schema: Schema) -> tuple[pd.DataFrame, str]:
@@ -284,7 +282,7 @@ def _rows_checksum(raw: pa.ChunkedArray) -> str:
         part = rows.take(order.slice(start, CHUNK_LINES))
         offsets = np.frombuffer(part.buffers()[1], dtype=np.int64)[: len(part) + 1]
         if part.buffers()[2] is not None:
-            digest.update(memoryview(part.buffers()[2])[offsets[0]:offsets[-1]])
+            digest.update(memoryview(part.buffers()[2])[offsets[0] : offsets[-1]])
     return digest.hexdigest()
 
 
@@ -298,16 +296,20 @@ def _copy_text_columns(conn, table_name: str, found: list[str], extract: Any) ->
 
     query = sql.SQL("COPY (SELECT {columns} FROM {table} WHERE extract_date = {day}) TO STDOUT (FORMAT csv)").format(
         columns=sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(name)) for name in found),
-        table=sql.Identifier(table_name), day=sql.Literal(extract))
+        table=sql.Identifier(table_name),
+        day=sql.Literal(extract),
+    )
     read = pacsv.ReadOptions(column_names=[f"c{j}" for j in range(len(found))], block_size=1 << 24)
     parse = pacsv.ParseOptions(newlines_in_values=True)
-    convert = pacsv.ConvertOptions(column_types={f"c{j}": pa.large_string() for j in range(len(found))},
-                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
+    convert = pacsv.ConvertOptions(
+        column_types={f"c{j}": pa.large_string() for j in range(len(found))},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
     chunks: list[list[pa.Array]] = [[] for _ in found]
 
     def parse_block(block: bytearray) -> None:
-        table = pacsv.read_csv(pa.py_buffer(block), read_options=read, parse_options=parse,
-                               convert_options=convert)
+        table = pacsv.read_csv(pa.py_buffer(block), read_options=read, parse_options=parse, convert_options=convert)
         for j in range(len(found)):
             chunks[j].extend(table.column(j).chunks)
 
@@ -374,6 +376,7 @@ def read_exchange_delivery(url: str, schema: Schema, as_of: dt.date) -> tuple[pd
     rows = len(columns[0]) if columns else 0
     if rows == 0:
         raise DeliveryRejected(f"{schema.source}: {label}: empty extract {chosen_day}")
+
     def text(value: str) -> pa.Scalar:
         return pa.scalar(value, pa.large_string())
 

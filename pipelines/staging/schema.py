@@ -17,8 +17,18 @@ from pipelines.errors import UsageError
 
 SCHEMA_DIR = data_path("schemas")
 COLUMN_TYPES = (
-    "id", "org_or_id", "credit_code", "string", "code", "date", "datetime",
-    "int", "float", "share", "month", "json",
+    "id",
+    "org_or_id",
+    "credit_code",
+    "string",
+    "code",
+    "date",
+    "datetime",
+    "int",
+    "float",
+    "share",
+    "month",
+    "json",
 )
 FORMATS = ("csv", "jsonl")
 ENCODINGS = ("utf-8", "utf-8-sig", "gb18030")  # what delivery.decode_delivery reads
@@ -61,8 +71,7 @@ def _schema_error(path: Path, message: str) -> UsageError:
 def _parse_column(path: Path, item: Any) -> Column:
     if not isinstance(item, dict) or not {"header", "key", "type"} <= item.keys():
         raise _schema_error(path, f"column {item!r} needs header, key and type")
-    unknown = set(item) - {"header", "key", "type", "required", "codes", "aliases", "kind_column",
-                           "not_after_extract"}
+    unknown = set(item) - {"header", "key", "type", "required", "codes", "aliases", "kind_column", "not_after_extract"}
     if unknown:
         raise _schema_error(path, f"column {item['key']}: unknown setting {sorted(unknown)[0]}")
     if item["type"] not in COLUMN_TYPES:
@@ -79,9 +88,14 @@ def _parse_column(path: Path, item: Any) -> Column:
     if item.get("not_after_extract") and item["type"] not in ("date", "datetime"):
         raise _schema_error(path, f"column {item['key']}: not_after_extract needs a date column")
     return Column(
-        header=str(item["header"]), key=str(item["key"]), type=item["type"],
-        required=item.get("required", False), codes=codes, aliases=aliases,
-        kind_column=item.get("kind_column"), not_after_extract=item.get("not_after_extract", False),
+        header=str(item["header"]),
+        key=str(item["key"]),
+        type=item["type"],
+        required=item.get("required", False),
+        codes=codes,
+        aliases=aliases,
+        kind_column=item.get("kind_column"),
+        not_after_extract=item.get("not_after_extract", False),
     )
 
 
@@ -121,8 +135,13 @@ def load_schema(source: str, schema_dir: Path | None = None) -> Schema:
     if encoding not in ENCODINGS:
         raise _schema_error(path, f"encoding must be one of {', '.join(ENCODINGS)}")
     return Schema(
-        source=source, file=str(doc["file"]), format=doc["format"], separator=separator,
-        encoding=encoding, natural_key=natural_key, columns=columns,
+        source=source,
+        file=str(doc["file"]),
+        format=doc["format"],
+        separator=separator,
+        encoding=encoding,
+        natural_key=natural_key,
+        columns=columns,
     )
 
 
@@ -130,4 +149,3 @@ def load_schemas(schema_dir: Path | None = None) -> dict[str, Schema]:
     """Every schema in the directory, checked at start-up so a broken one fails before any work."""
     directory = schema_dir or SCHEMA_DIR
     return {path.stem: load_schema(path.stem, directory) for path in sorted(directory.glob("*.yaml"))}
-

@@ -50,8 +50,7 @@ def staging_version(source: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def stage_source(source: str, *, landing: Path | None, exchange_url: str | None,
-                 as_of: dt.date, out_dir: Path) -> dict:
+def stage_source(source: str, *, landing: Path | None, exchange_url: str | None, as_of: dt.date, out_dir: Path) -> dict:
     """Stage one source's delivery for ``as_of`` and write its snapshot under ``out_dir/source``.
 
     Writes ``accepted.parquet``, ``quarantine.parquet`` and ``snapshot.json``, each replaced
@@ -90,6 +89,13 @@ def stage_source(source: str, *, landing: Path | None, exchange_url: str | None,
     temporary = target / f".snapshot.json.{os.getpid()}.tmp"
     temporary.write_text(json.dumps(snapshot, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(temporary, target / "snapshot.json")
-    log.info("%s %s: %d in, %d accepted, %d quarantined, %d duplicate", source, delivery,
-             staged.rows_in, staged.rows_accepted, staged.rows_quarantined, staged.rows_duplicate)
+    log.info(
+        "%s %s: %d in, %d accepted, %d quarantined, %d duplicate",
+        source,
+        delivery,
+        staged.rows_in,
+        staged.rows_accepted,
+        staged.rows_quarantined,
+        staged.rows_duplicate,
+    )
     return snapshot

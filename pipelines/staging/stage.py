@@ -42,8 +42,9 @@ class Staged:
         return self.rows_in - self.rows_duplicate - self.rows_quarantined
 
 
-def stage_with_schema(raw: pd.DataFrame, schema: Schema, extract_date: dt.date,
-                      extra_failures: tuple[Failure, ...] = ()) -> tuple[Staged, pd.DataFrame]:
+def stage_with_schema(
+    raw: pd.DataFrame, schema: Schema, extract_date: dt.date, extra_failures: tuple[Failure, ...] = ()
+) -> tuple[Staged, pd.DataFrame]:
     """Dedupe, cast (events checked against ``extract_date``), and split into accepted and
     quarantined rows.
 
@@ -65,6 +66,10 @@ def stage_with_schema(raw: pd.DataFrame, schema: Schema, extract_date: dt.date,
         columns[key] = typed.pop(key)[good]
     accepted = pd.DataFrame(columns)
     accepted["record_ref"] = raw["record_ref"][good].astype("str")
-    staged = Staged(accepted=accepted.reset_index(drop=True), quarantined=quarantined,
-                    rows_in=len(raw), rows_duplicate=int(duplicate.sum()))
+    staged = Staged(
+        accepted=accepted.reset_index(drop=True),
+        quarantined=quarantined,
+        rows_in=len(raw),
+        rows_duplicate=int(duplicate.sum()),
+    )
     return staged, accepted

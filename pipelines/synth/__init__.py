@@ -41,23 +41,38 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output directory (landing/, reference/, truth/)")
     parser.add_argument("--people", type=int, default=20000, help="registered residents (default 20000)")
     parser.add_argument("--seed", type=int, default=1, help="random seed; one seed gives byte-identical output")
-    parser.add_argument("--profile", default="default", metavar="NAME_OR_PATH",
-                        help=f"the city's shape: a shipped profile ({', '.join(profile_names())}) or a YAML file "
-                             "(default: default)")
-    parser.add_argument("--exchange", metavar="URL",
-                        help="also load the deliveries into this exchange database (SQLite or PostgreSQL URL)")
+    parser.add_argument(
+        "--profile",
+        default="default",
+        metavar="NAME_OR_PATH",
+        help=f"the city's shape: a shipped profile ({', '.join(profile_names())}) or a YAML file (default: default)",
+    )
+    parser.add_argument(
+        "--exchange",
+        metavar="URL",
+        help="also load the deliveries into this exchange database (SQLite or PostgreSQL URL)",
+    )
     for f in dataclasses.fields(DirtRates):
-        parser.add_argument(f"--dirt-{f.name.replace('_', '-')}", dest=f"dirt_{f.name}", type=float,
-                            default=None, metavar="RATE",
-                            help=f"rate of {f.name.replace('_', ' ')} (default: the profile's; {f.default} in default)")
+        parser.add_argument(
+            f"--dirt-{f.name.replace('_', '-')}",
+            dest=f"dirt_{f.name}",
+            type=float,
+            default=None,
+            metavar="RATE",
+            help=f"rate of {f.name.replace('_', ' ')} (default: the profile's; {f.default} in default)",
+        )
 
 
 def synth_from_args(args: argparse.Namespace) -> dict:
     profile = load_profile(getattr(args, "profile", None) or "default")
-    given = {f.name: getattr(args, f"dirt_{f.name}") for f in dataclasses.fields(DirtRates)
-             if getattr(args, f"dirt_{f.name}", None) is not None}
-    summary = synthesize(Path(args.out), args.people, args.seed, dataclasses.replace(profile.dirt, **given),
-                         profile=profile)
+    given = {
+        f.name: getattr(args, f"dirt_{f.name}")
+        for f in dataclasses.fields(DirtRates)
+        if getattr(args, f"dirt_{f.name}", None) is not None
+    }
+    summary = synthesize(
+        Path(args.out), args.people, args.seed, dataclasses.replace(profile.dirt, **given), profile=profile
+    )
     if getattr(args, "exchange", None):
         from pipelines.synth.exchange import load_exchange
 
@@ -65,8 +80,14 @@ def synth_from_args(args: argparse.Namespace) -> dict:
     return summary
 
 
-def synthesize(out: Path, people: int, seed: int, dirt: DirtRates | None = None, as_of: dt.date = AS_OF,
-               profile: str | Path | Profile = "default") -> dict:
+def synthesize(
+    out: Path,
+    people: int,
+    seed: int,
+    dirt: DirtRates | None = None,
+    as_of: dt.date = AS_OF,
+    profile: str | Path | Profile = "default",
+) -> dict:
     """Write the city under ``out`` and return a summary (rows per file, truth counts, dirt counts).
 
     ``dirt`` replaces the profile's dirt rates when given.
@@ -95,15 +116,35 @@ def synthesize(out: Path, people: int, seed: int, dirt: DirtRates | None = None,
     _write_csv(geo.registry[REGISTRY_COLUMNS], reference / "addresses.csv")
     _write_csv(geo.schools, reference / "schools.csv")
     (reference / "catchments.geojson").write_text(
-        json.dumps(geo.catchments, ensure_ascii=False, sort_keys=True), encoding="utf-8")
+        json.dumps(geo.catchments, ensure_ascii=False, sort_keys=True), encoding="utf-8"
+    )
 
     extract_day = {s: np.datetime64(d, "D") for s, d in extract.items()}
     next_day = np.datetime64(next_as_of, "D")
     p = build_people(people, policy, geo.registry, rng(2), as_of, profile, extract_day["hukou"], next_day)
     rec = build_records(p, geo.registry, geo.blocks, policy, rng(3), as_of, profile, extract_day, next_day)
-    p = p[["hh", "citizen_id", "name", "sex", "birth_date", "ethnicity", "household_no", "relation", "address_code",
-           "region", "settled_date", "guardian1_id", "guardian1_relation", "guardian2_id", "guardian2_relation",
-           "status", "updated_at", "day"]]  # what rendering and truth still read (memory at city scale)
+    p = p[
+        [
+            "hh",
+            "citizen_id",
+            "name",
+            "sex",
+            "birth_date",
+            "ethnicity",
+            "household_no",
+            "relation",
+            "address_code",
+            "region",
+            "settled_date",
+            "guardian1_id",
+            "guardian1_relation",
+            "guardian2_id",
+            "guardian2_relation",
+            "status",
+            "updated_at",
+            "day",
+        ]
+    ]  # what rendering and truth still read (memory at city scale)
     counts: dict[str, int] = {}
     texts = render_sources(p, rec, geo.registry, policy, rates, rng(4), counts, profile.city, next_day + day)
     kept = {}
@@ -127,8 +168,11 @@ def synthesize(out: Path, people: int, seed: int, dirt: DirtRates | None = None,
             path = deliver(out, source, next_as_of if is_next else extract[source], lines, day_rows)
             files[is_next][str(path.relative_to(out))] = len(day_rows)
             q = damaged & present
-            quarantine[is_next].append(pd.DataFrame({"source": source, "line": line[q],
-                                                     "reason_code": reasons[st.damage[q]]}).assign(file=name))
+            quarantine[is_next].append(
+                pd.DataFrame({"source": source, "line": line[q], "reason_code": reasons[st.damage[q]]}).assign(
+                    file=name
+                )
+            )
             if source == "rental" and not is_next:  # a folder still being written: no _SUCCESS
                 half = day_rows[: len(day_rows) // 2]
                 partial = deliver(out, source, as_of, lines, half, complete=False)
@@ -137,7 +181,7 @@ def synthesize(out: Path, people: int, seed: int, dirt: DirtRates | None = None,
             older = as_of - dt.timedelta(days=OLDER_HUKOU_DAYS)
             by_then = np.datetime64(older, "D")
             facts = st.facts
-            happened = ((facts["birth_date"].to_numpy() <= by_then) & (facts["settled_date"].to_numpy() <= by_then))
+            happened = (facts["birth_date"].to_numpy() <= by_then) & (facts["settled_date"].to_numpy() <= by_then)
             chosen = delivered(st, False) & happened & (older_rng.random(len(facts)) < 0.9)
             older_rows, _ = lines_of(lines, st, chosen)
             path = deliver(out, source, older, lines, older_rows)
@@ -150,16 +194,31 @@ def synthesize(out: Path, people: int, seed: int, dirt: DirtRates | None = None,
         kept[source] = st
         del lines
 
-    summary = {"out": str(out), "seed": seed, "profile": profile.name, "people": int(len(p)),
-               "as_of": as_of.isoformat(), "files": files[False],
-               "reference": {"addresses": int(len(geo.registry)), "schools": int(len(geo.schools)),
-                             "catchments": len(geo.catchments["features"])}}
+    summary = {
+        "out": str(out),
+        "seed": seed,
+        "profile": profile.name,
+        "people": int(len(p)),
+        "as_of": as_of.isoformat(),
+        "files": files[False],
+        "reference": {
+            "addresses": int(len(geo.registry)),
+            "schools": int(len(geo.schools)),
+            "catchments": len(geo.catchments["features"]),
+        },
+    }
+    addrs = None
     for is_next in (False, True):
         truth_dir = out / "truth" / ("next_day" if is_next else "")
         truth_dir.mkdir(parents=True, exist_ok=True)
         q = pd.concat(quarantine[is_next], ignore_index=True).sort_values(["source", "line"])
-        q = pd.DataFrame({"source": q["source"], "record_ref": q["file"] + ":" + q["line"].astype(str),
-                          "reason_code": q["reason_code"]})
+        q = pd.DataFrame(
+            {
+                "source": q["source"],
+                "record_ref": q["file"] + ":" + q["line"].astype(str),
+                "reason_code": q["reason_code"],
+            }
+        )
         _write_csv(q, truth_dir / "quarantine.csv")
         if is_next:
             addrs = _next_day_addresses(addrs, address_changes)
@@ -170,26 +229,35 @@ def synthesize(out: Path, people: int, seed: int, dirt: DirtRates | None = None,
         _write_csv(addrs.sort_values(["source", "address"]), truth_dir / "addresses.csv")
         truth = None  # the other day's truth is written: free it first
         truth = compute_truth(policy, **truth_inputs(p, rec, kept, is_next), membership=geo.membership)
-        _write_csv(truth["eligibility"].sort_values(["child_id", "level", "school_code"]), truth_dir / "eligibility.csv")
+        _write_csv(
+            truth["eligibility"].sort_values(["child_id", "level", "school_code"]), truth_dir / "eligibility.csv"
+        )
         _write_csv(truth["ineligible"], truth_dir / "ineligible.csv")
         figures = _truth_figures(truth, q, addrs)
         if is_next:
-            summary["next_day"] = {"as_of": next_as_of.isoformat(), "files": files[True], **changes,
-                                   "truth": figures}
+            summary["next_day"] = {"as_of": next_as_of.isoformat(), "files": files[True], **changes, "truth": figures}
         else:
             summary["truth"] = figures
     summary["dirt"] = dict(sorted(counts.items()))
     return summary
 
 
-def _address_truth(source: str, addresses: pd.DataFrame, undamaged: np.ndarray,
-                   day: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _address_truth(
+    source: str, addresses: pd.DataFrame, undamaged: np.ndarray, day: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """truth/addresses.csv rows of one source today, and the next day's changes to them: texts
     gone with the records removed (unless a record of both days carries them too) and texts added."""
+
     def rows(mask: np.ndarray) -> pd.DataFrame:
         a = addresses[mask]
-        return pd.DataFrame({"source": source, "address": pd.Series(a["text"]).str.strip().to_numpy(),
-                             "address_code": a["code"].to_numpy(), "variant": a["variant"].to_numpy()}).drop_duplicates()
+        return pd.DataFrame(
+            {
+                "source": source,
+                "address": pd.Series(a["text"]).str.strip().to_numpy(),
+                "address_code": a["code"].to_numpy(),
+                "variant": a["variant"].to_numpy(),
+            }
+        ).drop_duplicates()
 
     gone = rows(undamaged & (day == -1))
     staying = pd.Series(addresses["text"].to_numpy()[undamaged & (day == 0)], dtype=object).str.strip()
@@ -206,11 +274,15 @@ def _next_day_addresses(today: pd.DataFrame, changes: list[tuple[pd.DataFrame, p
 
 def _truth_figures(truth: dict, quarantine: pd.DataFrame, addresses: pd.DataFrame) -> dict:
     elig = truth["eligibility"]
-    return {"eligibility": int(len(elig)), "children_eligible": int(elig["child_id"].nunique()),
-            "ineligible": int(len(truth["ineligible"])), "quarantine": int(len(quarantine)),
-            "addresses": int(len(addresses)),
-            "categories": {k: int(v) for k, v in sorted(elig["category"].value_counts().items())},
-            "reasons": dict(sorted(truth["reasons"].items()))}
+    return {
+        "eligibility": int(len(elig)),
+        "children_eligible": int(elig["child_id"].nunique()),
+        "ineligible": int(len(truth["ineligible"])),
+        "quarantine": int(len(quarantine)),
+        "addresses": int(len(addresses)),
+        "categories": {k: int(v) for k, v in sorted(elig["category"].value_counts().items())},
+        "reasons": dict(sorted(truth["reasons"].items())),
+    }
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -5,10 +5,9 @@ the truth needs: which records were damaged (and their line), which texts each s
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import re
 
 import numpy as np
 import pandas as pd
@@ -19,10 +18,10 @@ from pipelines import registry
 from pipelines.synth import dirt as D
 
 
-
 @dataclass(frozen=True)
 class DeliveryFormat:
     """How a department writes its file: as its schema declares (pipelines/registry.py)."""
+
     file: str
     separator: str | None  # None: JSON lines
     encoding: str
@@ -31,32 +30,44 @@ class DeliveryFormat:
 
 def delivery_format(source: str) -> DeliveryFormat:
     schema = registry.source(source).schema
-    return DeliveryFormat(file=schema.file, separator=schema.separator if schema.format == "csv" else None,
-                          encoding=schema.encoding, headers=tuple(c.header for c in schema.columns))
+    return DeliveryFormat(
+        file=schema.file,
+        separator=schema.separator if schema.format == "csv" else None,
+        encoding=schema.encoding,
+        headers=tuple(c.header for c in schema.columns),
+    )
 
 
-BAD_CODE = {"hukou": "待定", "property_title": "冻结", "housing_contract": "草签", "rental": "待审核",
-            "social_insurance": "未知", "individual_business": "歇业", "enterprise": "停业"}
+BAD_CODE = {
+    "hukou": "待定",
+    "property_title": "冻结",
+    "housing_contract": "草签",
+    "rental": "待审核",
+    "social_insurance": "未知",
+    "individual_business": "歇业",
+    "enterprise": "停业",
+}
 
 
 @dataclass
 class SourceText:
     """One source as delivered text, one row per record, plus what damage may touch."""
+
     source: str
-    fields: pd.DataFrame                 # str columns in delivery order (JSON: keys; buyers as list column)
-    id_col: str                          # the ID that damage to IDs hits
+    fields: pd.DataFrame  # str columns in delivery order (JSON: keys; buyers as list column)
+    id_col: str  # the ID that damage to IDs hits
     date_col: str
     code_col: str
     required_col: str
-    damageable: np.ndarray               # bool per row
+    damageable: np.ndarray  # bool per row
     clean_ids: np.ndarray = field(default=None)  # the clean 18-character ID behind ``id_col``
-    facts: pd.DataFrame = field(default=None)      # the clean facts, row-aligned (for the truth)
+    facts: pd.DataFrame = field(default=None)  # the clean facts, row-aligned (for the truth)
     addresses: pd.DataFrame | None = None  # per row: text (as delivered), code (truth; '' if unresolvable), variant
-    event_cols: tuple[str, ...] = ()     # dates of events, which cannot lie after the extract date
-    future_from: np.datetime64 = None    # first day after every delivery's extract date (future-date damage)
-    day: np.ndarray = field(default=None)     # per row: 0 both days, 1 next day only, -1 today only
+    event_cols: tuple[str, ...] = ()  # dates of events, which cannot lie after the extract date
+    future_from: np.datetime64 = None  # first day after every delivery's extract date (future-date damage)
+    day: np.ndarray = field(default=None)  # per row: 0 both days, 1 next day only, -1 today only
     damage: np.ndarray = field(default=None)  # per row DAMAGE index or -1 (filled by apply_damage)
-    line: np.ndarray = field(default=None)    # per row: physical line of its first copy in all lines
+    line: np.ndarray = field(default=None)  # per row: physical line of its first copy in all lines
     source_row: np.ndarray = field(default=None)  # per line of all lines: the row it holds
 
 
@@ -174,8 +185,9 @@ def lines_of(lines: Lines, st: SourceText, present: np.ndarray) -> tuple[np.ndar
     return np.flatnonzero(keep), line
 
 
-def write_file(folder: Path, name: str, lines: Lines, encoding: str, rows: np.ndarray | None = None,
-               chunk: int = 50_000) -> int:
+def write_file(
+    folder: Path, name: str, lines: Lines, encoding: str, rows: np.ndarray | None = None, chunk: int = 50_000
+) -> int:
     """Write header and lines (those at ``rows`` only, when given), encoding a chunk of lines at a
     time (bounded memory at city scale: a delivery is never copied whole)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -187,7 +199,11 @@ def write_file(folder: Path, name: str, lines: Lines, encoding: str, rows: np.nd
         if lines.header is not None:
             written += out.write((lines.header + "\n").encode(codec))
         for start in range(0, len(lines.body) if rows is None else len(rows), chunk):
-            part = lines.body.slice(start, chunk) if rows is None else lines.body.take(pa.array(rows[start:start + chunk]))
+            part = (
+                lines.body.slice(start, chunk)
+                if rows is None
+                else lines.body.take(pa.array(rows[start : start + chunk]))
+            )
             offsets = pa.array([0, len(part)], pa.int64())
             joined = pc.binary_join(pa.LargeListArray.from_arrays(offsets, part), _lit("\n"))[0]
             data = joined.as_buffer().to_pybytes() + b"\n"
@@ -197,8 +213,9 @@ def write_file(folder: Path, name: str, lines: Lines, encoding: str, rows: np.nd
     return written
 
 
-def deliver(root: Path, source: str, day: dt.date, lines: Lines, rows: np.ndarray | None = None,
-            complete: bool = True) -> Path:
+def deliver(
+    root: Path, source: str, day: dt.date, lines: Lines, rows: np.ndarray | None = None, complete: bool = True
+) -> Path:
     fmt = delivery_format(source)
     name, encoding = fmt.file, fmt.encoding
     folder = root / "landing" / source / day.isoformat()

@@ -70,8 +70,9 @@ def format_dates(values: np.ndarray, forms: np.ndarray) -> np.ndarray:
         m2, d2 = m.str.zfill(2), d.str.zfill(2)
         iso = y + "-" + m2 + "-" + d2
         serial = pd.Series(((sub - EXCEL_EPOCH) / np.timedelta64(1, "D")).astype(int).astype(str), dtype=object)
-        clock = pd.Series(np.array(["08:15:00", "09:30:12", "14:02:45", "16:40:00"], dtype=object)[
-            np.arange(len(sub)) % 4])
+        clock = pd.Series(
+            np.array(["08:15:00", "09:30:12", "14:02:45", "16:40:00"], dtype=object)[np.arange(len(sub)) % 4]
+        )
         options = [iso, y + "/" + m + "/" + d, y + m2 + d2, y + "年" + m + "月" + d + "日", iso + " " + clock, serial]
         f = forms[other]
         out[other] = np.select([f == k for k in range(len(options))], [o.to_numpy(dtype=object) for o in options], "")
@@ -99,8 +100,14 @@ def dirty_ids(ids: np.ndarray, rng, rates: dict[str, float], counts: dict[str, i
     born_19 = present & (s.str.slice(6, 8) == "19").to_numpy()
     ends_x = present & (s.str.slice(17) == "X").to_numpy()
     all_digits = present & ~ends_x
-    eligible = {"id_spaces": present, "id_fullwidth": present, "id_lowercase_x": ends_x, "id_legacy15": born_19,
-                "id_trailing_dot0": all_digits, "id_quote_prefix": present}
+    eligible = {
+        "id_spaces": present,
+        "id_fullwidth": present,
+        "id_lowercase_x": ends_x,
+        "id_legacy15": born_19,
+        "id_trailing_dot0": all_digits,
+        "id_quote_prefix": present,
+    }
     for kind in ID_DIRT:
         boost = 8.0 if kind == "id_lowercase_x" else 1.0  # only 1 in 11 IDs ends in X
         mask = (rng.random(n) < rates[kind] * boost) & eligible[kind] & ~taken
@@ -133,8 +140,9 @@ def conflicting_names(names: np.ndarray, rng, rate: float, counts: dict[str, int
     if mask.any():
         last = s[mask].str.slice(-1)
         alt = last.map(VARIANT_CHARS)
-        fallback = pd.Series(np.array(GIVEN_CHARS, dtype=object)[rng.integers(0, len(GIVEN_CHARS), mask.sum())],
-                             index=last.index)
+        fallback = pd.Series(
+            np.array(GIVEN_CHARS, dtype=object)[rng.integers(0, len(GIVEN_CHARS), mask.sum())], index=last.index
+        )
         fallback = fallback.where(fallback != last, "彬")
         s[mask] = s[mask].str.slice(0, -1) + alt.fillna(fallback)
         counts["name_conflict"] = counts.get("name_conflict", 0) + int(mask.sum())
@@ -144,29 +152,41 @@ def conflicting_names(names: np.ndarray, rng, rate: float, counts: dict[str, int
 # ------------------------------------------------------------------ addresses
 # Variant kinds of sources.md, each a DirtRates rate over the texts written in a variant form.
 # Every kind applied changes the text, and truth/addresses.csv names the kinds of each text.
-ADDRESS_DIRT = ("addr_prefix", "addr_no_district", "addr_fullwidth", "addr_numerals", "addr_door_numerals",
-                "addr_number_spaces", "addr_format", "addr_room_suffix", "addr_xiaoqu", "addr_phase_form",
-                "addr_spaces")
+ADDRESS_DIRT = (
+    "addr_prefix",
+    "addr_no_district",
+    "addr_fullwidth",
+    "addr_numerals",
+    "addr_door_numerals",
+    "addr_number_spaces",
+    "addr_format",
+    "addr_room_suffix",
+    "addr_xiaoqu",
+    "addr_phase_form",
+    "addr_spaces",
+)
 UNRESOLVABLE = ("addr_no_such_room", "addr_no_such_building", "addr_unit_missing")
 PHASE_DIGITS = {"一": "1", "二": "2", "三": "3", "四": "4"}
 
 
 @dataclass
 class RenderedAddresses:
-    text: np.ndarray            # as delivered
-    truth_code: np.ndarray      # the room's code, or '' where deliberately unresolvable
-    variant: np.ndarray         # the variant kinds applied, joined by ';' ('' for the standard text)
+    text: np.ndarray  # as delivered
+    truth_code: np.ndarray  # the room's code, or '' where deliberately unresolvable
+    variant: np.ndarray  # the variant kinds applied, joined by ';' ('' for the standard text)
 
 
 def _space_inside(values: np.ndarray, rng) -> np.ndarray:
     """``103`` → ``10 3``: a space at a random place inside each number (numbers of two digits or more)."""
     at = rng.integers(1, 1 << 30, len(values))
-    return np.array([v[: 1 + k % (len(v) - 1)] + " " + v[1 + k % (len(v) - 1):] for v, k in zip(values, at)],
-                    dtype=object)
+    return np.array(
+        [v[: 1 + k % (len(v) - 1)] + " " + v[1 + k % (len(v) - 1) :] for v, k in zip(values, at)], dtype=object
+    )
 
 
-def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, rates: dict[str, float],
-                     counts: dict[str, int], city: City) -> RenderedAddresses:
+def render_addresses(
+    codes: np.ndarray, registry: pd.DataFrame, rng, rates: dict[str, float], counts: dict[str, int], city: City
+) -> RenderedAddresses:
     """Write each room's address as a department would: standard text, a variant, or unresolvable."""
     reg = registry.set_index("address_code")
     codes = np.asarray(codes, dtype=object)
@@ -218,10 +238,14 @@ def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, rates: dict
 
     province_city = city.province + city.name
     prefix_choice = rng.integers(0, 10, n)
-    prefix = np.where(parts["addr_prefix"], np.where(prefix_choice < 5, province_city + district, city.name + district),
-                      district)
-    prefix = np.where(parts["addr_no_district"],
-                      np.select([prefix_choice < 7, prefix_choice < 9], ["", city.name], province_city), prefix)
+    prefix = np.where(
+        parts["addr_prefix"], np.where(prefix_choice < 5, province_city + district, city.name + district), district
+    )
+    prefix = np.where(
+        parts["addr_no_district"],
+        np.select([prefix_choice < 7, prefix_choice < 9], ["", city.name], province_city),
+        prefix,
+    )
 
     numerals = parts["addr_numerals"]
     door_s = np.where(parts["addr_door_numerals"], NUMERALS[np.clip(door, 0, 999)], door.astype(str).astype(object))
@@ -234,8 +258,12 @@ def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, rates: dict
     if in_room.any():
         rd[in_room] = _space_inside(rd[in_room], rng)
 
-    phase_s = np.where(parts["addr_phase_form"], first.map(PHASE_DIGITS).fillna("").to_numpy(dtype=object)
-                       + pd.Series(label, dtype=object).str.slice(1).to_numpy(dtype=object), label)
+    phase_s = np.where(
+        parts["addr_phase_form"],
+        first.map(PHASE_DIGITS).fillna("").to_numpy(dtype=object)
+        + pd.Series(label, dtype=object).str.slice(1).to_numpy(dtype=object),
+        label,
+    )
     with_xiaoqu = xiaoqu ^ parts["addr_xiaoqu"]
     compound_s = base + np.where(with_xiaoqu, "小区", "") + phase_s
 
@@ -244,11 +272,25 @@ def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, rates: dict
     bd, ud = building.astype(str).astype(object), unit.astype(str).astype(object)
     fmt = np.where(parts["addr_format"], rng.integers(1, 5, n), 0)
     fmt = np.where(numerals & np.isin(fmt, [1, 2]), 3, fmt)  # numerals only in worded forms
-    tails = [b_s + "号楼" + u_s + "单元" + rd + "室", bd + "#" + ud + "-" + rd, bd + "-" + ud + "-" + rd,
-             b_s + "栋" + u_s + "单元" + rd, b_s + "幢" + u_s + "单元" + rd + "号"]
+    tails = [
+        b_s + "号楼" + u_s + "单元" + rd + "室",
+        bd + "#" + ud + "-" + rd,
+        bd + "-" + ud + "-" + rd,
+        b_s + "栋" + u_s + "单元" + rd,
+        b_s + "幢" + u_s + "单元" + rd + "号",
+    ]
     tail = np.select([fmt == k for k in range(5)], tails, "")
-    bare = np.select([fmt == k for k in range(5)], [b_s + "号楼" + u_s + "单元" + rd, tails[1], tails[2],
-                                                   b_s + "栋" + u_s + "单元" + rd, b_s + "幢" + u_s + "单元" + rd], "")
+    bare = np.select(
+        [fmt == k for k in range(5)],
+        [
+            b_s + "号楼" + u_s + "单元" + rd,
+            tails[1],
+            tails[2],
+            b_s + "栋" + u_s + "单元" + rd,
+            b_s + "幢" + u_s + "单元" + rd,
+        ],
+        "",
+    )
     # a room suffix other than the one the form already writes
     options = np.array([["", "号"], ["室", "号"], ["室", "号"], ["室", "号"], ["", "室"]], dtype=object)
     other = options[fmt, rng.integers(0, 2, n)]
@@ -273,7 +315,7 @@ def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, rates: dict
     order = ("addr_prefix", "addr_no_district", "addr_no_district_shared_road") + ADDRESS_DIRT[2:] + UNRESOLVABLE
     kinds = np.full(n, "", dtype=object)
     for k in order:
-        kinds = np.where(named[k], kinds + ";" + k[len("addr_"):], kinds)
+        kinds = np.where(named[k], kinds + ";" + k[len("addr_") :], kinds)
     for k in ADDRESS_DIRT + UNRESOLVABLE:
         counts[k] = counts.get(k, 0) + int((parts.get(k) if k in parts else named[k]).sum())
     text_all[touched] = text.to_numpy(dtype=object)
@@ -286,11 +328,24 @@ def render_addresses(codes: np.ndarray, registry: pd.DataFrame, rng, rates: dict
 
 
 # ------------------------------------------------------------------ damage beyond repair
-DAMAGE = ("damage_checksum", "damage_id_format", "damage_date", "damage_missing", "damage_code", "damage_malformed",
-          "damage_future_date")
-REASON = {"damage_checksum": "INVALID_ID_CHECKSUM", "damage_id_format": "INVALID_ID_FORMAT",
-          "damage_date": "INVALID_DATE", "damage_missing": "MISSING_REQUIRED", "damage_code": "INVALID_CODE",
-          "damage_malformed": "MALFORMED_RECORD", "damage_future_date": "INVALID_DATE"}
+DAMAGE = (
+    "damage_checksum",
+    "damage_id_format",
+    "damage_date",
+    "damage_missing",
+    "damage_code",
+    "damage_malformed",
+    "damage_future_date",
+)
+REASON = {
+    "damage_checksum": "INVALID_ID_CHECKSUM",
+    "damage_id_format": "INVALID_ID_FORMAT",
+    "damage_date": "INVALID_DATE",
+    "damage_missing": "MISSING_REQUIRED",
+    "damage_code": "INVALID_CODE",
+    "damage_malformed": "MALFORMED_RECORD",
+    "damage_future_date": "INVALID_DATE",
+}
 
 
 def choose_damage(rng, n: int, rates: dict[str, float], eligible: np.ndarray) -> np.ndarray:
@@ -312,14 +367,18 @@ def wrong_checksum(ids: np.ndarray) -> np.ndarray:
 def bad_format_ids(ids: np.ndarray, rng) -> np.ndarray:
     """IDs no repair can trust: month 13 inside, a letter inside, or scientific notation."""
     from pipelines.resident_id import check_characters
+
     s = pd.Series(ids, dtype=object)
     kind = rng.integers(0, 3, len(s))
     first17 = s.str.slice(0, 10) + "13" + s.str.slice(12, 17)
     month13 = first17 + check_characters(first17).to_numpy()
     letter = s.str.slice(0, 4) + "A" + s.str.slice(5)
     sci = s.str.slice(0, 1) + "." + s.str.slice(1, 6) + "E+17"
-    return np.select([kind == 0, kind == 1], [month13.to_numpy(dtype=object), letter.to_numpy(dtype=object)],
-                     sci.to_numpy(dtype=object)).astype(object)
+    return np.select(
+        [kind == 0, kind == 1],
+        [month13.to_numpy(dtype=object), letter.to_numpy(dtype=object)],
+        sci.to_numpy(dtype=object),
+    ).astype(object)
 
 
 def bad_dates(n: int, rng) -> np.ndarray:

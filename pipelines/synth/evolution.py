@@ -36,10 +36,10 @@ from pipelines.policy import LevelWindow, Policy, policy_from_dict
 from pipelines.synth.profile import SOURCES, EvolutionRates, Profile, load_profile
 
 AGE_GROUPS = ("none", "0-2", "3-6", "7-14")  # by the family's youngest child under 15
-_OUT_BY_AGE = np.array([1.0, 1.2, 1.0, 0.7])     # leaving the city, times move_out
+_OUT_BY_AGE = np.array([1.0, 1.2, 1.0, 0.7])  # leaving the city, times move_out
 _WITHIN_BY_AGE = np.array([0.8, 1.3, 1.0, 0.8])  # moving within, times move_within (3-6: x school_age_boost)
 _ARRIVAL_CHILD_MIX = np.array([0.4, 0.36, 0.24])  # arriving families by youngest child (0-2, 3-6, 7-14)
-_AGE_SPAN = ((0, 0), (0, 2), (3, 6), (7, 14))     # children's ages (years) of an arriving family per group
+_AGE_SPAN = ((0, 0), (0, 2), (3, 6), (7, 14))  # children's ages (years) of an arriving family per group
 _STAGE = 100  # the evolution's random streams: np.random.default_rng([seed, _STAGE + k]); the synth uses 1-6
 
 
@@ -50,10 +50,10 @@ class Snapshot:
     year: int
     as_of: dt.date
     policy: Policy
-    citizen: pd.DataFrame           # citizen_id, birth_date, hukou_status, hukou_address_code, hukou_region_code
-    guardianship: pd.DataFrame      # child_id, guardian_id
+    citizen: pd.DataFrame  # citizen_id, birth_date, hukou_status, hukou_address_code, hukou_region_code
+    guardianship: pd.DataFrame  # child_id, guardian_id
     property_holding: pd.DataFrame  # citizen_id, kind, address_code, qualifying
-    rental_holding: pd.DataFrame    # citizen_id, address_code, qualifying
+    rental_holding: pd.DataFrame  # citizen_id, address_code, qualifying
 
     def __repr__(self) -> str:  # counts only: the frames hold resident IDs
         return f"Snapshot(year={self.year}, as_of={self.as_of}, citizens={len(self.citizen)})"
@@ -74,7 +74,7 @@ class Evolution:
     seed: int
     snapshots: dict[int, Snapshot]
     flows: pd.DataFrame
-    schools: pd.DataFrame            # school_code, level, school_name, district_code, capacity
+    schools: pd.DataFrame  # school_code, level, school_name, district_code, capacity
     address_catchment: pd.DataFrame  # address_code, level, school_code, enrollment_year
 
     def __repr__(self) -> str:
@@ -100,12 +100,14 @@ class Evolution:
         snap = self.snapshots[year]
         cohorts = entry_cohorts(snap.policy, 0)
         kids = cohort_children(snap.citizen, cohorts)
-        placed = residence_places(kids, snap.guardianship, snap.property_holding, snap.rental_holding,
-                                  self.address_catchment)
+        placed = residence_places(
+            kids, snap.guardianship, snap.property_holding, snap.rental_holding, self.address_catchment
+        )
         counts = placed.groupby(["school_code", "level"])["weight"].sum().rename("entrants").reset_index()
         places = self.schools[["school_code", "level", "district_code"]].astype("string")
-        out = places.merge(counts.astype({"school_code": "string", "level": "string"}),
-                           on=["school_code", "level"], how="left")
+        out = places.merge(
+            counts.astype({"school_code": "string", "level": "string"}), on=["school_code", "level"], how="left"
+        )
         out["entrants"] = out["entrants"].fillna(0.0)
         out["entry_year"] = snap.policy.enrollment_year
         return out[["school_code", "level", "district_code", "entry_year", "entrants"]]
@@ -113,13 +115,18 @@ class Evolution:
 
 def policy_in(policy: Policy, years: int) -> Policy:
     """The policy ``years`` later: enrollment year, cutoff and every birth window moved on."""
+
     def later(day: dt.date) -> dt.date:
-        return day.replace(year=day.year + years) if not (day.month == 2 and day.day == 29) else \
-            dt.date(day.year + years, 2, 28)
+        return (
+            day.replace(year=day.year + years)
+            if not (day.month == 2 and day.day == 29)
+            else dt.date(day.year + years, 2, 28)
+        )
 
     windows = tuple(LevelWindow(w.level, later(w.birth_from), later(w.birth_to)) for w in policy.levels)
-    return dataclasses.replace(policy, enrollment_year=policy.enrollment_year + years,
-                               cutoff_date=later(policy.cutoff_date), levels=windows)
+    return dataclasses.replace(
+        policy, enrollment_year=policy.enrollment_year + years, cutoff_date=later(policy.cutoff_date), levels=windows
+    )
 
 
 def _years_later(day: dt.date, years: int) -> dt.date:
@@ -152,12 +159,14 @@ class _City:
 
     def __init__(self, p: pd.DataFrame, rec: dict, registry: pd.DataFrame, policy: Policy) -> None:
         today = p["day"].to_numpy() != 1  # people of the next day's delivery are not here yet
-        self.persons = pd.DataFrame({
-            "citizen_id": p["citizen_id"].to_numpy(dtype=object),
-            "birth_date": p["birth_date"].to_numpy().astype("datetime64[D]"),
-            "hh": p["hh"].to_numpy(dtype=np.int64),
-            "status": np.where(today, p["status"].to_numpy(dtype=object), "注销"),
-        })
+        self.persons = pd.DataFrame(
+            {
+                "citizen_id": p["citizen_id"].to_numpy(dtype=object),
+                "birth_date": p["birth_date"].to_numpy().astype("datetime64[D]"),
+                "hh": p["hh"].to_numpy(dtype=np.int64),
+                "status": np.where(today, p["status"].to_numpy(dtype=object), "注销"),
+            }
+        )
         g1, g2 = p["guardian1_idx"].to_numpy(), p["guardian2_idx"].to_numpy()
         # no guardian named: a 子/女 has the household's 户主 and 配偶 (the join's rule), here its parents
         own_child = np.isin(p["relation"].to_numpy(), ["子", "女"]) & (g1 < 0) & (g2 < 0)
@@ -168,61 +177,100 @@ class _City:
         self.persons["guardian_a"] = np.where(own_child, parent, g1)
         self.persons["guardian_b"] = np.where(own_child & (parent >= 0), partner[np.maximum(parent, 0)], g2)
         hh = p.drop_duplicates("hh").set_index("hh").sort_index()
-        self.households = pd.DataFrame({"hukou_room": hh["address_code"].to_numpy(dtype=object),
-                                        "home_room": hh["address_code"].to_numpy(dtype=object),
-                                        "present": True}, index=hh.index.to_numpy())
-        self.district_of_room = pd.Series(registry["district_code"].to_numpy(dtype=object),
-                                       index=registry["address_code"].to_numpy(dtype=object))
+        self.households = pd.DataFrame(
+            {
+                "hukou_room": hh["address_code"].to_numpy(dtype=object),
+                "home_room": hh["address_code"].to_numpy(dtype=object),
+                "present": True,
+            },
+            index=hh.index.to_numpy(),
+        )
+        self.district_of_room = pd.Series(
+            registry["district_code"].to_numpy(dtype=object), index=registry["address_code"].to_numpy(dtype=object)
+        )
         cutoff = np.datetime64(policy.cutoff_date, "D")
         t = rec["property_title"]
         titles = t[(t["person"] >= 0) & (t["use"] == "住宅") & (t["title_status"] == "现势") & (t["day"] != 1)]
         c = rec["housing_contract"]
         c = c[(c["use"] == "住宅") & (c["status"] == "已备案") & (c["day"] != 1)]
-        buyers = pd.concat([c[[b, "address_code"]].rename(columns={b: "person"})
-                            for b in ("buyer1", "buyer2", "buyer3")])
+        buyers = pd.concat(
+            [c[[b, "address_code"]].rename(columns={b: "person"}) for b in ("buyer1", "buyer2", "buyer3")]
+        )
         r = rec["rental"]
         r = r[(r["status"] == "有效") & (r["end_date"].to_numpy() >= cutoff) & (r["day"] != 1)]
-        self.holdings = pd.concat([
-            pd.DataFrame({"person": titles["person"].to_numpy(), "kind": "title",
-                          "address_code": titles["address_code"].to_numpy()}),
-            pd.DataFrame({"person": buyers["person"].to_numpy(), "kind": "contract",
-                          "address_code": buyers["address_code"].to_numpy()}).query("person >= 0"),
-            pd.DataFrame({"person": r["person"].to_numpy(), "kind": "rental",
-                          "address_code": r["address_code"].to_numpy()}),
-        ], ignore_index=True).astype({"person": np.int64})
+        self.holdings = pd.concat(
+            [
+                pd.DataFrame(
+                    {
+                        "person": titles["person"].to_numpy(),
+                        "kind": "title",
+                        "address_code": titles["address_code"].to_numpy(),
+                    }
+                ),
+                pd.DataFrame(
+                    {
+                        "person": buyers["person"].to_numpy(),
+                        "kind": "contract",
+                        "address_code": buyers["address_code"].to_numpy(),
+                    }
+                ).query("person >= 0"),
+                pd.DataFrame(
+                    {"person": r["person"].to_numpy(), "kind": "rental", "address_code": r["address_code"].to_numpy()}
+                ),
+            ],
+            ignore_index=True,
+        ).astype({"person": np.int64})
         self.next_id = 0
 
     def snapshot(self, year: int, as_of: dt.date, policy: Policy) -> Snapshot:
         ps = self.persons
         hukou_room = self.households["hukou_room"].reindex(ps["hh"].to_numpy()).to_numpy(dtype=object)
         ids = ps["citizen_id"].to_numpy(dtype=object)
-        citizen = pd.DataFrame({
-            "citizen_id": pd.array(ids, dtype="string"), "birth_date": ps["birth_date"].to_numpy(),
-            "hukou_status": pd.array(ps["status"].to_numpy(dtype=object), dtype="string"),
-            "hukou_address_code": pd.array(hukou_room, dtype="string"),
-            "hukou_region_code": pd.array(self.district_of_room.reindex(hukou_room).to_numpy(dtype=object),
-                                          dtype="string")})
+        citizen = pd.DataFrame(
+            {
+                "citizen_id": pd.array(ids, dtype="string"),
+                "birth_date": ps["birth_date"].to_numpy(),
+                "hukou_status": pd.array(ps["status"].to_numpy(dtype=object), dtype="string"),
+                "hukou_address_code": pd.array(hukou_room, dtype="string"),
+                "hukou_region_code": pd.array(
+                    self.district_of_room.reindex(hukou_room).to_numpy(dtype=object), dtype="string"
+                ),
+            }
+        )
         age = (np.datetime64(as_of, "D") - ps["birth_date"].to_numpy()) / np.timedelta64(1, "D") / 365.25
         minors = age < 18
-        pairs = [(ids[minors & (ps[g].to_numpy() >= 0)], ids[ps[g].to_numpy()[minors & (ps[g].to_numpy() >= 0)]])
-                 for g in ("guardian_a", "guardian_b")]
-        guardianship = pd.DataFrame({"child_id": np.concatenate([c for c, _ in pairs]),
-                                     "guardian_id": np.concatenate([g for _, g in pairs])}).astype("string")
+        pairs = [
+            (ids[minors & (ps[g].to_numpy() >= 0)], ids[ps[g].to_numpy()[minors & (ps[g].to_numpy() >= 0)]])
+            for g in ("guardian_a", "guardian_b")
+        ]
+        guardianship = pd.DataFrame(
+            {"child_id": np.concatenate([c for c, _ in pairs]), "guardian_id": np.concatenate([g for _, g in pairs])}
+        ).astype("string")
         guardianship = guardianship.drop_duplicates().reset_index(drop=True)
         h = self.holdings
         holder = pd.array(ids[h["person"].to_numpy()], dtype="string")
         props = h["kind"].to_numpy() != "rental"
-        property_holding = pd.DataFrame({
-            "citizen_id": holder[props], "kind": pd.array(h["kind"].to_numpy()[props], dtype="string"),
-            "address_code": pd.array(h["address_code"].to_numpy()[props], dtype="string"), "qualifying": True})
-        rental_holding = pd.DataFrame({"citizen_id": holder[~props],
-                                       "address_code": pd.array(h["address_code"].to_numpy()[~props], dtype="string"),
-                                       "qualifying": True})
+        property_holding = pd.DataFrame(
+            {
+                "citizen_id": holder[props],
+                "kind": pd.array(h["kind"].to_numpy()[props], dtype="string"),
+                "address_code": pd.array(h["address_code"].to_numpy()[props], dtype="string"),
+                "qualifying": True,
+            }
+        )
+        rental_holding = pd.DataFrame(
+            {
+                "citizen_id": holder[~props],
+                "address_code": pd.array(h["address_code"].to_numpy()[~props], dtype="string"),
+                "qualifying": True,
+            }
+        )
         return Snapshot(year, as_of, policy, citizen, guardianship, property_holding, rental_holding)
 
 
-def evolve(people: int, seed: int, profile: str | Profile = "default", years: int | None = None,
-           keep_from: int | None = None) -> Evolution:
+def evolve(
+    people: int, seed: int, profile: str | Profile = "default", years: int | None = None, keep_from: int | None = None
+) -> Evolution:
     """Evolve the synth city of (people, seed, profile) for ``years`` years (default: the
     profile's burn-in plus five) and keep the snapshots from ``keep_from`` (default: the burn-in
     year, so the city five years before the last is the first kept).
@@ -251,8 +299,9 @@ def evolve(people: int, seed: int, profile: str | Profile = "default", years: in
         if year >= keep_from:
             snapshots[year] = city.snapshot(year, end, policy_in(policy, year))
     enrollment = address_catchment(geo.membership, policy.enrollment_year)
-    return Evolution(profile.name, seed, snapshots, pd.concat(flows, ignore_index=True),
-                     school_table(geo.schools), enrollment)
+    return Evolution(
+        profile.name, seed, snapshots, pd.concat(flows, ignore_index=True), school_table(geo.schools), enrollment
+    )
 
 
 class _Dynamics:
@@ -264,17 +313,23 @@ class _Dynamics:
         spread = rates.district_spread
         self.out = rng.lognormal(0.0, spread, shape)
         self.within = rng.lognormal(0.0, spread, shape)
-        self.pull = rng.lognormal(0.0, spread, shape)       # where movers and arrivals go
+        self.pull = rng.lognormal(0.0, spread, shape)  # where movers and arrivals go
         self.births = np.ones(len(districts))  # year 1 continues each district's young cohorts
         self.rooms = geo.registry["address_code"].to_numpy(dtype=object)
-        self.room_district = np.searchsorted(self.districts, geo.registry["district_code"].to_numpy(dtype=object),
-                                             sorter=np.argsort(self.districts))
+        self.room_district = np.searchsorted(
+            self.districts, geo.registry["district_code"].to_numpy(dtype=object), sorter=np.argsort(self.districts)
+        )
         self.room_district = np.argsort(self.districts)[self.room_district]
         primary = geo.membership[geo.membership["level"] == "primary"].drop_duplicates("address_code")
         schools = primary["school_code"].unique()
         attraction = pd.Series(rng.lognormal(0.0, rates.school_pull, len(schools)), index=schools)
-        self.room_attraction = (pd.Series(primary["school_code"].to_numpy(), index=primary["address_code"].to_numpy())
-                                .map(attraction).reindex(self.rooms).fillna(1.0).to_numpy())
+        self.room_attraction = (
+            pd.Series(primary["school_code"].to_numpy(), index=primary["address_code"].to_numpy())
+            .map(attraction)
+            .reindex(self.rooms)
+            .fillna(1.0)
+            .to_numpy()
+        )
         self.base_births = np.zeros(len(districts))
 
     def calibrate_births(self, city: _City, as_of: dt.date) -> None:
@@ -336,9 +391,20 @@ class _Dynamics:
         active = pd.Series(ps["status"].to_numpy() == "正常").groupby(ps["hh"].to_numpy()).sum()
         occupied = hh["present"].to_numpy() & (active.reindex(hh.index, fill_value=0).to_numpy() > 0) & (district >= 0)
         d, g = np.maximum(district, 0), group
-        flows = {k: np.zeros(n_d, dtype=np.int64) for k in
-                 ("births", "arrived_households", "arrived_people", "left_households", "left_people",
-                  "moved_out_of_district", "moved_into_district", "arrived_children", "left_children")}
+        flows = {
+            k: np.zeros(n_d, dtype=np.int64)
+            for k in (
+                "births",
+                "arrived_households",
+                "arrived_people",
+                "left_households",
+                "left_people",
+                "moved_out_of_district",
+                "moved_into_district",
+                "arrived_children",
+                "left_children",
+            )
+        }
 
         # leaving the city: members become 迁出, what they held ends
         p_out = np.clip(rates.move_out * _OUT_BY_AGE[g] * self.out[d, g], 0, 0.9)
@@ -359,7 +425,7 @@ class _Dynamics:
         movers = np.flatnonzero(moving)
         rooms = self._destinations(g[movers])
         new_d = self.room_district[pd.Index(self.rooms).get_indexer(rooms)]
-        active_people = (ps["status"].to_numpy() == "正常")
+        active_people = ps["status"].to_numpy() == "正常"
         people_of = active.reindex(hh.index[movers], fill_value=0).to_numpy()
         changed = new_d != d[movers]
         np.add.at(flows["moved_out_of_district"], d[movers][changed], people_of[changed])
@@ -379,8 +445,9 @@ class _Dynamics:
             groups = rng.choice(len(AGE_GROUPS), n_new, p=np.r_[1.0 - w, w * _ARRIVAL_CHILD_MIX])
             rooms = self._destinations(groups)
             new_hh = np.arange(len(hh), len(hh) + n_new) + (int(hh.index.max()) + 1 - len(hh))
-            city.households = hh = pd.concat([hh, pd.DataFrame({"hukou_room": rooms, "home_room": rooms,
-                                                                 "present": True}, index=new_hh)])
+            city.households = hh = pd.concat(
+                [hh, pd.DataFrame({"hukou_room": rooms, "home_room": rooms, "present": True}, index=new_hh)]
+            )
             adults = np.where(rng.random(n_new) < 0.85, 2, 1)
             kids = np.where(groups == 0, 0, rng.choice([1, 2], n_new, p=[0.7, 0.3]))
             first = len(city.persons)
@@ -388,32 +455,58 @@ class _Dynamics:
             day = np.datetime64(start, "D")
             for k in range(2):
                 who = adults > k
-                rows.append(pd.DataFrame({"hh": new_hh[who], "birth_date": day - (rng.integers(26, 42, who.sum()) * 365
-                                          + rng.integers(0, 365, who.sum())) * np.timedelta64(1, "D"),
-                                          "adult": k}))
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "hh": new_hh[who],
+                            "birth_date": day
+                            - (rng.integers(26, 42, who.sum()) * 365 + rng.integers(0, 365, who.sum()))
+                            * np.timedelta64(1, "D"),
+                            "adult": k,
+                        }
+                    )
+                )
             for k in range(2):
                 who = kids > k
                 lo = np.array([_AGE_SPAN[x][0] for x in groups[who]])
                 hi = np.array([_AGE_SPAN[x][1] for x in groups[who]])
                 age_days = (rng.integers(0, 10**6, who.sum()) % ((hi - lo + 1) * 365)) + lo * 365
-                rows.append(pd.DataFrame({"hh": new_hh[who], "birth_date": day - age_days * np.timedelta64(1, "D"),
-                                          "adult": -1}))
+                rows.append(
+                    pd.DataFrame(
+                        {"hh": new_hh[who], "birth_date": day - age_days * np.timedelta64(1, "D"), "adult": -1}
+                    )
+                )
             new = pd.concat(rows, ignore_index=True)
             new = new[new["birth_date"] < np.datetime64(end, "D")].reset_index(drop=True)
             idx = first + np.arange(len(new))
             parents = new[new["adult"] >= 0]
-            parent_of = {a: pd.Series(idx[(new["adult"] == a).to_numpy()],
-                                      index=parents.loc[parents["adult"] == a, "hh"].to_numpy()) for a in (0, 1)}
+            parent_of = {
+                a: pd.Series(
+                    idx[(new["adult"] == a).to_numpy()], index=parents.loc[parents["adult"] == a, "hh"].to_numpy()
+                )
+                for a in (0, 1)
+            }
             child = (new["adult"] < 0).to_numpy()
             ga = np.full(len(new), -1)
             gb = np.full(len(new), -1)
             ga[child] = parent_of[0].reindex(new["hh"].to_numpy()[child]).fillna(-1).to_numpy(dtype=np.int64)
             gb[child] = parent_of[1].reindex(new["hh"].to_numpy()[child]).fillna(-1).to_numpy(dtype=np.int64)
-            city.persons = ps = pd.concat([ps, pd.DataFrame({
-                "citizen_id": self._ids(city, year, len(new)),
-                "birth_date": new["birth_date"].to_numpy().astype("datetime64[D]"),
-                "hh": new["hh"].to_numpy(dtype=np.int64), "status": "正常", "guardian_a": ga, "guardian_b": gb})],
-                ignore_index=True)
+            city.persons = ps = pd.concat(
+                [
+                    ps,
+                    pd.DataFrame(
+                        {
+                            "citizen_id": self._ids(city, year, len(new)),
+                            "birth_date": new["birth_date"].to_numpy().astype("datetime64[D]"),
+                            "hh": new["hh"].to_numpy(dtype=np.int64),
+                            "status": "正常",
+                            "guardian_a": ga,
+                            "guardian_b": gb,
+                        }
+                    ),
+                ],
+                ignore_index=True,
+            )
             arrived_d = self.room_district[pd.Index(self.rooms).get_indexer(rooms)]
             np.add.at(flows["arrived_households"], arrived_d, 1)
             np.add.at(flows["arrived_people"], arrived_d[new["hh"].to_numpy() - new_hh[0]], 1)
@@ -435,17 +528,36 @@ class _Dynamics:
             n = min(len(pool), int(rng.poisson(expected[k])))
             if n:
                 pick = pool.iloc[rng.choice(len(pool), n, replace=False)]
-                born.append(pd.DataFrame({"hh": pick.index.to_numpy(), "guardian_a": pick["min"].to_numpy(),
-                                          "guardian_b": np.where(pick["max"] != pick["min"], pick["max"], -1)}))
+                born.append(
+                    pd.DataFrame(
+                        {
+                            "hh": pick.index.to_numpy(),
+                            "guardian_a": pick["min"].to_numpy(),
+                            "guardian_b": np.where(pick["max"] != pick["min"], pick["max"], -1),
+                        }
+                    )
+                )
                 flows["births"][k] = n
         if born:
             babies = pd.concat(born, ignore_index=True)
             span = (np.datetime64(end, "D") - np.datetime64(start, "D")) / np.timedelta64(1, "D")
             birth = np.datetime64(start, "D") + rng.integers(1, int(span) + 1, len(babies)) * np.timedelta64(1, "D")
-            city.persons = pd.concat([city.persons, pd.DataFrame({
-                "citizen_id": self._ids(city, year, len(babies)), "birth_date": birth, "hh": babies["hh"].to_numpy(),
-                "status": "正常", "guardian_a": babies["guardian_a"].to_numpy(),
-                "guardian_b": babies["guardian_b"].to_numpy()})], ignore_index=True)
+            city.persons = pd.concat(
+                [
+                    city.persons,
+                    pd.DataFrame(
+                        {
+                            "citizen_id": self._ids(city, year, len(babies)),
+                            "birth_date": birth,
+                            "hh": babies["hh"].to_numpy(),
+                            "status": "正常",
+                            "guardian_a": babies["guardian_a"].to_numpy(),
+                            "guardian_b": babies["guardian_b"].to_numpy(),
+                        }
+                    ),
+                ],
+                ignore_index=True,
+            )
 
         ps = city.persons
         district = self._district_of_households(city)
@@ -453,8 +565,9 @@ class _Dynamics:
         residents = np.bincount(where[where >= 0], minlength=n_d)
         return pd.DataFrame({"year": year, "district_code": self.districts, **flows, "residents": residents})
 
-    def _hold(self, city: _City, households: np.ndarray, rooms: np.ndarray, on: dt.date,
-              buy: float | None = None) -> None:
+    def _hold(
+        self, city: _City, households: np.ndarray, rooms: np.ndarray, on: dt.date, buy: float | None = None
+    ) -> None:
         """A new home for each household: a title (buyers) or a rental (the others), held by the
         guardian of its youngest child if it has one, else by its eldest adult."""
         if not len(households):
@@ -470,9 +583,15 @@ class _Dynamics:
         holder = guardian.reindex(households).fillna(eldest.reindex(households)).fillna(-1).to_numpy(dtype=np.int64)
         buys = self.rng.random(len(households)) < (self.rates.own_home if buy is None else buy)
         ok = holder >= 0
-        city.holdings = pd.concat([city.holdings, pd.DataFrame({
-            "person": holder[ok], "kind": np.where(buys[ok], "title", "rental"),
-            "address_code": rooms[ok]})], ignore_index=True)
+        city.holdings = pd.concat(
+            [
+                city.holdings,
+                pd.DataFrame(
+                    {"person": holder[ok], "kind": np.where(buys[ok], "title", "rental"), "address_code": rooms[ok]}
+                ),
+            ],
+            ignore_index=True,
+        )
 
     def _ids(self, city: _City, year: int, n: int) -> np.ndarray:
         ids = np.array([f"EV{year:02d}{city.next_id + k:09d}" for k in range(n)], dtype=object)

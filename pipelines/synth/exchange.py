@@ -76,7 +76,7 @@ def _copy_postgres(dbapi, table: str, frame: pd.DataFrame, day: dt.date) -> None
     options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
     with dbapi.cursor() as cur, cur.copy(f'COPY "{table}" ({columns}) FROM STDIN (FORMAT csv)') as copy:
         for start in range(0, len(frame), COPY_BATCH_ROWS):
-            part = frame.iloc[start:start + COPY_BATCH_ROWS]
+            part = frame.iloc[start : start + COPY_BATCH_ROWS]
             arrow = pa.Table.from_pandas(part, preserve_index=False)
             arrow = arrow.append_column("extract_date", pa.array([day.isoformat()] * len(part), pa.string()))
             buffer = io.BytesIO()
@@ -137,5 +137,8 @@ def load_exchange(city_dir: Path, url: str) -> dict:
             log.info("exchange %s: rows loaded %s, malformed records skipped %s", source, loaded, skipped)
     finally:
         engine.dispose()
-    return {"url": engine.url.render_as_string(hide_password=True), "tables": summary,
-            "malformed_skipped": sum(n for s in summary.values() for n in s["malformed_skipped"].values())}
+    return {
+        "url": engine.url.render_as_string(hide_password=True),
+        "tables": summary,
+        "malformed_skipped": sum(n for s in summary.values() for n in s["malformed_skipped"].values()),
+    }

@@ -22,11 +22,11 @@ LEVELS = ("primary", "junior")
 
 @dataclass(frozen=True)
 class Geography:
-    blocks: pd.DataFrame      # block_id, district_code, row, col, lon0, lat0, lon1, lat1, road, door_no, compound
-    registry: pd.DataFrame    # addresses.csv columns + block_id, n_units, max_floor, n_buildings, the compound's
+    blocks: pd.DataFrame  # block_id, district_code, row, col, lon0, lat0, lon1, lat1, road, door_no, compound
+    registry: pd.DataFrame  # addresses.csv columns + block_id, n_units, max_floor, n_buildings, the compound's
     #                           parts (compound_base, compound_xiaoqu, compound_label) and road_shared
-    schools: pd.DataFrame     # schools.csv columns
-    catchments: dict          # GeoJSON FeatureCollection
+    schools: pd.DataFrame  # schools.csv columns
+    catchments: dict  # GeoJSON FeatureCollection
     membership: pd.DataFrame  # address_code, level, school_code (one row per containing catchment)
 
 
@@ -46,8 +46,9 @@ def build_geography(people: int, rng: np.random.Generator, enrollment_year: int,
     n_blocks = sum(r * c for _, _, r, c, _ in grid)
     rooms_per_compound = max(8, target_addresses / n_blocks)
 
-    road_names = road_names_by_district([r for _, _, r, _, _ in grid], profile.shared_road_names,
-                                        profile.direction_siblings, rng)
+    road_names = road_names_by_district(
+        [r for _, _, r, _, _ in grid], profile.shared_road_names, profile.direction_siblings, rng
+    )
     streets = np.array([s + "街道" for s in profile.city.streets], dtype=object)
 
     frames = []
@@ -56,13 +57,22 @@ def build_geography(people: int, rng: np.random.Generator, enrollment_year: int,
         ys = np.linspace(y0, y1, rows + 1).round(6)
         r, c = np.divmod(np.arange(rows * cols), cols)
         door = 1 + 12 * c + 2 * rng.integers(0, 5, rows * cols)
-        frames.append(pd.DataFrame({
-            "district_code": code, "row": r, "col": c,
-            "lon0": xs[c], "lat0": ys[r], "lon1": xs[c + 1], "lat1": ys[r + 1],
-            "road": np.array(roads, dtype=object)[r],
-            "door_no": door.astype(str),
-            "street": streets[(r // 3) % len(streets)],
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "district_code": code,
+                    "row": r,
+                    "col": c,
+                    "lon0": xs[c],
+                    "lat0": ys[r],
+                    "lon1": xs[c + 1],
+                    "lat1": ys[r + 1],
+                    "road": np.array(roads, dtype=object)[r],
+                    "door_no": door.astype(str),
+                    "street": streets[(r // 3) % len(streets)],
+                }
+            )
+        )
     blocks = pd.concat(frames, ignore_index=True)
     blocks["block_id"] = np.arange(len(blocks))
     districts_of_road = blocks.groupby("road")["district_code"].nunique()
@@ -97,8 +107,11 @@ def _compounds(blocks: pd.DataFrame, profile: Profile, rng: np.random.Generator)
         if labelled >= target:
             break
         size = int(rng.integers(2, 5))
-        if col[start] + size > width[start] or taken[start:start + size].any() \
-                or (key[start:start + size] != key[start]).any():
+        if (
+            col[start] + size > width[start]
+            or taken[start : start + size].any()
+            or (key[start : start + size] != key[start]).any()
+        ):
             continue
         members = np.arange(start, start + size)  # blocks of a row are consecutive, west to east
         style = rng.random()
@@ -145,8 +158,7 @@ def _twins(blocks: pd.DataFrame, share: float, rng: np.random.Generator) -> pd.D
     return blocks
 
 
-def _rooms(blocks: pd.DataFrame, rooms_per_compound: float, rng: np.random.Generator,
-           profile: Profile) -> pd.DataFrame:
+def _rooms(blocks: pd.DataFrame, rooms_per_compound: float, rng: np.random.Generator, profile: Profile) -> pd.DataFrame:
     """Buildings, units and rooms of every compound, sized so the registry holds the target count."""
     n = len(blocks)
     max_floor_cap = int(np.clip(rooms_per_compound / 6, 3, 18))
@@ -160,8 +172,13 @@ def _rooms(blocks: pd.DataFrame, rooms_per_compound: float, rng: np.random.Gener
     b_units = np.where(rng.random(len(b_block)) < 0.15, 1, units_choice[b_block])
     b_floors = np.clip(floors_per_building[b_block] + rng.integers(-1, 2, len(b_block)), 2, None)
     frac = (b_no - 0.5) / n_buildings[b_block]
-    lon = blocks["lon0"].to_numpy()[b_block] + (0.15 + 0.7 * frac) * (blocks["lon1"] - blocks["lon0"]).to_numpy()[b_block]
-    lat = blocks["lat0"].to_numpy()[b_block] + (0.3 + 0.4 * (b_no % 2)) * (blocks["lat1"] - blocks["lat0"]).to_numpy()[b_block]
+    lon = (
+        blocks["lon0"].to_numpy()[b_block] + (0.15 + 0.7 * frac) * (blocks["lon1"] - blocks["lon0"]).to_numpy()[b_block]
+    )
+    lat = (
+        blocks["lat0"].to_numpy()[b_block]
+        + (0.3 + 0.4 * (b_no % 2)) * (blocks["lat1"] - blocks["lat0"]).to_numpy()[b_block]
+    )
 
     u_building = np.repeat(np.arange(len(b_block)), b_units)
     u_no = _within(b_units) + 1
@@ -172,35 +189,57 @@ def _rooms(blocks: pd.DataFrame, rooms_per_compound: float, rng: np.random.Gener
     r_building = u_building[r_unit]
     r_block = b_block[r_building]
 
-    reg = pd.DataFrame({
-        "district_code": blocks["district_code"].to_numpy()[r_block],
-        "street": blocks["street"].to_numpy()[r_block],
-        "community": blocks["community"].to_numpy()[r_block],
-        "road": blocks["road"].to_numpy()[r_block],
-        "door_no": blocks["door_no"].to_numpy()[r_block],
-        "compound": blocks["compound"].to_numpy()[r_block],
-        "building": b_no[r_building].astype(str),
-        "unit": u_no[r_unit].astype(str),
-        "room": ((floor + 1) * 100 + side + 1).astype(str),
-        "lon": lon[r_building].round(6),
-        "lat": lat[r_building].round(6),
-        "block_id": r_block,
-        "building_id": r_building,
-        "n_units": b_units[r_building],
-        "max_floor": b_floors[r_building],
-        "n_buildings": n_buildings[r_block],
-        **{c: blocks[c].to_numpy()[r_block] for c in ("compound_base", "compound_xiaoqu", "compound_label",
-                                                       "road_shared")},
-    })
-    reg.insert(0, "address_code", pd.Series(reg["district_code"] + pd.Series(np.arange(len(reg)) + 1).map("{:010d}".format)))
+    reg = pd.DataFrame(
+        {
+            "district_code": blocks["district_code"].to_numpy()[r_block],
+            "street": blocks["street"].to_numpy()[r_block],
+            "community": blocks["community"].to_numpy()[r_block],
+            "road": blocks["road"].to_numpy()[r_block],
+            "door_no": blocks["door_no"].to_numpy()[r_block],
+            "compound": blocks["compound"].to_numpy()[r_block],
+            "building": b_no[r_building].astype(str),
+            "unit": u_no[r_unit].astype(str),
+            "room": ((floor + 1) * 100 + side + 1).astype(str),
+            "lon": lon[r_building].round(6),
+            "lat": lat[r_building].round(6),
+            "block_id": r_block,
+            "building_id": r_building,
+            "n_units": b_units[r_building],
+            "max_floor": b_floors[r_building],
+            "n_buildings": n_buildings[r_block],
+            **{
+                c: blocks[c].to_numpy()[r_block]
+                for c in ("compound_base", "compound_xiaoqu", "compound_label", "road_shared")
+            },
+        }
+    )
+    reg.insert(
+        0, "address_code", pd.Series(reg["district_code"] + pd.Series(np.arange(len(reg)) + 1).map("{:010d}".format))
+    )
     district = reg["district_code"].map(profile.city.district_names)
-    reg.insert(10, "standard_text", district + reg["road"] + reg["door_no"] + "号" + reg["compound"]
-               + reg["building"] + "号楼" + reg["unit"] + "单元" + reg["room"] + "室")
+    reg.insert(
+        10,
+        "standard_text",
+        district
+        + reg["road"]
+        + reg["door_no"]
+        + "号"
+        + reg["compound"]
+        + reg["building"]
+        + "号楼"
+        + reg["unit"]
+        + "单元"
+        + reg["room"]
+        + "室",
+    )
     # rooms whose text without the district fits another district's room too
-    reg["twin_room"] = reg.duplicated(["road", "door_no", "compound", "building", "unit", "room"], keep=False).to_numpy()
+    reg["twin_room"] = reg.duplicated(
+        ["road", "door_no", "compound", "building", "unit", "room"], keep=False
+    ).to_numpy()
     return reg
 
 
+SCHOOL_KIND = {"primary": "小学", "junior": "初级中学"}
 CLASS_SIZE = 45
 ENTRY_COHORT_SHARE = 1 / 75  # one birth year of a city's residents, roughly
 
@@ -246,14 +285,18 @@ def _schools_and_catchments(blocks, registry, rng, year, profile: Profile):
                 centre = members[len(members) // 2]
                 b = blocks.loc[centre]
                 name_stem = b["compound"][:2]
-                schools.append({
-                    "school_code": f"{letter}{code}{k + 1:03d}",
-                    "school_name": f"{profile.city.name}{names[code]}{name_stem}{'小学' if level == 'primary' else '初级中学'}",
-                    "level": level, "district_code": code,
-                    "address": f"{names[code]}{b['road']}{b['door_no']}号",
-                    "capacity": int(rng.integers(4, 13)),  # the planners' margin, in tenths (planned_seats)
-                    "lon": round((b["lon0"] + b["lon1"]) / 2, 6), "lat": round((b["lat0"] + b["lat1"]) / 2, 6),
-                })
+                schools.append(
+                    {
+                        "school_code": f"{letter}{code}{k + 1:03d}",
+                        "school_name": f"{profile.city.name}{names[code]}{name_stem}{SCHOOL_KIND[level]}",
+                        "level": level,
+                        "district_code": code,
+                        "address": f"{names[code]}{b['road']}{b['door_no']}号",
+                        "capacity": int(rng.integers(4, 13)),  # the planners' margin, in tenths (planned_seats)
+                        "lon": round((b["lon0"] + b["lon1"]) / 2, 6),
+                        "lat": round((b["lat0"] + b["lat1"]) / 2, 6),
+                    }
+                )
             school_of_block = base + np.searchsorted(uniq, tile_id)
             # gaps: blocks in no catchment of this level (at least one per district); every school keeps its centre
             centre = np.isin(ids, [ids[tile_id == t][len(ids[tile_id == t]) // 2] for t in uniq])
@@ -263,7 +306,9 @@ def _schools_and_catchments(blocks, registry, rng, year, profile: Profile):
             keep = ~gap
             assign += list(zip(ids[keep], school_of_block[keep]))
             # overlaps: edge blocks also belong to the next tile's school to the east
-            east = (dblocks["col"].to_numpy() % tile == tile - 1) & (tc + 1 < ntc) & (rng.random(len(ids)) < 0.35) & keep
+            east = (
+                (dblocks["col"].to_numpy() % tile == tile - 1) & (tc + 1 < ntc) & (rng.random(len(ids)) < 0.35) & keep
+            )
             assign += list(zip(ids[east], base + np.searchsorted(uniq, tile_id[east] + 1)))
             # islands: a far block of the east neighbour's tile joins a school -> MultiPolygon
             for t in uniq[rng.random(len(uniq)) < 0.3]:
@@ -280,10 +325,13 @@ def _schools_and_catchments(blocks, registry, rng, year, profile: Profile):
             boxes = shapely.box(sub["lon0"], sub["lat0"], sub["lon1"], sub["lat1"])
             geom = shapely.union_all(boxes).normalize()
             polygons.append((schools[s]["school_code"], level, geom))
-            features.append({"type": "Feature",
-                             "properties": {"school_code": schools[s]["school_code"], "level": level,
-                                            "enrollment_year": year},
-                             "geometry": json.loads(shapely.to_geojson(shapely.set_precision(geom, 1e-6)))})
+            features.append(
+                {
+                    "type": "Feature",
+                    "properties": {"school_code": schools[s]["school_code"], "level": level, "enrollment_year": year},
+                    "geometry": json.loads(shapely.to_geojson(shapely.set_precision(geom, 1e-6))),
+                }
+            )
     collection = {"type": "FeatureCollection", "features": features}
     return pd.DataFrame(schools), collection, polygons
 
@@ -294,13 +342,31 @@ def _membership(registry: pd.DataFrame, polygons: list) -> pd.DataFrame:
     tree = shapely.STRtree([g for _, _, g in polygons])
     points = shapely.points(buildings["lon"].to_numpy(), buildings["lat"].to_numpy())
     pt_idx, poly_idx = tree.query(points, predicate="within")
-    hits = pd.DataFrame({"building_id": buildings["building_id"].to_numpy()[pt_idx],
-                         "school_code": [polygons[i][0] for i in poly_idx],
-                         "level": [polygons[i][1] for i in poly_idx]})
+    hits = pd.DataFrame(
+        {
+            "building_id": buildings["building_id"].to_numpy()[pt_idx],
+            "school_code": [polygons[i][0] for i in poly_idx],
+            "level": [polygons[i][1] for i in poly_idx],
+        }
+    )
     out = registry[["address_code", "building_id"]].merge(hits, on="building_id")
     return out[["address_code", "level", "school_code"]].sort_values(
-        ["address_code", "level", "school_code"], ignore_index=True)
+        ["address_code", "level", "school_code"], ignore_index=True
+    )
 
 
-REGISTRY_COLUMNS = ["address_code", "district_code", "street", "community", "road", "door_no", "compound",
-                    "building", "unit", "room", "standard_text", "lon", "lat"]
+REGISTRY_COLUMNS = [
+    "address_code",
+    "district_code",
+    "street",
+    "community",
+    "road",
+    "door_no",
+    "compound",
+    "building",
+    "unit",
+    "room",
+    "standard_text",
+    "lon",
+    "lat",
+]

@@ -28,8 +28,7 @@ COMPOUND_HEADS = (
     "玉兰 牡丹 芙蓉 月季 紫薇 樱花 橡树 白桦 松柏 竹韵 清华 北辰 星河 天悦 云庭 山水 湖畔"
 ).split()
 COMPOUND_TAILS = (
-    "花园 家园 名苑 华庭 雅居 新村 公馆 嘉园 丽景 水岸 新城 佳苑 福邸 庄园 府邸 豪庭 "
-    "里 湾 郡 城 苑 居 园 府 台 阁"
+    "花园 家园 名苑 华庭 雅居 新村 公馆 嘉园 丽景 水岸 新城 佳苑 福邸 庄园 府邸 豪庭 里 湾 郡 城 苑 居 园 府 台 阁"
 ).split()
 
 SURNAMES = (
@@ -43,18 +42,63 @@ GIVEN_CHARS = (
     "宁 安 乐 阳 岚 峰 志 国 建 海 东 春 秋 冬 梅 燕 芬 淑 凤 荣 新 成 德 福 祥 庆 宏 斌"
 ).split()
 # For a name conflict: the same name written with one character swapped for a look- or sound-alike.
-VARIANT_CHARS = {"伟": "玮", "芳": "方", "娜": "那", "静": "靜", "丽": "莉", "强": "彊", "磊": "垒",
-                 "军": "君", "洋": "阳", "勇": "永", "艳": "燕", "杰": "傑", "涛": "滔", "明": "铭",
-                 "超": "朝", "霞": "侠", "华": "桦", "玉": "钰", "萍": "苹", "红": "虹", "鹏": "朋",
-                 "辉": "晖", "婷": "庭", "雪": "学", "琳": "林", "晨": "辰", "浩": "皓", "宇": "雨"}
+VARIANT_CHARS = {
+    "伟": "玮",
+    "芳": "方",
+    "娜": "那",
+    "静": "靜",
+    "丽": "莉",
+    "强": "彊",
+    "磊": "垒",
+    "军": "君",
+    "洋": "阳",
+    "勇": "永",
+    "艳": "燕",
+    "杰": "傑",
+    "涛": "滔",
+    "明": "铭",
+    "超": "朝",
+    "霞": "侠",
+    "华": "桦",
+    "玉": "钰",
+    "萍": "苹",
+    "红": "虹",
+    "鹏": "朋",
+    "辉": "晖",
+    "婷": "庭",
+    "雪": "学",
+    "琳": "林",
+    "晨": "辰",
+    "浩": "皓",
+    "宇": "雨",
+}
 
 ETHNICITIES = ("汉", "汉", "汉", "汉", "汉", "汉", "汉", "汉", "汉", "回", "满", "蒙古", "朝鲜")
 
-INDUSTRIES = ("商贸", "科技", "建材", "物流", "食品", "水产", "餐饮", "服装", "五金", "电子", "农业",
-              "文化传媒", "机械", "环保", "医药")
+INDUSTRIES = (
+    "商贸",
+    "科技",
+    "建材",
+    "物流",
+    "食品",
+    "水产",
+    "餐饮",
+    "服装",
+    "五金",
+    "电子",
+    "农业",
+    "文化传媒",
+    "机械",
+    "环保",
+    "医药",
+)
 SHOP_KINDS = ("便利店", "水产店", "理发店", "小吃店", "五金店", "服装店", "烟酒店", "果蔬店", "修理部", "超市")
-COMPANY_TYPES = ("有限责任公司（自然人投资或控股）", "有限责任公司（自然人独资）", "股份有限公司（非上市）",
-                 "有限责任公司（国有独资）")
+COMPANY_TYPES = (
+    "有限责任公司（自然人投资或控股）",
+    "有限责任公司（自然人独资）",
+    "股份有限公司（非上市）",
+    "有限责任公司（国有独资）",
+)
 
 
 def clean(words: tuple[str, ...] | list[str]) -> list[str]:
@@ -111,8 +155,9 @@ def road_families(count: int, siblings: float, rng: np.random.Generator) -> list
     return names
 
 
-def road_names_by_district(rows: list[int], shared: float, siblings: float,
-                           rng: np.random.Generator) -> list[list[str]]:
+def road_names_by_district(
+    rows: list[int], shared: float, siblings: float, rng: np.random.Generator
+) -> list[list[str]]:
     """One road name per grid row of each district.
 
     A share ``shared`` of the distinct names run through two districts, now and then three (人民路

@@ -48,8 +48,13 @@ def days_after(day: np.datetime64, until: np.datetime64, n: int, rng: np.random.
     return day + rng.integers(1, max(1, int((until - day) / DAY)) + 1, n) * DAY
 
 
-def _births_outside(first: np.datetime64, last: np.datetime64, holes: list[tuple[np.datetime64, np.datetime64]],
-                    n: int, rng: np.random.Generator) -> np.ndarray:
+def _births_outside(
+    first: np.datetime64,
+    last: np.datetime64,
+    holes: list[tuple[np.datetime64, np.datetime64]],
+    n: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Birth dates uniform over [first, last] leaving out the (inclusive) windows in ``holes``."""
     segments, at = [], first
     for lo, hi in sorted(holes):
@@ -84,8 +89,16 @@ class _Builder:
         return pd.concat(self.parts, ignore_index=True)
 
 
-def build_people(people: int, policy: Policy, rooms: pd.DataFrame, rng: np.random.Generator,
-                 as_of: dt.date, profile: Profile, extract: np.datetime64, next_extract: np.datetime64) -> pd.DataFrame:
+def build_people(
+    people: int,
+    policy: Policy,
+    rooms: pd.DataFrame,
+    rng: np.random.Generator,
+    as_of: dt.date,
+    profile: Profile,
+    extract: np.datetime64,
+    next_extract: np.datetime64,
+) -> pd.DataFrame:
     """One row per resident: clean hukou facts plus the links the records generator needs.
 
     Columns: citizen_id, name, surname, sex, birth_date, ethnicity, household_no, hh, relation,
@@ -100,18 +113,30 @@ def build_people(people: int, policy: Policy, rooms: pd.DataFrame, rng: np.rando
     shares = dict(profile.households)
     kids_weights = np.array(profile.children_per_family) / sum(profile.children_per_family)
     mean_kids = float((np.arange(1, 4) * kids_weights).sum())
-    mean_size = {"nuclear": 2 - 0.08 + mean_kids, "three_gen": 5.5, "with_grandparents": 5.0, "adults": 1.5,
-                 "collective": 9.0}
+    mean_size = {
+        "nuclear": 2 - 0.08 + mean_kids,
+        "three_gen": 5.5,
+        "with_grandparents": 5.0,
+        "adults": 1.5,
+        "collective": 9.0,
+    }
     n_hh = people / sum(shares[k] * mean_size[k] for k in shares)
     count = {k: max(2, int(round(n_hh * shares[k]))) if shares[k] > 0 else 0 for k in shares}
-    expected_children = (count["nuclear"] * mean_kids + count["three_gen"] * 1.5 + count["with_grandparents"]
-                         + count["collective"] * 8 * 0.08)
+    expected_children = (
+        count["nuclear"] * mean_kids
+        + count["three_gen"] * 1.5
+        + count["with_grandparents"]
+        + count["collective"] * 8 * 0.08
+    )
     # each window holds cohort_share of the residents per year of its length
-    in_window = [profile.cohort_share * people * (int((hi - lo) / DAY) + 1) / 365.25 / expected_children
-                 for lo, hi in windows]
+    in_window = [
+        profile.cohort_share * people * (int((hi - lo) / DAY) + 1) / 365.25 / expected_children for lo, hi in windows
+    ]
     if sum(in_window) > 0.9:
-        raise UsageError(f"synth: profile {profile.name}: cohort_share {profile.cohort_share} needs more children "
-                         "than its household mix has")
+        raise UsageError(
+            f"synth: profile {profile.name}: cohort_share {profile.cohort_share} needs more children "
+            "than its household mix has"
+        )
 
     def child_births(n: int) -> np.ndarray:
         pick = rng.random(n)
@@ -131,9 +156,15 @@ def build_people(people: int, policy: Policy, rooms: pd.DataFrame, rng: np.rando
         n = len(hh)
         start = rows_so_far[0]
         rows_so_far[0] += n
-        b.add(hh=hh, role=role, relation=relation, birth_date=birth, sex=sex,
-              surname_from=(np.arange(start, start + n) if surname_of is None else surname_of),
-              **{k: v for k, v in extra.items()})
+        b.add(
+            hh=hh,
+            role=role,
+            relation=relation,
+            birth_date=birth,
+            sex=sex,
+            surname_from=(np.arange(start, start + n) if surname_of is None else surname_of),
+            **{k: v for k, v in extra.items()},
+        )
         return np.arange(start, start + n)
 
     empty = -1
@@ -150,18 +181,27 @@ def build_people(people: int, policy: Policy, rooms: pd.DataFrame, rng: np.rando
     father_birth = first_kid - _years(rng.uniform(24, 38, n))
     mother_birth = father_birth + _years(rng.uniform(-2, 5, n))
     fathers = add_members(hh, "parent", "户主", father_birth, "男")
-    mothers = add_members(hh[~single_parent], "parent", "配偶", mother_birth[~single_parent], "女",
-                          partner_idx=fathers[~single_parent])
+    mothers = add_members(
+        hh[~single_parent], "parent", "配偶", mother_birth[~single_parent], "女", partner_idx=fathers[~single_parent]
+    )
     mother_of = np.full(n, empty)
     mother_of[~single_parent] = mothers
     pos = np.searchsorted(hh, c_hh)
     c_sex = np.where(rng.random(len(c_hh)) < 0.52, "男", "女")
     guard_filled = rng.random(len(c_hh)) < 0.8
-    add_members(c_hh, "child", np.where(c_sex == "男", "子", "女"), c_birth, c_sex, surname_of=fathers[pos],
-                parent_idx=fathers[pos],
-                g1=np.where(guard_filled, fathers[pos], empty), g1_rel=np.where(guard_filled, "父亲", ""),
-                g2=np.where(guard_filled, mother_of[pos], empty),
-                g2_rel=np.where(guard_filled & (mother_of[pos] >= 0), "母亲", ""))
+    add_members(
+        c_hh,
+        "child",
+        np.where(c_sex == "男", "子", "女"),
+        c_birth,
+        c_sex,
+        surname_of=fathers[pos],
+        parent_idx=fathers[pos],
+        g1=np.where(guard_filled, fathers[pos], empty),
+        g1_rel=np.where(guard_filled, "父亲", ""),
+        g2=np.where(guard_filled, mother_of[pos], empty),
+        g2_rel=np.where(guard_filled & (mother_of[pos] >= 0), "母亲", ""),
+    )
     del eldest
 
     # --- three generations: grandparents head the household, parents and grandchildren live with them
@@ -176,19 +216,42 @@ def build_people(people: int, policy: Policy, rooms: pd.DataFrame, rng: np.rando
     gp_birth = parent_birth - _years(rng.uniform(22, 32, n))
     gfathers = add_members(hh, "grandparent", "户主", gp_birth, "男")
     add_members(hh, "grandparent", "配偶", gp_birth + _years(rng.uniform(-1, 4, n)), "女", partner_idx=gfathers)
-    blood = add_members(hh, "parent", np.where(son_line, "子", "女"), parent_birth,
-                        np.where(son_line, "男", "女"), surname_of=gfathers, parent_idx=gfathers)
-    inlaw = add_members(hh, "parent", np.where(son_line, "儿媳", "女婿"), parent_birth + _years(rng.uniform(-3, 3, n)),
-                        np.where(son_line, "女", "男"), partner_idx=blood)
+    blood = add_members(
+        hh,
+        "parent",
+        np.where(son_line, "子", "女"),
+        parent_birth,
+        np.where(son_line, "男", "女"),
+        surname_of=gfathers,
+        parent_idx=gfathers,
+    )
+    inlaw = add_members(
+        hh,
+        "parent",
+        np.where(son_line, "儿媳", "女婿"),
+        parent_birth + _years(rng.uniform(-3, 3, n)),
+        np.where(son_line, "女", "男"),
+        partner_idx=blood,
+    )
     father = np.where(son_line, blood, inlaw)
     mother = np.where(son_line, inlaw, blood)
     pos = np.searchsorted(hh, c_hh)
     c_sex = np.where(rng.random(len(c_hh)) < 0.52, "男", "女")
     rel = np.where(son_line[pos], np.where(c_sex == "男", "孙子", "孙女"), np.where(c_sex == "男", "外孙子", "外孙女"))
     guard_filled = rng.random(len(c_hh)) < 0.8
-    add_members(c_hh, "child", rel, c_birth, c_sex, surname_of=father[pos], parent_idx=father[pos],
-                g1=np.where(guard_filled, father[pos], empty), g1_rel=np.where(guard_filled, "父亲", ""),
-                g2=np.where(guard_filled, mother[pos], empty), g2_rel=np.where(guard_filled, "母亲", ""))
+    add_members(
+        c_hh,
+        "child",
+        rel,
+        c_birth,
+        c_sex,
+        surname_of=father[pos],
+        parent_idx=father[pos],
+        g1=np.where(guard_filled, father[pos], empty),
+        g1_rel=np.where(guard_filled, "父亲", ""),
+        g2=np.where(guard_filled, mother[pos], empty),
+        g2_rel=np.where(guard_filled, "母亲", ""),
+    )
 
     # --- a child registered with grandparents; the parents are a household of their own elsewhere
     n = count["with_grandparents"]
@@ -203,11 +266,19 @@ def build_people(people: int, policy: Policy, rooms: pd.DataFrame, rng: np.rando
     gm = add_members(hh_gp, "grandparent", "配偶", gp_birth + _years(rng.uniform(-1, 4, n)), "女", partner_idx=gf)
     how = rng.random(n)  # guardians: the parents, the grandparents, or nobody recorded
     c_sex = np.where(rng.random(n) < 0.52, "男", "女")
-    add_members(hh_gp, "child", np.where(c_sex == "男", "孙子", "孙女"), c_birth, c_sex, surname_of=pa, parent_idx=pa,
-                g1=np.select([how < 0.6, how < 0.8], [pa, gf], empty),
-                g1_rel=np.select([how < 0.6, how < 0.8], ["父亲", "祖父母"], ""),
-                g2=np.select([how < 0.6, how < 0.8], [ma, gm], empty),
-                g2_rel=np.select([how < 0.6, how < 0.8], ["母亲", "祖父母"], ""))
+    add_members(
+        hh_gp,
+        "child",
+        np.where(c_sex == "男", "孙子", "孙女"),
+        c_birth,
+        c_sex,
+        surname_of=pa,
+        parent_idx=pa,
+        g1=np.select([how < 0.6, how < 0.8], [pa, gf], empty),
+        g1_rel=np.select([how < 0.6, how < 0.8], ["父亲", "祖父母"], ""),
+        g2=np.select([how < 0.6, how < 0.8], [ma, gm], empty),
+        g2_rel=np.select([how < 0.6, how < 0.8], ["母亲", "祖父母"], ""),
+    )
 
     # --- adults on their own or as a couple
     n = count["adults"]
@@ -215,8 +286,14 @@ def build_people(people: int, policy: Policy, rooms: pd.DataFrame, rng: np.rando
     couple = rng.random(n) < 0.5
     birth = today - _years(rng.uniform(19, 92, n))
     heads = add_members(hh, "adult", "户主", birth, np.where(rng.random(n) < 0.5, "男", "女"))
-    add_members(hh[couple], "adult", "配偶", birth[couple] + _years(rng.uniform(-3, 3, couple.sum())), "女",
-                partner_idx=heads[couple])
+    add_members(
+        hh[couple],
+        "adult",
+        "配偶",
+        birth[couple] + _years(rng.uniform(-3, 3, couple.sum())),
+        "女",
+        partner_idx=heads[couple],
+    )
 
     # --- collective households (dormitories): unrelated adults, now and then a minor with nobody linked
     n = count["collective"]
@@ -226,8 +303,13 @@ def build_people(people: int, policy: Policy, rooms: pd.DataFrame, rng: np.rando
     first = np.r_[True, m_hh[1:] != m_hh[:-1]]
     minor = ~first & (rng.random(len(m_hh)) < 0.08)
     birth = np.where(minor, child_births(len(m_hh)), today - _years(rng.uniform(18, 60, len(m_hh))))
-    add_members(m_hh, np.where(minor, "child", "adult"), np.where(first, "户主", "其他"), birth,
-                np.where(rng.random(len(m_hh)) < 0.5, "男", "女"))
+    add_members(
+        m_hh,
+        np.where(minor, "child", "adult"),
+        np.where(first, "户主", "其他"),
+        birth,
+        np.where(rng.random(len(m_hh)) < 0.5, "男", "女"),
+    )
 
     p = b.frame()
     for col in ("g1", "g2", "partner_idx", "parent_idx"):
@@ -239,8 +321,16 @@ def build_people(people: int, policy: Policy, rooms: pd.DataFrame, rng: np.rando
     return _finish(p, rooms, rng, policy, today, profile, extract, next_extract)
 
 
-def _finish(p: pd.DataFrame, rooms: pd.DataFrame, rng: np.random.Generator, policy: Policy,
-            today: np.datetime64, profile: Profile, extract: np.datetime64, next_extract: np.datetime64) -> pd.DataFrame:
+def _finish(
+    p: pd.DataFrame,
+    rooms: pd.DataFrame,
+    rng: np.random.Generator,
+    policy: Policy,
+    today: np.datetime64,
+    profile: Profile,
+    extract: np.datetime64,
+    next_extract: np.datetime64,
+) -> pd.DataFrame:
     n = len(p)
     n_hh = int(p["hh"].max()) + 1
     cutoff = _d(policy.cutoff_date)
@@ -249,14 +339,17 @@ def _finish(p: pd.DataFrame, rooms: pd.DataFrame, rng: np.random.Generator, poli
     room_of_hh = order[np.arange(n_hh) % len(rooms)]
     p["address_code"] = rooms["address_code"].to_numpy()[room_of_hh][p["hh"]]
     p["region"] = rooms["district_code"].to_numpy()[room_of_hh][p["hh"]]
-    p["household_no"] = pd.Series(100000000 + rng.choice(899999999, n_hh, replace=False)).astype(str).to_numpy()[p["hh"]]
+    p["household_no"] = (
+        pd.Series(100000000 + rng.choice(899999999, n_hh, replace=False)).astype(str).to_numpy()[p["hh"]]
+    )
 
     surnames = np.array(SURNAMES, dtype=object)[rng.integers(0, len(SURNAMES), n)]
     p["surname"] = surnames[p["surname_from"].to_numpy()]
     given = np.array(GIVEN_CHARS, dtype=object)
     two = rng.random(n) < 0.7
-    p["name"] = (p["surname"] + given[rng.integers(0, len(given), n)]
-                 + np.where(two, given[rng.integers(0, len(given), n)], ""))
+    p["name"] = (
+        p["surname"] + given[rng.integers(0, len(given), n)] + np.where(two, given[rng.integers(0, len(given), n)], "")
+    )
     p["ethnicity"] = np.array(ETHNICITIES, dtype=object)[rng.integers(0, len(ETHNICITIES), n)]
 
     # settlement: households arrive over decades; a few after the cutoff; people born later settle at birth
@@ -276,8 +369,9 @@ def _finish(p: pd.DataFrame, rooms: pd.DataFrame, rng: np.random.Generator, poli
     status[(p["role"] == "child").to_numpy() & (r < 0.012)] = "死亡"
     status[(age <= 70) & (r > 0.995)] = "注销"
     p["status"] = status
-    p["updated_at"] = np.minimum(np.maximum(p["settled_date"].to_numpy(), today - 900 * DAY)
-                                 + rng.integers(0, 3, n) * DAY, extract)
+    p["updated_at"] = np.minimum(
+        np.maximum(p["settled_date"].to_numpy(), today - 900 * DAY) + rng.integers(0, 3, n) * DAY, extract
+    )
     # a few people register here only in the next day's delivery, a few leave it
     p["day"] = next_day_flags(n, profile.next_day_added, profile.next_day_removed, rng)
     arriving = (p["day"] == 1).to_numpy()
@@ -300,7 +394,13 @@ def _finish(p: pd.DataFrame, rooms: pd.DataFrame, rng: np.random.Generator, poli
     for g in ("g1", "g2"):
         idx = p[g].to_numpy()
         p[f"guardian{g[1]}_id"] = np.where(idx >= 0, ids[np.maximum(idx, 0)], "")
-    p = p.rename(columns={"g1_rel": "guardian1_relation", "g2_rel": "guardian2_relation",
-                          "g1": "guardian1_idx", "g2": "guardian2_idx"})
+    p = p.rename(
+        columns={
+            "g1_rel": "guardian1_relation",
+            "g2_rel": "guardian2_relation",
+            "g1": "guardian1_idx",
+            "g2": "guardian2_idx",
+        }
+    )
     p["person"] = np.arange(n)
     return p

@@ -22,8 +22,15 @@ import yaml
 from pipelines.errors import UsageError
 from pipelines.policy import DEMO_POLICY_YAML
 
-SOURCES = ("hukou", "property_title", "housing_contract", "rental", "social_insurance", "individual_business",
-           "enterprise")
+SOURCES = (
+    "hukou",
+    "property_title",
+    "housing_contract",
+    "rental",
+    "social_insurance",
+    "individual_business",
+    "enterprise",
+)
 HOUSEHOLD_KINDS = ("nuclear", "three_gen", "with_grandparents", "adults", "collective")
 
 
@@ -34,27 +41,28 @@ class DirtRates:
     The ``addr_*`` kinds are shares of the texts written in a variant form (``address_variant``);
     ``damage_*`` kinds are shares of rows damaged beyond repair (quarantined in the truth).
     """
+
     id_spaces: float = 0.01
     id_fullwidth: float = 0.01
-    id_lowercase_x: float = 0.01     # of IDs ending in X (boosted internally: 1 in 11 IDs is eligible)
-    id_legacy15: float = 0.01        # of IDs of people born 19xx
+    id_lowercase_x: float = 0.01  # of IDs ending in X (boosted internally: 1 in 11 IDs is eligible)
+    id_legacy15: float = 0.01  # of IDs of people born 19xx
     id_trailing_dot0: float = 0.01
     id_quote_prefix: float = 0.01
-    date_forms: float = 0.12         # dates written in a non-ISO form of sources.md
-    sex_numeric: float = 0.05        # 1/2 instead of 男/女
-    address_variant: float = 0.35    # address texts in a variant form of the standard text
+    date_forms: float = 0.12  # dates written in a non-ISO form of sources.md
+    sex_numeric: float = 0.05  # 1/2 instead of 男/女
+    address_variant: float = 0.35  # address texts in a variant form of the standard text
     address_unresolvable: float = 0.02
-    addr_prefix: float = 0.3         # province and city in front of the district
-    addr_no_district: float = 0.15   # district dropped (with or without the city)
+    addr_prefix: float = 0.3  # province and city in front of the district
+    addr_no_district: float = 0.15  # district dropped (with or without the city)
     addr_fullwidth: float = 0.35
-    addr_numerals: float = 0.35      # Chinese numerals for building and unit
+    addr_numerals: float = 0.35  # Chinese numerals for building and unit
     addr_door_numerals: float = 0.1  # Chinese numerals for the door number (十三号)
     addr_number_spaces: float = 0.1  # a space inside a door or room number (10 3号, 3 02)
-    addr_format: float = 0.35        # 3#2-501, 3-2-501, 3栋2单元501, ...
-    addr_room_suffix: float = 0.35   # 室 / 号 on the room present or missing
-    addr_xiaoqu: float = 0.35        # 小区 added or dropped
-    addr_phase_form: float = 0.5     # of phased compounds: 3期 for 三期, 2区 for 二区
-    addr_spaces: float = 0.35        # spaces between the parts
+    addr_format: float = 0.35  # 3#2-501, 3-2-501, 3栋2单元501, ...
+    addr_room_suffix: float = 0.35  # 室 / 号 on the room present or missing
+    addr_xiaoqu: float = 0.35  # 小区 added or dropped
+    addr_phase_form: float = 0.5  # of phased compounds: 3期 for 三期, 2区 for 二区
+    addr_spaces: float = 0.35  # spaces between the parts
     name_conflict: float = 0.01
     damage_checksum: float = 0.002
     damage_id_format: float = 0.002
@@ -81,37 +89,38 @@ class EvolutionRates:
     evolution draws from its seed (``district_spread``) and lets drift each year (``drift``), so
     migration differs by district and by the age of a family's youngest child and is not stationary.
     """
-    birth_trend: float = -0.04       # yearly change of births, against the city's young cohorts today
-    move_out: float = 0.03           # households leaving the city
-    move_in: float = 0.03            # households arriving, as a share of the households present
-    move_within: float = 0.06        # households moving to another room of the city
+
+    birth_trend: float = -0.04  # yearly change of births, against the city's young cohorts today
+    move_out: float = 0.03  # households leaving the city
+    move_in: float = 0.03  # households arriving, as a share of the households present
+    move_within: float = 0.06  # households moving to another room of the city
     arrivals_with_children: float = 0.4  # arriving households with a child under 15
-    school_age_boost: float = 1.8    # moving rate of families whose youngest child is 3-6, times the base
-    school_pull: float = 0.6         # spread (log sd) of catchments' pull on families moving with children
-    district_spread: float = 0.35    # spread (log sd) of district multipliers of every rate
-    drift: float = 0.1               # yearly change (log sd) of the district multipliers (births: a third)
-    own_home: float = 0.55           # movers and arrivals who buy (else rent) where they move to
-    hukou_follows: float = 0.5       # movers within the city whose hukou moves with them
-    burn_in_years: int = 12          # years evolved before the city the scoring forecasts from, so every
+    school_age_boost: float = 1.8  # moving rate of families whose youngest child is 3-6, times the base
+    school_pull: float = 0.6  # spread (log sd) of catchments' pull on families moving with children
+    district_spread: float = 0.35  # spread (log sd) of district multipliers of every rate
+    drift: float = 0.1  # yearly change (log sd) of the district multipliers (births: a third)
+    own_home: float = 0.55  # movers and arrivals who buy (else rent) where they move to
+    hukou_follows: float = 0.5  # movers within the city whose hukou moves with them
+    burn_in_years: int = 12  # years evolved before the city the scoring forecasts from, so every
     #                                 child of a forecast cohort was born in the evolution
 
 
 @dataclass(frozen=True)
 class District:
-    code: str                                  # GB/T 2260 county code
+    code: str  # GB/T 2260 county code
     name: str
-    share: float                               # of the city's blocks
-    box: tuple[float, float, float, float]     # lon0, lat0, lon1, lat1
+    share: float  # of the city's blocks
+    box: tuple[float, float, float, float]  # lon0, lat0, lon1, lat1
 
 
 @dataclass(frozen=True)
 class City:
-    province: str                  # 山东省
-    province_short: str            # 鲁, as in certificate numbers
-    name: str                      # 日照市
+    province: str  # 山东省
+    province_short: str  # 鲁, as in certificate numbers
+    name: str  # 日照市
     districts: tuple[District, ...]
     urban_region_codes: tuple[str, ...]
-    streets: tuple[str, ...]       # stems of 街道 names
+    streets: tuple[str, ...]  # stems of 街道 names
 
     @property
     def short_name(self) -> str:
@@ -127,18 +136,18 @@ class City:
 class Profile:
     name: str
     city: City
-    shared_road_names: float       # share of road names that run through two or more districts
-    direction_siblings: float      # share of road names with a sibling differing only by direction
-    phased_compounds: float        # share of compounds named with a phase or zone
-    xiaoqu_compounds: float        # share of compound names carrying 小区
-    repeated_compounds: float      # share of compounds whose name and door recur on that road in another district
-    households: tuple[tuple[str, float], ...]   # (kind, share of households)
+    shared_road_names: float  # share of road names that run through two or more districts
+    direction_siblings: float  # share of road names with a sibling differing only by direction
+    phased_compounds: float  # share of compounds named with a phase or zone
+    xiaoqu_compounds: float  # share of compound names carrying 小区
+    repeated_compounds: float  # share of compounds whose name and door recur on that road in another district
+    households: tuple[tuple[str, float], ...]  # (kind, share of households)
     children_per_family: tuple[float, float, float]  # weights of 1, 2, 3 children in a couple's household
     buyers_per_contract: tuple[float, float, float]  # weights of 1, 2, 3 buyers
-    cohort_share: float            # residents born in one enrollment birth year / all residents
-    delivery_lag: tuple[tuple[str, int], ...]   # (source, days before as-of of today's delivery)
-    next_day_added: float          # share of a source's records first delivered the next day
-    next_day_removed: float        # share of a source's records gone from the next day's delivery
+    cohort_share: float  # residents born in one enrollment birth year / all residents
+    delivery_lag: tuple[tuple[str, int], ...]  # (source, days before as-of of today's delivery)
+    next_day_added: float  # share of a source's records first delivered the next day
+    next_day_removed: float  # share of a source's records gone from the next day's delivery
     dirt: DirtRates
     evolution: EvolutionRates = EvolutionRates()
 
@@ -150,8 +159,9 @@ class Profile:
     def policy_yaml(self) -> str:
         """The reference policy.yaml: the demo policy with this city's urban region codes."""
         codes = ", ".join(json.dumps(c) for c in self.city.urban_region_codes)
-        text, n = re.subn(r"^urban_region_codes: \[[^\]]*\]", f"urban_region_codes: [{codes}]", DEMO_POLICY_YAML,
-                          flags=re.M)
+        text, n = re.subn(
+            r"^urban_region_codes: \[[^\]]*\]", f"urban_region_codes: [{codes}]", DEMO_POLICY_YAML, flags=re.M
+        )
         if n != 1:
             raise AssertionError("DEMO_POLICY_YAML has no urban_region_codes line")
         return text
@@ -176,8 +186,10 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
         label = str(path)
     else:
         if text_name not in profile_names():
-            raise UsageError(f"synth: no profile named {text_name!r} (shipped: {', '.join(profile_names())}; "
-                             "or give a path to a YAML file)")
+            raise UsageError(
+                f"synth: no profile named {text_name!r} (shipped: {', '.join(profile_names())}; "
+                "or give a path to a YAML file)"
+            )
         text = (resources.files("pipelines.synth") / "profiles" / f"{text_name}.yaml").read_text(encoding="utf-8")
         label = text_name
     try:
@@ -241,10 +253,25 @@ def profile_from_dict(doc: Any, label: str = "<dict>") -> Profile:
     if isinstance(doc, dict) and "evolution" in doc:  # optional: absent, EvolutionRates' defaults
         evolution_doc = doc["evolution"]
         doc = {k: v for k, v in doc.items() if k != "evolution"}
-    top = r.mapping(doc, "", ("name", "city", "roads", "compounds", "households", "children_per_family",
-                              "contracts", "cohort_share", "deliveries", "dirt"))
-    city_doc = r.mapping(top["city"], "city", ("province", "province_short", "name", "urban_region_codes", "streets",
-                                               "districts"))
+    top = r.mapping(
+        doc,
+        "",
+        (
+            "name",
+            "city",
+            "roads",
+            "compounds",
+            "households",
+            "children_per_family",
+            "contracts",
+            "cohort_share",
+            "deliveries",
+            "dirt",
+        ),
+    )
+    city_doc = r.mapping(
+        top["city"], "city", ("province", "province_short", "name", "urban_region_codes", "streets", "districts")
+    )
     if not isinstance(city_doc["districts"], list) or len(city_doc["districts"]) < 2:
         r.fail("city.districts", "must list at least two districts")
     districts = []
@@ -252,12 +279,21 @@ def profile_from_dict(doc: Any, label: str = "<dict>") -> Profile:
         key = f"city.districts[{k}]"
         d = r.mapping(d, key, ("code", "name", "share", "box"))
         box = d["box"]
-        if (not isinstance(box, list) or len(box) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
-                or not (box[0] < box[2] and box[1] < box[3])):
+        if (
+            not isinstance(box, list)
+            or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+            or not (box[0] < box[2] and box[1] < box[3])
+        ):
             r.fail(f"{key}.box", "must be [lon0, lat0, lon1, lat1] with lon0 < lon1 and lat0 < lat1")
-        districts.append(District(r.code(d["code"], f"{key}.code"), r.text(d["name"], f"{key}.name"),
-                                  r.share(d["share"], f"{key}.share", 0.01, 1.0), tuple(float(v) for v in box)))
+        districts.append(
+            District(
+                r.code(d["code"], f"{key}.code"),
+                r.text(d["name"], f"{key}.name"),
+                r.share(d["share"], f"{key}.share", 0.01, 1.0),
+                tuple(float(v) for v in box),
+            )
+        )
     codes = [d.code for d in districts]
     if len(set(codes)) != len(codes) or len({d.name for d in districts}) != len(districts):
         r.fail("city.districts", "repeats a district code or name")
@@ -272,9 +308,14 @@ def profile_from_dict(doc: Any, label: str = "<dict>") -> Profile:
     streets = city_doc["streets"]
     if not isinstance(streets, list) or not streets:
         r.fail("city.streets", "must be a non-empty list")
-    city = City(r.text(city_doc["province"], "city.province"), r.text(city_doc["province_short"], "city.province_short"),
-                r.text(city_doc["name"], "city.name"), tuple(districts), urban,
-                tuple(r.text(s, "city.streets") for s in streets))
+    city = City(
+        r.text(city_doc["province"], "city.province"),
+        r.text(city_doc["province_short"], "city.province_short"),
+        r.text(city_doc["name"], "city.name"),
+        tuple(districts),
+        urban,
+        tuple(r.text(s, "city.streets") for s in streets),
+    )
 
     roads = r.mapping(top["roads"], "roads", ("shared_across_districts", "direction_siblings"))
     compounds = r.mapping(top["compounds"], "compounds", ("phased", "xiaoqu", "repeated_across_districts"))
@@ -298,13 +339,15 @@ def profile_from_dict(doc: Any, label: str = "<dict>") -> Profile:
     dirt_doc = r.mapping(top["dirt"], "dirt", tuple(f.name for f in dataclasses.fields(DirtRates)), complete=False)
     dirt = DirtRates(**{k: r.share(v, f"dirt.{k}", 0.0, 0.5) for k, v in dirt_doc.items()})
     return Profile(
-        name=r.text(top["name"], "name"), city=city,
+        name=r.text(top["name"], "name"),
+        city=city,
         shared_road_names=r.share(roads["shared_across_districts"], "roads.shared_across_districts"),
         direction_siblings=r.share(roads["direction_siblings"], "roads.direction_siblings", 0.0, 0.9),
         phased_compounds=r.share(compounds["phased"], "compounds.phased", 0.0, 0.8),
         xiaoqu_compounds=r.share(compounds["xiaoqu"], "compounds.xiaoqu"),
-        repeated_compounds=r.share(compounds["repeated_across_districts"], "compounds.repeated_across_districts",
-                                   0.0, 0.2),
+        repeated_compounds=r.share(
+            compounds["repeated_across_districts"], "compounds.repeated_across_districts", 0.0, 0.2
+        ),
         households=mix,
         children_per_family=r.weights(top["children_per_family"], "children_per_family"),
         buyers_per_contract=r.weights(contracts["buyers"], "contracts.buyers"),

@@ -3,7 +3,7 @@ clean, undamaged facts the truth is computed from."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -33,9 +33,17 @@ def _damaged(st: SourceText, rng, rates, counts) -> SourceText:
     return st
 
 
-def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.DataFrame, policy: Policy,
-                   rates: dict[str, float], rng: np.random.Generator, counts: dict[str, int], city: City,
-                   future_from: np.datetime64) -> Iterator[tuple[str, SourceText]]:
+def render_sources(
+    p: pd.DataFrame,
+    rec: dict[str, pd.DataFrame],
+    registry: pd.DataFrame,
+    policy: Policy,
+    rates: dict[str, float],
+    rng: np.random.Generator,
+    counts: dict[str, int],
+    city: City,
+    future_from: np.datetime64,
+) -> Iterator[tuple[str, SourceText]]:
     """Each source in turn (rendered lazily so only one source's text is in memory at a time).
 
     Every record of both delivery days is rendered once; ``SourceText.day`` says on which days
@@ -48,8 +56,17 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         return D.render_addresses(np.asarray(codes, dtype=object), registry, rng, rates, counts, city)
 
     def source_text(source, f, *args, facts, addresses=None, **kw) -> SourceText:
-        return SourceText(source, f, *args, facts=facts, addresses=addresses, event_cols=EVENT_DATES[source],
-                          future_from=future_from, day=facts["day"].to_numpy(), **kw)
+        return SourceText(
+            source,
+            f,
+            *args,
+            facts=facts,
+            addresses=addresses,
+            event_cols=EVENT_DATES[source],
+            future_from=future_from,
+            day=facts["day"].to_numpy(),
+            **kw,
+        )
 
     # ---- hukou: one address text per household, shared by its members
     hh_codes = p.groupby("hh", sort=True)["address_code"].first()
@@ -59,8 +76,11 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     numeric = D.pick(rng, len(p), rates["sex_numeric"])
     counts["sex_numeric"] = int(numeric.sum())
     sex = np.where(numeric, np.where(sex == "男", "1", "2"), sex)
-    updated = pd.to_datetime(p["updated_at"]).dt.strftime("%Y-%m-%d") + " " + pd.Series(
-        np.array(["08:15:00", "10:02:31", "15:47:09", "17:30:00"], dtype=object)[np.arange(len(p)) % 4])
+    updated = (
+        pd.to_datetime(p["updated_at"]).dt.strftime("%Y-%m-%d")
+        + " "
+        + pd.Series(np.array(["08:15:00", "10:02:31", "15:47:09", "17:30:00"], dtype=object)[np.arange(len(p)) % 4])
+    )
     # column by column, so each temporary object array is freed once it is stored as Arrow text
     f = pd.DataFrame(index=pd.RangeIndex(len(p)))
     f["citizen_id"] = _ids(ids, rng, rates, counts)
@@ -84,9 +104,23 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     window = np.zeros(len(p), bool)
     for w in policy.levels:
         window |= (birth >= np.datetime64(w.birth_from)) & (birth <= np.datetime64(w.birth_to))
-    st = _damaged(source_text("hukou", f, "citizen_id", "birth_date", "status", "citizen_id", ~window,
-                              clean_ids=ids, facts=p,
-                              addresses=_address_frame(hh_addr, at)), rng, rates, counts)
+    st = _damaged(
+        source_text(
+            "hukou",
+            f,
+            "citizen_id",
+            "birth_date",
+            "status",
+            "citizen_id",
+            ~window,
+            clean_ids=ids,
+            facts=p,
+            addresses=_address_frame(hh_addr, at),
+        ),
+        rng,
+        rates,
+        counts,
+    )
     f = None  # a suspended generator must not pin this source's text
     yield "hukou", st
 
@@ -100,16 +134,39 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     owner_id[person] = _ids(owner_id[person], rng, rates, counts)
     owner_name = t["owner_name"].to_numpy(dtype=object).copy()
     owner_name[person] = D.conflicting_names(owner_name[person], rng, rates["name_conflict"], counts)
-    f = pd.DataFrame({
-        "certificate_no": t["certificate_no"].to_numpy(dtype=object), "unit_no": t["unit_no"].to_numpy(dtype=object),
-        "owner_name": owner_name, "owner_id": owner_id, "co_ownership": t["co_ownership"].to_numpy(dtype=object),
-        "share": t["share"].to_numpy(dtype=object), "address": cert_addr.text[at],
-        "use": t["use"].to_numpy(dtype=object), "floor_area": t["floor_area"].map("{:.2f}".format).to_numpy(dtype=object),
-        "registered_date": _dates(t["registered_date"], rng, rates), "title_status": t["title_status"].to_numpy(dtype=object)})
+    f = pd.DataFrame(
+        {
+            "certificate_no": t["certificate_no"].to_numpy(dtype=object),
+            "unit_no": t["unit_no"].to_numpy(dtype=object),
+            "owner_name": owner_name,
+            "owner_id": owner_id,
+            "co_ownership": t["co_ownership"].to_numpy(dtype=object),
+            "share": t["share"].to_numpy(dtype=object),
+            "address": cert_addr.text[at],
+            "use": t["use"].to_numpy(dtype=object),
+            "floor_area": t["floor_area"].map("{:.2f}".format).to_numpy(dtype=object),
+            "registered_date": _dates(t["registered_date"], rng, rates),
+            "title_status": t["title_status"].to_numpy(dtype=object),
+        }
+    )
     t = rec["property_title"] = t[["owner_kind", "owner_id", "use", "title_status", "registered_date", "day"]]
-    st = _damaged(source_text("property_title", f, "owner_id", "registered_date", "title_status", "owner_id",
-                                       person, clean_ids=t["owner_id"].to_numpy(dtype=object), facts=t,
-                                       addresses=_address_frame(cert_addr, at)), rng, rates, counts)
+    st = _damaged(
+        source_text(
+            "property_title",
+            f,
+            "owner_id",
+            "registered_date",
+            "title_status",
+            "owner_id",
+            person,
+            clean_ids=t["owner_id"].to_numpy(dtype=object),
+            facts=t,
+            addresses=_address_frame(cert_addr, at),
+        ),
+        rng,
+        rates,
+        counts,
+    )
     f = None  # a suspended generator must not pin this source's text
     yield "property_title", st
 
@@ -121,25 +178,40 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
         idx = c[f"buyer{k}"].to_numpy()
         has = idx >= 0
         f[f"buyer{k}_id"] = np.where(has, _ids(ids[np.maximum(idx, 0)], rng, rates, counts), "")
-        f[f"buyer{k}_name"] = np.where(has, D.conflicting_names(names[np.maximum(idx, 0)], rng,
-                                                                rates["name_conflict"], counts), "")
+        f[f"buyer{k}_name"] = np.where(
+            has, D.conflicting_names(names[np.maximum(idx, 0)], rng, rates["name_conflict"], counts), ""
+        )
     for col in ("seller", "project_name"):
         f[col] = c[col].to_numpy(dtype=object)
     f["address"] = c_addr.text
     f["use"] = c["use"].to_numpy(dtype=object)
     f["signed_date"] = _dates(c["signed_date"], rng, rates)
     f["status"] = c["status"].to_numpy(dtype=object)
-    st = source_text("housing_contract", f, "buyer1_id", "signed_date", "status", "contract_no",
-                    np.ones(len(c), bool), clean_ids=ids[c["buyer1"].to_numpy()], facts=c,
-                    addresses=_address_frame(c_addr))
+    st = source_text(
+        "housing_contract",
+        f,
+        "buyer1_id",
+        "signed_date",
+        "status",
+        "contract_no",
+        np.ones(len(c), bool),
+        clean_ids=ids[c["buyer1"].to_numpy()],
+        facts=c,
+        addresses=_address_frame(c_addr),
+    )
     apply_damage(st, rng, rates, counts)
     buyers = None
     for k in (1, 2, 3):
         one = '{"name": "' + f[f"buyer{k}_name"].astype(object) + '", "id": "' + f[f"buyer{k}_id"].astype(object) + '"}'
         one = one.where(c[f"buyer{k}"].to_numpy() >= 0, "")
         buyers = one if buyers is None else buyers + np.where(one != "", ", " + one, "")
-    st.fields = pd.DataFrame({"contract_no": f["contract_no"], "buyers": "[" + buyers + "]",
-                              **{k: f[k] for k in ("seller", "project_name", "address", "use", "signed_date", "status")}})
+    st.fields = pd.DataFrame(
+        {
+            "contract_no": f["contract_no"],
+            "buyers": "[" + buyers + "]",
+            **{k: f[k] for k in ("seller", "project_name", "address", "use", "signed_date", "status")},
+        }
+    )
     f = None
     yield "housing_contract", st
 
@@ -147,16 +219,36 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     r = rec["rental"]
     r_addr = _addresses(r["address_code"].to_numpy())
     pid = r["person"].to_numpy()
-    f = pd.DataFrame({
-        "record_no": r["record_no"].to_numpy(dtype=object),
-        "tenant_name": D.conflicting_names(names[pid], rng, rates["name_conflict"], counts),
-        "tenant_id": _ids(ids[pid], rng, rates, counts), "landlord_id": r["landlord_id"].to_numpy(dtype=object),
-        "address": r_addr.text, "start_date": _dates(r["start_date"], rng, rates),
-        "end_date": _dates(r["end_date"], rng, rates), "registered_date": _dates(r["registered_date"], rng, rates),
-        "status": r["status"].to_numpy(dtype=object)})
-    st = _damaged(source_text("rental", f, "tenant_id", "start_date", "status", "record_no", np.ones(len(r), bool),
-                               clean_ids=ids[pid], facts=r.assign(tenant_id=ids[pid]),
-                               addresses=_address_frame(r_addr)), rng, rates, counts)
+    f = pd.DataFrame(
+        {
+            "record_no": r["record_no"].to_numpy(dtype=object),
+            "tenant_name": D.conflicting_names(names[pid], rng, rates["name_conflict"], counts),
+            "tenant_id": _ids(ids[pid], rng, rates, counts),
+            "landlord_id": r["landlord_id"].to_numpy(dtype=object),
+            "address": r_addr.text,
+            "start_date": _dates(r["start_date"], rng, rates),
+            "end_date": _dates(r["end_date"], rng, rates),
+            "registered_date": _dates(r["registered_date"], rng, rates),
+            "status": r["status"].to_numpy(dtype=object),
+        }
+    )
+    st = _damaged(
+        source_text(
+            "rental",
+            f,
+            "tenant_id",
+            "start_date",
+            "status",
+            "record_no",
+            np.ones(len(r), bool),
+            clean_ids=ids[pid],
+            facts=r.assign(tenant_id=ids[pid]),
+            addresses=_address_frame(r_addr),
+        ),
+        rng,
+        rates,
+        counts,
+    )
     f = None  # a suspended generator must not pin this source's text
     yield "rental", st
 
@@ -171,10 +263,25 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     f["first_insured_date"] = _dates(s["first_insured_date"], rng, rates)
     f["local_months"] = s["local_months"].astype(str).to_numpy()
     f["last_paid_month"] = s["last_paid_month"].to_numpy()
-    s = rec["social_insurance"] = s[["person", "scheme", "insurance_status", "local_months", "day"]]  # what the truth reads
-    st = _damaged(source_text("social_insurance", f, "citizen_id", "first_insured_date", "insurance_status",
-                                         "citizen_id", np.ones(len(s), bool), clean_ids=ids[pid],
-                                         facts=s), rng, rates, counts)
+    s = rec["social_insurance"] = s[
+        ["person", "scheme", "insurance_status", "local_months", "day"]
+    ]  # what the truth reads
+    st = _damaged(
+        source_text(
+            "social_insurance",
+            f,
+            "citizen_id",
+            "first_insured_date",
+            "insurance_status",
+            "citizen_id",
+            np.ones(len(s), bool),
+            clean_ids=ids[pid],
+            facts=s,
+        ),
+        rng,
+        rates,
+        counts,
+    )
     f = None  # a suspended generator must not pin this source's text
     yield "social_insurance", st
 
@@ -182,35 +289,73 @@ def render_sources(p: pd.DataFrame, rec: dict[str, pd.DataFrame], registry: pd.D
     b = rec["individual_business"]
     b_addr = _addresses(b["address_code"].to_numpy())
     pid = b["person"].to_numpy()
-    f = pd.DataFrame({
-        "credit_code": b["credit_code"].to_numpy(dtype=object), "trade_name": b["trade_name"].to_numpy(dtype=object),
-        "operator_name": D.conflicting_names(names[pid], rng, rates["name_conflict"], counts),
-        "operator_id": _ids(ids[pid], rng, rates, counts), "address": b_addr.text, "form": b["form"].to_numpy(dtype=object),
-        "established_date": _dates(b["established_date"], rng, rates), "reg_status": b["reg_status"].to_numpy(dtype=object),
-        "closed_date": _dates(b["closed_date"], rng, rates)})
-    st = _damaged(source_text(
-        "individual_business", f, "operator_id", "established_date", "reg_status", "credit_code", np.ones(len(b), bool),
-        clean_ids=ids[pid], facts=b.assign(person_id=ids[pid]),
-        addresses=_address_frame(b_addr)), rng, rates, counts)
+    f = pd.DataFrame(
+        {
+            "credit_code": b["credit_code"].to_numpy(dtype=object),
+            "trade_name": b["trade_name"].to_numpy(dtype=object),
+            "operator_name": D.conflicting_names(names[pid], rng, rates["name_conflict"], counts),
+            "operator_id": _ids(ids[pid], rng, rates, counts),
+            "address": b_addr.text,
+            "form": b["form"].to_numpy(dtype=object),
+            "established_date": _dates(b["established_date"], rng, rates),
+            "reg_status": b["reg_status"].to_numpy(dtype=object),
+            "closed_date": _dates(b["closed_date"], rng, rates),
+        }
+    )
+    st = _damaged(
+        source_text(
+            "individual_business",
+            f,
+            "operator_id",
+            "established_date",
+            "reg_status",
+            "credit_code",
+            np.ones(len(b), bool),
+            clean_ids=ids[pid],
+            facts=b.assign(person_id=ids[pid]),
+            addresses=_address_frame(b_addr),
+        ),
+        rng,
+        rates,
+        counts,
+    )
     f = None  # a suspended generator must not pin this source's text
     yield "individual_business", st
     e = rec["enterprise"]
     e_addr = _addresses(e["address_code"].to_numpy())
     pid = e["person"].to_numpy()
-    f = pd.DataFrame({
-        "credit_code": e["credit_code"].to_numpy(dtype=object), "name": e["name"].to_numpy(dtype=object),
-        "company_type": e["company_type"].to_numpy(dtype=object),
-        "legal_rep_name": D.conflicting_names(names[pid], rng, rates["name_conflict"], counts),
-        "legal_rep_id": _ids(ids[pid], rng, rates, counts), "address": e_addr.text,
-        "established_date": _dates(e["established_date"], rng, rates), "reg_status": e["reg_status"].to_numpy(dtype=object),
-        "approved_date": _dates(e["approved_date"], rng, rates)})
-    st = _damaged(source_text(
-        "enterprise", f, "legal_rep_id", "established_date", "reg_status", "credit_code", np.ones(len(e), bool),
-        clean_ids=ids[pid], facts=e.assign(person_id=ids[pid]),
-        addresses=_address_frame(e_addr)), rng, rates, counts)
+    f = pd.DataFrame(
+        {
+            "credit_code": e["credit_code"].to_numpy(dtype=object),
+            "name": e["name"].to_numpy(dtype=object),
+            "company_type": e["company_type"].to_numpy(dtype=object),
+            "legal_rep_name": D.conflicting_names(names[pid], rng, rates["name_conflict"], counts),
+            "legal_rep_id": _ids(ids[pid], rng, rates, counts),
+            "address": e_addr.text,
+            "established_date": _dates(e["established_date"], rng, rates),
+            "reg_status": e["reg_status"].to_numpy(dtype=object),
+            "approved_date": _dates(e["approved_date"], rng, rates),
+        }
+    )
+    st = _damaged(
+        source_text(
+            "enterprise",
+            f,
+            "legal_rep_id",
+            "established_date",
+            "reg_status",
+            "credit_code",
+            np.ones(len(e), bool),
+            clean_ids=ids[pid],
+            facts=e.assign(person_id=ids[pid]),
+            addresses=_address_frame(e_addr),
+        ),
+        rng,
+        rates,
+        counts,
+    )
     f = None  # a suspended generator must not pin this source's text
     yield "enterprise", st
-
 
 
 def delivered(st: SourceText, next_day: bool) -> np.ndarray:
@@ -218,8 +363,9 @@ def delivered(st: SourceText, next_day: bool) -> np.ndarray:
     return st.day != (-1 if next_day else 1)
 
 
-def truth_inputs(p: pd.DataFrame, rec: dict[str, pd.DataFrame], texts: dict[str, SourceText],
-                 next_day: bool = False) -> dict:
+def truth_inputs(
+    p: pd.DataFrame, rec: dict[str, pd.DataFrame], texts: dict[str, SourceText], next_day: bool = False
+) -> dict:
     """The clean facts of every undamaged record of one delivery day, in the shapes ``compute_truth`` reads."""
     ids = p["citizen_id"].to_numpy(dtype=object)
 
@@ -229,32 +375,74 @@ def truth_inputs(p: pd.DataFrame, rec: dict[str, pd.DataFrame], texts: dict[str,
         return st.facts[keep], (st.addresses["code"].to_numpy()[keep] if st.addresses is not None else None)
 
     h, hcode = kept("hukou")
-    hukou = pd.DataFrame({"citizen_id": h["citizen_id"], "birth_date": h["birth_date"], "status": h["status"],
-                          "relation": h["relation"], "household_no": h["household_no"], "region": h["region"],
-                          "settled_date": h["settled_date"], "guardian1_id": h["guardian1_id"],
-                          "guardian2_id": h["guardian2_id"], "address_code": hcode})
+    hukou = pd.DataFrame(
+        {
+            "citizen_id": h["citizen_id"],
+            "birth_date": h["birth_date"],
+            "status": h["status"],
+            "relation": h["relation"],
+            "household_no": h["household_no"],
+            "region": h["region"],
+            "settled_date": h["settled_date"],
+            "guardian1_id": h["guardian1_id"],
+            "guardian2_id": h["guardian2_id"],
+            "address_code": hcode,
+        }
+    )
     t, tcode = kept("property_title")
     person = (t["owner_kind"] == "person").to_numpy()
-    titles = pd.DataFrame({"holder_id": t["owner_id"], "kind": "title", "use": t["use"], "status": t["title_status"],
-                           "record_date": t["registered_date"], "address_code": tcode})[person]
+    titles = pd.DataFrame(
+        {
+            "holder_id": t["owner_id"],
+            "kind": "title",
+            "use": t["use"],
+            "status": t["title_status"],
+            "record_date": t["registered_date"],
+            "address_code": tcode,
+        }
+    )[person]
     c, ccode = kept("housing_contract")
     buyers = []
     for k in (1, 2, 3):
         idx = c[f"buyer{k}"].to_numpy()
         has = idx >= 0
-        buyers.append(pd.DataFrame({"holder_id": ids[idx[has]], "kind": "contract", "use": c["use"].to_numpy()[has],
-                                    "status": c["status"].to_numpy()[has], "record_date": c["signed_date"].to_numpy()[has],
-                                    "address_code": ccode[has]}))
+        buyers.append(
+            pd.DataFrame(
+                {
+                    "holder_id": ids[idx[has]],
+                    "kind": "contract",
+                    "use": c["use"].to_numpy()[has],
+                    "status": c["status"].to_numpy()[has],
+                    "record_date": c["signed_date"].to_numpy()[has],
+                    "address_code": ccode[has],
+                }
+            )
+        )
     properties = pd.concat([titles] + buyers, ignore_index=True)
     r, rcode = kept("rental")
-    rentals = pd.DataFrame({"tenant_id": r["tenant_id"], "status": r["status"], "registered_date": r["registered_date"],
-                            "start_date": r["start_date"], "end_date": r["end_date"], "address_code": rcode})
+    rentals = pd.DataFrame(
+        {
+            "tenant_id": r["tenant_id"],
+            "status": r["status"],
+            "registered_date": r["registered_date"],
+            "start_date": r["start_date"],
+            "end_date": r["end_date"],
+            "address_code": rcode,
+        }
+    )
     s, _ = kept("social_insurance")
-    insurance = pd.DataFrame({"citizen_id": ids[s["person"].to_numpy()], "scheme": s["scheme"].to_numpy(),
-                              "insurance_status": s["insurance_status"].to_numpy(),
-                              "local_months": s["local_months"].to_numpy()})
+    insurance = pd.DataFrame(
+        {
+            "citizen_id": ids[s["person"].to_numpy()],
+            "scheme": s["scheme"].to_numpy(),
+            "insurance_status": s["insurance_status"].to_numpy(),
+            "local_months": s["local_months"].to_numpy(),
+        }
+    )
     b, _ = kept("individual_business")
     e, _ = kept("enterprise")
-    firms = pd.concat([b[["person_id", "reg_status", "established_date"]], e[["person_id", "reg_status", "established_date"]]],
-                      ignore_index=True)
+    firms = pd.concat(
+        [b[["person_id", "reg_status", "established_date"]], e[["person_id", "reg_status", "established_date"]]],
+        ignore_index=True,
+    )
     return {"hukou": hukou, "properties": properties, "rentals": rentals, "insurance": insurance, "firms": firms}

@@ -32,9 +32,20 @@ from pipelines.warehouse.sqlite import SQLiteWarehouse
 from pipelines.warehouse_schema import TABLES, Table, mask_ids_in
 
 __all__ = [
-    "PUBLISH_LOCK", "PostgreSQLWarehouse", "SQLiteWarehouse", "Warehouse", "ensure_warehouse",
-    "live_columns", "mark_run_abandoned", "postgresql_warehouse", "publish_run", "read_current_run",
-    "read_table", "record_failed_run", "record_started_run", "warehouse_for",
+    "PUBLISH_LOCK",
+    "PostgreSQLWarehouse",
+    "SQLiteWarehouse",
+    "Warehouse",
+    "ensure_warehouse",
+    "live_columns",
+    "mark_run_abandoned",
+    "postgresql_warehouse",
+    "publish_run",
+    "read_current_run",
+    "read_table",
+    "record_failed_run",
+    "record_started_run",
+    "warehouse_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,8 +57,9 @@ class Warehouse(Protocol):
     def ensure(self) -> None:
         """Apply pending migrations and create every missing published table (empty)."""
 
-    def write_audit(self, run: dict, status: str, reason: str | None = None,
-                    row_counts: Mapping[str, int] | None = None) -> None:
+    def write_audit(
+        self, run: dict, status: str, reason: str | None = None, row_counts: Mapping[str, int] | None = None
+    ) -> None:
         """Insert or update the attempt's run_audit row; a published row is never turned failed."""
 
     def mark_abandoned(self, started_at: dt.datetime, reason: str) -> bool:
@@ -76,8 +88,13 @@ def warehouse_for(url: str) -> Warehouse:
         raise UsageError(f"not a warehouse URL: {url!r}") from None
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):  # Airflow connections say postgres://
-        info = {"host": parsed.host, "port": parsed.port, "user": parsed.username,
-                "password": parsed.password, "dbname": parsed.database}
+        info = {
+            "host": parsed.host,
+            "port": parsed.port,
+            "user": parsed.username,
+            "password": parsed.password,
+            "dbname": parsed.database,
+        }
         info.update({k: v for k, v in parsed.query.items() if isinstance(v, str)})
         return PostgreSQLWarehouse({k: v for k, v in info.items() if v is not None})
     if backend == "sqlite":
@@ -144,8 +161,9 @@ def live_columns(url: str, table: str) -> list[str]:
     return warehouse_for(url).live_columns(table)
 
 
-def publish_run(url: str, run: Mapping[str, object], tables: Mapping[str, Path | str], *,
-                swap_timeout: float = 120.0) -> None:
+def publish_run(
+    url: str, run: Mapping[str, object], tables: Mapping[str, Path | str], *, swap_timeout: float = 120.0
+) -> None:
     """Publish one run's tables (name -> Parquet path) atomically and mark run_audit published.
 
     Every table of ``PUBLISHED_TABLES`` must be given. On any failure the transaction rolls
@@ -167,13 +185,17 @@ def publish_run(url: str, run: Mapping[str, object], tables: Mapping[str, Path |
         try:
             warehouse.write_audit(run, "failed", reason)
         except Exception as audit_exc:  # the original failure matters more
-            log.error("could not record the failure of run %s: %s", run["run_id"],
-                      mask_ids_in(str(audit_exc)))
+            log.error("could not record the failure of run %s: %s", run["run_id"], mask_ids_in(str(audit_exc)))
         if not isinstance(exc, Exception) or isinstance(exc, ZerocertError):
             raise
         raise ZerocertError(f"publish of run {run['run_id']} failed: {reason}") from exc
     finally:
         for source in files.values():
             source.close()
-    log.info("run %s published: %d rows in %d tables in %.1f s", run["run_id"],
-             sum(counts.values()), len(counts), time.monotonic() - started)
+    log.info(
+        "run %s published: %d rows in %d tables in %.1f s",
+        run["run_id"],
+        sum(counts.values()),
+        len(counts),
+        time.monotonic() - started,
+    )

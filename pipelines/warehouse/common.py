@@ -22,7 +22,13 @@ import pyarrow.parquet as pq
 from pipelines.data import data_path
 from pipelines.errors import ZerocertError
 from pipelines.warehouse_schema import (
-    OPTIONAL_TABLES, PUBLISHED_TABLES, TABLES, Table, arrow_schema, check_input_schema, conform_batch,
+    OPTIONAL_TABLES,
+    PUBLISHED_TABLES,
+    TABLES,
+    Table,
+    arrow_schema,
+    check_input_schema,
+    conform_batch,
     mask_ids_in,
 )
 
@@ -30,8 +36,18 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = data_path("migrations")
 RUN_KEYS = ("run_id", "as_of", "policy_id", "started_at", "code_version")
-AUDIT_COLUMNS = ("run_id", "as_of", "policy_id", "started_at", "finished_at", "status",
-                 "code_version", "reason", "row_counts", "accepted_changes")
+AUDIT_COLUMNS = (
+    "run_id",
+    "as_of",
+    "policy_id",
+    "started_at",
+    "finished_at",
+    "status",
+    "code_version",
+    "reason",
+    "row_counts",
+    "accepted_changes",
+)
 BATCH_ROWS = 65_536
 ABANDONED_REASON = "ended before it finished (killed or lost); found by the next run"
 
@@ -52,13 +68,15 @@ def pending_migrations(dialect: str, applied: set[int]) -> list[tuple[int, str, 
     known = migrations(dialect)
     newer = sorted(applied - {version for version, _, _ in known})
     if newer:
-        raise ZerocertError(f"the warehouse schema is at version {newer[-1]}, newer than this code "
-                            f"knows ({known[-1][0]}); upgrade zerocert")
+        raise ZerocertError(
+            f"the warehouse schema is at version {newer[-1]}, newer than this code "
+            f"knows ({known[-1][0]}); upgrade zerocert"
+        )
     return [m for m in known if m[0] not in applied]
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def normalize_run(run: Mapping[str, object]) -> dict:
@@ -77,39 +95,56 @@ def normalize_run(run: Mapping[str, object]) -> dict:
     if not isinstance(started, dt.datetime) or not isinstance(as_of, dt.date):
         raise ZerocertError("run as_of must be a date and started_at a datetime")
     if started.tzinfo is None:
-        started = started.replace(tzinfo=dt.timezone.utc)
-    return {"run_id": str(run["run_id"]), "as_of": as_of, "policy_id": str(run["policy_id"]),
-            "started_at": started.astimezone(dt.timezone.utc),
-            "code_version": str(run["code_version"]),
-            "accepted_changes": list(run.get("accepted_changes") or []) or None}
+        started = started.replace(tzinfo=dt.UTC)
+    return {
+        "run_id": str(run["run_id"]),
+        "as_of": as_of,
+        "policy_id": str(run["policy_id"]),
+        "started_at": started.astimezone(dt.UTC),
+        "code_version": str(run["code_version"]),
+        "accepted_changes": list(run.get("accepted_changes") or []) or None,
+    }
 
 
-def audit_values(run: dict, status: str, reason: str | None,
-                 row_counts: Mapping[str, int] | None) -> tuple:
+def audit_values(run: dict, status: str, reason: str | None, row_counts: Mapping[str, int] | None) -> tuple:
     """The run_audit row of an attempt in ``AUDIT_COLUMNS`` order (JSON as text, IDs masked)."""
     finished = None if status == "started" else now()
     counts = None if row_counts is None else json.dumps(dict(row_counts), sort_keys=True)
     accepted = run.get("accepted_changes")
     accepted = None if not accepted else mask_ids_in(json.dumps(accepted, ensure_ascii=False, sort_keys=True))
-    return (run["run_id"], run["as_of"], run["policy_id"], run["started_at"], finished, status,
-            run["code_version"], reason, counts, accepted)
+    return (
+        run["run_id"],
+        run["as_of"],
+        run["policy_id"],
+        run["started_at"],
+        finished,
+        status,
+        run["code_version"],
+        reason,
+        counts,
+        accepted,
+    )
 
 
 def audit_upsert(table: str, placeholder: str, status: str) -> str:
     """INSERT of one run_audit row that updates the attempt's row; a published row is never
     turned failed (only a ``published`` write may overwrite one)."""
     guard = "" if status == "published" else " WHERE run_audit.status <> 'published'"
-    return (f"INSERT INTO {table} ({', '.join(AUDIT_COLUMNS)}) "
-            f"VALUES ({', '.join([placeholder] * len(AUDIT_COLUMNS))}) "
-            "ON CONFLICT (run_id, started_at) DO UPDATE SET finished_at = excluded.finished_at, "
-            "status = excluded.status, reason = excluded.reason, "
-            "row_counts = excluded.row_counts, accepted_changes = excluded.accepted_changes" + guard)
+    return (
+        f"INSERT INTO {table} ({', '.join(AUDIT_COLUMNS)}) "
+        f"VALUES ({', '.join([placeholder] * len(AUDIT_COLUMNS))}) "
+        "ON CONFLICT (run_id, started_at) DO UPDATE SET finished_at = excluded.finished_at, "
+        "status = excluded.status, reason = excluded.reason, "
+        "row_counts = excluded.row_counts, accepted_changes = excluded.accepted_changes" + guard
+    )
 
 
 def current_run_query(table: str) -> str:
     """The run_audit row of the run the published tables hold: the last one published."""
-    return (f"SELECT {', '.join(AUDIT_COLUMNS)} FROM {table} WHERE status = 'published' "
-            "ORDER BY finished_at DESC, started_at DESC LIMIT 1")
+    return (
+        f"SELECT {', '.join(AUDIT_COLUMNS)} FROM {table} WHERE status = 'published' "
+        "ORDER BY finished_at DESC, started_at DESC LIMIT 1"
+    )
 
 
 def open_inputs(tables: Mapping[str, object]) -> dict[str, pq.ParquetFile]:
@@ -122,8 +157,11 @@ def open_inputs(tables: Mapping[str, object]) -> dict[str, pq.ParquetFile]:
         raise ZerocertError(f"a run publishes every table at once; no input for {missing[0]!r}")
     absent = [name for name in PUBLISHED_TABLES if name not in tables]
     if absent:
-        log.warning("this run provides no %s: published empty (district readers and analysts see "
-                    "nothing there until a run provides them)", ", ".join(absent))
+        log.warning(
+            "this run provides no %s: published empty (district readers and analysts see "
+            "nothing there until a run provides them)",
+            ", ".join(absent),
+        )
     files = {}
     for name in PUBLISHED_TABLES:
         if name not in tables:
@@ -148,8 +186,7 @@ def _empty_parquet(table: Table) -> pq.ParquetFile:
     return pq.ParquetFile(pa.BufferReader(sink.getvalue()))
 
 
-def batches(table: Table, source: pq.ParquetFile, run_id: str, *,
-            key_order: bool = False) -> Iterator[pa.RecordBatch]:
+def batches(table: Table, source: pq.ParquetFile, run_id: str, *, key_order: bool = False) -> Iterator[pa.RecordBatch]:
     """Conformed batches, streamed; or the whole file sorted by its primary key.
 
     SQLite maintains a primary key while inserting: in key order that is an append, in random
@@ -160,8 +197,9 @@ def batches(table: Table, source: pq.ParquetFile, run_id: str, *,
             yield conform_batch(table, batch, run_id)
         return
     whole = source.read()
-    order = pc.sort_indices(whole.select(list(table.primary_key)),
-                            sort_keys=[(column, "ascending") for column in table.primary_key])
+    order = pc.sort_indices(
+        whole.select(list(table.primary_key)), sort_keys=[(column, "ascending") for column in table.primary_key]
+    )
     for start in range(0, len(order), BATCH_ROWS):  # no second, sorted copy of the table
         chunk = whole.take(order.slice(start, BATCH_ROWS)).combine_chunks()
         for batch in chunk.to_batches():
@@ -191,5 +229,11 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def log_load(name: str, rows: int, seconds: float, indexing: float = 0.0) -> None:
-    log.info("staged %s: %d rows loaded in %.2f s (%.0f rows/s), keys and indexes %.2f s", name,
-             rows, seconds, rows / seconds if seconds > 0 else float("inf"), indexing)
+    log.info(
+        "staged %s: %d rows loaded in %.2f s (%.0f rows/s), keys and indexes %.2f s",
+        name,
+        rows,
+        seconds,
+        rows / seconds if seconds > 0 else float("inf"),
+        indexing,
+    )

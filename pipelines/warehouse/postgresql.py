@@ -32,11 +32,25 @@ import pyarrow.parquet as pq
 
 from pipelines.errors import UsageError, ZerocertError
 from pipelines.warehouse.common import (
-    AUDIT_COLUMNS, BATCH_ROWS, audit_upsert, audit_values, batches, current_run_query, loading, log_load,
-    now, pending_migrations,
+    AUDIT_COLUMNS,
+    BATCH_ROWS,
+    audit_upsert,
+    audit_values,
+    batches,
+    current_run_query,
+    loading,
+    log_load,
+    now,
+    pending_migrations,
 )
 from pipelines.warehouse_schema import (
-    PUBLISHED_TABLES, SCHEMA, TABLES, Table, mask_ids_in, render_create_table, render_indexes,
+    PUBLISHED_TABLES,
+    SCHEMA,
+    TABLES,
+    Table,
+    mask_ids_in,
+    render_create_table,
+    render_indexes,
 )
 
 log = logging.getLogger(__name__)
@@ -77,8 +91,7 @@ class PostgreSQLWarehouse:
             applied = {row[0] for row in cur.fetchall()}
             for version, name, sql in pending_migrations("postgresql", applied):
                 cur.execute(sql)
-                cur.execute(f"INSERT INTO {SCHEMA}.schema_version (version, name) "
-                            "VALUES (%s, %s)", (version, name))
+                cur.execute(f"INSERT INTO {SCHEMA}.schema_version (version, name) VALUES (%s, %s)", (version, name))
                 log.info("warehouse migration %04d_%s applied", version, name)
             for table in TABLES.values():
                 cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{table.name}",))
@@ -88,8 +101,15 @@ class PostgreSQLWarehouse:
                     for ddl in render_indexes(table, qualified):
                         cur.execute(ddl)
 
-    def write_audit(self, run: dict, status: str, reason: str | None = None,
-                    row_counts: Mapping[str, int] | None = None, *, cursor=None) -> None:
+    def write_audit(
+        self,
+        run: dict,
+        status: str,
+        reason: str | None = None,
+        row_counts: Mapping[str, int] | None = None,
+        *,
+        cursor=None,
+    ) -> None:
         values = audit_values(run, status, reason, row_counts)
         sql = audit_upsert(f"{SCHEMA}.run_audit", "%s", status)
         if cursor is not None:
@@ -101,9 +121,11 @@ class PostgreSQLWarehouse:
     def mark_abandoned(self, started_at: dt.datetime, reason: str) -> bool:
         self.ensure()
         with self.connect() as conn:
-            done = conn.execute(f"UPDATE {SCHEMA}.run_audit SET status = 'abandoned', finished_at = %s, "
-                                "reason = %s WHERE status = 'started' AND started_at = %s",
-                                (now(), reason, started_at)).rowcount
+            done = conn.execute(
+                f"UPDATE {SCHEMA}.run_audit SET status = 'abandoned', finished_at = %s, "
+                "reason = %s WHERE status = 'started' AND started_at = %s",
+                (now(), reason, started_at),
+            ).rowcount
         return bool(done)
 
     def current_run(self) -> dict | None:
@@ -122,9 +144,14 @@ class PostgreSQLWarehouse:
 
     def live_columns(self, table: str) -> list[str]:
         with self.connect() as conn:
-            return [row[0] for row in conn.execute(
-                """SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s)
-                   AND attnum > 0 AND NOT attisdropped ORDER BY attnum""", (f"{SCHEMA}.{table}",))]
+            return [
+                row[0]
+                for row in conn.execute(
+                    """SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s)
+                   AND attnum > 0 AND NOT attisdropped ORDER BY attnum""",
+                    (f"{SCHEMA}.{table}",),
+                )
+            ]
 
     def publish(self, run: dict, files: Mapping[str, pq.ParquetFile], swap_timeout: float) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -144,8 +171,10 @@ class PostgreSQLWarehouse:
                     counts[name] = _copy_into(cur, table, staged, files[name], run["run_id"])
                     copied = time.monotonic()
                     if table.primary_key:
-                        cur.execute(f"ALTER TABLE {staged} ADD CONSTRAINT {name}_pkey "
-                                    f"PRIMARY KEY ({', '.join(table.primary_key)})")
+                        cur.execute(
+                            f"ALTER TABLE {staged} ADD CONSTRAINT {name}_pkey "
+                            f"PRIMARY KEY ({', '.join(table.primary_key)})"
+                        )
                     for ddl in render_indexes(table, staged):
                         cur.execute(ddl)
                     cur.execute(f"ANALYZE {staged}")
@@ -174,8 +203,11 @@ def _default_search_path(cur) -> None:
         cur.execute(f"ALTER DATABASE {database} SET search_path = {SCHEMA}, public")
     except Exception as exc:  # noqa: BLE001 - a missing privilege only costs readers convenience
         cur.execute("ROLLBACK TO SAVEPOINT search_path")
-        log.warning("could not set the database search_path (%s); readers must qualify "
-                    "tables as %s.<table>", type(exc).__name__, SCHEMA)
+        log.warning(
+            "could not set the database search_path (%s); readers must qualify tables as %s.<table>",
+            type(exc).__name__,
+            SCHEMA,
+        )
 
 
 def _copy_into(cur, table: Table, qualified: str, source: pq.ParquetFile, run_id: str) -> int:
@@ -185,8 +217,7 @@ def _copy_into(cur, table: Table, qualified: str, source: pq.ParquetFile, run_id
     ``\\.`` value cannot end the data early.
     """
     rows = 0
-    sql = (f"COPY {qualified} ({', '.join(table.column_names)}) FROM STDIN "
-           "(FORMAT csv, FREEZE, ENCODING 'UTF8')")
+    sql = f"COPY {qualified} ({', '.join(table.column_names)}) FROM STDIN (FORMAT csv, FREEZE, ENCODING 'UTF8')"
     with cur.copy(sql) as copy:
         for batch in batches(table, source, run_id):
             buffer = io.BytesIO()
@@ -223,13 +254,13 @@ def _swap(cur, swap_timeout: float) -> None:
         except psycopg.errors.LockNotAvailable:
             cur.execute("ROLLBACK TO SAVEPOINT swap")
             if time.monotonic() > deadline:
-                raise ZerocertError(f"readers kept the warehouse tables busy for {swap_timeout:.0f} s;"
-                                    " the previous run stays published") from None
+                raise ZerocertError(
+                    f"readers kept the warehouse tables busy for {swap_timeout:.0f} s; the previous run stays published"
+                ) from None
             if busy == first:  # readers hold it longer than we waited: wait longer next time
                 wait_ms = min(1000, wait_ms * 3 // 2)
             first = busy
-    log.info("live tables locked for the switch after %d attempt(s), %.2f s", attempts,
-             time.monotonic() - began)
+    log.info("live tables locked for the switch after %d attempt(s), %.2f s", attempts, time.monotonic() - began)
     cur.execute("SET LOCAL lock_timeout = 0")
     for name in PUBLISHED_TABLES:
         _carry_access(cur, f"{SCHEMA}.{name}", f"{STAGE_SCHEMA}.{name}")
@@ -247,37 +278,55 @@ def _quote_role(cur, oid: int) -> str:
 
 def _carry_access(cur, live: str, successor: str) -> None:
     """Give ``successor`` the owner, privileges, RLS switches and policies of ``live``."""
-    cur.execute("""SELECT c.relowner, c.relowner = (SELECT oid FROM pg_roles
+    cur.execute(
+        """SELECT c.relowner, c.relowner = (SELECT oid FROM pg_roles
                           WHERE rolname = current_user), c.relrowsecurity, c.relforcerowsecurity,
                           c.relacl IS NOT NULL
-                   FROM pg_class c WHERE c.oid = %s::regclass""", (live,))
+                   FROM pg_class c WHERE c.oid = %s::regclass""",
+        (live,),
+    )
     owner, owned_by_me, rls, force_rls, has_acl = cur.fetchone()
     if has_acl:
-        cur.execute("""SELECT a.grantee, a.privilege_type, a.is_grantable
+        cur.execute(
+            """SELECT a.grantee, a.privilege_type, a.is_grantable
                        FROM pg_class c, aclexplode(c.relacl) a
-                       WHERE c.oid = %s::regclass AND a.grantee <> c.relowner""", (live,))
+                       WHERE c.oid = %s::regclass AND a.grantee <> c.relowner""",
+            (live,),
+        )
         for grantee, privilege, grantable in cur.fetchall():
-            cur.execute(f"GRANT {privilege} ON {successor} TO {_quote_role(cur, grantee)}"
-                        + (" WITH GRANT OPTION" if grantable else ""))
-    cur.execute("""SELECT quote_ident(t.attname), a.grantee, a.privilege_type, a.is_grantable
+            cur.execute(
+                f"GRANT {privilege} ON {successor} TO {_quote_role(cur, grantee)}"
+                + (" WITH GRANT OPTION" if grantable else "")
+            )
+    cur.execute(
+        """SELECT quote_ident(t.attname), a.grantee, a.privilege_type, a.is_grantable
                    FROM pg_attribute t, aclexplode(t.attacl) a
-                   WHERE t.attrelid = %s::regclass AND t.attacl IS NOT NULL""", (live,))
+                   WHERE t.attrelid = %s::regclass AND t.attacl IS NOT NULL""",
+        (live,),
+    )
     for column, grantee, privilege, grantable in cur.fetchall():
-        cur.execute(f"GRANT {privilege} ({column}) ON {successor} TO {_quote_role(cur, grantee)}"
-                    + (" WITH GRANT OPTION" if grantable else ""))
+        cur.execute(
+            f"GRANT {privilege} ({column}) ON {successor} TO {_quote_role(cur, grantee)}"
+            + (" WITH GRANT OPTION" if grantable else "")
+        )
     if rls:
         cur.execute(f"ALTER TABLE {successor} ENABLE ROW LEVEL SECURITY")
     if force_rls:
         cur.execute(f"ALTER TABLE {successor} FORCE ROW LEVEL SECURITY")
-    cur.execute("""SELECT quote_ident(polname), polpermissive, polcmd,
+    cur.execute(
+        """SELECT quote_ident(polname), polpermissive, polcmd,
                           pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid),
                           polroles
-                   FROM pg_policy WHERE polrelid = %s::regclass""", (live,))
+                   FROM pg_policy WHERE polrelid = %s::regclass""",
+        (live,),
+    )
     commands = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE", "*": "ALL"}
     for policy, permissive, command, using, check, roles in cur.fetchall():
         to = ", ".join(_quote_role(cur, r) for r in roles) or "PUBLIC"
-        sql = (f"CREATE POLICY {policy} ON {successor} AS "
-               f"{'PERMISSIVE' if permissive else 'RESTRICTIVE'} FOR {commands[command]} TO {to}")
+        sql = (
+            f"CREATE POLICY {policy} ON {successor} AS "
+            f"{'PERMISSIVE' if permissive else 'RESTRICTIVE'} FOR {commands[command]} TO {to}"
+        )
         sql += f" USING ({using})" if using else ""
         sql += f" WITH CHECK ({check})" if check else ""
         cur.execute(sql)

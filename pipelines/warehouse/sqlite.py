@@ -23,7 +23,14 @@ import pyarrow.parquet as pq
 
 from pipelines.errors import ZerocertError
 from pipelines.warehouse.common import (
-    AUDIT_COLUMNS, audit_upsert, audit_values, batches, current_run_query, loading, log_load, now,
+    AUDIT_COLUMNS,
+    audit_upsert,
+    audit_values,
+    batches,
+    current_run_query,
+    loading,
+    log_load,
+    now,
     pending_migrations,
 )
 from pipelines.warehouse_schema import PUBLISHED_TABLES, TABLES, Table, render_create_table, render_indexes
@@ -32,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -43,8 +50,7 @@ def _statements(script: str) -> Iterator[str]:
         if sqlite3.complete_statement(pending):
             yield pending
             pending = ""
-    if pending.strip() and not all(
-            not ln.strip() or ln.strip().startswith("--") for ln in pending.splitlines()):
+    if pending.strip() and not all(not ln.strip() or ln.strip().startswith("--") for ln in pending.splitlines()):
         raise ZerocertError("incomplete SQL statement at the end of a migration file")
 
 
@@ -103,13 +109,25 @@ class SQLiteWarehouse:
                 for ddl in render_indexes(table, table.name, if_not_exists=True):
                     con.execute(ddl)
 
-    def write_audit(self, run: dict, status: str, reason: str | None = None,
-                    row_counts: Mapping[str, int] | None = None, *,
-                    cursor: sqlite3.Connection | None = None) -> None:
+    def write_audit(
+        self,
+        run: dict,
+        status: str,
+        reason: str | None = None,
+        row_counts: Mapping[str, int] | None = None,
+        *,
+        cursor: sqlite3.Connection | None = None,
+    ) -> None:
         values = audit_values(run, status, reason, row_counts)
         finished = values[4]
-        values = (values[0], values[1].isoformat(), values[2], _iso(values[3]),
-                  None if finished is None else _iso(finished), *values[5:])
+        values = (
+            values[0],
+            values[1].isoformat(),
+            values[2],
+            _iso(values[3]),
+            None if finished is None else _iso(finished),
+            *values[5:],
+        )
         sql = audit_upsert("run_audit", "?", status)
         if cursor is not None:
             cursor.execute(sql, values)
@@ -125,9 +143,11 @@ class SQLiteWarehouse:
             return False
         self.ensure()
         with self._write() as con:
-            done = con.execute("UPDATE run_audit SET status = 'abandoned', finished_at = ?, reason = ? "
-                               "WHERE status = 'started' AND started_at = ?",
-                               (_iso(now()), reason, _iso(started_at))).rowcount
+            done = con.execute(
+                "UPDATE run_audit SET status = 'abandoned', finished_at = ?, reason = ? "
+                "WHERE status = 'started' AND started_at = ?",
+                (_iso(now()), reason, _iso(started_at)),
+            ).rowcount
         return bool(done)
 
     def current_run(self) -> dict | None:
@@ -175,8 +195,10 @@ class SQLiteWarehouse:
                 began = time.monotonic()
                 con.execute(f"DROP TABLE IF EXISTS {staged}")
                 con.execute(render_create_table(table, "sqlite", staged))
-                insert = (f"INSERT INTO {staged} ({', '.join(table.column_names)}) "
-                          f"VALUES ({', '.join('?' * len(table.columns))})")
+                insert = (
+                    f"INSERT INTO {staged} ({', '.join(table.column_names)}) "
+                    f"VALUES ({', '.join('?' * len(table.columns))})"
+                )
                 counts[name] = 0
                 with loading(name):
                     for batch in batches(table, files[name], run["run_id"], key_order=True):
