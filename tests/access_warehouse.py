@@ -8,7 +8,6 @@ import json
 import secrets
 
 import pandas as pd
-import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
@@ -20,6 +19,7 @@ from pipelines.warehouse import publish_run
 from pipelines.warehouse_schema import PUBLISHED_TABLES, TABLES, arrow_schema
 
 from access_world import C1, C4, CITIZEN, ELIGIBILITY, G1, G2, G5, GUARDIANSHIP, KEY, LABEL, SCHOOLS
+from warehouse_reader import connect
 
 DEMO_POLICY = policy_from_dict(yaml.safe_load(DEMO_POLICY_YAML))
 A, B = "371102", "371103"
@@ -73,11 +73,6 @@ def publish(url: str, tmp_path, run_id: str) -> None:
     assert set(paths) == set(PUBLISHED_TABLES)
     publish_run(url, {"run_id": run_id, "as_of": "2027-08-15", "policy_id": "p",
                       "started_at": pd.Timestamp.now(tz="UTC").isoformat(), "code_version": "t"}, paths)
-
-
-def connect(url: str, role: str, password: str | None = None) -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", port=5432, user=role, password=password,
-                           dbname=url.rsplit("/", 1)[1], autocommit=True)
 
 
 def audit_rows(url: str) -> list[tuple]:

@@ -21,8 +21,9 @@ from pipelines.access import ANALYST_TABLES, READER_ROLE, create_roles, person_h
 from pipelines.cli import main
 from pipelines.warehouse_schema import TABLES
 
-from access_warehouse import A, B, PASSWORDS, audit_rows, connect, publish
+from access_warehouse import A, B, PASSWORDS, audit_rows, publish
 from access_world import C1, C2, C3, C4, CITIZEN, ELIGIBILITY, G1, G2, KEY, LABEL, UNKNOWN
+from warehouse_reader import connect
 
 pytestmark = pytest.mark.postgres
 
