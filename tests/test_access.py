@@ -15,35 +15,10 @@ from pipelines.access import (
     first_sufficient_level, hmac_key_from_config, pseudonymize,
 )
 from pipelines.errors import UsageError
-from pipelines.resident_id import check_character
 
-KEY = b"test-key-0123456789abcdef"
+from access_world import C1, C2, CITIZEN, ELIGIBILITY, GUARDIANSHIP, INELIGIBILITY, KEY, LABEL, SCHOOLS
+from resident_ids import resident_id
 
-
-def rid(first17: str) -> str:
-    return first17 + check_character(first17)
-
-
-C1, C2, C3, C4 = (rid(f"37110220200101{i:03d}") for i in (1, 2, 3, 4))
-G1, G2, G5 = (rid(f"37110219850101{i:03d}") for i in (1, 2, 5))
-
-SCHOOLS = pd.DataFrame({"school_code": ["PA", "PB"], "school_name": ["甲小学", "乙小学"],
-                        "level": ["primary", "primary"], "district_code": ["371102", "371103"],
-                        "address": ["x", "y"], "capacity": ["300", "200"], "lon": ["1", "2"],
-                        "lat": ["1", "2"]})
-ELIGIBILITY = pd.DataFrame({"child_id": [C1, C2, C3, C3], "level": "primary",
-                            "school_code": ["PA", "PB", "PA", "PB"], "category": ["A1", "B", "C", "C"],
-                            "priority_date": pd.to_datetime(["2020-01-01", "2021-01-01", "2019-01-01",
-                                                             "2019-01-01"])})
-GUARDIANSHIP = pd.DataFrame({"child_id": [C1, C2, C1, C4], "guardian_id": [G1, G2, G5, G5]})
-INELIGIBILITY = pd.DataFrame({"child_id": [C4]})
-CITIZEN = pd.DataFrame({"citizen_id": [C1, C2, C3, C4, G1, G2, G5], "sex": "男",
-                        "birth_date": pd.to_datetime(["2020-01-01"] * 4 + ["1985-01-01"] * 3),
-                        "hukou_status": "正常", "hukou_region_code": ["371102"] * 3 + ["371103"] + ["371102"] * 3,
-                        "urban_hukou": True})
-
-
-LABEL = {C1: "C1", C2: "C2", C3: "C3", C4: "C4", G1: "G1", G2: "G2", G5: "G5"}
 
 
 def scope_of(scope: pd.DataFrame, district: str) -> set[str]:
@@ -111,7 +86,7 @@ def city_citizens(n: int = 2000, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     births = pd.to_datetime("1950-01-01") + pd.to_timedelta(rng.integers(0, 3650, n), unit="D")
     return pd.DataFrame({
-        "citizen_id": [rid(f"371102{b:%Y%m%d}{i:03d}") for i, b in enumerate(births)],
+        "citizen_id": [resident_id(f"371102{b:%Y%m%d}{i:03d}") for i, b in enumerate(births)],
         "sex": rng.choice(["男", "女"], n), "birth_date": births,
         "hukou_status": rng.choice(["正常", "正常", "正常", "迁出"], n),
         "hukou_region_code": rng.choice(["371102", "371103", "371122"], n),
@@ -135,13 +110,13 @@ def test_analyst_citizen_every_combination_describes_five_people():
     kept = table[list(CITIZEN_QUASI_IDENTIFIERS)].notna()
     assert kept.all(axis=1).any() and kept["birth_year"].any()  # generalized, not blanked
     crowd = pd.concat([citizens.iloc[[0]]] * 6, ignore_index=True).assign(
-        citizen_id=[rid(f"37110219800101{i:03d}") for i in range(6)])
+        citizen_id=[resident_id(f"37110219800101{i:03d}") for i in range(6)])
     assert analyst_citizen(crowd, KEY)[list(CITIZEN_QUASI_IDENTIFIERS)].notna().all().all()
 
 
 def city_eligibility(children: int = 300, seed: int = 1) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    ids = [rid(f"37110220200101{i:03d}") for i in range(children)]
+    ids = [resident_id(f"37110220200101{i:03d}") for i in range(children)]
     second = rng.random(children) < 0.2
     rows = pd.DataFrame({"child_id": ids + [i for i, s in zip(ids, second) if s],
                          "school_code": [f"P{k}" for k in rng.integers(0, 3, children)]
@@ -183,11 +158,11 @@ def test_analyst_eligibility_keys_do_not_join_the_citizen_table():
 
 
 def test_a_child_no_four_others_resemble_is_left_out():
-    crowd = pd.DataFrame({"child_id": [rid(f"37110220200101{i:03d}") for i in range(5)], "level": "primary",
+    crowd = pd.DataFrame({"child_id": [resident_id(f"37110220200101{i:03d}") for i in range(5)], "level": "primary",
                           "school_code": "P1", "category": "A1",
                           "priority_date": pd.to_datetime(["2019-05-02", "2019-05-20", "2019-06-01",
                                                            "2019-04-30", "2019-05-31"])})
-    loner = pd.DataFrame({"child_id": [rid("37110220200101099")], "level": "primary", "school_code": "P7",
+    loner = pd.DataFrame({"child_id": [resident_id("37110220200101099")], "level": "primary", "school_code": "P7",
                           "category": "A1", "priority_date": pd.to_datetime(["2019-05-02"])})
     table = analyst_eligibility(pd.concat([crowd, loner], ignore_index=True), KEY)
     assert len(table) == 5 and set(table["school_code"]) == {"P1"}

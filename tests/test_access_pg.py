@@ -14,85 +14,26 @@ import re
 import secrets
 import uuid
 
-import pandas as pd
 import psycopg
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-import yaml
 
-from pipelines.access import (
-    ANALYST_TABLES, READER_ROLE, build_access_tables, create_roles, person_hash, revoke_districts,
-)
+from pipelines.access import ANALYST_TABLES, READER_ROLE, create_roles, person_hash, revoke_districts
 from pipelines.cli import main
-from pipelines.marts import write_mart_tables
-from pipelines.policy import DEMO_POLICY_YAML, policy_from_dict
-from pipelines.warehouse import publish_run
-from pipelines.resident_id import check_character
-from pipelines.warehouse_schema import PUBLISHED_TABLES, TABLES, arrow_schema
-from test_access import C1, C2, C3, C4, CITIZEN, ELIGIBILITY, G1, G2, G5, GUARDIANSHIP, KEY, LABEL, SCHOOLS
+from pipelines.warehouse_schema import TABLES
+
+from access_warehouse import A, B, PASSWORDS, audit_rows, publish
+from access_world import C1, C2, C3, C4, CITIZEN, ELIGIBILITY, G1, G2, KEY, LABEL, UNKNOWN
+from warehouse_reader import connect
 
 pytestmark = pytest.mark.postgres
 
-DEMO_POLICY = policy_from_dict(yaml.safe_load(DEMO_POLICY_YAML))
-A, B = "371102", "371103"
-PASSWORDS = {A: secrets.token_urlsafe(12), B: secrets.token_urlsafe(12)}
 ALL_IDS = set(CITIZEN["citizen_id"])
 ID_TEXT = re.compile(r"\d{17}[\dX]")
-UNKNOWN = "11010119900307123" + check_character("11010119900307123")
 LABEL = {**LABEL, UNKNOWN: "nobody"}
 # what each district's login must get, by label
 PREFILL = {A: {"G1", "G5"}, B: {"G2", "G5"}}
 SCHOOLS_OF_CHILD = {A: {"C1": {"PA"}, "C3": {"PA"}}, B: {"C2": {"PB"}, "C3": {"PB"}, "C4": set()}}
 APPLICANTS = {(A, "PA"): {"C1", "C3"}, (A, "PB"): set(), (B, "PB"): {"C2", "C3"}, (B, "PA"): set()}
-
-
-def run_rows(run_id: str) -> dict[str, list[dict]]:
-    """Rows per published table; the rest are published empty."""
-    day = pd.Timestamp("2027-07-01").date()
-    return {
-        "citizen": [{"citizen_id": c, "name": "张三", "sex": "男", "hukou_status": "正常",
-                     "hukou_region_code": r, "birth_date": b.date(), "urban_hukou": True}
-                    for c, r, b in zip(CITIZEN["citizen_id"], CITIZEN["hukou_region_code"], CITIZEN["birth_date"])],
-        "guardianship": [{"child_id": c, "guardian_id": g, "relation": "父亲", "basis": "guardian_field"}
-                         for c, g in zip(GUARDIANSHIP["child_id"], GUARDIANSHIP["guardian_id"])],
-        "property_holding": [{"citizen_id": g, "kind": "title", "record_key": f"K{i}"}
-                             for i, g in enumerate([G1, G2, G5])],
-        "rental_holding": [{"citizen_id": G2, "record_no": "R1"}],
-        "employment": [{"citizen_id": g, "kind": "social_insurance"} for g in (G1, G2)],
-        "eligibility": [{"child_id": r.child_id, "level": r.level, "school_code": r.school_code,
-                         "category": r.category, "priority_date": day, "policy_id": "p",
-                         "basis_guardian_id": G5, "evidence": "[]"} for r in ELIGIBILITY.itertuples()],
-        "ineligibility": [{"child_id": C4, "level": "primary", "reasons": '["NO_QUALIFYING_PROPERTY"]',
-                           "policy_id": "p"}],
-        "guardian_eligibility": [{"guardian_id": G5, "level": "primary", "school_code": s,
-                                  "basis": "property"} for s in ("PA", "PB")]
-                                + [{"guardian_id": G1, "level": "primary", "school_code": "PB", "basis": "rental"}],
-        "prefill": [{"guardian_id": g, "document": json.dumps({"guardian": LABEL[g]})} for g in (G1, G2, G5)],
-        "source_snapshot": [{"source": "hukou", "rows_in": 7, "rows_accepted": 7, "rows_quarantined": 0,
-                             "rows_duplicate": 0}],
-        "quarantine": [{"source": "hukou", "record_ref": "hukou.csv:9", "reason_code": "INVALID_DATE",
-                        "raw": f"{C1},张三,2020-13-01"}],
-        "address_match": [{"source": "hukou", "address": "x", "status": "unmatched"}],
-    }
-
-
-def publish(url: str, tmp_path, run_id: str) -> None:
-    folder = tmp_path / run_id
-    folder.mkdir()
-    paths = {}
-    for name, rows in run_rows(run_id).items():
-        schema = arrow_schema(TABLES[name]).remove(len(TABLES[name].columns) - 1)  # run_id filled in
-        paths[name] = folder / f"{name}.parquet"
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), paths[name])
-    SCHOOLS.to_csv(folder / "schools.csv", index=False)
-    paths.update(build_access_tables(paths, folder / "schools.csv", KEY, folder / "access"))
-    placed = pd.DataFrame({"address_code": ["A1"], "level": ["primary"], "school_code": ["PA"]})
-    paths.update(write_mart_tables(paths, schools_csv=folder / "schools.csv", placed=placed, policy=DEMO_POLICY,
-                                   run_id=run_id, as_of="2027-08-15", out_dir=folder / "marts"))
-    assert set(paths) == set(PUBLISHED_TABLES)
-    publish_run(url, {"run_id": run_id, "as_of": "2027-08-15", "policy_id": "p",
-                      "started_at": pd.Timestamp.now(tz="UTC").isoformat(), "code_version": "t"}, paths)
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +64,6 @@ def owner_url(url: str) -> str:
     return url.replace("://postgres@", "://zerocert_etl@")
 
 
-def connect(url: str, role: str, password: str | None = None) -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", port=5432, user=role, password=password,
-                           dbname=url.rsplit("/", 1)[1], autocommit=True)
-
-
 def login(url: str, district: str) -> psycopg.Connection:
     return connect(url, f"enrollment_{district}", PASSWORDS[district])
 
@@ -144,12 +80,6 @@ def schools_by_child(conn) -> dict[str, set[str]]:
         if doc is not None:
             found[LABEL[i]] = {row["school_code"] for row in doc["eligibility"]}
     return found
-
-
-def audit_rows(url: str) -> list[tuple]:
-    with connect(url, "postgres") as admin:
-        return admin.execute("SELECT call_no, login, district_code, function, person_hash, school_code, found "
-                             "FROM zerocert.lookup_audit ORDER BY call_no").fetchall()
 
 
 def test_logins_are_bound_to_their_district(warehouse):

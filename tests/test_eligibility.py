@@ -9,9 +9,10 @@ import pytest
 
 from pipelines.engine.buckets import run_engine
 from pipelines.engine.decide import compute_eligibility
-from test_join import (CHILD, FATHER, MOTHER, OTHER, POLICY, ROLES, RURAL, address_catchment, address_match,
-                       business, contract, family, insurance, person, policy_with, rental, rid, staged,
-                       tables_of, title, who)
+
+from engine_world import (CHILD, FATHER, MOTHER, OTHER, POLICY, ROLES, RURAL, address_catchment, address_match,
+                          business, contract, family, insurance, person, policy_with, rental, rid, staged,
+                          tables_of, title, who)
 
 
 def run(frames, policy=POLICY):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from id_leaks import decoded, delivered_ids, windows
 from warehouse_reader import read
 
 from pipelines.cli import main
@@ -205,8 +206,6 @@ def test_airflow_dags_run_the_city_like_the_demo(tmp_path, capsys):
 @pytest.mark.e2e
 def test_airflow_task_logs_hold_no_full_resident_id(tmp_path, capsys):
     """The DAG runs' own logs never show a whole ID; the warehouse comes from an Airflow connection."""
-    from test_privacy_logs import decoded, delivered_ids, windows
-
     from pipelines.demo import run_demo
 
     demo = tmp_path / "demo"

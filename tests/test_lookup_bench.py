@@ -11,7 +11,8 @@ from pipelines.access import create_roles
 from pipelines.lookup_bench import DISTRICTS, bench_frames, bench_tables, run_lookup_bench
 from pipelines.warehouse import publish_run
 from pipelines.resident_id import normalize_resident_ids
-from test_access import KEY
+
+from access_world import KEY
 
 pytestmark = pytest.mark.postgres
 

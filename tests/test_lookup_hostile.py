@@ -11,9 +11,9 @@ import pytest
 from pipelines.cli import main
 from pipelines.errors import NotFound, UsageError
 from pipelines.lookup import lookup
-from pipelines.resident_id import check_character
-from test_access import C1, C2, G5, ELIGIBILITY, KEY
-from test_access_pg import PASSWORDS, audit_rows, publish
+
+from access_warehouse import PASSWORDS, audit_rows, publish
+from access_world import C1, C2, ELIGIBILITY, G5, KEY, UNKNOWN
 
 pytestmark = pytest.mark.postgres
 
@@ -71,8 +71,7 @@ def test_nul_character_is_a_usage_error(warehouse):
 
 
 def test_valid_unknown_id_is_not_found_and_masked(warehouse, capsys):
-    unknown = "11010119900307" + "123"
-    unknown += check_character(unknown)
+    unknown = UNKNOWN
     assert main(["lookup", unknown, "--warehouse", warehouse]) == NotFound.exit_status
     err = capsys.readouterr().err
     leaked = unknown in err

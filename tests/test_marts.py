@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from warehouse_reader import read
+from warehouse_reader import connect, read
 import yaml
 
 from pipelines.engine import rules as engine
@@ -476,12 +476,6 @@ def test_marts_on_postgresql_equal_those_on_sqlite(sqlite_warehouse, pg_warehous
     assert read(pg_warehouse, sql).equals(read(sqlite_warehouse, sql))
 
 
-def connect_as(url: str, role: str):
-    import psycopg
-
-    return psycopg.connect(host="127.0.0.1", port=5432, user=role, dbname=url.rsplit("/", 1)[1], autocommit=True)
-
-
 COUNTS = {name: SUPPRESSION[name.removeprefix("analyst_")].counts for name in ANALYST_MARTS}
 
 
@@ -490,7 +484,7 @@ COUNTS = {name: SUPPRESSION[name.removeprefix("analyst_")].counts for name in AN
 def test_the_analyst_sees_no_cell_under_5_and_not_the_exact_marts(pg_warehouse):
     import psycopg
 
-    with connect_as(pg_warehouse, "analyst") as conn:
+    with connect(pg_warehouse, "analyst") as conn:
         hidden = 0
         for name in ANALYST_MARTS:
             cur = conn.execute(f"SELECT * FROM zerocert.{name}")

@@ -6,52 +6,17 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import unicodedata
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from pipelines.resident_id import check_character
 from pipelines.synth import synthesize
+
+from id_leaks import decoded, delivered_ids, windows
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
 DIGIT_RUN = re.compile(r"[0-9]{15,}[0-9Xx]?|[0-9]{14}[0-9][0-9]{2}[Xx]")
-ID_FORM = re.compile(r"(?<![0-9])(?:[0-9]{17}[0-9X]|[0-9]{15})(?![0-9])")
-
-
-def decoded(path: Path) -> str:
-    data = path.read_bytes()
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            return unicodedata.normalize("NFKC", data.decode(encoding)).upper()
-        except UnicodeDecodeError:
-            continue
-    return unicodedata.normalize("NFKC", data.decode("latin-1")).upper()
-
-
-def as18(legacy15: str) -> str:
-    first17 = legacy15[:6] + "19" + legacy15[6:]
-    return first17 + check_character(first17)
-
-
-def delivered_ids(landing: Path) -> set[str]:
-    """Every ID-shaped value in the landing files, in its 18- and (legacy) 15-character forms."""
-    found: set[str] = set()
-    for path in landing.rglob("*"):
-        if path.is_file() and path.name != "_SUCCESS":
-            found.update(ID_FORM.findall(decoded(path)))
-    return found | {as18(i) for i in found if len(i) == 15}
-
-
-def windows(text: str) -> set[str]:
-    """Every 15- and 18-character window of every digit run in the text (IDs glued to digits too)."""
-    out: set[str] = set()
-    for run in re.findall(r"[0-9X]{15,}", text.upper()):
-        for width in (15, 18):
-            out.update(run[i:i + width] for i in range(len(run) - width + 1))
-    return out
 
 
 @pytest.fixture(scope="module")

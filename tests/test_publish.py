@@ -17,25 +17,22 @@ import psycopg
 import pytest
 
 from pipelines.errors import ZerocertError
-from pipelines.resident_id import check_character, mask_id
+from pipelines.resident_id import mask_id
 from pipelines.warehouse import (
     ensure_warehouse, publish_run, read_current_run, read_table, record_failed_run,
     record_started_run,
 )
 from pipelines.warehouse_schema import OPTIONAL_TABLES, PUBLISHED_TABLES, TABLES
 
-
-
-def resident(first17: str) -> str:
-    return first17 + check_character(first17)
+from resident_ids import resident_id
 
 
 def child_id(i: int) -> str:
-    return resident(f"37110220200101{i:03d}")
+    return resident_id(f"37110220200101{i:03d}")
 
 
 CHILD = child_id(1)
-GUARDIAN = resident("37110219850101001")
+GUARDIAN = resident_id("37110219850101001")
 
 
 def frames(run_id: str | None, children: int = 3, *, shift: int = 0) -> dict[str, pd.DataFrame]:

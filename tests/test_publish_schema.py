@@ -8,12 +8,14 @@ import pyarrow as pa
 import pytest
 
 from pipelines.errors import ZerocertError
-from pipelines.resident_id import check_character, mask_id
+from pipelines.resident_id import mask_id
 from pipelines.warehouse_schema import (
     DIALECTS, TABLES, check_input_schema, conform_batch, reference_ddl_path, render_reference_ddl,
 )
 
-CHILD = "37110220200101001" + check_character("37110220200101001")
+from resident_ids import resident_id
+
+CHILD = resident_id("37110220200101001")
 
 
 def employment(**overrides) -> pa.RecordBatch:

@@ -17,8 +17,9 @@ import yaml
 
 from pipelines.cli import main
 from pipelines.synth import synthesize
-from test_synth import (AS_OF, EVENTS, PROFILES, SPEC, Opaque, maybe_date, newest_complete, norm_id, parse_lines,
-                        profile_doc, records)
+
+from synth_reading import (AS_OF, EVENTS, PROFILES, SPEC, Opaque, maybe_date, newest_complete, norm_id, parse_lines,
+                           profile_doc, records)
 
 PEOPLE = 20000
 REASONS = {"NO_GUARDIAN_LINK", "NO_QUALIFYING_PROPERTY", "PROPERTY_AFTER_CUTOFF", "PROPERTY_NOT_RESIDENTIAL",
