@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= .demo
 PEOPLE ?= 20000
 
-.PHONY: install browser demo test bench clean
+.PHONY: install browser lint demo test bench clean
 
 install: $(STAMP)
 
@@ -23,7 +23,11 @@ demo: install
 browser:  # headless Chromium and a CJK font for the report test (Debian packages, as root)
 	.ci/browser
 
-test: install browser
+lint: install  # ruff's checks (with Airflow's AIR rules) and its formatter, configured in pyproject.toml
+	$(BIN)/ruff check pipelines dags tests
+	$(BIN)/ruff format --check pipelines dags tests
+
+test: install browser lint
 	$(BIN)/python -m pytest -q tests
 
 bench: install

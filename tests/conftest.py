@@ -25,8 +25,11 @@ def pg_database():
     except psycopg.OperationalError as exc:
         problem = str(exc).strip().splitlines()[0]
     if problem:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER['host']}:{PG_SERVER['port']} as user "
-                    f"{PG_SERVER['user']} (start it, e.g. as .ci/run does): {problem}", pytrace=False)
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_SERVER['host']}:{PG_SERVER['port']} as user "
+            f"{PG_SERVER['user']} (start it, e.g. as .ci/run does): {problem}",
+            pytrace=False,
+        )
     created: list[str] = []
 
     def create() -> str:

@@ -41,5 +41,5 @@ def windows(text: str) -> set[str]:
     out: set[str] = set()
     for run in re.findall(r"[0-9X]{15,}", text.upper()):
         for width in (15, 18):
-            out.update(run[i:i + width] for i in range(len(run) - width + 1))
+            out.update(run[i : i + width] for i in range(len(run) - width + 1))
     return out

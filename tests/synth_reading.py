@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from resident_ids import resident_id
 
 import pipelines.synth
-
-from resident_ids import resident_id
 
 AS_OF = dt.date(2027, 8, 15)
 PROFILES = ("default", "weifang")
@@ -23,36 +22,72 @@ PROFILE_DIR = Path(pipelines.synth.__file__).parent / "profiles"
 
 # sources.md, typed out again here on purpose (not imported from the implementation)
 SPEC = {
-    "hukou": ("hukou.csv", ",", "gb18030", "公民身份号码,姓名,性别,出生日期,民族,户号,与户主关系,户籍地址,户籍地行政区划代码,"
-              "迁入本址日期,监护人一公民身份号码,监护人一关系,监护人二公民身份号码,监护人二关系,人员状态,更新时间"),
-    "property_title": ("property_title.csv", ",", "utf-8-sig", "不动产权证号,不动产单元号,权利人,权利人证件号码,共有方式,权利份额,"
-                       "坐落,规划用途,建筑面积,登记日期,权属状态"),
-    "housing_contract": ("housing_contract.jsonl", None, "utf-8",
-                         "contract_no,buyers,seller,project_name,address,use,signed_date,status"),
-    "rental": ("rental.jsonl", None, "utf-8",
-               "record_no,tenant_name,tenant_id,landlord_id,address,start_date,end_date,registered_date,status"),
-    "social_insurance": ("social_insurance.csv", "|", "gb18030", "证件号码|姓名|险种类型|参保状态|单位名称|统一社会信用代码|"
-                         "首次参保日期|本地累计缴费月数|最近缴费年月"),
-    "individual_business": ("individual_business.csv", ",", "utf-8", "统一社会信用代码,字号名称,经营者姓名,经营者身份证号码,"
-                            "经营场所,组成形式,成立日期,登记状态,注销日期"),
-    "enterprise": ("enterprise.csv", ",", "utf-8", "统一社会信用代码,企业名称,企业类型,法定代表人,法定代表人证件号码,住所,"
-                   "成立日期,登记状态,核准日期"),
+    "hukou": (
+        "hukou.csv",
+        ",",
+        "gb18030",
+        "公民身份号码,姓名,性别,出生日期,民族,户号,与户主关系,户籍地址,户籍地行政区划代码,"
+        "迁入本址日期,监护人一公民身份号码,监护人一关系,监护人二公民身份号码,监护人二关系,人员状态,更新时间",
+    ),
+    "property_title": (
+        "property_title.csv",
+        ",",
+        "utf-8-sig",
+        "不动产权证号,不动产单元号,权利人,权利人证件号码,共有方式,权利份额,坐落,规划用途,建筑面积,登记日期,权属状态",
+    ),
+    "housing_contract": (
+        "housing_contract.jsonl",
+        None,
+        "utf-8",
+        "contract_no,buyers,seller,project_name,address,use,signed_date,status",
+    ),
+    "rental": (
+        "rental.jsonl",
+        None,
+        "utf-8",
+        "record_no,tenant_name,tenant_id,landlord_id,address,start_date,end_date,registered_date,status",
+    ),
+    "social_insurance": (
+        "social_insurance.csv",
+        "|",
+        "gb18030",
+        "证件号码|姓名|险种类型|参保状态|单位名称|统一社会信用代码|首次参保日期|本地累计缴费月数|最近缴费年月",
+    ),
+    "individual_business": (
+        "individual_business.csv",
+        ",",
+        "utf-8",
+        "统一社会信用代码,字号名称,经营者姓名,经营者身份证号码,经营场所,组成形式,成立日期,登记状态,注销日期",
+    ),
+    "enterprise": (
+        "enterprise.csv",
+        ",",
+        "utf-8",
+        "统一社会信用代码,企业名称,企业类型,法定代表人,法定代表人证件号码,住所,成立日期,登记状态,核准日期",
+    ),
 }
-KEYS = {"hukou": "citizen_id name sex birth_date ethnicity household_no relation hukou_address region settled_date "
-                 "guardian1_id guardian1_relation guardian2_id guardian2_relation status updated_at",
-        "property_title": "certificate_no unit_no owner_name owner_id co_ownership share address use floor_area "
-                          "registered_date title_status",
-        "social_insurance": "citizen_id name scheme insurance_status employer_name employer_code first_insured_date "
-                            "local_months last_paid_month",
-        "individual_business": "credit_code trade_name operator_name operator_id address form established_date "
-                               "reg_status closed_date",
-        "enterprise": "credit_code name company_type legal_rep_name legal_rep_id address established_date reg_status "
-                      "approved_date"}
+KEYS = {
+    "hukou": "citizen_id name sex birth_date ethnicity household_no relation hukou_address region settled_date "
+    "guardian1_id guardian1_relation guardian2_id guardian2_relation status updated_at",
+    "property_title": "certificate_no unit_no owner_name owner_id co_ownership share address use floor_area "
+    "registered_date title_status",
+    "social_insurance": "citizen_id name scheme insurance_status employer_name employer_code first_insured_date "
+    "local_months last_paid_month",
+    "individual_business": "credit_code trade_name operator_name operator_id address form established_date "
+    "reg_status closed_date",
+    "enterprise": "credit_code name company_type legal_rep_name legal_rep_id address established_date reg_status "
+    "approved_date",
+}
 # sources.md "Dates": events that cannot have happened after the extract date
-EVENTS = {"hukou": ("birth_date", "settled_date"), "property_title": ("registered_date",),
-          "housing_contract": ("signed_date",), "rental": ("registered_date",),
-          "social_insurance": ("first_insured_date",), "individual_business": ("established_date", "closed_date"),
-          "enterprise": ("established_date", "approved_date")}
+EVENTS = {
+    "hukou": ("birth_date", "settled_date"),
+    "property_title": ("registered_date",),
+    "housing_contract": ("signed_date",),
+    "rental": ("registered_date",),
+    "social_insurance": ("first_insured_date",),
+    "individual_business": ("established_date", "closed_date"),
+    "enterprise": ("established_date", "approved_date"),
+}
 FULLWIDTH = str.maketrans("０１２３４５６７８９Ｘｘ", "0123456789Xx")
 
 
@@ -69,8 +104,11 @@ def profile_doc(name: str) -> dict:
 
 def newest_complete(root: Path, source: str, as_of: dt.date = AS_OF) -> Path:
     """The delivery a run with this as-of uses (sources.md): newest complete folder dated on or before it."""
-    days = sorted(d for d in (root / "landing" / source).iterdir()
-                  if (d / "_SUCCESS").exists() and dt.date.fromisoformat(d.name) <= as_of)
+    days = sorted(
+        d
+        for d in (root / "landing" / source).iterdir()
+        if (d / "_SUCCESS").exists() and dt.date.fromisoformat(d.name) <= as_of
+    )
     return days[-1] / SPEC[source][0]
 
 

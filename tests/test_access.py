@@ -8,17 +8,25 @@ import hmac
 import numpy as np
 import pandas as pd
 import pytest
-
-from pipelines.access import (
-    CITIZEN_QUASI_IDENTIFIERS, MIN_GROUP, analyst_citizen, analyst_eligibility, build_access_frames,
-    build_access_tables, demand_by_school, derived_key, district_passwords_from_config, district_scope,
-    first_sufficient_level, hmac_key_from_config, pseudonymize,
-)
-from pipelines.errors import UsageError
-
 from access_world import C1, C2, CITIZEN, ELIGIBILITY, GUARDIANSHIP, INELIGIBILITY, KEY, LABEL, SCHOOLS
 from resident_ids import resident_id
 
+from pipelines.access import (
+    CITIZEN_QUASI_IDENTIFIERS,
+    MIN_GROUP,
+    analyst_citizen,
+    analyst_eligibility,
+    build_access_frames,
+    build_access_tables,
+    demand_by_school,
+    derived_key,
+    district_passwords_from_config,
+    district_scope,
+    first_sufficient_level,
+    hmac_key_from_config,
+    pseudonymize,
+)
+from pipelines.errors import UsageError
 
 
 def scope_of(scope: pd.DataFrame, district: str) -> set[str]:
@@ -61,8 +69,11 @@ def test_short_key_refused():
 
 
 def test_analyst_frames_hold_no_resident_id():
-    frames = build_access_frames({"eligibility": ELIGIBILITY, "guardianship": GUARDIANSHIP,
-                                  "ineligibility": INELIGIBILITY, "citizen": CITIZEN}, SCHOOLS, KEY)
+    frames = build_access_frames(
+        {"eligibility": ELIGIBILITY, "guardianship": GUARDIANSHIP, "ineligibility": INELIGIBILITY, "citizen": CITIZEN},
+        SCHOOLS,
+        KEY,
+    )
     every_id = set(CITIZEN["citizen_id"])
     for name in ("analyst_citizen", "analyst_eligibility", "demand_by_school"):
         text = [str(v) for v in frames[name].to_numpy().ravel()]
@@ -85,12 +96,16 @@ def test_first_sufficient_level_counts_only_units_left_at_that_level():
 def city_citizens(n: int = 2000, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     births = pd.to_datetime("1950-01-01") + pd.to_timedelta(rng.integers(0, 3650, n), unit="D")
-    return pd.DataFrame({
-        "citizen_id": [resident_id(f"371102{b:%Y%m%d}{i:03d}") for i, b in enumerate(births)],
-        "sex": rng.choice(["男", "女"], n), "birth_date": births,
-        "hukou_status": rng.choice(["正常", "正常", "正常", "迁出"], n),
-        "hukou_region_code": rng.choice(["371102", "371103", "371122"], n),
-        "urban_hukou": rng.random(n) < 0.7})
+    return pd.DataFrame(
+        {
+            "citizen_id": [resident_id(f"371102{b:%Y%m%d}{i:03d}") for i, b in enumerate(births)],
+            "sex": rng.choice(["男", "女"], n),
+            "birth_date": births,
+            "hukou_status": rng.choice(["正常", "正常", "正常", "迁出"], n),
+            "hukou_region_code": rng.choice(["371102", "371103", "371122"], n),
+            "urban_hukou": rng.random(n) < 0.7,
+        }
+    )
 
 
 def shared_by_fewer_than(frame: pd.DataFrame, columns: list[str], unit: str, k: int) -> int:
@@ -110,7 +125,8 @@ def test_analyst_citizen_every_combination_describes_five_people():
     kept = table[list(CITIZEN_QUASI_IDENTIFIERS)].notna()
     assert kept.all(axis=1).any() and kept["birth_year"].any()  # generalized, not blanked
     crowd = pd.concat([citizens.iloc[[0]]] * 6, ignore_index=True).assign(
-        citizen_id=[resident_id(f"37110219800101{i:03d}") for i in range(6)])
+        citizen_id=[resident_id(f"37110219800101{i:03d}") for i in range(6)]
+    )
     assert analyst_citizen(crowd, KEY)[list(CITIZEN_QUASI_IDENTIFIERS)].notna().all().all()
 
 
@@ -118,9 +134,12 @@ def city_eligibility(children: int = 300, seed: int = 1) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     ids = [resident_id(f"37110220200101{i:03d}") for i in range(children)]
     second = rng.random(children) < 0.2
-    rows = pd.DataFrame({"child_id": ids + [i for i, s in zip(ids, second) if s],
-                         "school_code": [f"P{k}" for k in rng.integers(0, 3, children)]
-                         + ["P9"] * int(second.sum())})
+    rows = pd.DataFrame(
+        {
+            "child_id": ids + [i for i, s in zip(ids, second) if s],
+            "school_code": [f"P{k}" for k in rng.integers(0, 3, children)] + ["P9"] * int(second.sum()),
+        }
+    )
     rows["level"] = "primary"
     rows["category"] = rng.choice(["A1", "A2", "B"], len(rows))
     rows["priority_date"] = pd.to_datetime("2018-01-01") + pd.to_timedelta(rng.integers(0, 900, len(rows)), unit="D")
@@ -135,8 +154,11 @@ def test_analyst_eligibility_coarse_dates_and_five_children_per_combination_of_r
     assert periods.str.fullmatch(r"\d{4}-\d{2}").any()  # months survive where the crowd allows
     # a child's rows travel together under its key: the set of its rows is its quasi-identifier
     shown = table.astype("string").fillna("∅")
-    signature = (shown["level"] + "|" + shown["school_code"] + "|" + shown["category"] + "|"
-                 + shown["priority_period"]).groupby(table["child_key"]).agg(lambda s: "\n".join(sorted(s)))
+    signature = (
+        (shown["level"] + "|" + shown["school_code"] + "|" + shown["category"] + "|" + shown["priority_period"])
+        .groupby(table["child_key"])
+        .agg(lambda s: "\n".join(sorted(s)))
+    )
     assert signature.value_counts().min() >= MIN_GROUP
     # a child is published with all its rows or not at all
     keys = pseudonymize(eligibility["child_id"], derived_key(KEY, "analyst_eligibility"))
@@ -151,19 +173,33 @@ def test_analyst_eligibility_keys_do_not_join_the_citizen_table():
     children = CITIZEN.iloc[[0]].merge(eligibility[["child_id"]].drop_duplicates(), how="cross")
     children = children.drop(columns="citizen_id").rename(columns={"child_id": "citizen_id"})
     citizen_keys = set(analyst_citizen(children, KEY)["citizen_key"])
-    eligibility_keys = set(analyst_eligibility(eligibility.assign(school_code="P1", category="B",
-                                                                  priority_date=pd.Timestamp("2019-05-02")),
-                                               KEY)["child_key"])
+    eligibility_keys = set(
+        analyst_eligibility(
+            eligibility.assign(school_code="P1", category="B", priority_date=pd.Timestamp("2019-05-02")), KEY
+        )["child_key"]
+    )
     assert eligibility_keys and not eligibility_keys & citizen_keys
 
 
 def test_a_child_no_four_others_resemble_is_left_out():
-    crowd = pd.DataFrame({"child_id": [resident_id(f"37110220200101{i:03d}") for i in range(5)], "level": "primary",
-                          "school_code": "P1", "category": "A1",
-                          "priority_date": pd.to_datetime(["2019-05-02", "2019-05-20", "2019-06-01",
-                                                           "2019-04-30", "2019-05-31"])})
-    loner = pd.DataFrame({"child_id": [resident_id("37110220200101099")], "level": "primary", "school_code": "P7",
-                          "category": "A1", "priority_date": pd.to_datetime(["2019-05-02"])})
+    crowd = pd.DataFrame(
+        {
+            "child_id": [resident_id(f"37110220200101{i:03d}") for i in range(5)],
+            "level": "primary",
+            "school_code": "P1",
+            "category": "A1",
+            "priority_date": pd.to_datetime(["2019-05-02", "2019-05-20", "2019-06-01", "2019-04-30", "2019-05-31"]),
+        }
+    )
+    loner = pd.DataFrame(
+        {
+            "child_id": [resident_id("37110220200101099")],
+            "level": "primary",
+            "school_code": "P7",
+            "category": "A1",
+            "priority_date": pd.to_datetime(["2019-05-02"]),
+        }
+    )
     table = analyst_eligibility(pd.concat([crowd, loner], ignore_index=True), KEY)
     assert len(table) == 5 and set(table["school_code"]) == {"P1"}
     assert set(table["priority_period"]) == {"2019-Q2"}  # three in May only: the quarter holds all five
@@ -183,8 +219,9 @@ def test_demand_counts_distinct_children_per_school_and_category():
 
 
 def test_demand_under_five_children_is_suppressed():
-    five = pd.DataFrame({"child_id": [f"c{i}" for i in range(5)], "school_code": "PA", "level": "primary",
-                         "category": "A1"})
+    five = pd.DataFrame(
+        {"child_id": [f"c{i}" for i in range(5)], "school_code": "PA", "level": "primary", "category": "A1"}
+    )
     four = five.iloc[:4].assign(category="B")
     demand = demand_by_school(pd.concat([five, four]))
     assert demand[["school_code", "category", "children"]].values.tolist() == [["PA", "A1", 5]]
@@ -206,8 +243,12 @@ def test_key_from_environment_or_file(tmp_path):
 
 def test_build_access_tables_writes_parquet(tmp_path):
     paths = {}
-    for name, frame in (("eligibility", ELIGIBILITY), ("guardianship", GUARDIANSHIP),
-                        ("ineligibility", INELIGIBILITY), ("citizen", CITIZEN)):
+    for name, frame in (
+        ("eligibility", ELIGIBILITY),
+        ("guardianship", GUARDIANSHIP),
+        ("ineligibility", INELIGIBILITY),
+        ("citizen", CITIZEN),
+    ):
         paths[name] = tmp_path / f"{name}.parquet"
         frame.to_parquet(paths[name])
     SCHOOLS.to_csv(tmp_path / "schools.csv", index=False)
@@ -237,7 +278,9 @@ def test_district_passwords_from_file_and_environment(tmp_path):
     found = district_passwords_from_config(secret_file, {"ZEROCERT_DISTRICT_PASSWORD_371103": "three"})
     assert found == {"371102": "s3cret one", "371103": "three"}
     assert district_passwords_from_config(None, {"ZEROCERT_DISTRICT_PASSWORDS_FILE": str(secret_file)}) == {
-        "371102": "s3cret one", "371103": "two"}
+        "371102": "s3cret one",
+        "371103": "two",
+    }
     assert district_passwords_from_config(None, {}) == {}
 
 

@@ -19,8 +19,8 @@ import pytest
 
 from pipelines.access import MIN_GROUP, pseudonymize
 from pipelines.cli import main
-from pipelines.warehouse import read_table
 from pipelines.synth import synthesize
+from pipelines.warehouse import read_table
 from pipelines.warehouse_schema import TABLES
 
 pytestmark = pytest.mark.e2e
@@ -37,17 +37,31 @@ def run_outputs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ZEROCERT_HMAC_KEY", KEY)
         env.delenv("ZEROCERT_HMAC_KEY_FILE", raising=False)
-        status = main(["run", "--landing", str(root / "city" / "landing"), "--reference",
-                       str(root / "city" / "reference"), "--warehouse", url, "--as-of", "2027-08-15",
-                       "--work-dir", str(root / "work")])
+        status = main(
+            [
+                "run",
+                "--landing",
+                str(root / "city" / "landing"),
+                "--reference",
+                str(root / "city" / "reference"),
+                "--warehouse",
+                url,
+                "--as-of",
+                "2027-08-15",
+                "--work-dir",
+                str(root / "work"),
+            ]
+        )
     assert status == 0
 
     def table(name: str) -> pd.DataFrame:
         return pd.DataFrame(read_table(url, name), columns=TABLES[name].column_names)
 
     catchment = pd.read_parquet(next((root / "work").rglob("address_catchment.parquet")))
-    return {name: table(name) for name in ("analyst_eligibility", "analyst_citizen", "eligibility",
-                                           "property_holding", "guardianship")} | {"catchment": catchment}
+    return {
+        name: table(name)
+        for name in ("analyst_eligibility", "analyst_citizen", "eligibility", "property_holding", "guardianship")
+    } | {"catchment": catchment}
 
 
 def period_like(shown: str | None, day: dt.date) -> bool:
@@ -66,12 +80,16 @@ def period_like(shown: str | None, day: dt.date) -> bool:
 def linkage_attack(analyst: pd.DataFrame, properties: pd.DataFrame, catchment: pd.DataFrame) -> dict[str, str]:
     """child_key -> the one guardian ID the attacker pins on it."""
     registered = properties.dropna(subset=["record_date", "address_code"]).merge(
-        catchment[["address_code", "level", "school_code"]], on="address_code")
+        catchment[["address_code", "level", "school_code"]], on="address_code"
+    )
     registered["record_date"] = pd.to_datetime(registered["record_date"]).dt.date
     by_school = {key: group for key, group in registered.groupby(["level", "school_code"])}
     shown = analyst.astype("string").fillna("∅")
-    signature = (shown["level"] + "|" + shown["school_code"] + "|" + shown["category"] + "|"
-                 + shown["priority_period"]).groupby(analyst["child_key"]).agg(lambda s: "\n".join(sorted(s)))
+    signature = (
+        (shown["level"] + "|" + shown["school_code"] + "|" + shown["category"] + "|" + shown["priority_period"])
+        .groupby(analyst["child_key"])
+        .agg(lambda s: "\n".join(sorted(s)))
+    )
     alone = set(signature[signature.map(signature.value_counts()) == 1].index)
     links = {}
     for child_key, rows in analyst[analyst["category"].isin(A_CATEGORIES)].groupby("child_key"):
@@ -80,9 +98,15 @@ def linkage_attack(analyst: pd.DataFrame, properties: pd.DataFrame, catchment: p
         candidates = None
         for row in rows.itertuples():
             there = by_school.get((row.level, row.school_code))
-            owners = set() if there is None else {
-                owner for owner, day in zip(there["citizen_id"], there["record_date"])
-                if period_like(row.priority_period, day)}
+            owners = (
+                set()
+                if there is None
+                else {
+                    owner
+                    for owner, day in zip(there["citizen_id"], there["record_date"])
+                    if period_like(row.priority_period, day)
+                }
+            )
             candidates = owners if candidates is None else candidates & owners
         if candidates and len(candidates) == 1:
             links[child_key] = next(iter(candidates))
@@ -102,10 +126,15 @@ def test_exact_dates_link_children_to_guardians_so_the_attack_is_real(run_output
     eligibility = run_outputs["eligibility"]
     children = pd.Series(eligibility["child_id"].unique())
     child_key_of = pd.Series(pseudonymize(children, KEY.encode()).to_numpy(), index=children.to_numpy())
-    exact = pd.DataFrame({"child_key": eligibility["child_id"].map(child_key_of),
-                          "level": eligibility["level"], "school_code": eligibility["school_code"],
-                          "category": eligibility["category"],
-                          "priority_period": pd.to_datetime(eligibility["priority_date"]).dt.strftime("%Y-%m-%d")})
+    exact = pd.DataFrame(
+        {
+            "child_key": eligibility["child_id"].map(child_key_of),
+            "level": eligibility["level"],
+            "school_code": eligibility["school_code"],
+            "category": eligibility["category"],
+            "priority_period": pd.to_datetime(eligibility["priority_date"]).dt.strftime("%Y-%m-%d"),
+        }
+    )
     links = linkage_attack(exact, run_outputs["property_holding"], run_outputs["catchment"])
     correct = correct_links(links, run_outputs, child_key_of)
     assert correct >= 10, f"{len(links)} links, {correct} correct"
@@ -119,8 +148,11 @@ def test_published_analyst_tables_link_no_one(run_outputs):
     links = linkage_attack(analyst, run_outputs["property_holding"], run_outputs["catchment"])
     assert len(links) == 0
     shown = analyst.astype("string").fillna("∅")
-    signature = (shown["level"] + "|" + shown["school_code"] + "|" + shown["category"] + "|"
-                 + shown["priority_period"]).groupby(analyst["child_key"]).agg(lambda s: "\n".join(sorted(s)))
+    signature = (
+        (shown["level"] + "|" + shown["school_code"] + "|" + shown["category"] + "|" + shown["priority_period"])
+        .groupby(analyst["child_key"])
+        .agg(lambda s: "\n".join(sorted(s)))
+    )
     assert signature.value_counts().min() >= MIN_GROUP
     # the keys do not join the citizen table, whose attributes would split the groups again
     joined = len(set(analyst["child_key"]) & set(run_outputs["analyst_citizen"]["citizen_key"]))

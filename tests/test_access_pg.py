@@ -16,14 +16,13 @@ import uuid
 
 import psycopg
 import pytest
+from access_warehouse import PASSWORDS, A, B, audit_rows, publish
+from access_world import C1, C2, C3, C4, CITIZEN, ELIGIBILITY, G1, G2, KEY, LABEL, UNKNOWN
+from warehouse_reader import connect
 
 from pipelines.access import ANALYST_TABLES, READER_ROLE, create_roles, person_hash, revoke_districts
 from pipelines.cli import main
 from pipelines.warehouse_schema import TABLES
-
-from access_warehouse import A, B, PASSWORDS, audit_rows, publish
-from access_world import C1, C2, C3, C4, CITIZEN, ELIGIBILITY, G1, G2, KEY, LABEL, UNKNOWN
-from warehouse_reader import connect
 
 pytestmark = pytest.mark.postgres
 
@@ -53,8 +52,7 @@ def throwaway_district(warehouse):
     on the same server use the shared ones. Dropped afterwards."""
     district = f"98{secrets.randbelow(10_000):04d}"
     password = secrets.token_urlsafe(12)
-    create_roles(warehouse, hmac_key=KEY, district_passwords={**PASSWORDS, district: password},
-                 issue=[district])
+    create_roles(warehouse, hmac_key=KEY, district_passwords={**PASSWORDS, district: password}, issue=[district])
     yield district, password
     with connect(warehouse, "postgres") as admin:
         admin.execute(f"DROP ROLE IF EXISTS enrollment_{district}")
@@ -69,8 +67,11 @@ def login(url: str, district: str) -> psycopg.Connection:
 
 
 def prefill_found(conn) -> set[str]:
-    return {LABEL[i] for i in [*ALL_IDS, UNKNOWN]
-            if conn.execute("SELECT zerocert.prefill_of(%s)", (i,)).fetchone()[0] is not None}
+    return {
+        LABEL[i]
+        for i in [*ALL_IDS, UNKNOWN]
+        if conn.execute("SELECT zerocert.prefill_of(%s)", (i,)).fetchone()[0] is not None
+    }
 
 
 def schools_by_child(conn) -> dict[str, set[str]]:
@@ -89,11 +90,13 @@ def test_logins_are_bound_to_their_district(warehouse):
             can_login, privileged, hashed = admin.execute(
                 """SELECT rolcanlogin, rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls,
                           rolpassword LIKE 'SCRAM-SHA-256$%%' FROM pg_authid WHERE rolname = %s""",
-                (role,)).fetchone()
+                (role,),
+            ).fetchone()
             assert can_login and not privileged and hashed
             assert admin.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (role, READER_ROLE)).fetchone()[0]
-            assert admin.execute("SELECT district_code FROM zerocert.reader_district WHERE login = %s",
-                                 (role,)).fetchone() == (district,)
+            assert admin.execute(
+                "SELECT district_code FROM zerocert.reader_district WHERE login = %s", (role,)
+            ).fetchone() == (district,)
 
 
 @pytest.mark.parametrize("district", [A, B])
@@ -103,8 +106,9 @@ def test_login_gets_its_own_district_through_the_functions(warehouse, district):
         assert schools_by_child(conn) == SCHOOLS_OF_CHILD[district]
         for (where, school), children in APPLICANTS.items():
             if where == district:
-                rows = conn.execute("SELECT child_id, category FROM zerocert.school_applicants(%s)",
-                                    (school,)).fetchall()
+                rows = conn.execute(
+                    "SELECT child_id, category FROM zerocert.school_applicants(%s)", (school,)
+                ).fetchall()
                 assert {LABEL[c] for c, _ in rows} == children, school
         document = conn.execute("SELECT zerocert.eligibility_of(%s)", (C4,)).fetchone()[0]
         if district == B:  # C4 has no school: its hukou district answers with the reasons
@@ -116,12 +120,15 @@ def test_login_gets_its_own_district_through_the_functions(warehouse, district):
         assert run.startswith("r2-")
 
 
-@pytest.mark.parametrize("trick", [
-    "SET zerocert.district = '371103'",
-    "SELECT set_config('zerocert.district', '371103', false)",
-    f"SET ROLE {READER_ROLE}",
-    "SET search_path = public, pg_temp",
-])
+@pytest.mark.parametrize(
+    "trick",
+    [
+        "SET zerocert.district = '371103'",
+        "SELECT set_config('zerocert.district', '371103', false)",
+        f"SET ROLE {READER_ROLE}",
+        "SET search_path = public, pg_temp",
+    ],
+)
 def test_another_district_stays_null_whatever_the_session_sets(warehouse, trick):
     with login(warehouse, A) as conn:
         conn.execute(trick)
@@ -129,8 +136,9 @@ def test_another_district_stays_null_whatever_the_session_sets(warehouse, trick)
         assert conn.execute("SELECT zerocert.eligibility_of(%s)", (C2,)).fetchone()[0] is None
         assert conn.execute("SELECT count(*) FROM zerocert.school_applicants('PB')").fetchone()[0] == 0
         # set_config inside the very SELECT changes nothing either
-        inline = conn.execute("SELECT set_config('zerocert.district', '371103', true), "
-                              "zerocert.eligibility_of(%s)", (C2,)).fetchone()[1]
+        inline = conn.execute(
+            "SELECT set_config('zerocert.district', '371103', true), zerocert.eligibility_of(%s)", (C2,)
+        ).fetchone()[1]
         assert inline is None
         assert prefill_found(conn) == PREFILL[A]  # and its own district still answers
     with connect(warehouse, "postgres") as admin:  # the group role itself is no district
@@ -138,8 +146,9 @@ def test_another_district_stays_null_whatever_the_session_sets(warehouse, trick)
         assert admin.execute("SELECT zerocert.prefill_of(%s)", (G1,)).fetchone()[0] is None
 
 
-@pytest.mark.parametrize("typed", [None, "", "   ", "x" * 10_000, f"{G1}' OR true --", G1[:17], G1 + "0",
-                                   "３７１１０２", f"{G1[:10]}%"])
+@pytest.mark.parametrize(
+    "typed", [None, "", "   ", "x" * 10_000, f"{G1}' OR true --", G1[:17], G1 + "0", "３７１１０２", f"{G1[:10]}%"]
+)
 def test_malformed_input_is_null_not_an_error(warehouse, typed):
     with login(warehouse, A) as conn:
         for fn in ("prefill_of", "eligibility_of"):
@@ -154,18 +163,27 @@ def test_typed_forms_of_an_own_id_are_found(warehouse):
 
 def all_tables(url: str) -> list[str]:
     with connect(url, "postgres") as admin:
-        return [r[0] for r in admin.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'zerocert' ORDER BY 1")]
+        return [r[0] for r in admin.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'zerocert' ORDER BY 1")]
 
 
 def test_every_base_table_is_permission_denied_so_nothing_to_explain(warehouse):
     tables = all_tables(warehouse)
-    assert {"citizen", "eligibility", "prefill", "district_scope", "lookup_audit", "lookup_secret",
-            "reader_district", "quarantine"} <= set(tables)
+    assert {
+        "citizen",
+        "eligibility",
+        "prefill",
+        "district_scope",
+        "lookup_audit",
+        "lookup_secret",
+        "reader_district",
+        "quarantine",
+    } <= set(tables)
     with login(warehouse, A) as conn:
         for table in tables:
-            for probe in (f"SELECT * FROM zerocert.{table} LIMIT 1",
-                          f"EXPLAIN (ANALYZE) SELECT * FROM zerocert.{table} WHERE true"):
+            for probe in (
+                f"SELECT * FROM zerocert.{table} LIMIT 1",
+                f"EXPLAIN (ANALYZE) SELECT * FROM zerocert.{table} WHERE true",
+            ):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute(probe)
         for internal in ("SELECT nextval('zerocert.lookup_call_no')", "SELECT setval('zerocert.lookup_call_no', 1)"):
@@ -181,9 +199,13 @@ WORK = ("seq_scan", "seq_tup_read", "idx_scan", "idx_tup_fetch")
 def table_counters(url: str) -> dict[str, tuple[int, ...]]:
     with connect(url, "postgres") as admin:
         admin.execute("SELECT pg_stat_clear_snapshot()")
-        return {name: tuple(counts) for name, *counts in admin.execute(
-            f"""SELECT relname, {', '.join(f'coalesce({c}, 0)' for c in WORK)} FROM pg_stat_user_tables
-                WHERE schemaname = 'zerocert' AND relname IN ('prefill', 'district_scope')""")}
+        return {
+            name: tuple(counts)
+            for name, *counts in admin.execute(
+                f"""SELECT relname, {", ".join(f"coalesce({c}, 0)" for c in WORK)} FROM pg_stat_user_tables
+                WHERE schemaname = 'zerocert' AND relname IN ('prefill', 'district_scope')"""
+            )
+        }
 
 
 def work_of_one_call(url: str, resident: str) -> dict[str, tuple[int, ...]]:
@@ -213,13 +235,20 @@ def test_someone_of_another_district_costs_the_same_work_as_nobody(warehouse):
 def test_no_temporary_table_large_object_or_write(warehouse):
     with login(warehouse, A) as conn:
         conn.execute("SET default_transaction_read_only = off")
-        for statement in ("CREATE TEMP TABLE mine (x int)", "SELECT lo_create(0)", "SELECT lo_creat(-1)",
-                          "SELECT lo_from_bytea(0, 'x')", "CREATE TABLE zerocert.mine (x int)",
-                          "CREATE TABLE public.mine (x int)", "DELETE FROM zerocert.prefill",
-                          "UPDATE zerocert.eligibility SET category = 'A1'", "TRUNCATE zerocert.citizen",
-                          "INSERT INTO zerocert.lookup_audit (call_no, looked_at, login, function, found, key_id) "
-                          "VALUES (1, now(), 'x', 'x', true, 'x')",
-                          "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'"):
+        for statement in (
+            "CREATE TEMP TABLE mine (x int)",
+            "SELECT lo_create(0)",
+            "SELECT lo_creat(-1)",
+            "SELECT lo_from_bytea(0, 'x')",
+            "CREATE TABLE zerocert.mine (x int)",
+            "CREATE TABLE public.mine (x int)",
+            "DELETE FROM zerocert.prefill",
+            "UPDATE zerocert.eligibility SET category = 'A1'",
+            "TRUNCATE zerocert.citizen",
+            "INSERT INTO zerocert.lookup_audit (call_no, looked_at, login, function, found, key_id) "
+            "VALUES (1, now(), 'x', 'x', true, 'x')",
+            "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
     with connect(warehouse, "postgres") as admin:
@@ -229,21 +258,26 @@ def test_no_temporary_table_large_object_or_write(warehouse):
 
 def test_login_cannot_alter_the_group_another_district_or_its_own_powers(warehouse):
     with login(warehouse, A) as conn:
-        for statement in (f"ALTER ROLE {READER_ROLE} SET default_transaction_read_only = off",
-                          f"ALTER ROLE {READER_ROLE} LOGIN",
-                          f"ALTER ROLE enrollment_{B} SET search_path = public",
-                          f"ALTER ROLE enrollment_{B} PASSWORD 'x'",
-                          f"ALTER ROLE enrollment_{A} CREATEROLE", f"ALTER ROLE enrollment_{A} BYPASSRLS",
-                          f"ALTER ROLE enrollment_{A} SUPERUSER", f"ALTER ROLE enrollment_{A} NOINHERIT",
-                          f"GRANT {READER_ROLE} TO enrollment_{B}", f"GRANT enrollment_{A} TO enrollment_{B}",
-                          f"SET ROLE enrollment_{B}", f"SET SESSION AUTHORIZATION enrollment_{B}",
-                          f"ALTER DATABASE {warehouse.rsplit('/', 1)[1]} SET search_path = public"):
+        for statement in (
+            f"ALTER ROLE {READER_ROLE} SET default_transaction_read_only = off",
+            f"ALTER ROLE {READER_ROLE} LOGIN",
+            f"ALTER ROLE enrollment_{B} SET search_path = public",
+            f"ALTER ROLE enrollment_{B} PASSWORD 'x'",
+            f"ALTER ROLE enrollment_{A} CREATEROLE",
+            f"ALTER ROLE enrollment_{A} BYPASSRLS",
+            f"ALTER ROLE enrollment_{A} SUPERUSER",
+            f"ALTER ROLE enrollment_{A} NOINHERIT",
+            f"GRANT {READER_ROLE} TO enrollment_{B}",
+            f"GRANT enrollment_{A} TO enrollment_{B}",
+            f"SET ROLE enrollment_{B}",
+            f"SET SESSION AUTHORIZATION enrollment_{B}",
+            f"ALTER DATABASE {warehouse.rsplit('/', 1)[1]} SET search_path = public",
+        ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
 
 
-def test_membership_in_a_login_granted_by_mistake_gives_no_district_and_is_taken_back(warehouse,
-                                                                                      throwaway_district):
+def test_membership_in_a_login_granted_by_mistake_gives_no_district_and_is_taken_back(warehouse, throwaway_district):
     """The functions go by the session's login, not by roles it may SET; zerocert roles revokes
     memberships in a district login (a login is nobody's group)."""
     district, password = throwaway_district
@@ -266,8 +300,10 @@ def test_defaults_a_login_stores_for_itself_are_cleared_by_zerocert_roles(wareho
     with connect(warehouse, role, password) as conn:
         conn.execute(f"ALTER ROLE {role} SET search_path = public")
         conn.execute(f"ALTER ROLE {role} IN DATABASE {warehouse.rsplit('/', 1)[1]} SET search_path = public")
-    stored = "SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole " \
-             "WHERE r.rolname = %s AND array_to_string(s.setconfig, ',') LIKE '%%public%%'"
+    stored = (
+        "SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+        "WHERE r.rolname = %s AND array_to_string(s.setconfig, ',') LIKE '%%public%%'"
+    )
     with connect(warehouse, "postgres") as admin:
         assert admin.execute(stored, (role,)).fetchone()[0] == 2
     create_roles(warehouse, hmac_key=KEY, district_passwords={district: password}, issue=[])
@@ -291,8 +327,13 @@ def test_revoked_login_cannot_log_in_and_loses_its_open_session(warehouse, throw
 
 def test_every_call_leaves_one_audit_row_holding_no_whole_id(warehouse):
     before = len(audit_rows(warehouse))
-    calls = [("prefill_of", G1, True), ("prefill_of", G2, False), ("eligibility_of", C3, True),
-             ("eligibility_of", UNKNOWN, False), ("prefill_of", "junk", False)]
+    calls = [
+        ("prefill_of", G1, True),
+        ("prefill_of", G2, False),
+        ("eligibility_of", C3, True),
+        ("eligibility_of", UNKNOWN, False),
+        ("prefill_of", "junk", False),
+    ]
     with login(warehouse, A) as conn:
         for fn, resident, _ in calls:
             conn.execute(f"SELECT zerocert.{fn}(%s)", (resident,))
@@ -303,7 +344,7 @@ def test_every_call_leaves_one_audit_row_holding_no_whole_id(warehouse):
     for (fn, resident, found), row in zip(calls, rows):
         expected = person_hash(KEY, resident) if resident != "junk" else None
         assert row[1:] == (f"enrollment_{A}", A, fn, expected, None, found), LABEL.get(resident, resident)
-    school_rows = rows[len(calls):]
+    school_rows = rows[len(calls) :]
     assert {(r[5], r[6]) for r in school_rows} == {("PA", True), ("PB", False)}
     assert {r[4] for r in school_rows if r[6]} == {person_hash(KEY, C1), person_hash(KEY, C3)}
     assert len({r[0] for r in rows}) == len(calls) + 2  # one call number per call
@@ -351,7 +392,8 @@ def test_a_publish_between_calls_keeps_the_open_session_working(warehouse, tmp_p
         privileges = admin.execute(
             "SELECT count(*) FROM pg_class c WHERE c.relnamespace = 'zerocert'::regnamespace "
             "AND has_table_privilege(%s, c.oid, 'SELECT')",
-            (f"enrollment_{A}",)).fetchone()[0]
+            (f"enrollment_{A}",),
+        ).fetchone()[0]
     assert privileges == 0
 
 
@@ -374,14 +416,23 @@ def test_analyst_sees_no_resident_id_and_calls_no_lookup(warehouse):
 
 def test_owner_role_published_the_current_run_and_owns_everything(warehouse):
     with connect(warehouse, "zerocert_etl") as conn:
-        current = conn.execute("SELECT run_id FROM run_audit WHERE status = 'published' "
-                               "ORDER BY finished_at DESC LIMIT 1").fetchone()[0]
+        current = conn.execute(
+            "SELECT run_id FROM run_audit WHERE status = 'published' ORDER BY finished_at DESC LIMIT 1"
+        ).fetchone()[0]
         assert {r[0] for r in conn.execute("SELECT DISTINCT run_id FROM citizen")} == {current}
         owners = {r[0] for r in conn.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'zerocert'")}
-        functions = {r[0] for r in conn.execute(
-            "SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE pronamespace = 'zerocert'::regnamespace")}
-        definers = {r[0]: (r[1], r[2]) for r in conn.execute(
-            "SELECT proname, prosecdef, proconfig FROM pg_proc WHERE pronamespace = 'zerocert'::regnamespace")}
+        functions = {
+            r[0]
+            for r in conn.execute(
+                "SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE pronamespace = 'zerocert'::regnamespace"
+            )
+        }
+        definers = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(
+                "SELECT proname, prosecdef, proconfig FROM pg_proc WHERE pronamespace = 'zerocert'::regnamespace"
+            )
+        }
     assert owners == {"zerocert_etl"} and functions == {"zerocert_etl"}
     for fn in ("prefill_of", "eligibility_of", "school_applicants"):
         secdef, config = definers[fn]

@@ -6,13 +6,12 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-
-from pipelines.errors import ValidationFailed
-from pipelines.validation import DEFAULT_EXPECTATIONS_DIR, load_expectation_suites, validate_staged
-
 from id_leaks import ID_FORM
 from resident_ids import resident_id
 from validation_frames import AS_OF, hukou_frame
+
+from pipelines.errors import ValidationFailed
+from pipelines.validation import DEFAULT_EXPECTATIONS_DIR, load_expectation_suites, validate_staged
 
 PLANTED = [resident_id(f"3711021979{m:02d}15{k:03d}") for m, k in ((3, 17), (7, 231), (11, 905))]
 LEGACY = "371102790315017"  # the 15-digit form
@@ -25,7 +24,8 @@ def reports(results_dir) -> dict[str, str]:
     for path in results_dir.rglob("*"):
         if path.suffix in (".json", ".html"):
             found[str(path.relative_to(results_dir))] = unicodedata.normalize(
-                "NFKC", path.read_text(encoding="utf-8")).upper()
+                "NFKC", path.read_text(encoding="utf-8")
+            ).upper()
     assert any(name.endswith(".html") for name in found) and any(name.endswith(".json") for name in found)
     return found
 
@@ -44,8 +44,14 @@ def planted_frame():
 
 def test_ids_planted_in_non_personal_columns_never_reach_json_or_data_docs(tmp_path):
     with pytest.raises(ValidationFailed) as failed:
-        validate_staged("hukou", planted_frame(), as_of=AS_OF, previous_rows=None, results_dir=tmp_path,
-                        suites=load_expectation_suites(DEFAULT_EXPECTATIONS_DIR))
+        validate_staged(
+            "hukou",
+            planted_frame(),
+            as_of=AS_OF,
+            previous_rows=None,
+            results_dir=tmp_path,
+            suites=load_expectation_suites(DEFAULT_EXPECTATIONS_DIR),
+        )
     in_error = sum(form in str(failed.value) for form in WHOLE_FORMS)  # counts: no ID in test output
     assert in_error == 0
     for name, text in reports(tmp_path).items():
@@ -63,12 +69,20 @@ def test_names_in_a_person_name_column_are_masked(tmp_path):
     folder.mkdir()
     (folder / "hukou.yaml").write_text(
         "source: hukou\npersonal_columns: [citizen_id]\nrow_checks:\n"
-        "  - {check: pattern, column: name, regex: '^[一-龥·]{2,20}$', severity: warn}\n", encoding="utf-8")
+        "  - {check: pattern, column: name, regex: '^[一-龥·]{2,20}$', severity: warn}\n",
+        encoding="utf-8",
+    )
     frame = hukou_frame(20)
     names = ["欧阳Wei", "Zhang三丰", "李 四娘"]
     frame.loc[[0, 1, 2], "name"] = names
-    report = validate_staged("hukou", frame, as_of=AS_OF, previous_rows=None, results_dir=tmp_path / "out",
-                             suites=load_expectation_suites(folder))
+    report = validate_staged(
+        "hukou",
+        frame,
+        as_of=AS_OF,
+        previous_rows=None,
+        results_dir=tmp_path / "out",
+        suites=load_expectation_suites(folder),
+    )
     assert report["failed_expectations"] == ["pattern(name)"]
     texts = reports(tmp_path / "out")
     for name, text in texts.items():

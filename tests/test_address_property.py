@@ -31,10 +31,22 @@ from pipelines.synth.dirt import chinese_numeral as chinese  # 26 → 二十六,
 
 DISTRICTS = {"371102": "东港区", "371103": "岚山区", "371122": "莒县"}
 ROADS = ["人民路", "中山路", "解放路", "海曲中路", "海曲东路", "泰安路"]
-COMPOUNDS = ["阳光花园", "金色家园", "明珠花园三期", "明珠花园二期", "明珠花园小区东区", "丽景湾小区",
-             "翠竹苑", "阳光100", "花园城一", "海韵3期"]
-PHASE = re.compile(r"^(?P<stem>.*?)(?:小区)?(?P<number>[0-9]+|[一二三四五六七八九十]+|[东南西北中])"
-                   r"(?P<kind>期|区)$")
+COMPOUNDS = [
+    "阳光花园",
+    "金色家园",
+    "明珠花园三期",
+    "明珠花园二期",
+    "明珠花园小区东区",
+    "丽景湾小区",
+    "翠竹苑",
+    "阳光100",
+    "花园城一",
+    "海韵3期",
+]
+PHASE = re.compile(
+    r"^(?P<stem>.*?)(?:小区)?(?P<number>[0-9]+|[一二三四五六七八九十]+|[东南西北中])"
+    r"(?P<kind>期|区)$"
+)
 
 
 def digit_by_digit(n: int) -> str:
@@ -49,10 +61,13 @@ def build_registry(rng: random.Random) -> pd.DataFrame:
     for road in ROADS:
         for door in rng.sample(range(1, 40, 2), 3):
             for compound in rng.sample(COMPOUNDS, rng.choice([1, 2])):
-                layout = [(b, u, floor * 100 + side)
-                          for b in rng.sample(range(1, 13), rng.randint(1, 3))
-                          for u in ([""] if rng.random() < 0.3 else ["1", "2"][: rng.randint(1, 2)])
-                          for floor in range(1, rng.randint(2, 7)) for side in (1, 2)]
+                layout = [
+                    (b, u, floor * 100 + side)
+                    for b in rng.sample(range(1, 13), rng.randint(1, 3))
+                    for u in ([""] if rng.random() < 0.3 else ["1", "2"][: rng.randint(1, 2)])
+                    for floor in range(1, rng.randint(2, 7))
+                    for side in (1, 2)
+                ]
                 districts = rng.sample(list(DISTRICTS), rng.choice([1, 2, 2, 3]))
                 blocks[(road, str(door), compound)] = (layout, districts)
     rows = []
@@ -61,10 +76,22 @@ def build_registry(rng: random.Random) -> pd.DataFrame:
             for b, u, room in layout:
                 if rng.random() < 0.75:
                     tail = f"{b}号楼{u}单元{room}室" if u else f"{b}号楼{room}室"
-                    rows.append(dict(district_code=district, street="街道", community="社区", road=road,
-                                     door_no=door, compound=compound, building=str(b), unit=u,
-                                     room=str(room), lon=1.0, lat=1.0,
-                                     standard_text=f"{DISTRICTS[district]}{road}{door}号{compound}{tail}"))
+                    rows.append(
+                        dict(
+                            district_code=district,
+                            street="街道",
+                            community="社区",
+                            road=road,
+                            door_no=door,
+                            compound=compound,
+                            building=str(b),
+                            unit=u,
+                            room=str(room),
+                            lon=1.0,
+                            lat=1.0,
+                            standard_text=f"{DISTRICTS[district]}{road}{door}号{compound}{tail}",
+                        )
+                    )
     frame = pd.DataFrame(rows)
     frame.insert(0, "address_code", [f"{d}{i:06d}" for i, d in enumerate(frame["district_code"])])
     return frame
@@ -81,8 +108,9 @@ def compound_forms(name: str) -> list[str]:
         if number.isdigit():
             numbers.add(chinese(int(number)))
         elif number[0] in DIGITS + "十":
-            numbers.add(str(int("".join(str(DIGITS.index(c)) for c in number if c != "十")
-                                if "十" not in number else 10)))
+            numbers.add(
+                str(int("".join(str(DIGITS.index(c)) for c in number if c != "十") if "十" not in number else 10))
+            )
         for n in numbers:
             forms |= {stem + n + kind, stem + "小区" + n + kind, stem + n + kind + "小区"}
     return sorted(forms)
@@ -92,8 +120,7 @@ def write_text(row: dict, rng: random.Random) -> dict:
     """One department text for a registry row, and what was done to it."""
     own = row["district_code"]
     choice = rng.random()
-    district = own if choice < 0.4 else (None if choice < 0.85
-                                         else rng.choice([d for d in DISTRICTS if d != own]))
+    district = own if choice < 0.4 else (None if choice < 0.85 else rng.choice([d for d in DISTRICTS if d != own]))
     prefix = rng.choice(["", "日照市", "山东省日照市"]) + (DISTRICTS[district] if district else "")
     door = int(row["door_no"])
     building, unit, room = int(row["building"]), row["unit"], int(row["room"])
@@ -108,7 +135,7 @@ def write_text(row: dict, rng: random.Random) -> dict:
     compound = rng.choice(compound_forms(row["compound"]))
     if typo:
         at = rng.randrange(len(compound) - 1)
-        compound = compound[:at] + ("圆" if compound[at] != "圆" else "苑") + compound[at + 1:]
+        compound = compound[:at] + ("圆" if compound[at] != "圆" else "苑") + compound[at + 1 :]
     worded = rng.random() < 0.6
     numerals = worded and rng.random() < 0.3
     b_s = chinese(building) if numerals else str(building)
@@ -126,10 +153,20 @@ def write_text(row: dict, rng: random.Random) -> dict:
     gap = lambda: " " if rng.random() < 0.1 else ""  # noqa: E731
     text = f"{prefix}{gap()}{row['road']}{door_s}号{gap()}{compound}{gap()}{tail}"
     spaced_number = spaced_number and re.search(r"[0-9] [0-9]", text) is not None
-    return dict(text=text, code=row["address_code"], district=district, own_district=district in (None, own),
-                clean=not (typo or spaced_number), missing_room=missing_room, road=row["road"],
-                door_no=row["door_no"], compound=row["compound"], building=row["building"],
-                unit=row["unit"], room=str(room))
+    return dict(
+        text=text,
+        code=row["address_code"],
+        district=district,
+        own_district=district in (None, own),
+        clean=not (typo or spaced_number),
+        missing_room=missing_room,
+        road=row["road"],
+        door_no=row["door_no"],
+        compound=row["compound"],
+        building=row["building"],
+        unit=row["unit"],
+        room=str(room),
+    )
 
 
 def fitting(registry: pd.DataFrame, written: pd.DataFrame) -> pd.Series:
@@ -139,10 +176,18 @@ def fitting(registry: pd.DataFrame, written: pd.DataFrame) -> pd.Series:
     for row in registry.itertuples(index=False):
         key = tuple(getattr(row, c) for c in components)
         addresses.setdefault(key, []).append((row.district_code, row.address_code))
-    return pd.Series([
-        sorted(code for district, code in addresses.get(tuple(w[c] for c in components), [])
-               if w["district"] is None or district == w["district"])
-        for w in written.to_dict("records")], index=written.index, dtype=object)
+    return pd.Series(
+        [
+            sorted(
+                code
+                for district, code in addresses.get(tuple(w[c] for c in components), [])
+                if w["district"] is None or district == w["district"]
+            )
+            for w in written.to_dict("records")
+        ],
+        index=written.index,
+        dtype=object,
+    )
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -157,8 +202,9 @@ def test_status_candidates_and_codes_follow_the_registry(seed):
     assert frame.groupby("road")["district_code"].nunique().min() > 1
 
     rows = frame.to_dict("records")
-    written = pd.DataFrame([write_text(rows[rng.randrange(len(rows))], rng) for _ in range(3000)],
-                           dtype=object).drop_duplicates("text")
+    written = pd.DataFrame(
+        [write_text(rows[rng.randrange(len(rows))], rng) for _ in range(3000)], dtype=object
+    ).drop_duplicates("text")
     resolved = resolve_texts(written["text"], registry).set_index("address")
     written = written.join(resolved, on="text")
     written["candidates"] = written["candidates"].map(json.loads)
@@ -181,8 +227,10 @@ def test_status_candidates_and_codes_follow_the_registry(seed):
 
     clean = written.loc[written["clean"]].copy()
     clean["expected"] = fitting(frame, clean)
-    got = [c if s in ("exact", "normalized", "ambiguous") else ([] if s == "unmatched" else ["fuzzy"])
-           for s, c in zip(clean["status"], clean["candidates"])]
+    got = [
+        c if s in ("exact", "normalized", "ambiguous") else ([] if s == "unmatched" else ["fuzzy"])
+        for s, c in zip(clean["status"], clean["candidates"])
+    ]
     differs = clean.loc[[g != e for g, e in zip(got, clean["expected"])]]
     assert differs.empty, differs[["text", "status", "candidates", "expected"]].head().to_dict("records")
     assert (clean["expected"].map(len) == 1).sum() > 500 and (clean["expected"].map(len) >= 2).sum() > 50
@@ -192,6 +240,7 @@ def test_status_candidates_and_codes_follow_the_registry(seed):
     assert set(hints) <= set(HINTS)
     district_of = frame.set_index("address_code")["district_code"]
     spans = review["candidates"].map(lambda c: district_of[c].nunique() > 1).to_numpy()
-    expected_hint = ["district_missing" if s and d is None else "several_codes"
-                     for s, d in zip(spans, review["district"])]
+    expected_hint = [
+        "district_missing" if s and d is None else "several_codes" for s, d in zip(spans, review["district"])
+    ]
     assert list(hints) == expected_hint

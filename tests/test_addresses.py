@@ -24,19 +24,32 @@ from pipelines.policy import DEMO_POLICY_YAML
 
 def _row(code, district, road, door, compound, building, unit, room, lon, lat):
     name = {"371102": "东港区", "371103": "岚山区"}[district]
-    return dict(address_code=code, district_code=district, street="街道", community="社区", road=road,
-                door_no=door, compound=compound, building=building, unit=unit, room=room,
-                standard_text=f"{name}{road}{door}号{compound}{building}号楼{unit}单元{room}室",
-                lon=lon, lat=lat)
+    return dict(
+        address_code=code,
+        district_code=district,
+        street="街道",
+        community="社区",
+        road=road,
+        door_no=door,
+        compound=compound,
+        building=building,
+        unit=unit,
+        room=room,
+        standard_text=f"{name}{road}{door}号{compound}{building}号楼{unit}单元{room}室",
+        lon=lon,
+        lat=lat,
+    )
 
 
-REGISTRY = pd.DataFrame([
-    _row("R501", "371102", "海滨二路", "15", "阳光小区", "3", "2", "501", 0.5, 0.5),
-    _row("R502", "371102", "海滨二路", "15", "阳光小区", "3", "2", "502", 1.5, 0.5),
-    _row("G101", "371103", "泰安路", "21", "金色家园", "12", "1", "101", 5.0, 5.0),
-    _row("Y102", "371102", "烟台路", "8", "翠园", "1", "1", "101", 1.0, 1.5),
-    _row("Y103", "371103", "烟台路", "8", "翠园", "1", "1", "101", 9.0, 9.0),
-])
+REGISTRY = pd.DataFrame(
+    [
+        _row("R501", "371102", "海滨二路", "15", "阳光小区", "3", "2", "501", 0.5, 0.5),
+        _row("R502", "371102", "海滨二路", "15", "阳光小区", "3", "2", "502", 1.5, 0.5),
+        _row("G101", "371103", "泰安路", "21", "金色家园", "12", "1", "101", 5.0, 5.0),
+        _row("Y102", "371102", "烟台路", "8", "翠园", "1", "1", "101", 1.0, 1.5),
+        _row("Y103", "371103", "烟台路", "8", "翠园", "1", "1", "101", 9.0, 9.0),
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,21 +72,24 @@ def test_standard_text_is_exact(registry):
     assert json.loads(row["candidates"]) == ["R501"]
 
 
-@pytest.mark.parametrize("text", [
-    "山东省日照市东港区海滨二路15号阳光小区3号楼2单元501室",   # full prefix
-    "日照市东港区海滨二路15号阳光小区3号楼2单元501室",         # city and district
-    "日照市海滨二路15号阳光小区3号楼2单元501室",               # city only
-    "海滨二路15号阳光小区3号楼2单元501室",                     # no prefix
-    "东港区海滨二路１５号阳光小区３号楼２单元５０１室",         # full-width digits
-    "东港区海滨二路十五号阳光小区三号楼二单元五零一室",         # Chinese numerals
-    "东港区海滨二路15号阳光小区3#2-501",
-    "东港区海滨二路15号阳光小区3-2-501",
-    "东港区海滨二路15号阳光小区3栋2单元501",
-    "东港区海滨二路15号阳光小区3幢2单元501号",
-    "东港区海滨二路15号阳光小区3号楼2单元501",                 # no 室
-    "东港区海滨二路15号阳光3号楼2单元501室",                   # 小区 dropped
-    " 东港区 海滨二路 15号\u3000阳光小区 3 号楼 2 单元 501 室 ",  # spaces anywhere
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "山东省日照市东港区海滨二路15号阳光小区3号楼2单元501室",  # full prefix
+        "日照市东港区海滨二路15号阳光小区3号楼2单元501室",  # city and district
+        "日照市海滨二路15号阳光小区3号楼2单元501室",  # city only
+        "海滨二路15号阳光小区3号楼2单元501室",  # no prefix
+        "东港区海滨二路１５号阳光小区３号楼２单元５０１室",  # full-width digits
+        "东港区海滨二路十五号阳光小区三号楼二单元五零一室",  # Chinese numerals
+        "东港区海滨二路15号阳光小区3#2-501",
+        "东港区海滨二路15号阳光小区3-2-501",
+        "东港区海滨二路15号阳光小区3栋2单元501",
+        "东港区海滨二路15号阳光小区3幢2单元501号",
+        "东港区海滨二路15号阳光小区3号楼2单元501",  # no 室
+        "东港区海滨二路15号阳光3号楼2单元501室",  # 小区 dropped
+        " 东港区 海滨二路 15号\u3000阳光小区 3 号楼 2 单元 501 室 ",  # spaces anywhere
+    ],
+)
 def test_each_variant_normalizes_to_its_room(text, registry):
     row = resolve_one(text, registry)
     assert (row["status"], row["address_code"]) == ("normalized", "R501")
@@ -106,14 +122,17 @@ def test_same_key_twice_in_the_registry_is_ambiguous():
     assert json.loads(row["candidates"]) == ["R501", "TWIN"]
 
 
-@pytest.mark.parametrize("text", [
-    "东港区海滨二路15号阳光小区3号楼2单元509室",   # no such room
-    "岚山区海滨二路15号阳光小区3号楼2单元501室",   # road not in that district
-    "东港区海滨三路15号阳光小区3号楼2单元501室",   # no such road
-    "东港区海滨二路15号阳光小区",                   # no room at all
-    "不知道",
-    "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "东港区海滨二路15号阳光小区3号楼2单元509室",  # no such room
+        "岚山区海滨二路15号阳光小区3号楼2单元501室",  # road not in that district
+        "东港区海滨三路15号阳光小区3号楼2单元501室",  # no such road
+        "东港区海滨二路15号阳光小区",  # no room at all
+        "不知道",
+        "",
+    ],
+)
 def test_what_does_not_fit_is_unmatched(text, registry):
     row = resolve_one(text, registry)
     assert (row["status"], row["address_code"], row["candidates"]) == ("unmatched", None, "[]")
@@ -125,8 +144,9 @@ def test_unit_left_out_is_unmatched_when_the_building_has_units(registry):
 
 
 def test_building_without_units_and_leading_zeros():
-    no_unit = REGISTRY.iloc[[2]].assign(address_code="NOUNIT", unit="", room="201",
-                                        standard_text="岚山区泰安路21号金色家园12号楼201室")
+    no_unit = REGISTRY.iloc[[2]].assign(
+        address_code="NOUNIT", unit="", room="201", standard_text="岚山区泰安路21号金色家园12号楼201室"
+    )
     reg = AddressRegistry.from_frame(pd.concat([REGISTRY, no_unit]))
     assert resolve_one("泰安路21号金色家园12号楼201室", reg)["address_code"] == "NOUNIT"
     assert resolve_one("泰安路021号金色家园012—01—0101", reg)["address_code"] == "G101"
@@ -171,8 +191,11 @@ def _square(x0, y0, x1, y1):
 
 
 def _feature(school, level, year, geometry):
-    return {"type": "Feature", "properties": {"school_code": school, "level": level,
-                                              "enrollment_year": year}, "geometry": geometry}
+    return {
+        "type": "Feature",
+        "properties": {"school_code": school, "level": level, "enrollment_year": year},
+        "geometry": geometry,
+    }
 
 
 @pytest.fixture()
@@ -182,23 +205,36 @@ def reference(tmp_path):
     features = [
         _feature("P1", "primary", 2027, {"type": "Polygon", "coordinates": _square(0, 0, 2, 1)}),
         _feature("P2", "primary", 2027, {"type": "Polygon", "coordinates": _square(1, 0, 3, 1)}),
-        _feature("J1", "junior", 2027, {"type": "MultiPolygon",
-                                         "coordinates": [_square(0, 0, 2, 1), _square(4, 4, 6, 6)]}),
+        _feature(
+            "J1", "junior", 2027, {"type": "MultiPolygon", "coordinates": [_square(0, 0, 2, 1), _square(4, 4, 6, 6)]}
+        ),
         _feature("P9", "primary", 2026, {"type": "Polygon", "coordinates": _square(-10, -10, 10, 10)}),
     ]
     (tmp_path / "catchments.geojson").write_text(
-        json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
+        json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8"
+    )
     REGISTRY.to_csv(tmp_path / "addresses.csv", index=False)
-    pd.DataFrame({"school_code": ["P1", "P2", "J1"], "school_name": ["第一小学", "第二小学", "第一中学"],
-                  "level": ["primary", "primary", "junior"]}).to_csv(tmp_path / "schools.csv", index=False)
+    pd.DataFrame(
+        {
+            "school_code": ["P1", "P2", "J1"],
+            "school_name": ["第一小学", "第二小学", "第一中学"],
+            "level": ["primary", "primary", "junior"],
+        }
+    ).to_csv(tmp_path / "schools.csv", index=False)
     return tmp_path
 
 
 def test_placement_overlaps_gaps_multipolygons_and_year(reference, registry):
     placed = place_in_catchments(registry, reference / "catchments.geojson", 2027)
     got = set(placed.itertuples(index=False, name=None))
-    assert got == {("R501", "primary", "P1"), ("R501", "junior", "J1"), ("R502", "primary", "P1"),
-                   ("R502", "primary", "P2"), ("R502", "junior", "J1"), ("G101", "junior", "J1")}
+    assert got == {
+        ("R501", "primary", "P1"),
+        ("R501", "junior", "J1"),
+        ("R502", "primary", "P1"),
+        ("R502", "primary", "P2"),
+        ("R502", "junior", "J1"),
+        ("G101", "junior", "J1"),
+    }
 
 
 def test_placement_of_another_year(reference, registry):
@@ -226,7 +262,8 @@ def test_check_address_names_the_schools(reference):
 def test_check_address_year_from_policy_or_newest_catchments(reference):
     assert check_address("泰安路21号金色家园12-1-101", reference)["enrollment_year"] == 2027
     (reference / "policy.yaml").write_text(
-        DEMO_POLICY_YAML.replace("enrollment_year: 2027", "enrollment_year: 2026"), encoding="utf-8")
+        DEMO_POLICY_YAML.replace("enrollment_year: 2027", "enrollment_year: 2026"), encoding="utf-8"
+    )
     result = check_address("泰安路21号金色家园12-1-101", reference)
     assert result["enrollment_year"] == 2026
     assert result["schools"] == [{"school_code": "P9", "school_name": None, "level": "primary"}]
@@ -236,13 +273,16 @@ def test_check_address_ambiguous_lists_candidates_and_no_schools(reference):
     result = check_address("烟台路8号翠园1-1-101", reference, enrollment_year=2027)
     assert result["status"] == "ambiguous" and result["schools"] == []
     assert [c["standard_text"] for c in result["candidates"]] == [
-        "东港区烟台路8号翠园1号楼1单元101室", "岚山区烟台路8号翠园1号楼1单元101室"]
+        "东港区烟台路8号翠园1号楼1单元101室",
+        "岚山区烟台路8号翠园1号楼1单元101室",
+    ]
 
 
 def test_address_match_and_review_lists(tmp_path, registry):
     staged = {
-        "hukou": pd.DataFrame({"hukou_address": ["海滨二路15号阳光3-2-501", "海滨二路15号阳光3-2-501",
-                                                 "烟台路8号翠园1-1-101"]}),
+        "hukou": pd.DataFrame(
+            {"hukou_address": ["海滨二路15号阳光3-2-501", "海滨二路15号阳光3-2-501", "烟台路8号翠园1-1-101"]}
+        ),
         "rental": pd.DataFrame({"address": ["海滨二路15号阳光3-2-501", "不知道", None]}),
         "enterprise": pd.DataFrame({"address": ["泰安路21号金色家园12-1-101"]}),
     }
@@ -250,8 +290,11 @@ def test_address_match_and_review_lists(tmp_path, registry):
     assert len(match) == 2 + 2 + 1  # distinct texts per source
     assert set(match.loc[match["source"] == "rental", "status"]) == {"normalized", "unmatched"}
     paths = write_review_list(match, tmp_path / "review")
-    assert sorted(p.name for p in paths) == ["address_review_enterprise.csv", "address_review_hukou.csv",
-                                             "address_review_rental.csv"]
+    assert sorted(p.name for p in paths) == [
+        "address_review_enterprise.csv",
+        "address_review_hukou.csv",
+        "address_review_rental.csv",
+    ]
     hukou = pd.read_csv(tmp_path / "review" / "address_review_hukou.csv", encoding="utf-8-sig")
     assert hukou["address"].tolist() == ["烟台路8号翠园1-1-101"]
     assert hukou["status"].tolist() == ["ambiguous"]
@@ -265,28 +308,39 @@ def test_bench_reports_counts(reference):
     assert report["placements"] == 6 and report["seconds_total"] >= 0
 
 
-@pytest.mark.parametrize("text, hint", [
-    ("东港区海滨二路15号阳光小区", "unparsed"),
-    ("东港区海滨三路15号阳光3-2-501", "unknown_road"),
-    ("岚山区海滨二路15号阳光3-2-501", "district_mismatch"),
-    ("海滨二路17号阳光3-2-501", "no_such_door"),
-    ("海滨二路15号阴天3-2-501", "no_such_compound"),
-    ("海滨二路15号阳光4-2-501", "no_such_building"),
-    ("海滨二路15号阳光3号楼501室", "no_such_unit"),
-    ("海滨二路15号阳光3-2-509", "no_such_room"),
-    ("烟台路8号翠园1-1-101", "district_missing"),
-])
+@pytest.mark.parametrize(
+    "text, hint",
+    [
+        ("东港区海滨二路15号阳光小区", "unparsed"),
+        ("东港区海滨三路15号阳光3-2-501", "unknown_road"),
+        ("岚山区海滨二路15号阳光3-2-501", "district_mismatch"),
+        ("海滨二路17号阳光3-2-501", "no_such_door"),
+        ("海滨二路15号阴天3-2-501", "no_such_compound"),
+        ("海滨二路15号阳光4-2-501", "no_such_building"),
+        ("海滨二路15号阳光3号楼501室", "no_such_unit"),
+        ("海滨二路15号阳光3-2-509", "no_such_room"),
+        ("烟台路8号翠园1-1-101", "district_missing"),
+    ],
+)
 def test_review_hint_names_what_to_fix(text, hint, registry):
     assert explain(pd.Series([text]), registry).tolist() == [hint]
 
 
 def test_review_list_with_hints(tmp_path, registry):
-    match = build_address_match({"rental": pd.DataFrame({"address": [
-        "海滨二路15号阳光3-2-509", "烟台路8号翠园1-1-101", "海滨二路15号阳光3-2-501"]})}, registry)
+    match = build_address_match(
+        {
+            "rental": pd.DataFrame(
+                {"address": ["海滨二路15号阳光3-2-509", "烟台路8号翠园1-1-101", "海滨二路15号阳光3-2-501"]}
+            )
+        },
+        registry,
+    )
     [path] = write_review_list(match, tmp_path, registry)
     review = pd.read_csv(path, encoding="utf-8-sig")
     assert dict(zip(review["address"], review["hint"])) == {
-        "海滨二路15号阳光3-2-509": HINTS["no_such_room"], "烟台路8号翠园1-1-101": HINTS["district_missing"]}
+        "海滨二路15号阳光3-2-509": HINTS["no_such_room"],
+        "烟台路8号翠园1-1-101": HINTS["district_missing"],
+    }
 
 
 def test_evaluation_against_truth_counts_right_wrong_and_blank(tmp_path):
@@ -295,18 +349,29 @@ def test_evaluation_against_truth_counts_right_wrong_and_blank(tmp_path):
     (tmp_path / "reference").mkdir()
     (tmp_path / "truth").mkdir()
     REGISTRY.to_csv(tmp_path / "reference" / "addresses.csv", index=False)
-    pd.DataFrame({"source": "hukou",
-                  "address": ["东港区海滨二路15号阳光小区3号楼2单元501室", "日照市海滨二路15号阳光3#2-502",
-                              "海滨二路15号阳光3-2-509", "岚山区泰安路21号金色家园12-1-101"],
-                  # the last truth is deliberately wrong: the report must count it
-                  "address_code": ["R501", "R502", "", "R501"]}).to_csv(
-        tmp_path / "truth" / "addresses.csv", index=False)
+    pd.DataFrame(
+        {
+            "source": "hukou",
+            "address": [
+                "东港区海滨二路15号阳光小区3号楼2单元501室",
+                "日照市海滨二路15号阳光3#2-502",
+                "海滨二路15号阳光3-2-509",
+                "岚山区泰安路21号金色家园12-1-101",
+            ],
+            # the last truth is deliberately wrong: the report must count it
+            "address_code": ["R501", "R502", "", "R501"],
+        }
+    ).to_csv(tmp_path / "truth" / "addresses.csv", index=False)
     report = evaluate_against_truth(tmp_path)
     assert (report["texts_with_truth"], report["blank_truth_unresolved"]) == (3, True)
-    assert report["by_kind"]["all"] == {"texts": 3, "right": 2, "wrong": 1, "recall": round(2 / 3, 6),
-                                        "wrong_share": 0.25}
-    assert report["by_kind"]["format_hash"] == {"texts": 1, "right": 1, "wrong": 0, "recall": 1.0,
-                                                "wrong_share": 0.0}
+    assert report["by_kind"]["all"] == {
+        "texts": 3,
+        "right": 2,
+        "wrong": 1,
+        "recall": round(2 / 3, 6),
+        "wrong_share": 0.25,
+    }
+    assert report["by_kind"]["format_hash"] == {"texts": 1, "right": 1, "wrong": 0, "recall": 1.0, "wrong_share": 0.0}
     assert report["by_kind"]["prefix_city"]["texts"] == 1
     # 烟台路 runs through both districts; no text here is on it.
     assert report["by_kind"]["shared_road"]["texts"] == 0
@@ -319,17 +384,32 @@ def test_evaluation_uses_the_truths_variant_column(tmp_path):
     (tmp_path / "reference").mkdir()
     (tmp_path / "truth").mkdir()
     REGISTRY.to_csv(tmp_path / "reference" / "addresses.csv", index=False)
-    pd.DataFrame({"source": "rental",
-                  "address": ["岚山区烟台路8号翠园1-1-101", "烟台路8号翠园1-1-101", "海滨二路15号阳光3-2-5 01",
-                              "海滨二路十五号阳光3-2-501"],
-                  "address_code": ["Y103", "", "R501", "R501"],
-                  "variant": ["format_dashes", "district_dropped;format_dashes", "space_in_number", ""]}).to_csv(
-        tmp_path / "truth" / "addresses.csv", index=False)
+    pd.DataFrame(
+        {
+            "source": "rental",
+            "address": [
+                "岚山区烟台路8号翠园1-1-101",
+                "烟台路8号翠园1-1-101",
+                "海滨二路15号阳光3-2-5 01",
+                "海滨二路十五号阳光3-2-501",
+            ],
+            "address_code": ["Y103", "", "R501", "R501"],
+            "variant": ["format_dashes", "district_dropped;format_dashes", "space_in_number", ""],
+        }
+    ).to_csv(tmp_path / "truth" / "addresses.csv", index=False)
     report = evaluate_against_truth(tmp_path)
     kinds = report["by_kind"]
-    assert set(kinds) == {"format_dashes", "district_dropped", "space_in_number", "shared_road",
-                          "shared_road_no_district", "phase_compound", "phase_written_differently",
-                          "numbered_compound", "all"}
+    assert set(kinds) == {
+        "format_dashes",
+        "district_dropped",
+        "space_in_number",
+        "shared_road",
+        "shared_road_no_district",
+        "phase_compound",
+        "phase_written_differently",
+        "numbered_compound",
+        "all",
+    }
     assert kinds["format_dashes"] == {"texts": 1, "right": 1, "wrong": 0, "recall": 1.0, "wrong_share": 0.0}
     assert kinds["space_in_number"] == {"texts": 1, "right": 1, "wrong": 0, "recall": 1.0, "wrong_share": 0.0}
     # The blank-truth text on the shared road has no truth code, so it counts in no kind's texts.
@@ -342,18 +422,26 @@ def test_evaluation_kinds_read_from_the_registry(tmp_path):
 
     (tmp_path / "reference").mkdir()
     (tmp_path / "truth").mkdir()
-    phased = pd.DataFrame([
-        _row("P3", "371102", "海滨二路", "20", "明珠花园三期", "5", "1", "501", 1.0, 1.0),
-        _row("N5", "371103", "海滨二路", "30", "阳光100", "5", "1", "501", 1.0, 1.0),
-    ])
+    phased = pd.DataFrame(
+        [
+            _row("P3", "371102", "海滨二路", "20", "明珠花园三期", "5", "1", "501", 1.0, 1.0),
+            _row("N5", "371103", "海滨二路", "30", "阳光100", "5", "1", "501", 1.0, 1.0),
+        ]
+    )
     phased.to_csv(tmp_path / "reference" / "addresses.csv", index=False)
-    pd.DataFrame({"source": "hukou",
-                  "address": ["海滨二路20号明珠花园小区3期5-1-501", "东港区海滨二路20号明珠花园三期5-1-501",
-                              "海滨二路30号阳光1005-1-501"],
-                  "address_code": ["P3", "P3", "N5"]}).to_csv(tmp_path / "truth" / "addresses.csv", index=False)
+    pd.DataFrame(
+        {
+            "source": "hukou",
+            "address": [
+                "海滨二路20号明珠花园小区3期5-1-501",
+                "东港区海滨二路20号明珠花园三期5-1-501",
+                "海滨二路30号阳光1005-1-501",
+            ],
+            "address_code": ["P3", "P3", "N5"],
+        }
+    ).to_csv(tmp_path / "truth" / "addresses.csv", index=False)
     kinds = evaluate_against_truth(tmp_path)["by_kind"]
     assert kinds["shared_road"]["texts"] == 3 and kinds["shared_road_no_district"]["texts"] == 2
     assert (kinds["phase_compound"]["texts"], kinds["phase_written_differently"]["texts"]) == (2, 1)
-    assert kinds["numbered_compound"] == {"texts": 1, "right": 1, "wrong": 0, "recall": 1.0,
-                                          "wrong_share": 0.0}
+    assert kinds["numbered_compound"] == {"texts": 1, "right": 1, "wrong": 0, "recall": 1.0, "wrong_share": 0.0}
     assert kinds["all"]["right"] == 3

@@ -32,12 +32,15 @@ def test_explicit_beats_variable_beats_environment(home):
     assert s.warehouse_url == "sqlite:///var.db"
 
 
-@pytest.mark.parametrize("explicit,message", [
-    ({"as_of": "15/08/2027"}, "YYYY-MM-DD"),
-    ({"landing": "/nonexistent/landing"}, "landing directory not found"),
-    ({"landing": "/tmp", "exchange_url": "sqlite://"}, "not both"),
-    ({"reference": "/nonexistent/ref"}, "reference directory not found"),
-])
+@pytest.mark.parametrize(
+    "explicit,message",
+    [
+        ({"as_of": "15/08/2027"}, "YYYY-MM-DD"),
+        ({"landing": "/nonexistent/landing"}, "landing directory not found"),
+        ({"landing": "/tmp", "exchange_url": "sqlite://"}, "not both"),
+        ({"reference": "/nonexistent/ref"}, "reference directory not found"),
+    ],
+)
 def test_bad_configuration_is_a_usage_error(home, explicit, message):
     with pytest.raises(UsageError, match=message):
         resolve_settings(explicit, environ={"ZEROCERT_HOME": str(home)})

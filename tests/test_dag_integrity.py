@@ -53,8 +53,13 @@ def test_warehouse_dag_is_scheduled_on_every_staged_source(dagbag):
     uris = {a.uri for a in dag.timetable.asset_condition.objects}
     sources = sorted(p.stem for p in SCHEMAS.glob("*.yaml"))
     assert uris == {f"zerocert://staged/{s}" for s in sources}
-    staging_outlets = {o.uri for d in dagbag.dags.values() if d.dag_id.startswith("zerocert_source_")
-                       for t in d.tasks for o in t.outlets}
+    staging_outlets = {
+        o.uri
+        for d in dagbag.dags.values()
+        if d.dag_id.startswith("zerocert_source_")
+        for t in d.tasks
+        for o in t.outlets
+    }
     assert staging_outlets == uris
 
 

@@ -6,10 +6,20 @@ import pytest
 from pipelines.dates import parse_dates
 
 
-@pytest.mark.parametrize("text", [
-    "2019-07-31", "2019/7/31", "20190731", "2019年7月31日", "2019-07-31 08:15:00", "43677",
-    " 2019-07-31 ", "２０１９-０７-３１", "43677.0",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2019-07-31",
+        "2019/7/31",
+        "20190731",
+        "2019年7月31日",
+        "2019-07-31 08:15:00",
+        "43677",
+        " 2019-07-31 ",
+        "２０１９-０７-３１",
+        "43677.0",
+    ],
+)
 def test_every_seen_form_reads_as_31_july_2019(text):
     parsed, invalid = parse_dates(pd.Series([text]))
     assert parsed.iloc[0] == pd.Timestamp("2019-07-31")

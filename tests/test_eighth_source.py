@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from warehouse_reader import read
 
 from pipelines.synth import AS_OF, synthesize
-from warehouse_reader import read
 
 pytestmark = pytest.mark.e2e
 
@@ -86,8 +86,13 @@ def _deliver_marriages(landing: Path, adults: list[str]) -> tuple[Path, list[str
 
 
 def _in_copy(copy: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(copy), "ZEROCERT_HOME": str(home), "AIRFLOW_HOME": str(home / "airflow"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(copy),
+        "ZEROCERT_HOME": str(home),
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
     env.pop("ZEROCERT_HMAC_KEY", None)
     return subprocess.run([sys.executable, *args], cwd=copy, env=env, capture_output=True, text=True, timeout=900)
 
@@ -103,15 +108,32 @@ def eighth(tmp_path_factory):
     synthesize(city, 3000, seed=5)
     folder, spouses = _deliver_marriages(city / "landing", _adults(city / "landing"))
     warehouse = f"sqlite:///{root / 'warehouse.sqlite'}"
-    run = _in_copy(copy, root / "home", "-m", "pipelines.cli", "run", "--landing", str(city / "landing"),
-                   "--reference", str(city / "reference"), "--warehouse", warehouse,
-                   "--as-of", AS_OF.isoformat(), "--work-dir", str(root / "work"))
+    run = _in_copy(
+        copy,
+        root / "home",
+        "-m",
+        "pipelines.cli",
+        "run",
+        "--landing",
+        str(city / "landing"),
+        "--reference",
+        str(city / "reference"),
+        "--warehouse",
+        warehouse,
+        "--as-of",
+        AS_OF.isoformat(),
+        "--work-dir",
+        str(root / "work"),
+    )
     return {"copy": copy, "root": root, "run": run, "warehouse": warehouse, "spouses": spouses, "folder": folder}
 
 
 def test_the_code_in_the_copy_is_unchanged_and_the_run_succeeds(eighth):
-    changed = [p for p in (eighth["copy"] / "pipelines").rglob("*.py")
-               if p.read_bytes() != (REPO / p.relative_to(eighth["copy"])).read_bytes()]
+    changed = [
+        p
+        for p in (eighth["copy"] / "pipelines").rglob("*.py")
+        if p.read_bytes() != (REPO / p.relative_to(eighth["copy"])).read_bytes()
+    ]
     assert changed == []
     assert eighth["run"].returncode == 0, eighth["run"].stderr[-2000:]
 
@@ -121,8 +143,11 @@ def test_its_snapshot_is_published_and_reconciles(eighth):
     assert len(snapshot) == 1
     row = snapshot.iloc[0]
     assert row["delivery"] == eighth["folder"].name
-    assert (row["rows_in"], row["rows_accepted"], row["rows_quarantined"]) == (len(eighth["spouses"]) // 2 + 1,
-                                                                               len(eighth["spouses"]) // 2, 1)
+    assert (row["rows_in"], row["rows_accepted"], row["rows_quarantined"]) == (
+        len(eighth["spouses"]) // 2 + 1,
+        len(eighth["spouses"]) // 2,
+        1,
+    )
     assert row["rows_in"] == row["rows_accepted"] + row["rows_quarantined"] + row["rows_duplicate"]
     quarantined = read(eighth["warehouse"], "SELECT reason_code FROM quarantine WHERE source = 'marriage'")
     assert quarantined["reason_code"].tolist() == ["INVALID_ID_FORMAT"]
@@ -147,11 +172,13 @@ def test_it_was_validated_by_its_own_suite(eighth):
 
 
 def test_it_has_its_own_dag_on_its_own_schedule(eighth):
-    probe = ("from airflow.dag_processing.dagbag import DagBag\n"
-             "bag = DagBag(dag_folder='dags')\n"
-             "assert not bag.import_errors, bag.import_errors\n"
-             "print(bag.dags['zerocert_source_marriage'].timetable.expression)\n"
-             "print('zerocert://staged/marriage' in str(bag.dags['zerocert_warehouse'].timetable.asset_condition))\n")
+    probe = (
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "bag = DagBag(dag_folder='dags')\n"
+        "assert not bag.import_errors, bag.import_errors\n"
+        "print(bag.dags['zerocert_source_marriage'].timetable.expression)\n"
+        "print('zerocert://staged/marriage' in str(bag.dags['zerocert_warehouse'].timetable.asset_condition))\n"
+    )
     done = _in_copy(eighth["copy"], eighth["root"] / "home", "-c", probe)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-2:] == ["0 3 * * *", "True"]

@@ -6,13 +6,32 @@ import json
 
 import pandas as pd
 import pytest
+from engine_world import (
+    CHILD,
+    FATHER,
+    MOTHER,
+    OTHER,
+    POLICY,
+    ROLES,
+    RURAL,
+    address_catchment,
+    address_match,
+    business,
+    contract,
+    family,
+    insurance,
+    person,
+    policy_with,
+    rental,
+    rid,
+    staged,
+    tables_of,
+    title,
+    who,
+)
 
 from pipelines.engine.buckets import run_engine
 from pipelines.engine.decide import compute_eligibility
-
-from engine_world import (CHILD, FATHER, MOTHER, OTHER, POLICY, ROLES, RURAL, address_catchment, address_match,
-                          business, contract, family, insurance, person, policy_with, rental, rid, staged,
-                          tables_of, title, who)
 
 
 def run(frames, policy=POLICY):
@@ -37,14 +56,17 @@ def reasons(result, child=CHILD):
 
 def evidence_keys(value):
     """(source, record_key) of each evidence item, IDs inside keys shown as roles."""
+
     def shown(key):
         for citizen_id, role in ROLES.items():
             key = key.replace(citizen_id, role)
         return key
+
     return {(e["source"], shown(e["record_key"])) for e in json.loads(value)}
 
 
 # ---------------------------------------------------------------- category A
+
 
 def test_guardian_property_with_urban_hukou_gives_a1_with_property_and_hukou_evidence():
     result = run(staged(hukou=family(), titles=[title(FATHER, "T1", date="2019-03-01")]))
@@ -87,7 +109,9 @@ def test_grandparent_property_without_guardian_link_gives_nothing():
     grandfather = rid("19600101", 61)
     grandchild = rid("20210405", 41)
     rows = [person(grandfather, "张老", "100000009", "户主"), person(grandchild, "张孙", "100000009", "孙子")]
-    result = run(staged(hukou=rows, titles=[title(grandfather, "T1")]), )
+    result = run(
+        staged(hukou=rows, titles=[title(grandfather, "T1")]),
+    )
     assert schools(result, grandchild) == {}
     assert {"NO_GUARDIAN_LINK", "NO_QUALIFYING_PROPERTY"} <= reasons(result, grandchild)
 
@@ -111,9 +135,16 @@ def test_overlapping_catchments_give_two_schools():
 
 
 def test_priority_is_the_earliest_property_in_that_catchment_and_names_its_holder():
-    result = run(staged(hukou=family(), titles=[
-        title(FATHER, "T1", date="2019-03-01"), title(MOTHER, "T2", date="2016-06-01"),
-        title(FATHER, "T3", address="乙2号", date="2018-01-01")]))
+    result = run(
+        staged(
+            hukou=family(),
+            titles=[
+                title(FATHER, "T1", date="2019-03-01"),
+                title(MOTHER, "T2", date="2016-06-01"),
+                title(FATHER, "T3", address="乙2号", date="2018-01-01"),
+            ],
+        )
+    )
     s1, s2 = row(result, "S1"), row(result, "S2")
     assert (s1["priority_date"], who(s1["basis_guardian_id"])) == (pd.Timestamp("2016-06-01"), "mother")
     assert {k for _, k in evidence_keys(s1["evidence"])} == {"T1", "T2", "T3", "100000001"}
@@ -128,8 +159,14 @@ def test_childs_own_property_has_no_basis_guardian():
 
 
 def test_unmatched_property_address_is_held_but_places_nowhere():
-    result = run(staged(hukou=family(child_address="甲1号"), titles=[title(FATHER, "T1", address="丁4号")],
-                        rentals=[rental(FATHER, "R1")], insured=[insurance(MOTHER, 30)]))
+    result = run(
+        staged(
+            hukou=family(child_address="甲1号"),
+            titles=[title(FATHER, "T1", address="丁4号")],
+            rentals=[rental(FATHER, "R1")],
+            insured=[insurance(MOTHER, 30)],
+        )
+    )
     assert schools(result) == {}
     assert {"ADDRESS_UNMATCHED", "PROPERTY_EXCLUDES_RENTAL_AND_HUKOU"} <= reasons(result)
     assert "NO_QUALIFYING_PROPERTY" not in reasons(result)
@@ -137,9 +174,11 @@ def test_unmatched_property_address_is_held_but_places_nowhere():
 
 # ---------------------------------------------------------------- category B
 
+
 def test_rental_with_stable_employment_gives_b_with_rental_and_job_evidence():
-    result = run(staged(hukou=family(), rentals=[rental(FATHER, "R1", registered="2026-09-05")],
-                        insured=[insurance(MOTHER, 12)]))
+    result = run(
+        staged(hukou=family(), rentals=[rental(FATHER, "R1", registered="2026-09-05")], insured=[insurance(MOTHER, 12)])
+    )
     assert schools(result) == {"S1": "B"}
     hit = row(result, "S1")
     assert (hit["priority_date"], who(hit["basis_guardian_id"])) == (pd.Timestamp("2026-09-05"), "father")
@@ -163,24 +202,41 @@ def test_policy_cutoff_decides_whether_a_property_counts():
 
 
 def test_business_established_too_recently_is_not_stable():
-    recent = run(staged(hukou=family(), rentals=[rental(FATHER, "R1")],
-                        businesses=[business(FATHER, "B1", established="2026-08-01")]))
+    recent = run(
+        staged(
+            hukou=family(),
+            rentals=[rental(FATHER, "R1")],
+            businesses=[business(FATHER, "B1", established="2026-08-01")],
+        )
+    )
     assert schools(recent) == {} and "BUSINESS_TOO_RECENT" in reasons(recent)
-    settled = run(staged(hukou=family(), rentals=[rental(FATHER, "R1")],
-                         businesses=[business(FATHER, "B1", established="2026-07-31")]))
+    settled = run(
+        staged(
+            hukou=family(),
+            rentals=[rental(FATHER, "R1")],
+            businesses=[business(FATHER, "B1", established="2026-07-31")],
+        )
+    )
     assert schools(settled) == {"S1": "B"}
 
 
 def test_rental_not_covering_cutoff_gives_no_b():
-    result = run(staged(hukou=family(), rentals=[rental(FATHER, "R1", end="2027-06-30")],
-                        insured=[insurance(MOTHER, 30)]))
+    result = run(
+        staged(hukou=family(), rentals=[rental(FATHER, "R1", end="2027-06-30")], insured=[insurance(MOTHER, 30)])
+    )
     assert schools(result) == {}
     assert {"RENTAL_NOT_COVERING_CUTOFF", "NO_QUALIFYING_RENTAL"} <= reasons(result)
 
 
 def test_any_property_anywhere_excludes_b():
-    result = run(staged(hukou=family(), titles=[title(MOTHER, "T1", address="丙3号")],
-                        rentals=[rental(FATHER, "R1")], insured=[insurance(MOTHER, 30)]))
+    result = run(
+        staged(
+            hukou=family(),
+            titles=[title(MOTHER, "T1", address="丙3号")],
+            rentals=[rental(FATHER, "R1")],
+            insured=[insurance(MOTHER, 30)],
+        )
+    )
     assert schools(result) == {}
     assert {"PROPERTY_OUTSIDE_ALL_CATCHMENTS", "PROPERTY_EXCLUDES_RENTAL_AND_HUKOU"} <= reasons(result)
 
@@ -191,6 +247,7 @@ def test_childs_own_rental_does_not_count_for_b():
 
 
 # ---------------------------------------------------------------- category C and children
+
 
 def test_urban_hukou_in_catchment_gives_c_dated_by_settlement():
     result = run(staged(hukou=family(child_address="甲1号", settled="2022-02-02")))
@@ -207,8 +264,9 @@ def test_rural_hukou_in_catchment_gives_no_c():
 
 
 def test_b_beats_c_for_the_same_school():
-    result = run(staged(hukou=family(child_address="甲1号"), rentals=[rental(FATHER, "R1")],
-                        insured=[insurance(FATHER, 30)]))
+    result = run(
+        staged(hukou=family(child_address="甲1号"), rentals=[rental(FATHER, "R1")], insured=[insurance(FATHER, 30)])
+    )
     assert schools(result) == {"S1": "B"}
 
 
@@ -238,15 +296,24 @@ def test_junior_child_is_judged_at_the_junior_level():
 
 # ---------------------------------------------------------------- adults, prefill, driver
 
+
 def test_guardian_eligibility_lists_property_schools_and_employed_renters():
     renter = rid("19920303", 81)
     idle = rid("19930404", 91)
-    frames = staged(hukou=family(), titles=[title(FATHER, "T1", address="乙2号")],
-                    rentals=[rental(renter, "R1"), rental(idle, "R2")], insured=[insurance(renter, 30)])
+    frames = staged(
+        hukou=family(),
+        titles=[title(FATHER, "T1", address="乙2号")],
+        rentals=[rental(renter, "R1"), rental(idle, "R2")],
+        insured=[insurance(renter, 30)],
+    )
     adults = run(frames)["guardian_eligibility"]
     got = {(who(r.guardian_id), r.level, r.school_code, r.basis) for r in adults.itertuples()}
-    assert got == {("father", "primary", "S1", "property"), ("father", "primary", "S2", "property"),
-                   (who(renter), "primary", "S1", "rental"), (who(renter), "junior", "J1", "rental")}
+    assert got == {
+        ("father", "primary", "S1", "property"),
+        ("father", "primary", "S2", "property"),
+        (who(renter), "primary", "S1", "rental"),
+        (who(renter), "junior", "J1", "rental"),
+    }
     assert set(adults["run_id"]) == {"run-1"}
 
 
@@ -265,8 +332,11 @@ def test_prefill_has_one_document_per_guardian_with_children_and_schools():
 
 
 def test_reruns_are_identical():
-    frames = staged(hukou=family(child_address="甲1号"), titles=[title(FATHER, "T1", address="乙2号")],
-                    rentals=[rental(MOTHER, "R1")])
+    frames = staged(
+        hukou=family(child_address="甲1号"),
+        titles=[title(FATHER, "T1", address="乙2号")],
+        rentals=[rental(MOTHER, "R1")],
+    )
     first, second = run(frames), run(frames)
     for name in first:
         pd.testing.assert_frame_equal(first[name], second[name])
@@ -286,10 +356,13 @@ def write_inputs(tmp_path, frames):
 @pytest.mark.parametrize("buckets", [1, 3])
 def test_run_engine_gives_the_same_tables_for_any_bucket_count(tmp_path, buckets):
     older = rid("20150101", 71)
-    frames = staged(hukou=family(child_address="甲1号") + [person(older, "张大", "100000001", "女"),
-                                                          person(OTHER, "王五", "200000002", "户主")],
-                    titles=[title(FATHER, "T1", address="乙2号"), title(OTHER, "T2")],
-                    rentals=[rental(MOTHER, "R1"), rental(OTHER, "R2")], insured=[insurance(OTHER, 30)])
+    frames = staged(
+        hukou=family(child_address="甲1号")
+        + [person(older, "张大", "100000001", "女"), person(OTHER, "王五", "200000002", "户主")],
+        titles=[title(FATHER, "T1", address="乙2号"), title(OTHER, "T2")],
+        rentals=[rental(MOTHER, "R1"), rental(OTHER, "R2")],
+        insured=[insurance(OTHER, 30)],
+    )
     staged_dir, address_dir = write_inputs(tmp_path, frames)
     paths = run_engine(staged_dir, address_dir, POLICY, "run-1", tmp_path / "out", buckets=buckets)
     expected = {**tables_of(frames), **run(frames)}
@@ -305,17 +378,29 @@ def test_evidence_text_is_exactly_the_shared_json_spelling():
     from pipelines.engine.decide import _evidence
     from pipelines.engine.frames import json_text
 
-    facts = pd.DataFrame({"child_id": ["c", "c"], "source": ["property_title", "rental"],
-                          "record_key": ['鲁(2019)某市"第1号"\\', "ZL1"],
-                          "date": [pd.Timestamp("2019-03-01"), pd.NaT]})
+    facts = pd.DataFrame(
+        {
+            "child_id": ["c", "c"],
+            "source": ["property_title", "rental"],
+            "record_key": ['鲁(2019)某市"第1号"\\', "ZL1"],
+            "date": [pd.Timestamp("2019-03-01"), pd.NaT],
+        }
+    )
     (text,) = _evidence(facts, ["child_id"])["evidence"]
-    assert text == json_text([{"source": "property_title", "record_key": '鲁(2019)某市"第1号"\\', "date": "2019-03-01"},
-                              {"source": "rental", "record_key": "ZL1", "date": None}])
+    assert text == json_text(
+        [
+            {"source": "property_title", "record_key": '鲁(2019)某市"第1号"\\', "date": "2019-03-01"},
+            {"source": "rental", "record_key": "ZL1", "date": None},
+        ]
+    )
 
 
 def test_b_evidence_lists_each_guardians_insurance_record():
-    result = run(staged(hukou=family(), rentals=[rental(FATHER, "R1")],
-                        insured=[insurance(FATHER, 30), insurance(MOTHER, 30)]))
+    result = run(
+        staged(hukou=family(), rentals=[rental(FATHER, "R1")], insured=[insurance(FATHER, 30), insurance(MOTHER, 30)])
+    )
     assert evidence_keys(row(result, "S1")["evidence"]) == {
-        ("rental", "R1"), ("social_insurance", "father:企业职工基本养老保险"),
-        ("social_insurance", "mother:企业职工基本养老保险")}
+        ("rental", "R1"),
+        ("social_insurance", "father:企业职工基本养老保险"),
+        ("social_insurance", "mother:企业职工基本养老保险"),
+    }

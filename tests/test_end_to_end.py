@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from id_leaks import decoded, delivered_ids, windows
 from warehouse_reader import read
 
@@ -45,9 +44,22 @@ def truth_city(request, tmp_path_factory) -> Path:
 
 
 def run_cli(city: Path, warehouse: str, work: Path, *extra: str, as_of: str = "2027-08-15") -> int:
-    return main(["run", "--landing", str(city / "landing"), "--reference", str(city / "reference"),
-                 "--warehouse", warehouse, "--as-of", as_of, "--work-dir", str(work), *extra])
-
+    return main(
+        [
+            "run",
+            "--landing",
+            str(city / "landing"),
+            "--reference",
+            str(city / "reference"),
+            "--warehouse",
+            warehouse,
+            "--as-of",
+            as_of,
+            "--work-dir",
+            str(work),
+            *extra,
+        ]
+    )
 
 
 def assert_matches_truth(url: str, city: Path, truth_dir: str = "truth") -> None:
@@ -119,9 +131,14 @@ def test_every_truth_address_resolves_as_the_truth_says(truth_city):
     assert (sizes[resolved["status"] == "unmatched"] == 0).all()
 
 
-TABLES_COMPARED = {"eligibility": "child_id, level, school_code", "ineligibility": "child_id, level",
-                   "citizen": "citizen_id", "guardian_eligibility": "guardian_id, level, school_code, basis",
-                   "source_snapshot": "source", "property_holding": "citizen_id, kind, record_key"}
+TABLES_COMPARED = {
+    "eligibility": "child_id, level, school_code",
+    "ineligibility": "child_id, level",
+    "citizen": "citizen_id",
+    "guardian_eligibility": "guardian_id, level, school_code, basis",
+    "source_snapshot": "source",
+    "property_holding": "citizen_id, kind, record_key",
+}
 
 
 @pytest.mark.e2e
@@ -166,8 +183,21 @@ def test_bad_delivery_fails_with_status_3_and_keeps_the_last_good_run(city, tmp_
     shutil.copytree(city / "landing", broken)
     newest = _newest_delivery(broken, "rental")
     (newest / "rental.jsonl").write_bytes(b"")
-    code = main(["run", "--landing", str(broken), "--reference", str(city / "reference"), "--warehouse", url,
-                 "--as-of", "2027-08-15", "--work-dir", str(tmp_path / "work2")])
+    code = main(
+        [
+            "run",
+            "--landing",
+            str(broken),
+            "--reference",
+            str(city / "reference"),
+            "--warehouse",
+            url,
+            "--as-of",
+            "2027-08-15",
+            "--work-dir",
+            str(tmp_path / "work2"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3
     assert "rental" in err and "Traceback" not in err
@@ -209,8 +239,12 @@ def test_airflow_task_logs_hold_no_full_resident_id(tmp_path, capsys):
     from pipelines.demo import run_demo
 
     demo = tmp_path / "demo"
-    assert run_demo(demo, people=400, seed=11, progress=lambda m: None, source_dags=["hukou"],
-                    warehouse_as_connection=True) == 0
+    assert (
+        run_demo(
+            demo, people=400, seed=11, progress=lambda m: None, source_dags=["hukou"], warehouse_as_connection=True
+        )
+        == 0
+    )
     assert (demo / "warehouse.sqlite").exists()  # reached through the Airflow connection zerocert_warehouse
     capsys.readouterr()
     ids = delivered_ids(demo / "city" / "landing")
@@ -262,8 +296,20 @@ def test_hostile_delivery_is_one_clear_line_exit_3_and_nothing_published(city, t
     damage(_newest_delivery(landing, source) / name)
     url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
     code = main(
-        ["run", "--landing", str(landing), "--reference", str(city / "reference"), "--warehouse", url,
-         "--as-of", "2027-08-15", "--work-dir", str(tmp_path / "work")])
+        [
+            "run",
+            "--landing",
+            str(landing),
+            "--reference",
+            str(city / "reference"),
+            "--warehouse",
+            url,
+            "--as-of",
+            "2027-08-15",
+            "--work-dir",
+            str(tmp_path / "work"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3, err[-2000:]
     final = err.strip().splitlines()[-1]
@@ -282,8 +328,24 @@ def test_broken_json_line_and_huge_line_are_quarantined_and_the_rest_published(c
     lines.insert(4, b'{"record_no": "' + b"9" * (50 * 2**20) + b'"}\n')
     rental.write_bytes(b"".join(lines))
     url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
-    assert main(["run", "--landing", str(landing), "--reference", str(city / "reference"), "--warehouse", url,
-                 "--as-of", "2027-08-15", "--work-dir", str(tmp_path / "work")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--landing",
+                str(landing),
+                "--reference",
+                str(city / "reference"),
+                "--warehouse",
+                url,
+                "--as-of",
+                "2027-08-15",
+                "--work-dir",
+                str(tmp_path / "work"),
+            ]
+        )
+        == 0
+    )
     quarantined = read(url, "SELECT record_ref, reason_code FROM quarantine WHERE source = 'rental'")
     refs = dict(zip(quarantined.record_ref, quarantined.reason_code))
     assert refs["rental.jsonl:3"] == "MALFORMED_RECORD"
@@ -319,8 +381,22 @@ def test_a_hukou_with_half_its_rows_is_refused_unless_a_person_accepts_it(city, 
     capsys.readouterr()
 
     def run(*extra):
-        return main(["run", "--landing", str(landing), "--reference", str(city / "reference"),
-                     "--warehouse", url, "--as-of", "2027-08-15", "--work-dir", str(tmp_path / "work"), *extra])
+        return main(
+            [
+                "run",
+                "--landing",
+                str(landing),
+                "--reference",
+                str(city / "reference"),
+                "--warehouse",
+                url,
+                "--as-of",
+                "2027-08-15",
+                "--work-dir",
+                str(tmp_path / "work"),
+                *extra,
+            ]
+        )
 
     assert run() == 3
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -335,8 +411,10 @@ def test_a_hukou_with_half_its_rows_is_refused_unless_a_person_accepts_it(city, 
 
     reason = "half the city moved to a new registry, confirmed with the PSB"
     assert run("--accept-change", "hukou", "--reason", reason) == 0
-    audit = read(url, "SELECT run_id, accepted_changes FROM run_audit WHERE status = 'published' "
-                      "ORDER BY finished_at DESC LIMIT 1")
+    audit = read(
+        url,
+        "SELECT run_id, accepted_changes FROM run_audit WHERE status = 'published' ORDER BY finished_at DESC LIMIT 1",
+    )
     assert audit.run_id[0] != published
     import json
 

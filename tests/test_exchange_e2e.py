@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from warehouse_reader import read
 
 from pipelines.cli import main
@@ -20,8 +19,15 @@ from pipelines.synth.exchange import load_exchange
 
 PEOPLE = 3000  # realistic cohorts: more than 50 eligibility rows
 KEYS = ["child_id", "level", "school_code", "category"]
-SOURCES = {"hukou", "property_title", "housing_contract", "rental", "social_insurance",
-           "individual_business", "enterprise"}
+SOURCES = {
+    "hukou",
+    "property_title",
+    "housing_contract",
+    "rental",
+    "social_insurance",
+    "individual_business",
+    "enterprise",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +41,24 @@ def city(tmp_path_factory) -> Path:
 
 def run_from_exchange(city: Path, exchange: str, tmp_path: Path) -> str:
     warehouse = f"sqlite:///{tmp_path / 'wh.sqlite'}"
-    assert main(["run", "--exchange", exchange, "--reference", str(city / "reference"),
-                 "--warehouse", warehouse, "--as-of", "2027-08-15", "--work-dir", str(tmp_path / "work")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--exchange",
+                exchange,
+                "--reference",
+                str(city / "reference"),
+                "--warehouse",
+                warehouse,
+                "--as-of",
+                "2027-08-15",
+                "--work-dir",
+                str(tmp_path / "work"),
+            ]
+        )
+        == 0
+    )
     return warehouse
 
 
@@ -55,8 +77,7 @@ def assert_run_matches_truth(city: Path, warehouse: str, summary: dict) -> None:
 
     snapshots = read(warehouse, "SELECT * FROM source_snapshot")
     assert set(snapshots.source) == SOURCES
-    assert (snapshots.rows_in == snapshots.rows_accepted + snapshots.rows_quarantined
-            + snapshots.rows_duplicate).all()
+    assert (snapshots.rows_in == snapshots.rows_accepted + snapshots.rows_quarantined + snapshots.rows_duplicate).all()
     assert (snapshots.rows_duplicate > 0).any(), "exact duplicate rows in the exchange count as duplicates"
     # the run used the newest complete extract, not the older hukou one nor the unfinished rental one
     as_of = "2027-08-15"  # the next day's extracts lie after it
@@ -106,7 +127,9 @@ def test_run_from_sqlite_exchange_matches_truth(city, tmp_path):
 def test_run_from_postgresql_exchange_matches_truth(city, tmp_path, pg_database):
     url = pg_database()
     summary = load_exchange(city, url)
-    assert read(url, "SELECT COUNT(*) AS n FROM enterprise").n[0] == sum(summary["tables"]["enterprise"]["rows"].values())
+    assert read(url, "SELECT COUNT(*) AS n FROM enterprise").n[0] == sum(
+        summary["tables"]["enterprise"]["rows"].values()
+    )
     assert_run_matches_truth(city, run_from_exchange(city, url, tmp_path), summary)
 
 

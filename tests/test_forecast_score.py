@@ -22,6 +22,7 @@ PEOPLE = 15000  # the smallest city whose districts hold cohorts of 20+, so the 
 
 # --- the error measure -----------------------------------------------------------------------
 
+
 def test_mape_and_wape_of_a_few_units():
     e = percentage_errors(pd.Series([10.0, 20.0]), pd.Series([10.0, 10.0]))
     assert e == {"mape": pytest.approx(0.5), "wape": pytest.approx(0.5), "units": 2, "zero_actual_units": 0}
@@ -42,17 +43,25 @@ def test_one_unit_and_no_unit_with_an_actual():
 
 
 def test_districts_add_their_catchments_before_the_error_is_taken():
-    pairs = pd.DataFrame({"horizon": 1, "level": "primary", "school_code": ["S1", "S2", "S3"],
-                          "district_code": ["D1", "D1", "D2"], "forecast": [8.0, 12.0, 3.0],
-                          "actual": [10.0, 10.0, 0.0]})
+    pairs = pd.DataFrame(
+        {
+            "horizon": 1,
+            "level": "primary",
+            "school_code": ["S1", "S2", "S3"],
+            "district_code": ["D1", "D1", "D2"],
+            "forecast": [8.0, 12.0, 3.0],
+            "actual": [10.0, 10.0, 0.0],
+        }
+    )
     row = score_pairs(pairs).iloc[0]
     assert row["mape_catchment"] == pytest.approx(0.2)  # S1 and S2 off by 20 %, S3 has no actual
     assert row["zero_actual_units_catchment"] == 1
-    assert row["mape_district"] == pytest.approx(0.0)   # D1: 20 against 20; D2: no actual
+    assert row["mape_district"] == pytest.approx(0.0)  # D1: 20 against 20; D2: no actual
     assert (row["units_catchment"], row["units_district"], row["zero_actual_units_district"]) == (2, 1, 1)
 
 
 # --- the evolution ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def short():
@@ -61,8 +70,11 @@ def short():
 
 def test_people_still_here_keep_their_birth_dates_and_age_with_the_calendar(short):
     first, last = short.snapshots[0], short.snapshots[2]
-    assert (last.as_of.year - first.as_of.year, last.as_of.month, last.as_of.day) == (2, first.as_of.month,
-                                                                                      first.as_of.day)
+    assert (last.as_of.year - first.as_of.year, last.as_of.month, last.as_of.day) == (
+        2,
+        first.as_of.month,
+        first.as_of.day,
+    )
     both = first.citizen.merge(last.citizen, on="citizen_id", suffixes=("_then", "_now"))
     assert len(both) == len(first.citizen)  # the register keeps everyone; leavers become 迁出
     assert (both["birth_date_then"] == both["birth_date_now"]).all()
@@ -121,6 +133,7 @@ def test_a_profile_may_set_evolution_rates_and_a_bad_one_names_its_key():
 
 # --- scoring end to end ------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def living():
     return evolve(PEOPLE, 3, "default")
@@ -147,14 +160,18 @@ def test_actual_entrants_are_the_cohort_living_in_the_city_in_its_entry_year(liv
         window = {w.level: w for w in entry.policy.levels}
         for level, total in actual.items():
             born = pd.to_datetime(entry.citizen["birth_date"])
-            cohort = ((born >= pd.Timestamp(window[level].birth_from)) & (born <= pd.Timestamp(window[level].birth_to))
-                      & (entry.citizen["hukou_status"] == "正常"))
+            cohort = (
+                (born >= pd.Timestamp(window[level].birth_from))
+                & (born <= pd.Timestamp(window[level].birth_to))
+                & (entry.citizen["hukou_status"] == "正常")
+            )
             assert 0.6 * cohort.sum() < total <= cohort.sum() + 1e-6
 
 
 def test_without_migration_the_naive_forecast_is_exact_and_the_adjusted_one_is_not():
-    still = dataclasses.replace(load_profile("default"), evolution=EvolutionRates(
-        move_out=0.0, move_in=0.0, move_within=0.0, burn_in_years=0))
+    still = dataclasses.replace(
+        load_profile("default"), evolution=EvolutionRates(move_out=0.0, move_in=0.0, move_within=0.0, burn_in_years=0)
+    )
     frozen = evolve(PEOPLE, 3, still)
     naive = score(frozen, NO_MIGRATION)
     assert (naive["mape_catchment"] == 0).all() and (naive["mape_district"] == 0).all()

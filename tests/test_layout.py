@@ -12,8 +12,15 @@ AS_OF = dt.date(2027, 8, 15)
 
 
 def settings(work: Path) -> Settings:
-    return Settings(landing=work / "landing", exchange_url=None, reference=work / "reference",
-                    warehouse_url="sqlite://", policy_path=work / "policy.yaml", as_of=AS_OF, work_dir=work)
+    return Settings(
+        landing=work / "landing",
+        exchange_url=None,
+        reference=work / "reference",
+        warehouse_url="sqlite://",
+        policy_path=work / "policy.yaml",
+        as_of=AS_OF,
+        work_dir=work,
+    )
 
 
 def test_an_attempt_keeps_its_files_in_its_own_folder(tmp_path):
@@ -35,7 +42,7 @@ def test_what_every_attempt_shares_sits_beside_the_attempts(tmp_path):
     assert layout.reports_dir == tmp_path / "reports" / "2027-08-15"
     assert layout.lock_file == tmp_path / ".zerocert-run.lock"
     with pytest.raises(ValueError, match="with_attempt"):
-        layout.run_dir
+        _ = layout.run_dir
 
 
 def test_attempt_folders_are_listed_by_prefix_for_one_day_or_every_day(tmp_path):
@@ -50,8 +57,9 @@ def test_attempt_folders_are_listed_by_prefix_for_one_day_or_every_day(tmp_path)
 def test_pruning_keeps_the_newest_older_attempt_of_the_prefix_and_every_other_prefix(tmp_path):
     import os
 
-    for age, (day, attempt) in enumerate([("2027-08-15", "cli-3"), ("2027-08-15", "cli-2"), ("2027-08-14", "cli-1"),
-                                          ("2027-08-14", "airflow-x")]):
+    for age, (day, attempt) in enumerate(
+        [("2027-08-15", "cli-3"), ("2027-08-15", "cli-2"), ("2027-08-14", "cli-1"), ("2027-08-14", "airflow-x")]
+    ):
         folder = tmp_path / "runs" / day / attempt
         folder.mkdir(parents=True)
         os.utime(folder, (1_800_000_000 - 60 * age,) * 2)

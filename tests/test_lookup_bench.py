@@ -6,13 +6,12 @@ import datetime as dt
 import secrets
 
 import pytest
+from access_world import KEY
 
 from pipelines.access import create_roles
 from pipelines.lookup_bench import DISTRICTS, bench_frames, bench_tables, run_lookup_bench
-from pipelines.warehouse import publish_run
 from pipelines.resident_id import normalize_resident_ids
-
-from access_world import KEY
+from pipelines.warehouse import publish_run
 
 pytestmark = pytest.mark.postgres
 
@@ -31,8 +30,17 @@ def test_bench_city_has_valid_unique_ids_and_proportions():
 
 def test_bench_measures_the_audited_functions_as_a_district_login_and_the_owner(pg_url, tmp_path, capsys):
     paths = bench_tables(tmp_path, 3000, seed=2)
-    publish_run(pg_url, {"run_id": "bench", "as_of": dt.date(2027, 8, 15), "policy_id": "bench",
-                         "started_at": dt.datetime.now(dt.timezone.utc), "code_version": "t"}, paths)
+    publish_run(
+        pg_url,
+        {
+            "run_id": "bench",
+            "as_of": dt.date(2027, 8, 15),
+            "policy_id": "bench",
+            "started_at": dt.datetime.now(dt.UTC),
+            "code_version": "t",
+        },
+        paths,
+    )
     password = secrets.token_urlsafe(12)
     create_roles(pg_url, hmac_key=KEY, district_passwords={d: password for d in DISTRICTS})
     result = run_lookup_bench(pg_url, clients=2, seconds=0.5, sample_ids=40, school_calls=3, password=password)

@@ -7,13 +7,12 @@ import uuid
 
 import psycopg
 import pytest
+from access_warehouse import PASSWORDS, audit_rows, publish
+from access_world import C1, C2, ELIGIBILITY, G5, KEY, UNKNOWN
 
 from pipelines.cli import main
 from pipelines.errors import NotFound, UsageError
 from pipelines.lookup import lookup
-
-from access_warehouse import PASSWORDS, audit_rows, publish
-from access_world import C1, C2, ELIGIBILITY, G5, KEY, UNKNOWN
 
 pytestmark = pytest.mark.postgres
 
@@ -46,8 +45,9 @@ def warehouse(pg_url, tmp_path_factory):
 
 def counts(url: str) -> tuple[int, int]:
     with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
-        return tuple(conn.execute(f"SELECT count(*) FROM zerocert.{t}").fetchone()[0]
-                     for t in ("eligibility", "prefill"))
+        return tuple(
+            conn.execute(f"SELECT count(*) FROM zerocert.{t}").fetchone()[0] for t in ("eligibility", "prefill")
+        )
 
 
 @pytest.mark.parametrize("typed", HOSTILE, ids=range(len(HOSTILE)))
@@ -82,19 +82,23 @@ def test_repairable_forms_are_found(warehouse):
     full_width = "".join(chr(ord(c) + 0xFEE0) for c in C1)  # ０-９ and Ｘ
     document = lookup(warehouse, f"  {full_width} ")
     assert {row["school_code"] for row in document["as_child"]["eligibility"]} == set(
-        ELIGIBILITY.loc[ELIGIBILITY["child_id"] == C1, "school_code"])
+        ELIGIBILITY.loc[ELIGIBILITY["child_id"] == C1, "school_code"]
+    )
     assert "as_guardian" in lookup(warehouse, G5)
 
 
 def test_district_login_answers_only_for_its_district_and_is_audited(warehouse):
     database = warehouse.rsplit("/", 1)[1]
-    district = ("postgresql+psycopg://enrollment_371102:"
-                f"{PASSWORDS['371102']}@127.0.0.1:5432/{database}")
+    district = f"postgresql+psycopg://enrollment_371102:{PASSWORDS['371102']}@127.0.0.1:5432/{database}"
     before = len(audit_rows(warehouse))
     assert lookup(district, C1)["as_child"]["eligibility"]
     with pytest.raises(NotFound):
         lookup(district, C2)  # a child of the other district
     # each lookup asked both functions, and the rows were committed
     rows = audit_rows(warehouse)[before:]
-    assert [(r[3], r[6]) for r in rows] == [("prefill_of", False), ("eligibility_of", True),
-                                             ("prefill_of", False), ("eligibility_of", False)]
+    assert [(r[3], r[6]) for r in rows] == [
+        ("prefill_of", False),
+        ("eligibility_of", True),
+        ("prefill_of", False),
+        ("eligibility_of", False),
+    ]

@@ -9,50 +9,82 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
-
-from warehouse_reader import connect, read
 import yaml
+from warehouse_reader import connect, read
 
 from pipelines.engine import rules as engine
-from pipelines.staging import quarantine
 from pipelines.marts import (
-    CATEGORIES, SUPPRESS_BELOW, SUPPRESSION, best_options, catchment_forecast, district_summary,
-    forecast_guardianship, school_demand, source_quality, suppress,
+    CATEGORIES,
+    SUPPRESS_BELOW,
+    SUPPRESSION,
+    best_options,
+    catchment_forecast,
+    district_summary,
+    forecast_guardianship,
+    school_demand,
+    source_quality,
+    suppress,
 )
 from pipelines.policy import DEMO_POLICY_YAML, policy_from_dict
+from pipelines.staging import quarantine
 from pipelines.warehouse_schema import (
-    ANALYST_MARTS, MART_TABLES, NO_SCHOOL_REASONS, QUARANTINE_REASONS, TABLES, reason_column,
+    ANALYST_MARTS,
+    MART_TABLES,
+    NO_SCHOOL_REASONS,
+    QUARANTINE_REASONS,
+    TABLES,
+    reason_column,
 )
 
 POLICY = policy_from_dict(yaml.safe_load(DEMO_POLICY_YAML))
-SCHOOLS = pd.DataFrame({"school_code": ["S1", "S2", "S3", "S4"], "level": "primary",
-                        "district_code": ["D1", "D1", "D2", "D2"], "capacity": pd.array([40, 40, 0, 30], "Int64")})
+SCHOOLS = pd.DataFrame(
+    {
+        "school_code": ["S1", "S2", "S3", "S4"],
+        "level": "primary",
+        "district_code": ["D1", "D1", "D2", "D2"],
+        "capacity": pd.array([40, 40, 0, 30], "Int64"),
+    }
+)
 
 
 def elig(rows: list[tuple]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["child_id", "level", "school_code", "category", "priority_date"]).assign(
-        priority_date=lambda f: pd.to_datetime(f["priority_date"]))
+        priority_date=lambda f: pd.to_datetime(f["priority_date"])
+    )
 
 
 # --- best option and school_demand ------------------------------------------------------------
 
+
 def test_best_option_is_best_category_then_earliest_priority_date_then_school_code():
-    rows = elig([("K1", "primary", "S1", "C", "2010-01-01"), ("K1", "primary", "S2", "A1", "2020-01-01"),
-                 ("K2", "primary", "S1", "A1", "2021-01-01"), ("K2", "primary", "S2", "A1", "2019-05-01"),
-                 ("K3", "primary", "S2", "B", "2020-01-01"), ("K3", "primary", "S1", "B", "2020-01-01"),
-                 ("K4", "primary", "S3", "A2", None), ("K4", "primary", "S4", "A2", "2022-01-01")])
+    rows = elig(
+        [
+            ("K1", "primary", "S1", "C", "2010-01-01"),
+            ("K1", "primary", "S2", "A1", "2020-01-01"),
+            ("K2", "primary", "S1", "A1", "2021-01-01"),
+            ("K2", "primary", "S2", "A1", "2019-05-01"),
+            ("K3", "primary", "S2", "B", "2020-01-01"),
+            ("K3", "primary", "S1", "B", "2020-01-01"),
+            ("K4", "primary", "S3", "A2", None),
+            ("K4", "primary", "S4", "A2", "2022-01-01"),
+        ]
+    )
     best = best_options(rows).set_index("child_id")["school_code"].to_dict()
     assert best == {"K1": "S2", "K2": "S2", "K3": "S1", "K4": "S4"}
 
 
 def test_school_demand_counts_distinct_children_and_best_options_per_category():
-    rows = elig([("K1", "primary", "S1", "A1", "2019-01-01"), ("K1", "primary", "S2", "C", "2019-01-01"),
-                 ("K2", "primary", "S1", "A1", "2020-01-01"), ("K2", "primary", "S2", "A1", "2018-01-01"),
-                 ("K3", "primary", "S2", "B", "2020-01-01")])
+    rows = elig(
+        [
+            ("K1", "primary", "S1", "A1", "2019-01-01"),
+            ("K1", "primary", "S2", "C", "2019-01-01"),
+            ("K2", "primary", "S1", "A1", "2020-01-01"),
+            ("K2", "primary", "S2", "A1", "2018-01-01"),
+            ("K3", "primary", "S2", "B", "2020-01-01"),
+        ]
+    )
     demand = school_demand(rows, SCHOOLS).set_index(["school_code", "category"])
     assert len(demand) == 4 * len(CATEGORIES)  # every school of the list, every category, zeros too
     assert demand.loc[("S1", "A1"), "children"] == 2 and demand.loc[("S1", "A1"), "best_children"] == 1
@@ -77,23 +109,46 @@ def test_a1_children_beyond_capacity_are_flagged_on_every_category_row():
 
 # --- district_summary -------------------------------------------------------------------------
 
+
 def district_frames():
-    eligibility = elig([("K1", "primary", "S1", "A1", "2019-01-01"), ("K1", "primary", "S3", "C", "2015-01-01"),
-                        ("K2", "primary", "S1", "A1", "2020-01-01"), ("K2", "primary", "S3", "A1", "2018-01-01"),
-                        ("K3", "primary", "S3", "B", "2020-01-01")])
-    ineligibility = pd.DataFrame({"child_id": ["K4", "K5"], "level": "primary",
-                                  "reasons": ['["NO_GUARDIAN_LINK", "HUKOU_NOT_URBAN"]', '["CHILD_DECEASED"]']})
-    citizen = pd.DataFrame({"citizen_id": ["K1", "K2", "K3", "K4", "K5", "G3"],
-                            "hukou_region_code": ["D1", "D1", "D2", "D1", "D2", "D2"],
-                            "hukou_address": ["h1", "h2", "h3", "h4", "h5", "g"],
-                            "hukou_address_status": ["ambiguous", "exact", "exact", "unmatched", "exact", "exact"],
-                            "urban_hukou": [True, True, True, False, True, True]})
+    eligibility = elig(
+        [
+            ("K1", "primary", "S1", "A1", "2019-01-01"),
+            ("K1", "primary", "S3", "C", "2015-01-01"),
+            ("K2", "primary", "S1", "A1", "2020-01-01"),
+            ("K2", "primary", "S3", "A1", "2018-01-01"),
+            ("K3", "primary", "S3", "B", "2020-01-01"),
+        ]
+    )
+    ineligibility = pd.DataFrame(
+        {
+            "child_id": ["K4", "K5"],
+            "level": "primary",
+            "reasons": ['["NO_GUARDIAN_LINK", "HUKOU_NOT_URBAN"]', '["CHILD_DECEASED"]'],
+        }
+    )
+    citizen = pd.DataFrame(
+        {
+            "citizen_id": ["K1", "K2", "K3", "K4", "K5", "G3"],
+            "hukou_region_code": ["D1", "D1", "D2", "D1", "D2", "D2"],
+            "hukou_address": ["h1", "h2", "h3", "h4", "h5", "g"],
+            "hukou_address_status": ["ambiguous", "exact", "exact", "unmatched", "exact", "exact"],
+            "urban_hukou": [True, True, True, False, True, True],
+        }
+    )
     guardianship = pd.DataFrame({"child_id": ["K3"], "guardian_id": ["G3"]})
-    property_holding = pd.DataFrame({"citizen_id": ["G3", "G3"], "kind": ["title", "contract"],
-                                     "address": ["p1", "p2"], "address_status": ["unmatched", "unmatched"],
-                                     "qualifying": [True, False]})
-    rental_holding = pd.DataFrame({"citizen_id": ["G3"], "address": ["r1"], "address_status": ["ambiguous"],
-                                   "qualifying": [True]})
+    property_holding = pd.DataFrame(
+        {
+            "citizen_id": ["G3", "G3"],
+            "kind": ["title", "contract"],
+            "address": ["p1", "p2"],
+            "address_status": ["unmatched", "unmatched"],
+            "qualifying": [True, False],
+        }
+    )
+    rental_holding = pd.DataFrame(
+        {"citizen_id": ["G3"], "address": ["r1"], "address_status": ["ambiguous"], "qualifying": [True]}
+    )
     return eligibility, ineligibility, citizen, guardianship, property_holding, rental_holding
 
 
@@ -133,10 +188,18 @@ def test_every_reason_code_of_the_engine_and_of_staging_has_its_column():
 
 # --- source_quality ---------------------------------------------------------------------------
 
+
 def snapshot(rows_in: int, quarantined: int) -> pd.DataFrame:
-    return pd.DataFrame({"source": ["hukou", "rental"], "delivery": ["2027-08-14", "2027-08-01"],
-                         "rows_in": [rows_in, 50], "rows_accepted": [rows_in - quarantined - 1, 50],
-                         "rows_quarantined": [quarantined, 0], "rows_duplicate": [1, 0]})
+    return pd.DataFrame(
+        {
+            "source": ["hukou", "rental"],
+            "delivery": ["2027-08-14", "2027-08-01"],
+            "rows_in": [rows_in, 50],
+            "rows_accepted": [rows_in - quarantined - 1, 50],
+            "rows_quarantined": [quarantined, 0],
+            "rows_duplicate": [1, 0],
+        }
+    )
 
 
 def test_source_quality_scores_each_source_and_keeps_the_history_of_published_runs():
@@ -150,18 +213,26 @@ def test_source_quality_scores_each_source_and_keeps_the_history_of_published_ru
     assert first.set_index("source")["delivery_age_days"].to_dict() == {"hukou": 1, "rental": 14}
     assert hukou.accepted_share == pytest.approx(0.96)
 
-    second = source_quality(snapshot(120, 0), quarantine.iloc[:0], run_id="r2", as_of=dt.date(2027, 8, 16),
-                            history=first.assign(run_id="r1"))
+    second = source_quality(
+        snapshot(120, 0),
+        quarantine.iloc[:0],
+        run_id="r2",
+        as_of=dt.date(2027, 8, 16),
+        history=first.assign(run_id="r1"),
+    )
     assert second.groupby("measured_run_id").size().to_dict() == {"r1": 2, "r2": 2}
-    rerun = source_quality(snapshot(120, 0), quarantine.iloc[:0], run_id="r2", as_of=dt.date(2027, 8, 16),
-                           history=second)
+    rerun = source_quality(
+        snapshot(120, 0), quarantine.iloc[:0], run_id="r2", as_of=dt.date(2027, 8, 16), history=second
+    )
     pd.testing.assert_frame_equal(rerun, second)  # a rerun replaces its own rows
-    kept = source_quality(snapshot(130, 0), quarantine.iloc[:0], run_id="r3", as_of=dt.date(2027, 8, 17),
-                          history=second, keep_runs=2)
+    kept = source_quality(
+        snapshot(130, 0), quarantine.iloc[:0], run_id="r3", as_of=dt.date(2027, 8, 17), history=second, keep_runs=2
+    )
     assert sorted(kept["measured_run_id"].unique()) == ["r2", "r3"]
 
 
 # --- catchment_forecast -----------------------------------------------------------------------
+
 
 def cohort_city(counts: dict[str, list[int]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Children per primary forecast cohort (horizon 0..5) living, by hukou address, in a catchment."""
@@ -170,15 +241,27 @@ def cohort_city(counts: dict[str, list[int]]) -> tuple[pd.DataFrame, pd.DataFram
         for horizon, count in enumerate(per_horizon):
             for _ in range(count):
                 n += 1
-                rows.append({"citizen_id": f"K{n}", "birth_date": pd.Timestamp(2021 + horizon, 1, 15),
-                             "hukou_status": "正常", "hukou_address_code": f"A-{school}"})
-    catchments = pd.DataFrame({"address_code": [f"A-{s}" for s in counts], "level": "primary",
-                               "school_code": list(counts)})
+                rows.append(
+                    {
+                        "citizen_id": f"K{n}",
+                        "birth_date": pd.Timestamp(2021 + horizon, 1, 15),
+                        "hukou_status": "正常",
+                        "hukou_address_code": f"A-{school}",
+                    }
+                )
+    catchments = pd.DataFrame(
+        {"address_code": [f"A-{s}" for s in counts], "level": "primary", "school_code": list(counts)}
+    )
     return pd.DataFrame(rows), catchments
 
 
-NO_HOLDINGS = pd.DataFrame({"citizen_id": pd.Series(dtype=object), "address_code": pd.Series(dtype=object),
-                            "qualifying": pd.Series(dtype=bool)})
+NO_HOLDINGS = pd.DataFrame(
+    {
+        "citizen_id": pd.Series(dtype=object),
+        "address_code": pd.Series(dtype=object),
+        "qualifying": pd.Series(dtype=bool),
+    }
+)
 NO_GUARDIANS = pd.DataFrame({"child_id": pd.Series(dtype=object), "guardian_id": pd.Series(dtype=object)})
 
 
@@ -214,8 +297,9 @@ def test_an_area_whose_older_cohorts_outnumber_the_citys_gains_entrants_by_that_
 
 def test_small_catchments_borrow_their_districts_ratios_and_tiny_districts_none():
     # S3, S4 (district D2) hold under 20 children per cohort each; D2 together holds 24+
-    citizen, catchments = cohort_city({"S1": [40] * 6, "S2": [40] * 6, "S3": [15, 12, 12, 12, 12, 12],
-                                       "S4": [15, 12, 12, 12, 12, 12]})
+    citizen, catchments = cohort_city(
+        {"S1": [40] * 6, "S2": [40] * 6, "S3": [15, 12, 12, 12, 12, 12], "S4": [15, 12, 12, 12, 12, 12]}
+    )
     out = forecast(citizen, catchments)
     city_step = (40 + 40 + 15 + 15) / (40 + 40 + 12 + 12)
     assert out.loc[("S3", 2028), "migration_basis"] == "district"
@@ -228,8 +312,9 @@ def test_small_catchments_borrow_their_districts_ratios_and_tiny_districts_none(
 
 def test_a_guardians_property_places_a_child_before_its_hukou_address_and_overlaps_share_it():
     citizen, catchments = cohort_city({"S1": [1], "S2": [0], "S3": [0]})
-    catchments = pd.concat([catchments, pd.DataFrame({"address_code": ["P", "P"], "level": "primary",
-                                                      "school_code": ["S2", "S3"]})])
+    catchments = pd.concat(
+        [catchments, pd.DataFrame({"address_code": ["P", "P"], "level": "primary", "school_code": ["S2", "S3"]})]
+    )
     guardians = pd.DataFrame({"child_id": ["K1"], "guardian_id": ["G1"]})
     properties = pd.DataFrame({"citizen_id": ["G1", "G1"], "address_code": ["P", "A-S1"], "qualifying": [True, False]})
     out = forecast(citizen, catchments, guardians, properties)
@@ -238,14 +323,21 @@ def test_a_guardians_property_places_a_child_before_its_hukou_address_and_overla
 
 
 def test_younger_cohorts_get_their_guardians_by_the_joins_rule(tmp_path):
-    hukou = pd.DataFrame({
-        "citizen_id": ["K1", "K2", "F2", "M2", "X"], "birth_date": pd.to_datetime(
-            ["2023-03-01", "2025-01-01", "1990-01-01", "1991-01-01", "2010-01-01"]),
-        "household_no": ["H1", "H2", "H2", "H2", "H3"], "relation_to_head": ["子", "女", "户主", "配偶", "子"],
-        "status": "正常", "guardian1_id": ["G1", None, None, None, "G9"],
-        "guardian1_relation": ["父亲", None, None, None, "父亲"],
-        "guardian2_id": None, "guardian2_relation": None, "updated_at": pd.Timestamp("2027-01-01"),
-        "record_ref": ["h:2", "h:3", "h:4", "h:5", "h:6"]})
+    hukou = pd.DataFrame(
+        {
+            "citizen_id": ["K1", "K2", "F2", "M2", "X"],
+            "birth_date": pd.to_datetime(["2023-03-01", "2025-01-01", "1990-01-01", "1991-01-01", "2010-01-01"]),
+            "household_no": ["H1", "H2", "H2", "H2", "H3"],
+            "relation_to_head": ["子", "女", "户主", "配偶", "子"],
+            "status": "正常",
+            "guardian1_id": ["G1", None, None, None, "G9"],
+            "guardian1_relation": ["父亲", None, None, None, "父亲"],
+            "guardian2_id": None,
+            "guardian2_relation": None,
+            "updated_at": pd.Timestamp("2027-01-01"),
+            "record_ref": ["h:2", "h:3", "h:4", "h:5", "h:6"],
+        }
+    )
     path = tmp_path / "hukou.parquet"
     hukou.to_parquet(path)
     links = forecast_guardianship(path, POLICY, horizons=5)
@@ -253,6 +345,7 @@ def test_younger_cohorts_get_their_guardians_by_the_joins_rule(tmp_path):
 
 
 # --- suppression ------------------------------------------------------------------------------
+
 
 def test_analysts_see_no_count_under_5_and_no_sum_that_gives_one_away():
     rng = np.random.default_rng(3)
@@ -275,14 +368,16 @@ def test_analysts_see_no_count_under_5_and_no_sum_that_gives_one_away():
         known = shown[total].notna()
         rest = shown.loc[known, total] - shown.loc[known, list(parts)].fillna(0).sum(axis=1)
         hidden_any = shown.loc[known, list(parts)].isna().any(axis=1)
-        assert ((rest[hidden_any] >= SUPPRESS_BELOW)).all(), total
+        assert (rest[hidden_any] >= SUPPRESS_BELOW).all(), total
     assert shown.loc[shown["decided_from_data"].isna(), "decided_from_data_share"].isna().all()
     assert (shown["suppressed"] == values.isna().any(axis=1)).all()
 
 
 def test_demand_ratios_that_would_show_a_hidden_count_are_hidden():
-    rows = elig([(f"K{i}", "primary", "S1", "A1", "2019-01-01") for i in range(3)]
-                + [(f"L{i}", "primary", "S1", "A2", "2019-01-01") for i in range(9)])
+    rows = elig(
+        [(f"K{i}", "primary", "S1", "A1", "2019-01-01") for i in range(3)]
+        + [(f"L{i}", "primary", "S1", "A2", "2019-01-01") for i in range(9)]
+    )
     shown = suppress("school_demand", school_demand(rows, SCHOOLS)).set_index(["school_code", "category"])
     assert pd.isna(shown.loc[("S1", "A1"), "children"]) and shown.loc[("S1", "A2"), "children"] == 9
     assert pd.isna(shown.loc[("S1", "A2"), "demand_ratio"])  # 12/40 minus 9 shown would reveal 3
@@ -294,8 +389,9 @@ def test_forecast_figures_are_hidden_together():
     out = catchment_forecast(citizen, NO_GUARDIANS, NO_HOLDINGS, NO_HOLDINGS, catchments, SCHOOLS, POLICY)
     shown = suppress("catchment_forecast", out).set_index(["school_code", "level", "entry_year"])
     small = shown.loc[("S1", "primary", 2028)]
-    assert small["suppressed"] and all(pd.isna(small[c]) for c in
-                                       ("children_now", "expected_entrants", "migration_factor", "utilisation"))
+    assert small["suppressed"] and all(
+        pd.isna(small[c]) for c in ("children_now", "expected_entrants", "migration_factor", "utilisation")
+    )
     assert shown.loc[("S1", "primary", 2029), "expected_entrants"] >= SUPPRESS_BELOW
 
 
@@ -317,9 +413,24 @@ def city(tmp_path_factory) -> Path:
 def run_city(city: Path, url: str, work: Path) -> None:
     from pipelines.cli import main
 
-    assert main(["run", "--landing", str(city / "landing"), "--reference", str(city / "reference"),
-                 "--warehouse", url, "--as-of", "2027-08-15", "--work-dir", str(work)]) == 0
-
+    assert (
+        main(
+            [
+                "run",
+                "--landing",
+                str(city / "landing"),
+                "--reference",
+                str(city / "reference"),
+                "--warehouse",
+                url,
+                "--as-of",
+                "2027-08-15",
+                "--work-dir",
+                str(work),
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -341,14 +452,21 @@ def truth_children(city: Path, url: str) -> pd.DataFrame:
     schools = pd.read_csv(city / "reference" / "schools.csv", dtype=str)
     rows["rank"] = rows["category"].map(RANK)
     rows["priority_date"] = pd.to_datetime(rows["priority_date"])
-    best = (rows.sort_values(["child_id", "level", "rank", "priority_date", "school_code"])
-            .drop_duplicates(["child_id", "level"])
-            .merge(schools[["school_code", "district_code"]], on="school_code"))
+    best = (
+        rows.sort_values(["child_id", "level", "rank", "priority_date", "school_code"])
+        .drop_duplicates(["child_id", "level"])
+        .merge(schools[["school_code", "district_code"]], on="school_code")
+    )
     none = pd.read_csv(city / "truth" / "ineligible.csv", dtype=str)
     homes = read(url, "SELECT citizen_id AS child_id, hukou_region_code AS district_code FROM citizen")
     none = none.merge(homes, on="child_id", how="left").assign(category=None)
-    return pd.concat([best[["child_id", "level", "district_code", "category"]],
-                      none[["child_id", "level", "district_code", "category"]]], ignore_index=True)
+    return pd.concat(
+        [
+            best[["child_id", "level", "district_code", "category"]],
+            none[["child_id", "level", "district_code", "category"]],
+        ],
+        ignore_index=True,
+    )
 
 
 @pytest.mark.e2e
@@ -363,8 +481,10 @@ def test_school_demand_children_equal_the_truths_distinct_children(city, sqlite_
     assert len(demand) == len(schools) * len(CATEGORIES)
     best = truth.assign(rank=truth["category"].map(RANK)).groupby(["child_id", "level"])["rank"].min()
     best_by_category = best.map(dict(enumerate(CATEGORIES))).reset_index().groupby(["level", "rank"]).size()
-    assert demand.groupby(["level", "category"])["best_children"].sum()[lambda s: s > 0].to_dict() == \
-        best_by_category.to_dict()
+    assert (
+        demand.groupby(["level", "category"])["best_children"].sum()[lambda s: s > 0].to_dict()
+        == best_by_category.to_dict()
+    )
 
 
 @pytest.mark.e2e
@@ -373,9 +493,11 @@ def test_district_summary_counts_equal_the_truths(city, sqlite_warehouse):
     summary = read(sqlite_warehouse, "SELECT * FROM district_summary").set_index(["district_code", "level"])
     assert len(kids) > 100 and kids["district_code"].notna().all()
     keys = ["district_code", "level"]
-    expected = {"school_age_children": kids.groupby(keys).size(),
-                "no_school": kids[kids["category"].isna()].groupby(keys).size(),
-                **{f"best_{c.lower()}": kids[kids["category"] == c].groupby(keys).size() for c in CATEGORIES}}
+    expected = {
+        "school_age_children": kids.groupby(keys).size(),
+        "no_school": kids[kids["category"].isna()].groupby(keys).size(),
+        **{f"best_{c.lower()}": kids[kids["category"] == c].groupby(keys).size() for c in CATEGORIES},
+    }
     for column, counts in expected.items():
         got = summary[column]
         assert got[got > 0].sort_index().to_dict() == counts.sort_index().to_dict(), column
@@ -408,8 +530,24 @@ def test_a_second_run_keeps_the_first_runs_scorecard(city, sqlite_warehouse, tmp
 
     url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
     shutil.copy(sqlite_warehouse.removeprefix("sqlite:///"), tmp_path / "wh.sqlite")
-    assert main(["run", "--landing", str(city / "landing"), "--reference", str(city / "reference"),
-                 "--warehouse", url, "--as-of", "2027-08-16", "--work-dir", str(tmp_path / "work")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--landing",
+                str(city / "landing"),
+                "--reference",
+                str(city / "reference"),
+                "--warehouse",
+                url,
+                "--as-of",
+                "2027-08-16",
+                "--work-dir",
+                str(tmp_path / "work"),
+            ]
+        )
+        == 0
+    )
     quality = read(url, "SELECT * FROM source_quality")
     assert quality.groupby("as_of")["source"].nunique().to_dict() == {"2027-08-15": 7, "2027-08-16": 7}
     snapshot = read(url, "SELECT source, rows_in, rows_quarantined FROM source_snapshot").set_index("source")
@@ -440,12 +578,14 @@ def test_a_new_warehouse_has_the_marts_migration_and_every_mart(dialect, tmp_pat
 
 def comparable(values: pd.Series) -> list:
     """One spelling per value across the dialects: SQLite keeps booleans as 0/1, dates as text."""
+
     def one(v):
         if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
             return None
         if isinstance(v, (bool, np.bool_, int, np.integer, float, np.floating)):
             return round(float(v), 9)
         return str(v)[:10] if isinstance(v, (dt.date, pd.Timestamp)) else str(v)
+
     return [one(v) for v in values.astype(object)]
 
 
@@ -505,8 +645,9 @@ def test_the_analyst_sees_no_cell_under_5_and_not_the_exact_marts(pg_warehouse):
 
 @pytest.mark.e2e
 @pytest.mark.postgres
-def test_the_report_reads_postgresql_as_the_owner_and_refuses_the_analyst_in_one_line(pg_warehouse, city, tmp_path,
-                                                                                   capsys):
+def test_the_report_reads_postgresql_as_the_owner_and_refuses_the_analyst_in_one_line(
+    pg_warehouse, city, tmp_path, capsys
+):
     from pipelines.cli import main
 
     reference = str(city / "reference")
@@ -520,8 +661,7 @@ def test_the_report_reads_postgresql_as_the_owner_and_refuses_the_analyst_in_one
 
 
 @pytest.mark.e2e
-def test_a_scorecard_table_of_another_shape_restarts_the_history_instead_of_failing(sqlite_warehouse, tmp_path,
-                                                                                  caplog):
+def test_a_scorecard_table_of_another_shape_restarts_the_history_instead_of_failing(sqlite_warehouse, tmp_path, caplog):
     import shutil
     import sqlite3
 

@@ -24,12 +24,15 @@ def test_demo_policy_reads_as_policy_md():
     assert "住宅" in policy.property_uses
 
 
-@pytest.mark.parametrize("key,value,named", [
-    ("cutoff_date", "31/07/2027", "cutoff_date"),
-    ("employment.min_local_months", -1, "employment.min_local_months"),
-    ("property.uses", [], "property.uses"),
-    ("levels.primary.birth_to", "2019-01-01", "levels.primary"),
-])
+@pytest.mark.parametrize(
+    "key,value,named",
+    [
+        ("cutoff_date", "31/07/2027", "cutoff_date"),
+        ("employment.min_local_months", -1, "employment.min_local_months"),
+        ("property.uses", [], "property.uses"),
+        ("levels.primary.birth_to", "2019-01-01", "levels.primary"),
+    ],
+)
 def test_bad_values_name_their_key(key, value, named):
     doc = demo_doc()
     node = doc
@@ -64,12 +67,15 @@ def test_load_policy_errors_are_usage_errors(tmp_path):
         load_policy(bad)
 
 
-@pytest.mark.parametrize("day,months,expected", [
-    (dt.date(2027, 7, 31), -12, dt.date(2026, 7, 31)),
-    (dt.date(2027, 3, 31), -1, dt.date(2027, 2, 28)),
-    (dt.date(2024, 3, 31), -1, dt.date(2024, 2, 29)),
-    (dt.date(2027, 1, 15), -1, dt.date(2026, 12, 15)),
-    (dt.date(2026, 12, 15), 1, dt.date(2027, 1, 15)),
-])
+@pytest.mark.parametrize(
+    "day,months,expected",
+    [
+        (dt.date(2027, 7, 31), -12, dt.date(2026, 7, 31)),
+        (dt.date(2027, 3, 31), -1, dt.date(2027, 2, 28)),
+        (dt.date(2024, 3, 31), -1, dt.date(2024, 2, 29)),
+        (dt.date(2027, 1, 15), -1, dt.date(2026, 12, 15)),
+        (dt.date(2026, 12, 15), 1, dt.date(2027, 1, 15)),
+    ],
+)
 def test_add_months_clamps_to_month_end(day, months, expected):
     assert add_months(day, months) == expected

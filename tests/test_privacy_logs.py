@@ -9,10 +9,9 @@ import sys
 
 import pandas as pd
 import pytest
+from id_leaks import decoded, delivered_ids, windows
 
 from pipelines.synth import synthesize
-
-from id_leaks import decoded, delivered_ids, windows
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
@@ -30,9 +29,27 @@ def city_run(pg_database, tmp_path_factory):
     log_file, out_file = root / "run.log", root / "run.out"
     with log_file.open("wb") as stderr, out_file.open("wb") as stdout:
         status = subprocess.run(
-            [sys.executable, "-m", "pipelines.cli", "-v", "run", "--landing", str(city / "landing"),
-             "--reference", str(city / "reference"), "--warehouse", pg_url, "--as-of", "2027-08-15",
-             "--work-dir", str(work)], stdout=stdout, stderr=stderr, timeout=240).returncode
+            [
+                sys.executable,
+                "-m",
+                "pipelines.cli",
+                "-v",
+                "run",
+                "--landing",
+                str(city / "landing"),
+                "--reference",
+                str(city / "reference"),
+                "--warehouse",
+                pg_url,
+                "--as-of",
+                "2027-08-15",
+                "--work-dir",
+                str(work),
+            ],
+            stdout=stdout,
+            stderr=stderr,
+            timeout=240,
+        ).returncode
     text = "\n".join(decoded(p) for p in [log_file, out_file, *work.rglob("*.log")])
     assert status == 0, text[-2000:]
     return city, work, text, pg_url
@@ -73,7 +90,7 @@ def test_district_logins_of_a_real_run_see_their_district_only(city_run):
     key = b"privacy-test-key-0123456789"
     tables.update(build_access_tables(tables, schools_csv, key, work / "access"))
     current = read_current_run(pg_url)
-    publish_run(pg_url, {**current, "started_at": dt.datetime.now(dt.timezone.utc)}, tables)
+    publish_run(pg_url, {**current, "started_at": dt.datetime.now(dt.UTC)}, tables)
     schools = pd.read_csv(schools_csv, dtype=str)
     password = secrets.token_urlsafe(12)
     create_roles(pg_url, hmac_key=key, district_passwords={d: password for d in schools["district_code"].unique()})
@@ -90,15 +107,19 @@ def test_district_logins_of_a_real_run_see_their_district_only(city_run):
         eligible = set(truth.loc[truth["district_code"] == district, "child_id"])
         unplaced = {c for c in ineligible["child_id"] if home.get(c) == district}
         guardians = set(guardianship.loc[guardianship["child_id"].isin(eligible | unplaced), "guardian_id"])
-        with psycopg.connect(host="127.0.0.1", user=f"enrollment_{district}", password=password,
-                             dbname=database, autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", user=f"enrollment_{district}", password=password, dbname=database, autocommit=True
+        ) as conn:
             seen = {}
             for child in children:
                 document = conn.execute("SELECT zerocert.eligibility_of(%s)", (child,)).fetchone()[0]
                 if document and document["eligibility"]:
                     seen[child] = {row["school_code"] for row in document["eligibility"]}
-            prefill = {g for g in set(guardianship["guardian_id"])
-                       if conn.execute("SELECT zerocert.prefill_of(%s)", (g,)).fetchone()[0] is not None}
+            prefill = {
+                g
+                for g in set(guardianship["guardian_id"])
+                if conn.execute("SELECT zerocert.prefill_of(%s)", (g,)).fetchone()[0] is not None
+            }
         assert set().union(*seen.values()) <= set(own["school_code"]), district
         differ = len(set(seen) ^ eligible)  # counts only: no ID in test output
         assert differ == 0, district
@@ -111,8 +132,11 @@ def test_district_logins_of_a_real_run_see_their_district_only(city_run):
             assert leaked == 0, table
         assert conn.execute("SELECT count(*) FROM analyst_citizen").fetchone()[0] == len(every_id)
         total = conn.execute("SELECT coalesce(sum(children), 0) FROM demand_by_school").fetchone()[0]
-    demand = truth.drop_duplicates(["child_id", "level", "school_code"]).groupby(
-        ["school_code", "level", "category"])["child_id"].nunique()
+    demand = (
+        truth.drop_duplicates(["child_id", "level", "school_code"])
+        .groupby(["school_code", "level", "category"])["child_id"]
+        .nunique()
+    )
     assert int(total) == demand[demand >= 5].sum()  # groups under five children are suppressed
 
 

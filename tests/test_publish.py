@@ -15,16 +15,19 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 import pytest
+from resident_ids import resident_id
 
 from pipelines.errors import ZerocertError
 from pipelines.resident_id import mask_id
 from pipelines.warehouse import (
-    ensure_warehouse, publish_run, read_current_run, read_table, record_failed_run,
+    ensure_warehouse,
+    publish_run,
+    read_current_run,
+    read_table,
+    record_failed_run,
     record_started_run,
 )
 from pipelines.warehouse_schema import OPTIONAL_TABLES, PUBLISHED_TABLES, TABLES
-
-from resident_ids import resident_id
 
 
 def child_id(i: int) -> str:
@@ -39,55 +42,146 @@ def frames(run_id: str | None, children: int = 3, *, shift: int = 0) -> dict[str
     """A tiny but complete run; ``shift`` changes values so two runs are told apart."""
     kids = [child_id(i) for i in range(children)]
     day = pd.Timestamp("2027-07-01") + pd.Timedelta(days=shift)
-    evidence = json.dumps([{"date": "2020-05-01", "record_key": "鲁(2020)第1号", "source": "property_title"}],
-                          ensure_ascii=False, sort_keys=True)
+    evidence = json.dumps(
+        [{"date": "2020-05-01", "record_key": "鲁(2020)第1号", "source": "property_title"}],
+        ensure_ascii=False,
+        sort_keys=True,
+    )
     out = {
-        "citizen": pd.DataFrame({
-            "citizen_id": kids + [GUARDIAN],
-            "name": [["张三", "", None][i] if i < 3 else f"n{i}" for i in range(children)] + ["王五"],
-            "sex": "男", "birth_date": pd.Timestamp("2020-01-01"), "household_no": "000000123",
-            "hukou_status": "正常", "hukou_region_code": "371102", "hukou_address": 'a "quoted", \\. addr\nline',
-            "hukou_address_code": None, "hukou_address_status": "unmatched", "settled_date": day, "urban_hukou": True,
-            "sources": json.dumps(["hukou"]), "name_conflict": False}),
-        "guardianship": pd.DataFrame({"child_id": kids, "guardian_id": GUARDIAN, "relation": "父亲",
-                                      "basis": "guardian_field"}),
-        "property_holding": pd.DataFrame({
-            "citizen_id": [GUARDIAN], "kind": ["title"], "record_key": ["鲁(2020)第1号"], "use": ["住宅"],
-            "status": ["现势"], "record_date": [pd.Timestamp("2020-05-01")], "share": [0.5 + shift],
-            "address": ["x"], "address_code": ["A1"], "address_status": ["exact"], "qualifying": [True],
-            "record_ref": ["property_title.csv:2"]}),
-        "rental_holding": pd.DataFrame({
-            "citizen_id": [GUARDIAN], "record_no": ["R1"], "address": ["y"], "address_code": [None],
-            "address_status": ["unmatched"], "start_date": [pd.Timestamp("2026-01-01")],
-            "end_date": [pd.NaT], "registered_date": [pd.Timestamp("2026-01-02")], "status": ["有效"],
-            "qualifying": [False], "record_ref": ["rental.jsonl:1"]}),
-        "employment": pd.DataFrame({
-            "citizen_id": [GUARDIAN], "kind": ["social_insurance"], "record_key": ["企业职工基本养老保险"],
-            "org_code": ["91370000MA3C00000X"], "since": [pd.Timestamp("2015-01-01")],
-            "local_months": pd.array([24 + shift], dtype="Int64"), "status": ["参保缴费"],
-            "scheme": ["企业职工基本养老保险"], "qualifying": [True], "record_ref": ["social_insurance.csv:2"]}),
-        "eligibility": pd.DataFrame({
-            "child_id": kids, "level": "primary", "school_code": "S01", "category": "A1",
-            "priority_date": pd.Timestamp("2020-05-01") + pd.Timedelta(days=shift),
-            "basis_guardian_id": GUARDIAN, "evidence": evidence, "policy_id": "demo-2027"}),
-        "ineligibility": pd.DataFrame({"child_id": [kids[0]], "level": ["junior"],
-                                       "reasons": [json.dumps(["NO_QUALIFYING_PROPERTY"])],
-                                       "policy_id": ["demo-2027"]}),
-        "guardian_eligibility": pd.DataFrame({
-            "guardian_id": [GUARDIAN], "level": ["primary"], "school_code": ["S01"], "basis": ["property"],
-            "priority_date": [pd.Timestamp("2020-05-01")], "evidence": [evidence], "policy_id": "demo-2027"}),
-        "prefill": pd.DataFrame({"guardian_id": [GUARDIAN],
-                                 "document": [json.dumps({"children": kids, "shift": shift})],
-                                 "policy_id": ["demo-2027"]}),
-        "source_snapshot": pd.DataFrame({
-            "source": ["hukou", "rental"], "delivery": [pd.Timestamp("2027-07-01")] * 2,
-            "checksum": ["ab", "cd"], "rows_in": [10, 4], "rows_accepted": [8, 4],
-            "rows_quarantined": [1, 0], "rows_duplicate": [1, 0]}),
-        "quarantine": pd.DataFrame({"source": ["hukou"], "record_ref": ["hukou.csv:7"],
-                                    "reason_code": ["INVALID_DATE"], "detail": ["birth_date"],
-                                    "raw": ["a,b\x00,c"]}),
-        "address_match": pd.DataFrame({"source": ["rental"], "address": ["y"], "address_code": [None],
-                                       "status": ["unmatched"], "candidates": ["[]"], "score": [float("nan")]}),
+        "citizen": pd.DataFrame(
+            {
+                "citizen_id": kids + [GUARDIAN],
+                "name": [["张三", "", None][i] if i < 3 else f"n{i}" for i in range(children)] + ["王五"],
+                "sex": "男",
+                "birth_date": pd.Timestamp("2020-01-01"),
+                "household_no": "000000123",
+                "hukou_status": "正常",
+                "hukou_region_code": "371102",
+                "hukou_address": 'a "quoted", \\. addr\nline',
+                "hukou_address_code": None,
+                "hukou_address_status": "unmatched",
+                "settled_date": day,
+                "urban_hukou": True,
+                "sources": json.dumps(["hukou"]),
+                "name_conflict": False,
+            }
+        ),
+        "guardianship": pd.DataFrame(
+            {"child_id": kids, "guardian_id": GUARDIAN, "relation": "父亲", "basis": "guardian_field"}
+        ),
+        "property_holding": pd.DataFrame(
+            {
+                "citizen_id": [GUARDIAN],
+                "kind": ["title"],
+                "record_key": ["鲁(2020)第1号"],
+                "use": ["住宅"],
+                "status": ["现势"],
+                "record_date": [pd.Timestamp("2020-05-01")],
+                "share": [0.5 + shift],
+                "address": ["x"],
+                "address_code": ["A1"],
+                "address_status": ["exact"],
+                "qualifying": [True],
+                "record_ref": ["property_title.csv:2"],
+            }
+        ),
+        "rental_holding": pd.DataFrame(
+            {
+                "citizen_id": [GUARDIAN],
+                "record_no": ["R1"],
+                "address": ["y"],
+                "address_code": [None],
+                "address_status": ["unmatched"],
+                "start_date": [pd.Timestamp("2026-01-01")],
+                "end_date": [pd.NaT],
+                "registered_date": [pd.Timestamp("2026-01-02")],
+                "status": ["有效"],
+                "qualifying": [False],
+                "record_ref": ["rental.jsonl:1"],
+            }
+        ),
+        "employment": pd.DataFrame(
+            {
+                "citizen_id": [GUARDIAN],
+                "kind": ["social_insurance"],
+                "record_key": ["企业职工基本养老保险"],
+                "org_code": ["91370000MA3C00000X"],
+                "since": [pd.Timestamp("2015-01-01")],
+                "local_months": pd.array([24 + shift], dtype="Int64"),
+                "status": ["参保缴费"],
+                "scheme": ["企业职工基本养老保险"],
+                "qualifying": [True],
+                "record_ref": ["social_insurance.csv:2"],
+            }
+        ),
+        "eligibility": pd.DataFrame(
+            {
+                "child_id": kids,
+                "level": "primary",
+                "school_code": "S01",
+                "category": "A1",
+                "priority_date": pd.Timestamp("2020-05-01") + pd.Timedelta(days=shift),
+                "basis_guardian_id": GUARDIAN,
+                "evidence": evidence,
+                "policy_id": "demo-2027",
+            }
+        ),
+        "ineligibility": pd.DataFrame(
+            {
+                "child_id": [kids[0]],
+                "level": ["junior"],
+                "reasons": [json.dumps(["NO_QUALIFYING_PROPERTY"])],
+                "policy_id": ["demo-2027"],
+            }
+        ),
+        "guardian_eligibility": pd.DataFrame(
+            {
+                "guardian_id": [GUARDIAN],
+                "level": ["primary"],
+                "school_code": ["S01"],
+                "basis": ["property"],
+                "priority_date": [pd.Timestamp("2020-05-01")],
+                "evidence": [evidence],
+                "policy_id": "demo-2027",
+            }
+        ),
+        "prefill": pd.DataFrame(
+            {
+                "guardian_id": [GUARDIAN],
+                "document": [json.dumps({"children": kids, "shift": shift})],
+                "policy_id": ["demo-2027"],
+            }
+        ),
+        "source_snapshot": pd.DataFrame(
+            {
+                "source": ["hukou", "rental"],
+                "delivery": [pd.Timestamp("2027-07-01")] * 2,
+                "checksum": ["ab", "cd"],
+                "rows_in": [10, 4],
+                "rows_accepted": [8, 4],
+                "rows_quarantined": [1, 0],
+                "rows_duplicate": [1, 0],
+            }
+        ),
+        "quarantine": pd.DataFrame(
+            {
+                "source": ["hukou"],
+                "record_ref": ["hukou.csv:7"],
+                "reason_code": ["INVALID_DATE"],
+                "detail": ["birth_date"],
+                "raw": ["a,b\x00,c"],
+            }
+        ),
+        "address_match": pd.DataFrame(
+            {
+                "source": ["rental"],
+                "address": ["y"],
+                "address_code": [None],
+                "status": ["unmatched"],
+                "candidates": ["[]"],
+                "score": [float("nan")],
+            }
+        ),
     }
     if run_id is not None:
         for frame in out.values():
@@ -105,8 +199,13 @@ def write(frames_: dict[str, pd.DataFrame], directory: Path) -> dict[str, Path]:
 
 
 def run_desc(run_id: str, started: str = "2026-11-01T08:00:00+00:00") -> dict:
-    return {"run_id": run_id, "as_of": dt.date(2027, 8, 15), "policy_id": "demo-2027",
-            "started_at": started, "code_version": "test"}
+    return {
+        "run_id": run_id,
+        "as_of": dt.date(2027, 8, 15),
+        "policy_id": "demo-2027",
+        "started_at": started,
+        "code_version": "test",
+    }
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -143,8 +242,9 @@ def test_second_run_replaces_the_first_and_audit_keeps_both(url, tmp_path):
     first, second = unique("r1"), unique("r2")
     publish_run(url, run_desc(first), write(frames(first), tmp_path / "a"))
     assert read_current_run(url)["run_id"] == first
-    publish_run(url, run_desc(second, "2026-11-02T08:00:00+00:00"),
-                write(frames(second, children=2, shift=1), tmp_path / "b"))
+    publish_run(
+        url, run_desc(second, "2026-11-02T08:00:00+00:00"), write(frames(second, children=2, shift=1), tmp_path / "b")
+    )
     for table in PUBLISHED_TABLES:
         if table in OPTIONAL_TABLES:  # not given by frames(): published empty, never the first run's
             assert run_ids(url, table) == set(), table
@@ -205,8 +305,12 @@ def test_failed_publish_leaves_the_previous_run_and_is_audited(url, tmp_path, da
         publish_run(url, run_desc(bad), paths)
     message = str(failure.value)
     assert "\n" not in message and GUARDIAN not in message
-    damaged = {"missing_file": "guardianship", "wrong_type": "citizen", "duplicate_key": "prefill",
-               "broken_json": "address_match"}[damage]
+    damaged = {
+        "missing_file": "guardianship",
+        "wrong_type": "citizen",
+        "duplicate_key": "prefill",
+        "broken_json": "address_match",
+    }[damage]
     assert damaged in message, message
     after = {t: sorted(read_table(url, t), key=repr) for t in PUBLISHED_TABLES}
     assert after == before
@@ -303,11 +407,13 @@ def test_lookups_by_child_and_guardian_use_an_index(pg_url, tmp_path):
     publish_run(pg_url, run_desc(run_id), write(frames(run_id), tmp_path / "a"))
     with psycopg.connect(pg_url.replace("+psycopg", "")) as conn:
         conn.execute("SET enable_seqscan = off")
-        for sql in ["SELECT * FROM eligibility WHERE child_id = 'x'",
-                    "SELECT * FROM prefill WHERE guardian_id = 'x'",
-                    "SELECT * FROM guardianship WHERE guardian_id = 'x'",
-                    "SELECT * FROM guardianship WHERE child_id = 'x'",
-                    "SELECT count(*) FROM eligibility WHERE school_code = 'S' AND category = 'A1'"]:
+        for sql in [
+            "SELECT * FROM eligibility WHERE child_id = 'x'",
+            "SELECT * FROM prefill WHERE guardian_id = 'x'",
+            "SELECT * FROM guardianship WHERE guardian_id = 'x'",
+            "SELECT * FROM guardianship WHERE child_id = 'x'",
+            "SELECT count(*) FROM eligibility WHERE school_code = 'S' AND category = 'A1'",
+        ]:
             plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql))
             assert "Index" in plan, (sql, plan)
 
@@ -324,8 +430,10 @@ def test_grants_and_row_level_security_survive_the_swap(pg_url, tmp_path):
             conn.execute(f"GRANT SELECT ON zerocert.eligibility TO {role}")
             conn.execute(f"GRANT SELECT (source, reason_code) ON zerocert.quarantine TO {role}")
             conn.execute("ALTER TABLE zerocert.eligibility ENABLE ROW LEVEL SECURITY")
-            conn.execute(f"CREATE POLICY own_school ON zerocert.eligibility FOR SELECT TO {role} "
-                         "USING (school_code = current_setting('zerocert.school', true))")
+            conn.execute(
+                f"CREATE POLICY own_school ON zerocert.eligibility FOR SELECT TO {role} "
+                "USING (school_code = current_setting('zerocert.school', true))"
+            )
             run_id = unique("acl")
             publish_run(pg_url, run_desc(run_id), write(frames(run_id), tmp_path / "a"))
             conn.execute(f"SET ROLE {role}")
@@ -494,13 +602,15 @@ def test_a_new_migration_is_applied_once_and_newer_warehouses_are_refused(tmp_pa
     shutil.copytree(released, migrations)
     later = len(list((released / "sqlite").glob("*.sql"))) + 1
     (migrations / "sqlite" / f"{later:04d}_run_audit_note.sql").write_text(
-        "-- a later release\nALTER TABLE run_audit ADD COLUMN note TEXT;\n", encoding="utf-8")
+        "-- a later release\nALTER TABLE run_audit ADD COLUMN note TEXT;\n", encoding="utf-8"
+    )
     monkeypatch.setattr(common, "MIGRATIONS_DIR", migrations)
     ensure_warehouse(url)
     ensure_warehouse(url)
     db = sqlite3.connect(tmp_path / "w.sqlite")
     assert [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")] == list(
-        range(1, later + 1))
+        range(1, later + 1)
+    )
     assert "note" in [r[1] for r in db.execute("PRAGMA table_info(run_audit)")]
     db.close()
     assert read_current_run(url)["run_id"] == run_id  # the history survived the migration

@@ -6,14 +6,18 @@ import datetime as dt
 
 import pyarrow as pa
 import pytest
+from resident_ids import resident_id
 
 from pipelines.errors import ZerocertError
 from pipelines.resident_id import mask_id
 from pipelines.warehouse_schema import (
-    DIALECTS, TABLES, check_input_schema, conform_batch, reference_ddl_path, render_reference_ddl,
+    DIALECTS,
+    TABLES,
+    check_input_schema,
+    conform_batch,
+    reference_ddl_path,
+    render_reference_ddl,
 )
-
-from resident_ids import resident_id
 
 CHILD = resident_id("37110220200101001")
 
@@ -73,13 +77,18 @@ def test_a_resident_id_in_a_date_column_is_masked_in_the_error():
     assert CHILD not in str(failure.value) and mask_id(CHILD) in str(failure.value)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda s: s.append(pa.field("bonus", pa.string())), "unknown column 'bonus'"),
-    (lambda s: s.remove(s.get_field_index("status")), "lacks column 'status'"),
-    (lambda s: s.set(s.get_field_index("qualifying"), pa.field("qualifying", pa.string())),
-     "column qualifying: expected bool"),
-    (lambda s: s.set(s.get_field_index("kind"), pa.field("kind", pa.int32())), "column kind: expected text"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: s.append(pa.field("bonus", pa.string())), "unknown column 'bonus'"),
+        (lambda s: s.remove(s.get_field_index("status")), "lacks column 'status'"),
+        (
+            lambda s: s.set(s.get_field_index("qualifying"), pa.field("qualifying", pa.string())),
+            "column qualifying: expected bool",
+        ),
+        (lambda s: s.set(s.get_field_index("kind"), pa.field("kind", pa.int32())), "column kind: expected text"),
+    ],
+)
 def test_schema_drift_names_table_and_column(change, message):
     with pytest.raises(ZerocertError, match=f"employment.*{message}"):
         check_input_schema(TABLES["employment"], change(employment().schema))
@@ -105,11 +114,14 @@ def test_reference_ddl_in_warehouse_dir_is_current(dialect):
     assert reference_ddl_path(dialect).read_text(encoding="utf-8") == render_reference_ddl(dialect)
 
 
-@pytest.mark.parametrize("url, message", [
-    ("mysql://u@h/db", "unsupported warehouse database 'mysql'"),
-    ("sqlite://", "must be a file"),
-    ("not a url", "not a warehouse URL"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("mysql://u@h/db", "unsupported warehouse database 'mysql'"),
+        ("sqlite://", "must be a file"),
+        ("not a url", "not a warehouse URL"),
+    ],
+)
 def test_a_bad_warehouse_url_is_a_usage_error(url, message):
     from pipelines.errors import UsageError
     from pipelines.warehouse import ensure_warehouse

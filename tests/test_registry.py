@@ -26,8 +26,9 @@ def test_the_package_data_is_the_repositorys_schemas_and_expectations():
 
 def test_schemas_expectations_and_registry_name_the_same_sources():
     schemas = sorted(p.stem for p in (REPO / "schemas").glob("*.yaml"))
-    suites = {p.stem: yaml.safe_load(p.read_text(encoding="utf-8"))["source"]
-              for p in (REPO / "expectations").glob("*.yaml")}
+    suites = {
+        p.stem: yaml.safe_load(p.read_text(encoding="utf-8"))["source"] for p in (REPO / "expectations").glob("*.yaml")
+    }
     assert registry.source_keys() == schemas
     assert sorted(suites) == schemas and all(key == source for key, source in suites.items())
 
@@ -60,7 +61,8 @@ def test_roles_of_the_seven_sources():
     assert set(registry.address_columns()) == set(registry.source_keys()) - {"social_insurance"}
     title = registry.source("property_title").persons
     assert [(p.id, p.name, p.subject_column, p.subject_kind) for p in title] == [
-        ("owner_id", "owner_name", "owner_kind", "person")]
+        ("owner_id", "owner_name", "owner_kind", "person")
+    ]
 
 
 def test_a_special_module_only_where_rows_need_custom_parsing():
@@ -71,11 +73,21 @@ def test_a_special_module_only_where_rows_need_custom_parsing():
 
 def test_contract_roles_name_columns_its_staging_produces():
     """The buyers' columns exist only after the contract's own staging: check them there."""
-    raw = pd.DataFrame({
-        "contract_no": ["HT1"], "buyers": [json.dumps([{"name": "张三", "id": "11010519491231002X"}])],
-        "seller": [""], "project_name": [""], "address": ["东港区海滨二路1号"], "use": ["住宅"],
-        "signed_date": ["2020-01-01"], "status": ["已备案"],
-        "record_ref": ["housing_contract.jsonl:1"], "raw": ["{}"], "parse_error": [""]})
+    raw = pd.DataFrame(
+        {
+            "contract_no": ["HT1"],
+            "buyers": [json.dumps([{"name": "张三", "id": "11010519491231002X"}])],
+            "seller": [""],
+            "project_name": [""],
+            "address": ["东港区海滨二路1号"],
+            "use": ["住宅"],
+            "signed_date": ["2020-01-01"],
+            "status": ["已备案"],
+            "record_ref": ["housing_contract.jsonl:1"],
+            "raw": ["{}"],
+            "parse_error": [""],
+        }
+    )
     staged = registry.stage_function("housing_contract")(raw, dt.date(2027, 8, 1))
     declared = registry.source("housing_contract")
     named = {c for p in declared.persons for c in (p.id, p.name)} | {declared.address}
@@ -101,14 +113,17 @@ def _edit_roles(folder: Path, key: str, roles: dict) -> None:
     path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
 
 
-@pytest.mark.parametrize("roles, message", [
-    ({"persons": [{"id": "owner"}]}, "persons: no column 'owner' in the schema"),
-    ({"address": "street"}, "address: no column 'street'"),
-    ({"evidence": "marriage"}, "evidence must be one of"),
-    ({"name_rank": 0}, "name_rank must be a whole number"),
-    ({"persons": [{"name": "owner_name"}]}, "needs id"),
-    ({"owner": "owner_id"}, "unknown role 'owner'"),
-])
+@pytest.mark.parametrize(
+    "roles, message",
+    [
+        ({"persons": [{"id": "owner"}]}, "persons: no column 'owner' in the schema"),
+        ({"address": "street"}, "address: no column 'street'"),
+        ({"evidence": "marriage"}, "evidence must be one of"),
+        ({"name_rank": 0}, "name_rank must be a whole number"),
+        ({"persons": [{"name": "owner_name"}]}, "needs id"),
+        ({"owner": "owner_id"}, "unknown role 'owner'"),
+    ],
+)
 def test_a_broken_role_is_a_one_line_error_naming_the_file(schema_folder, roles, message):
     _edit_roles(schema_folder, "rental", roles)
     with pytest.raises(UsageError, match=message) as caught:
@@ -123,7 +138,8 @@ def test_exactly_one_source_counts_the_population(schema_folder):
 
 
 def test_a_source_declared_by_files_alone_is_staged_by_its_schema(schema_folder):
-    (schema_folder / "marriage.yaml").write_text("""
+    (schema_folder / "marriage.yaml").write_text(
+        """
 source: marriage
 schedule: "0 2 * * *"
 file: marriage.csv
@@ -139,13 +155,23 @@ columns:
   - {header: 女方身份证号, key: wife_id, type: id, required: true}
   - {header: 女方姓名, key: wife_name, type: string}
   - {header: 登记日期, key: registered_date, type: date, not_after_extract: true}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     assert "marriage" in registry.source_keys()
-    raw = pd.DataFrame({
-        "certificate_no": ["J1", "J2"], "husband_id": ["11010519491231002X", "123"],
-        "husband_name": ["张三", "李四"], "wife_id": ["110105198503030025", "110105198503030025"],
-        "wife_name": ["王芳", "王芳"], "registered_date": ["2010-05-01", "2030-01-01"],
-        "record_ref": ["marriage.csv:2", "marriage.csv:3"], "raw": ["a", "b"], "parse_error": ["", ""]})
+    raw = pd.DataFrame(
+        {
+            "certificate_no": ["J1", "J2"],
+            "husband_id": ["11010519491231002X", "123"],
+            "husband_name": ["张三", "李四"],
+            "wife_id": ["110105198503030025", "110105198503030025"],
+            "wife_name": ["王芳", "王芳"],
+            "registered_date": ["2010-05-01", "2030-01-01"],
+            "record_ref": ["marriage.csv:2", "marriage.csv:3"],
+            "raw": ["a", "b"],
+            "parse_error": ["", ""],
+        }
+    )
     staged = registry.stage_function("marriage")(raw, dt.date(2027, 8, 1))
     assert staged.accepted["certificate_no"].tolist() == ["J1"]
     assert staged.quarantined["reason_code"].tolist() == ["INVALID_ID_FORMAT"]

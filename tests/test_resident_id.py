@@ -22,29 +22,35 @@ def test_check_character_of_the_standard_example():
     assert check_character(GOOD[:17]) == "X"
 
 
-@pytest.mark.parametrize("delivered", [
-    GOOD,
-    "110105491231002",           # 15-digit legacy: born 19YY, check character computed
-    " 11010519491231002x ",      # spaces and lower-case x
-    "１１０１０５１９４９１２３１００２Ｘ",  # full-width
-    "１１０１０５１９４９１２３１００２ｘ",
-    "'11010519491231002X",       # spreadsheet text prefix
-    "11010519491231002X.0",      # spreadsheet float rendering
-    "\u300011010519491231002X",  # ideographic space
-])
+@pytest.mark.parametrize(
+    "delivered",
+    [
+        GOOD,
+        "110105491231002",  # 15-digit legacy: born 19YY, check character computed
+        " 11010519491231002x ",  # spaces and lower-case x
+        "１１０１０５１９４９１２３１００２Ｘ",  # full-width
+        "１１０１０５１９４９１２３１００２ｘ",
+        "'11010519491231002X",  # spreadsheet text prefix
+        "11010519491231002X.0",  # spreadsheet float rendering
+        "\u300011010519491231002X",  # ideographic space
+    ],
+)
 def test_certain_repairs_give_the_18_character_id(delivered):
     assert normalize_one(delivered) == (GOOD, pd.NA)
 
 
-@pytest.mark.parametrize("delivered, reason", [
-    ("3.71102E+17", "INVALID_ID_FORMAT"),            # scientific notation lost digits
-    ("110105194912310021", "INVALID_ID_CHECKSUM"),   # wrong check character
-    ("110105194913310020", "INVALID_ID_FORMAT"),     # month 13 inside the ID
-    ("110105194902300027", "INVALID_ID_FORMAT"),     # 30 February inside the ID
-    ("1101051949123A002X", "INVALID_ID_FORMAT"),     # a letter inside
-    ("11010519491231002", "INVALID_ID_FORMAT"),      # 17 digits
-    ("110105491331002", "INVALID_ID_FORMAT"),        # 15-digit with an impossible date
-])
+@pytest.mark.parametrize(
+    "delivered, reason",
+    [
+        ("3.71102E+17", "INVALID_ID_FORMAT"),  # scientific notation lost digits
+        ("110105194912310021", "INVALID_ID_CHECKSUM"),  # wrong check character
+        ("110105194913310020", "INVALID_ID_FORMAT"),  # month 13 inside the ID
+        ("110105194902300027", "INVALID_ID_FORMAT"),  # 30 February inside the ID
+        ("1101051949123A002X", "INVALID_ID_FORMAT"),  # a letter inside
+        ("11010519491231002", "INVALID_ID_FORMAT"),  # 17 digits
+        ("110105491331002", "INVALID_ID_FORMAT"),  # 15-digit with an impossible date
+    ],
+)
 def test_uncertain_ids_are_named_not_guessed(delivered, reason):
     ids, reasons = normalize_resident_ids(pd.Series([delivered]))
     assert reasons.iloc[0] == reason
@@ -61,7 +67,8 @@ def test_blank_is_missing_not_invalid_and_index_is_kept():
 
 def test_party_ids_tell_persons_from_organizations():
     ids, kinds, reasons = normalize_party_ids(
-        pd.Series(["91370100ma3c12346c", "110105491231002", "110105194912310021", "not an id", ""]))
+        pd.Series(["91370100ma3c12346c", "110105491231002", "110105194912310021", "not an id", ""])
+    )
     assert ids.iloc[0] == "91370100MA3C12346C" and kinds.iloc[0] == "organization"
     assert ids.iloc[1] == GOOD and kinds.iloc[1] == "person"
     assert reasons.tolist()[:4] == [pd.NA, pd.NA, "INVALID_ID_CHECKSUM", "INVALID_ID_FORMAT"]

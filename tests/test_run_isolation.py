@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from warehouse_reader import read
 
 from pipelines.cli import main
@@ -34,27 +33,46 @@ def city(tmp_path_factory) -> Path:
 
 
 def args(city: Path, url: str, work: Path, reference: Path | None = None) -> list[str]:
-    return ["run", "--landing", str(city / "landing"), "--reference", str(reference or city / "reference"),
-            "--warehouse", url, "--as-of", AS_OF, "--work-dir", str(work)]
-
+    return [
+        "run",
+        "--landing",
+        str(city / "landing"),
+        "--reference",
+        str(reference or city / "reference"),
+        "--warehouse",
+        url,
+        "--as-of",
+        AS_OF,
+        "--work-dir",
+        str(work),
+    ]
 
 
 def settings_for(city: Path, url: str, work: Path):
-    return resolve_settings({"landing": str(city / "landing"), "reference": str(city / "reference"),
-                             "warehouse_url": url, "as_of": AS_OF, "work_dir": str(work)})
+    return resolve_settings(
+        {
+            "landing": str(city / "landing"),
+            "reference": str(city / "reference"),
+            "warehouse_url": url,
+            "as_of": AS_OF,
+            "work_dir": str(work),
+        }
+    )
 
 
 def test_a_second_run_on_a_busy_work_folder_exits_2_and_writes_nothing(city, tmp_path):
     url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
     work = tmp_path / "work"
     holder = settings_for(city, url, work).with_attempt("other")
-    with work_folder_lock(holder, dt.datetime(2027, 8, 15, 1, 2, 3, tzinfo=dt.timezone.utc)):
-        done = subprocess.run([sys.executable, "-m", "pipelines.cli", *args(city, url, work)],
-                              capture_output=True, text=True, timeout=300)
+    with work_folder_lock(holder, dt.datetime(2027, 8, 15, 1, 2, 3, tzinfo=dt.UTC)):
+        done = subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", *args(city, url, work)], capture_output=True, text=True, timeout=300
+        )
     assert done.returncode == 2, done.stderr[-500:]
     assert done.stderr.strip().splitlines() == [
         f"zerocert: another zerocert run is using the work folder {work} (pid {os.getpid()}, as-of {AS_OF}, "
-        "started 2027-08-15T01:02:03+00:00); wait for it to finish or give another --work-dir"]
+        "started 2027-08-15T01:02:03+00:00); wait for it to finish or give another --work-dir"
+    ]
     assert not (work / "runs").exists() and not (tmp_path / "wh.sqlite").exists()
     assert main(args(city, url, work)) == 0  # the lock is free again
 
@@ -87,9 +105,11 @@ def test_a_killed_attempt_is_marked_abandoned_by_the_next_run(city, tmp_path):
 
     url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
     work = tmp_path / "work"
-    killed_at = dt.datetime(2027, 8, 15, 2, 0, tzinfo=dt.timezone.utc)
-    record_started_run(url, {"run_id": "20270815-killed", "as_of": AS_OF, "policy_id": "p",
-                             "started_at": killed_at, "code_version": "0"})
+    killed_at = dt.datetime(2027, 8, 15, 2, 0, tzinfo=dt.UTC)
+    record_started_run(
+        url,
+        {"run_id": "20270815-killed", "as_of": AS_OF, "policy_id": "p", "started_at": killed_at, "code_version": "0"},
+    )
     work.mkdir()
     (work / LOCK_NAME).write_text(json.dumps({"pid": 1, "as_of": AS_OF, "started_at": killed_at.isoformat()}))
     assert main(args(city, url, work)) == 0

@@ -22,10 +22,22 @@ MOTHER = "110105198503030025"
 
 def person(citizen_id=FATHER, **changes):
     row = {
-        "公民身份号码": citizen_id, "姓名": "张三", "性别": "1", "出生日期": "1949-12-31", "民族": "汉",
-        "户号": "123456789", "与户主关系": "户主", "户籍地址": "某区某路1号", "户籍地行政区划代码": "110105",
-        "迁入本址日期": "2019/7/31", "监护人一公民身份号码": "", "监护人一关系": "", "监护人二公民身份号码": "",
-        "监护人二关系": "", "人员状态": "正常", "更新时间": "2024-01-01 08:00:00",
+        "公民身份号码": citizen_id,
+        "姓名": "张三",
+        "性别": "1",
+        "出生日期": "1949-12-31",
+        "民族": "汉",
+        "户号": "123456789",
+        "与户主关系": "户主",
+        "户籍地址": "某区某路1号",
+        "户籍地行政区划代码": "110105",
+        "迁入本址日期": "2019/7/31",
+        "监护人一公民身份号码": "",
+        "监护人一关系": "",
+        "监护人二公民身份号码": "",
+        "监护人二关系": "",
+        "人员状态": "正常",
+        "更新时间": "2024-01-01 08:00:00",
     }
     row.update(changes)
     return row
@@ -46,8 +58,7 @@ def deliver(landing, source, day, filename, payload, complete=True):
 
 
 def stage(tmp_path, source="hukou", as_of=AS_OF):
-    return stage_source(source, landing=tmp_path / "landing", exchange_url=None, as_of=as_of,
-                        out_dir=tmp_path / "out")
+    return stage_source(source, landing=tmp_path / "landing", exchange_url=None, as_of=as_of, out_dir=tmp_path / "out")
 
 
 def staged_frames(snapshot):
@@ -58,10 +69,22 @@ def test_gb18030_delivery_is_staged_with_counts_refs_and_types(tmp_path):
     rows = [
         person(),
         person(MOTHER, 姓名="李四", 性别="女", 出生日期="19850303", 与户主关系="配偶"),
-        person(CHILD, 姓名="张小", 出生日期="43101", 与户主关系="子",
-               监护人一公民身份号码="110105491231002", 监护人一关系="父亲"),
-        person(CHILD, 姓名="张小", 出生日期="43101", 与户主关系="子",
-               监护人一公民身份号码="110105491231002", 监护人一关系="父亲"),
+        person(
+            CHILD,
+            姓名="张小",
+            出生日期="43101",
+            与户主关系="子",
+            监护人一公民身份号码="110105491231002",
+            监护人一关系="父亲",
+        ),
+        person(
+            CHILD,
+            姓名="张小",
+            出生日期="43101",
+            与户主关系="子",
+            监护人一公民身份号码="110105491231002",
+            监护人一关系="父亲",
+        ),
         person("110105194912310021", 姓名="王五"),
     ]
     payload = csv_text(rows).encode("gb18030")
@@ -70,8 +93,12 @@ def test_gb18030_delivery_is_staged_with_counts_refs_and_types(tmp_path):
     accepted, quarantine = staged_frames(snapshot)
 
     assert snapshot["delivery"] == "2026-06-30"
-    assert (snapshot["rows_in"], snapshot["rows_accepted"], snapshot["rows_quarantined"],
-            snapshot["rows_duplicate"]) == (5, 3, 1, 1)
+    assert (
+        snapshot["rows_in"],
+        snapshot["rows_accepted"],
+        snapshot["rows_quarantined"],
+        snapshot["rows_duplicate"],
+    ) == (5, 3, 1, 1)
     assert json.loads((tmp_path / "out/hukou/snapshot.json").read_text()) == snapshot
     assert snapshot["checksum"] == hashlib.sha256(payload).hexdigest()
 
@@ -83,8 +110,11 @@ def test_gb18030_delivery_is_staged_with_counts_refs_and_types(tmp_path):
     assert str(accepted["birth_date"].dtype) == "datetime64[ns]"
     assert "110105194912310021" not in quarantine.loc[0, "detail"]
     assert quarantine.to_dict("records")[0] | {"detail": None} == {
-        "source": "hukou", "record_ref": "hukou.csv:6", "reason_code": "INVALID_ID_CHECKSUM",
-        "detail": None, "raw": csv_text([rows[4]]).splitlines()[1],
+        "source": "hukou",
+        "record_ref": "hukou.csv:6",
+        "reason_code": "INVALID_ID_CHECKSUM",
+        "detail": None,
+        "raw": csv_text([rows[4]]).splitlines()[1],
     }
 
 
@@ -99,10 +129,29 @@ def test_utf8_with_bom_and_quoted_field(tmp_path):
 
 def test_pipe_separated_social_insurance_gb18030(tmp_path):
     headers = [c.header for c in load_schema("social_insurance").columns]
-    row = dict(zip(headers, [" 11010519491231002x ", "张三", "企业职工基本养老保险", "参保缴费", "某公司",
-                             "91370100MA3C12346C", "2010年1月1日", "120.0", "202605"]))
-    deliver(tmp_path / "landing", "social_insurance", "2026-06-30", "social_insurance.csv",
-            csv_text([row], headers, sep="|").encode("gb18030"))
+    row = dict(
+        zip(
+            headers,
+            [
+                " 11010519491231002x ",
+                "张三",
+                "企业职工基本养老保险",
+                "参保缴费",
+                "某公司",
+                "91370100MA3C12346C",
+                "2010年1月1日",
+                "120.0",
+                "202605",
+            ],
+        )
+    )
+    deliver(
+        tmp_path / "landing",
+        "social_insurance",
+        "2026-06-30",
+        "social_insurance.csv",
+        csv_text([row], headers, sep="|").encode("gb18030"),
+    )
     accepted, quarantine = staged_frames(stage(tmp_path, "social_insurance"))
     assert quarantine.empty
     assert accepted.loc[0, "citizen_id"] == FATHER
@@ -113,8 +162,7 @@ def test_pipe_separated_social_insurance_gb18030(tmp_path):
 def test_newest_complete_delivery_on_or_before_as_of(tmp_path, caplog):
     landing = tmp_path / "landing"
     deliver(landing, "hukou", "2026-05-31", "hukou.csv", csv_text([person()]).encode())
-    deliver(landing, "hukou", "2026-06-30", "hukou.csv", csv_text([person(), person(MOTHER)]).encode(),
-            complete=False)
+    deliver(landing, "hukou", "2026-06-30", "hukou.csv", csv_text([person(), person(MOTHER)]).encode(), complete=False)
     deliver(landing, "hukou", "2026-07-02", "hukou.csv", csv_text([person()] * 3).encode())
     with caplog.at_level(logging.WARNING):
         snapshot = stage(tmp_path)
@@ -156,10 +204,11 @@ def test_truncated_gb18030_file_names_the_byte_offset(tmp_path):
     assert f"offset {len(payload) - 1}" in message and "GB18030" in message
 
 
-@pytest.mark.parametrize("source, filename, declared, other", [
-    ("hukou", "hukou.csv", "GB18030", "UTF-8"), ("rental", "rental.jsonl", "UTF-8", "GB18030")])
-def test_a_file_in_neither_encoding_names_the_schemas_declared_one_first(tmp_path, source, filename,
-                                                                          declared, other):
+@pytest.mark.parametrize(
+    "source, filename, declared, other",
+    [("hukou", "hukou.csv", "GB18030", "UTF-8"), ("rental", "rental.jsonl", "UTF-8", "GB18030")],
+)
+def test_a_file_in_neither_encoding_names_the_schemas_declared_one_first(tmp_path, source, filename, declared, other):
     payload = b"\xff\xfe\xfd not a text table in any encoding\n"
     message = rejected_message(tmp_path, payload, source, filename)
     assert f"neither {declared} as its schema declares (invalid byte at offset 0) nor {other}" in message
@@ -167,8 +216,13 @@ def test_a_file_in_neither_encoding_names_the_schemas_declared_one_first(tmp_pat
 
 def test_a_utf8_delivery_of_a_gb18030_source_is_still_read_as_utf8(tmp_path):
     assert HUKOU.encoding == "gb18030"
-    deliver(tmp_path / "landing", "hukou", "2026-06-30", "hukou.csv",
-            csv_text([person(), person(MOTHER, 姓名="李四", 与户主关系="配偶")]).encode("utf-8"))
+    deliver(
+        tmp_path / "landing",
+        "hukou",
+        "2026-06-30",
+        "hukou.csv",
+        csv_text([person(), person(MOTHER, 姓名="李四", 与户主关系="配偶")]).encode("utf-8"),
+    )
     accepted, _ = staged_frames(stage(tmp_path))
     assert accepted["name"].tolist() == ["张三", "李四"]
     assert accepted["relation_to_head"].tolist() == ["户主", "配偶"]
@@ -181,22 +235,27 @@ def test_bytes_valid_in_both_encodings_are_read_in_the_declared_one():
     assert both.decode("utf-8") != "谢伟,郑强\n"
     assert decode_delivery(both, "hukou", "gb18030").decode("utf-8") == "谢伟,郑强\n"
     assert decode_delivery(both, "rental", "utf-8") == both
-    with_bom = b"\xef\xbb\xbf" + "谢伟强\n".encode("utf-8")  # valid GB18030 too, BOM included
+    with_bom = b"\xef\xbb\xbf" + "谢伟强\n".encode()  # valid GB18030 too, BOM included
     assert decode_delivery(with_bom, "hukou", "gb18030") == "谢伟强\n".encode()  # a BOM says UTF-8
 
 
 def test_a_schema_encoding_other_than_utf8_or_gb18030_is_refused(tmp_path):
-    (tmp_path / "hukou.yaml").write_text("source: hukou\nfile: hukou.csv\nformat: csv\nencoding: latin-1\n"
-                                         "natural_key: [a]\ncolumns: [{header: a, key: a, type: id}]\n")
+    (tmp_path / "hukou.yaml").write_text(
+        "source: hukou\nfile: hukou.csv\nformat: csv\nencoding: latin-1\n"
+        "natural_key: [a]\ncolumns: [{header: a, key: a, type: id}]\n"
+    )
     with pytest.raises(UsageError, match="encoding must be one of utf-8, utf-8-sig, gb18030"):
         load_schema("hukou", tmp_path)
 
 
-@pytest.mark.parametrize("headers, expected", [
-    ([h for h in HEADERS if h != "出生日期"], "'出生日期' missing"),
-    (HEADERS + ["备注"], "unknown column '备注'"),
-    ([("生日" if h == "出生日期" else h) for h in HEADERS], "'出生日期' missing and unknown column '生日'"),
-])
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        ([h for h in HEADERS if h != "出生日期"], "'出生日期' missing"),
+        (HEADERS + ["备注"], "unknown column '备注'"),
+        ([("生日" if h == "出生日期" else h) for h in HEADERS], "'出生日期' missing and unknown column '生日'"),
+    ],
+)
 def test_schema_drift_rejects_delivery_and_keeps_last_good_snapshot(tmp_path, headers, expected):
     landing = tmp_path / "landing"
     deliver(landing, "hukou", "2026-05-31", "hukou.csv", csv_text([person()]).encode())
@@ -223,8 +282,11 @@ def test_a_50_mb_line_is_quarantined_and_the_rest_staged(tmp_path):
 
 
 def test_a_50_mb_json_line_is_quarantined_and_the_rest_staged(tmp_path):
-    lines = [json.dumps(rental("R1"), ensure_ascii=False), '{"record_no": "' + "x" * (50 << 20) + '"}',
-             json.dumps(rental("R3"), ensure_ascii=False)]
+    lines = [
+        json.dumps(rental("R1"), ensure_ascii=False),
+        '{"record_no": "' + "x" * (50 << 20) + '"}',
+        json.dumps(rental("R3"), ensure_ascii=False),
+    ]
     deliver(tmp_path / "landing", "rental", "2026-06-30", "rental.jsonl", ("\n".join(lines) + "\n").encode())
     accepted, quarantine = staged_frames(stage(tmp_path, "rental"))
     assert accepted["record_no"].tolist() == ["R1", "R3"]
@@ -243,22 +305,36 @@ def test_wrong_field_count_is_malformed(tmp_path):
 
 
 def rental(record_no, tenant_id=FATHER, **changes):
-    record = {"record_no": record_no, "tenant_name": "张三", "tenant_id": tenant_id,
-              "landlord_id": "91370100MA3C12346C", "address": "某区某路1号", "start_date": "2025-09-01",
-              "end_date": "2027-08-31", "registered_date": "2025-09-02", "status": "有效"}
+    record = {
+        "record_no": record_no,
+        "tenant_name": "张三",
+        "tenant_id": tenant_id,
+        "landlord_id": "91370100MA3C12346C",
+        "address": "某区某路1号",
+        "start_date": "2025-09-01",
+        "end_date": "2027-08-31",
+        "registered_date": "2025-09-02",
+        "status": "有效",
+    }
     return record | changes
 
 
 def test_jsonl_broken_line_is_malformed_rest_staged(tmp_path):
-    lines = [json.dumps(rental("R1"), ensure_ascii=False), '{"record_no": "R2", "tenant_id": ',
-             json.dumps(rental("R3", MOTHER, landlord_id=CHILD), ensure_ascii=False), "[1, 2]"]
+    lines = [
+        json.dumps(rental("R1"), ensure_ascii=False),
+        '{"record_no": "R2", "tenant_id": ',
+        json.dumps(rental("R3", MOTHER, landlord_id=CHILD), ensure_ascii=False),
+        "[1, 2]",
+    ]
     deliver(tmp_path / "landing", "rental", "2026-06-30", "rental.jsonl", ("\n".join(lines) + "\n").encode())
     snapshot = stage(tmp_path, "rental")
     accepted, quarantine = staged_frames(snapshot)
     assert accepted["record_no"].tolist() == ["R1", "R3"]
     assert accepted["record_ref"].tolist() == ["rental.jsonl:1", "rental.jsonl:3"]
     assert quarantine[["record_ref", "reason_code"]].values.tolist() == [
-        ["rental.jsonl:2", "MALFORMED_RECORD"], ["rental.jsonl:4", "MALFORMED_RECORD"]]
+        ["rental.jsonl:2", "MALFORMED_RECORD"],
+        ["rental.jsonl:4", "MALFORMED_RECORD"],
+    ]
     assert quarantine.loc[0, "raw"] == lines[1]
     assert snapshot["rows_in"] == 4
 
@@ -270,14 +346,23 @@ def test_jsonl_unknown_key_is_schema_drift(tmp_path):
 
 
 def test_all_schemas_load_and_a_broken_one_is_a_clear_error(tmp_path):
-    assert set(load_schemas()) == {"hukou", "property_title", "housing_contract", "rental",
-                                   "social_insurance", "individual_business", "enterprise"}
-    (tmp_path / "hukou.yaml").write_text("source: hukou\nfile: hukou.csv\nformat: xlsx\n"
-                                         "natural_key: [a]\ncolumns: [{header: a, key: a, type: id}]\n")
+    assert set(load_schemas()) == {
+        "hukou",
+        "property_title",
+        "housing_contract",
+        "rental",
+        "social_insurance",
+        "individual_business",
+        "enterprise",
+    }
+    (tmp_path / "hukou.yaml").write_text(
+        "source: hukou\nfile: hukou.csv\nformat: xlsx\nnatural_key: [a]\ncolumns: [{header: a, key: a, type: id}]\n"
+    )
     with pytest.raises(UsageError, match="format must be one of"):
         load_schema("hukou", tmp_path)
-    (tmp_path / "hukou.yaml").write_text("source: hukou\nfile: hukou.csv\nformat: csv\n"
-                                         "natural_key: [a]\ncolumns: [{header: a, key: a, type: idd}]\n")
+    (tmp_path / "hukou.yaml").write_text(
+        "source: hukou\nfile: hukou.csv\nformat: csv\nnatural_key: [a]\ncolumns: [{header: a, key: a, type: idd}]\n"
+    )
     with pytest.raises(UsageError, match="unknown type 'idd'"):
         load_schema("hukou", tmp_path)
     (tmp_path / "hukou.yaml").write_text("columns: [unclosed\n")
@@ -304,8 +389,9 @@ def test_line_numbers_survive_chunked_parsing_and_blank_lines(tmp_path, monkeypa
 def test_a_row_is_a_duplicate_only_when_its_whole_text_repeats_an_earlier_row():
     from pipelines.staging.quarantine import duplicate_rows
 
-    frame = pd.DataFrame({"raw": ["A,1", "A,2", "A,1", "B,1", "A,1 ", "A,2"],
-                          "citizen_id": ["A", "A", "A", "B", "A", "A"]}, dtype="str")
+    frame = pd.DataFrame(
+        {"raw": ["A,1", "A,2", "A,1", "B,1", "A,1 ", "A,2"], "citizen_id": ["A", "A", "A", "B", "A", "A"]}, dtype="str"
+    )
     assert duplicate_rows(frame, "citizen_id").tolist() == [False, False, True, False, False, True]
 
 
@@ -349,8 +435,13 @@ def test_a_symlinked_folder_outside_the_landing_is_rejected(tmp_path, link):
 
 def test_a_delivery_that_is_not_a_table_is_quoted_short_and_masked(tmp_path):
     """A header line that is someone's secret: the error shows a short masked excerpt at most."""
-    deliver(tmp_path / "landing", "hukou", "2026-06-30", "hukou.csv",
-            (SECRET_LINE + "\n" + SECRET_LINE + "\n").encode("utf-8"))
+    deliver(
+        tmp_path / "landing",
+        "hukou",
+        "2026-06-30",
+        "hukou.csv",
+        (SECRET_LINE + "\n" + SECRET_LINE + "\n").encode("utf-8"),
+    )
     with pytest.raises(DeliveryRejected) as caught:
         stage(tmp_path)
     message = str(caught.value)

@@ -16,10 +16,12 @@ def test_quarantine_matches_the_synthetic_truth_and_nothing_is_lost(tmp_path):
     truth = pd.read_csv(tmp_path / "city/truth/quarantine.csv", dtype=str)
     quarantined = []
     for source in source_keys():
-        snapshot = stage_source(source, landing=tmp_path / "city/landing", exchange_url=None,
-                                as_of=AS_OF, out_dir=tmp_path / "staged")
-        assert snapshot["rows_in"] == (snapshot["rows_accepted"] + snapshot["rows_quarantined"]
-                                       + snapshot["rows_duplicate"])
+        snapshot = stage_source(
+            source, landing=tmp_path / "city/landing", exchange_url=None, as_of=AS_OF, out_dir=tmp_path / "staged"
+        )
+        assert snapshot["rows_in"] == (
+            snapshot["rows_accepted"] + snapshot["rows_quarantined"] + snapshot["rows_duplicate"]
+        )
         assert snapshot["rows_accepted"] > 0
         quarantined.append(pd.read_parquet(snapshot["quarantine_path"]))
     got = pd.concat(quarantined)[["source", "record_ref", "reason_code"]]

@@ -17,13 +17,27 @@ import pandas as pd
 import pytest
 import shapely
 import yaml
+from synth_reading import (
+    AS_OF,
+    EVENTS,
+    KEYS,
+    PROFILES,
+    SPEC,
+    Opaque,
+    decoded,
+    maybe_date,
+    newest_complete,
+    norm_date,
+    norm_id,
+    parse_lines,
+    profile_doc,
+    records,
+    truth_dir,
+)
 
 from pipelines.errors import UsageError
 from pipelines.resident_id import check_character, mask_id
 from pipelines.synth import DirtRates, add_synth_arguments, synth_from_args, synthesize
-
-from synth_reading import (AS_OF, EVENTS, KEYS, PROFILES, SPEC, Opaque, decoded, maybe_date, newest_complete,
-                           norm_date, norm_id, parse_lines, profile_doc, records, truth_dir)
 
 NEXT_DAY = AS_OF + dt.timedelta(days=1)
 CUTOFF = dt.date(2027, 7, 31)
@@ -38,8 +52,11 @@ def city(request, tmp_path_factory):
 
 
 def tree_hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 # ---------------------------------------------------------------- determinism and layout
@@ -57,7 +74,7 @@ def test_one_seed_gives_byte_identical_output_and_another_seed_differs(city, tmp
 def test_every_delivery_has_the_declared_encoding_and_the_sources_md_header(city):
     root, *_ = city
     for as_of in (AS_OF, NEXT_DAY):
-        for source, (name, sep, encoding, header) in SPEC.items():
+        for source, (_name, sep, encoding, header) in SPEC.items():
             data = newest_complete(root / "a", source, as_of).read_bytes()
             if encoding == "gb18030":
                 with pytest.raises(UnicodeDecodeError):
@@ -102,11 +119,14 @@ def test_deliveries_today_and_the_next_day_an_older_snapshot_and_a_folder_still_
     assert {f.parent.name for f in folders} == set(SPEC)
     lag = doc["deliveries"]["days_before_as_of"]
     for source in SPEC:
-        days = sorted(dt.date.fromisoformat(f.name) for f in folders if f.parent.name == source
-                      and (f / "_SUCCESS").exists())
+        days = sorted(
+            dt.date.fromisoformat(f.name) for f in folders if f.parent.name == source and (f / "_SUCCESS").exists()
+        )
         today = AS_OF - dt.timedelta(days=lag[source])
         assert days[-2:] == [today, NEXT_DAY], source  # today's delivery, then the next day's
-        assert newest_complete(root / "a", source) == root / "a" / "landing" / source / today.isoformat() / SPEC[source][0]
+        assert (
+            newest_complete(root / "a", source) == root / "a" / "landing" / source / today.isoformat() / SPEC[source][0]
+        )
     incomplete = [f for f in folders if not (f / "_SUCCESS").exists()]
     assert [(f.parent.name, f.name) for f in incomplete] == [("rental", AS_OF.isoformat())]
     hukou_days = sorted(f.name for f in folders if f.parent.name == "hukou")
@@ -133,14 +153,38 @@ def test_registry_schools_and_catchments_follow_sources_md_and_the_profile(city)
     root, _, _, doc = city
     ref = root / "a" / "reference"
     reg = pd.read_csv(ref / "addresses.csv", dtype=str)
-    assert list(reg.columns) == ["address_code", "district_code", "street", "community", "road", "door_no", "compound",
-                                 "building", "unit", "room", "standard_text", "lon", "lat"]
+    assert list(reg.columns) == [
+        "address_code",
+        "district_code",
+        "street",
+        "community",
+        "road",
+        "door_no",
+        "compound",
+        "building",
+        "unit",
+        "room",
+        "standard_text",
+        "lon",
+        "lat",
+    ]
     assert reg["address_code"].is_unique
     assert 0.3 * PEOPLE <= len(reg) <= 0.6 * PEOPLE  # small cities: every district at least 4 x 4 blocks
     names = {d["code"]: d["name"] for d in doc["city"]["districts"]}
     assert set(reg["district_code"]) == set(names)
-    composed = (reg["district_code"].map(names) + reg["road"] + reg["door_no"] + "号" + reg["compound"] + reg["building"]
-                + "号楼" + reg["unit"] + "单元" + reg["room"] + "室")
+    composed = (
+        reg["district_code"].map(names)
+        + reg["road"]
+        + reg["door_no"]
+        + "号"
+        + reg["compound"]
+        + reg["building"]
+        + "号楼"
+        + reg["unit"]
+        + "单元"
+        + reg["room"]
+        + "室"
+    )
     assert (composed == reg["standard_text"]).all()
     assert reg["compound"].str.endswith("小区").any() and (~reg["compound"].str.contains("小区")).any()
     assert reg["compound"].str.contains("小区.*[期区]$").any()  # 小区 and a phase together
@@ -159,8 +203,16 @@ def test_registry_schools_and_catchments_follow_sources_md_and_the_profile(city)
     assert twins.groupby(parts)["district_code"].nunique().ge(2).all()
 
     schools = pd.read_csv(ref / "schools.csv", dtype=str)
-    assert list(schools.columns) == ["school_code", "school_name", "level", "district_code", "address", "capacity",
-                                     "lon", "lat"]
+    assert list(schools.columns) == [
+        "school_code",
+        "school_name",
+        "level",
+        "district_code",
+        "address",
+        "capacity",
+        "lon",
+        "lat",
+    ]
     assert set(schools["level"]) == {"primary", "junior"}
     assert schools["school_name"].str.startswith(doc["city"]["name"]).all()
     features = json.loads((ref / "catchments.geojson").read_text(encoding="utf-8"))["features"]
@@ -169,8 +221,11 @@ def test_registry_schools_and_catchments_follow_sources_md_and_the_profile(city)
     assert {f["properties"]["school_code"] for f in features} <= set(schools["school_code"])
     overlaps = []
     for level in ("primary", "junior"):
-        covered = sum(shapely.contains_xy(shapely.from_geojson(json.dumps(f["geometry"])), lon, lat).astype(int)
-                      for f in features if f["properties"]["level"] == level)
+        covered = sum(
+            shapely.contains_xy(shapely.from_geojson(json.dumps(f["geometry"])), lon, lat).astype(int)
+            for f in features
+            if f["properties"]["level"] == level
+        )
         assert (covered == 0).any(), level  # gaps
         overlaps.append((covered >= 2).any())
     assert any(overlaps)  # in a small city of many districts a junior catchment may cover its whole district
@@ -186,8 +241,10 @@ def _evidence_checker(a: Path, as_of: dt.date):
     code_of = {(s, t): c for s, t, c in truth_addr[["source", "address", "address_code"]].itertuples(index=False)}
     point = {c: (float(x), float(y)) for c, x, y in reg[["address_code", "lon", "lat"]].itertuples(index=False)}
     features = json.loads((a / "reference" / "catchments.geojson").read_text(encoding="utf-8"))["features"]
-    shapes = {(f["properties"]["school_code"], f["properties"]["level"]): shapely.from_geojson(json.dumps(f["geometry"]))
-              for f in features}
+    shapes = {
+        (f["properties"]["school_code"], f["properties"]["level"]): shapely.from_geojson(json.dumps(f["geometry"]))
+        for f in features
+    }
 
     def in_catchment(source, text, school, level):
         code = code_of.get((source, text.strip()), "")
@@ -213,25 +270,36 @@ def test_each_truth_eligibility_row_has_its_evidence_and_priority_date_in_the_de
     props = {}
     for r in recs["property_title"]:
         if r["use"] == "住宅" and r["title_status"] == "现势" and norm_date(r["registered_date"]) <= CUTOFF:
-            props.setdefault(norm_id(r["owner_id"]), []).append(("property_title", r["address"], norm_date(r["registered_date"])))
+            props.setdefault(norm_id(r["owner_id"]), []).append(
+                ("property_title", r["address"], norm_date(r["registered_date"]))
+            )
     for r in recs["housing_contract"]:
         if r["use"] == "住宅" and r["status"] == "已备案" and norm_date(r["signed_date"]) <= CUTOFF:
             for b in r["buyers"]:
-                props.setdefault(norm_id(b["id"]), []).append(("housing_contract", r["address"], norm_date(r["signed_date"])))
+                props.setdefault(norm_id(b["id"]), []).append(
+                    ("housing_contract", r["address"], norm_date(r["signed_date"]))
+                )
     rentals = {}
     for r in recs["rental"]:
-        if (r["status"] == "有效" and norm_date(r["registered_date"]) <= CUTOFF
-                and norm_date(r["start_date"]) <= CUTOFF <= norm_date(r["end_date"])):
-            rentals.setdefault(norm_id(r["tenant_id"]), []).append(("rental", r["address"], norm_date(r["registered_date"])))
+        if (
+            r["status"] == "有效"
+            and norm_date(r["registered_date"]) <= CUTOFF
+            and norm_date(r["start_date"]) <= CUTOFF <= norm_date(r["end_date"])
+        ):
+            rentals.setdefault(norm_id(r["tenant_id"]), []).append(
+                ("rental", r["address"], norm_date(r["registered_date"]))
+            )
     assert len(elig) > 20 and set(elig["category"]) >= {"A1", "A2", "C"}
     for child, level, school, category, priority in elig.itertuples(index=False):
         row = hukou[child]
         named = {norm_id(row[g]) for g in ("guardian1_id", "guardian2_id") if row[g].strip()}
         guardians = named or (heads.get(row["household_no"], set()) if row["relation"] in ("子", "女") else set())
-        urban = (row["status"] == "正常" and row["region"] in urban_codes and norm_date(row["settled_date"]) <= CUTOFF)
+        urban = row["status"] == "正常" and row["region"] in urban_codes and norm_date(row["settled_date"]) <= CUTOFF
         if category in ("A1", "A2"):
             assert (category == "A1") == urban, mask_id(child)
-            dates = [d for p in {child} | guardians for s, t, d in props.get(p, []) if in_catchment(s, t, school, level)]
+            dates = [
+                d for p in {child} | guardians for s, t, d in props.get(p, []) if in_catchment(s, t, school, level)
+            ]
         elif category == "B":
             dates = [d for g in guardians for s, t, d in rentals.get(g, []) if in_catchment(s, t, school, level)]
         else:
@@ -245,8 +313,14 @@ def test_truth_quarantine_refs_point_at_damaged_lines(city, as_of):
     root, *_ = city
     a = root / "a"
     q = pd.read_csv(truth_dir(a, as_of) / "quarantine.csv", dtype=str)
-    assert set(q["reason_code"]) == {"INVALID_ID_CHECKSUM", "INVALID_ID_FORMAT", "INVALID_DATE", "MISSING_REQUIRED",
-                                     "INVALID_CODE", "MALFORMED_RECORD"}
+    assert set(q["reason_code"]) == {
+        "INVALID_ID_CHECKSUM",
+        "INVALID_ID_FORMAT",
+        "INVALID_DATE",
+        "MISSING_REQUIRED",
+        "INVALID_CODE",
+        "MALFORMED_RECORD",
+    }
     assert q["record_ref"].is_unique
     by_file = {spec[0]: s for s, spec in SPEC.items()}
     parsed = {s: parse_lines(a, s, as_of) for s in SPEC}
@@ -266,7 +340,8 @@ def test_truth_quarantine_refs_point_at_damaged_lines(city, as_of):
         elif reason == "INVALID_DATE":
             record = parsed[source][int(line) - 1]
             values = [record[k] for k in EVENTS[source] if record[k].strip()] + [
-                record[k] for k in ("start_date", "end_date") if k in record]
+                record[k] for k in ("start_date", "end_date") if k in record
+            ]
             dates = [maybe_date(v) for v in values]
             late = [d for d in dates if d is not None and d > folder_day]
             assert None in dates or late, ref
@@ -285,8 +360,14 @@ def test_clean_rows_date_no_event_after_their_delivery_s_extract_date(city):
                 for key in EVENTS[source]:
                     if r[key].strip():
                         assert norm_date(r[key]) <= folder_day, (source, as_of, r["_line"], key)
-    damaged = set(decoded(a, "hukou").split("\n")[i - 1] for i in pd.read_csv(
-        a / "truth" / "quarantine.csv", dtype=str).query("source == 'hukou'")["record_ref"].str.split(":").str[1].astype(int))
+    damaged = set(
+        decoded(a, "hukou").split("\n")[i - 1]
+        for i in pd.read_csv(a / "truth" / "quarantine.csv", dtype=str)
+        .query("source == 'hukou'")["record_ref"]
+        .str.split(":")
+        .str[1]
+        .astype(int)
+    )
     older = sorted(f for f in (a / "landing" / "hukou").iterdir())[0]
     older_day = dt.date.fromisoformat(older.name)
     lines = (older / "hukou.csv").read_bytes().decode("gb18030").split("\n")[1:-1]
@@ -334,22 +415,41 @@ def test_truth_addresses_occur_in_their_source_and_name_their_variant_kinds(city
     parts = ["road", "door_no", "compound", "building", "unit", "room"]
     fits = reg.groupby(parts).size()
     no_district = truth[(truth["address_code"] != "") & truth["variant"].str.contains("no_district")]
-    assert len(no_district) and (fits.loc[pd.MultiIndex.from_frame(
-        reg.loc[no_district["address_code"], parts])] == 1).all()
+    assert (
+        len(no_district)
+        and (fits.loc[pd.MultiIndex.from_frame(reg.loc[no_district["address_code"], parts])] == 1).all()
+    )
     coded = truth[truth["address_code"] != ""]
     assert (coded["address"] != coded["address"].str.strip()).sum() == 0
     plain = coded["variant"] == ""
     assert (coded.loc[plain, "address"] == reg.loc[coded.loc[plain, "address_code"], "standard_text"].to_numpy()).all()
-    assert (coded.loc[~plain, "address"] != reg.loc[coded.loc[~plain, "address_code"], "standard_text"].to_numpy()).all()
+    assert (
+        coded.loc[~plain, "address"] != reg.loc[coded.loc[~plain, "address_code"], "standard_text"].to_numpy()
+    ).all()
     kinds = Counter(k for v in coded["variant"] for k in v.split(";") if k)
-    assert set(kinds) == {"prefix", "no_district", "no_district_shared_road", "fullwidth", "numerals", "door_numerals",
-                          "number_spaces", "format", "room_suffix", "xiaoqu", "phase_form", "spaces"}
+    assert set(kinds) == {
+        "prefix",
+        "no_district",
+        "no_district_shared_road",
+        "fullwidth",
+        "numerals",
+        "door_numerals",
+        "number_spaces",
+        "format",
+        "room_suffix",
+        "xiaoqu",
+        "phase_form",
+        "spaces",
+    }
     text = coded["address"].str.translate(str.maketrans("０１２３４５６７８９", "0123456789"))
     districts = "|".join(d["name"] for d in doc["city"]["districts"])
     has = lambda kind: coded["variant"].str.contains(rf"(?:^|;){kind}(?:;|$)")  # noqa: E731
     assert text[has("no_district_shared_road")].str.contains(districts).sum() == 0
     assert text[has("prefix")].str.contains(doc["city"]["name"]).all()
-    assert text[has("fullwidth")].str.contains("[０-９]").sum() == 0 and coded.loc[has("fullwidth"), "address"].str.contains("[０-９]").all()
+    assert (
+        text[has("fullwidth")].str.contains("[０-９]").sum() == 0
+        and coded.loc[has("fullwidth"), "address"].str.contains("[０-９]").all()
+    )
     assert text[has("door_numerals")].str.contains("[一二三四五六七八九十百]+号").all()
     assert text[has("number_spaces")].str.contains(r"\d \d").all()
     assert text[has("phase_form")].str.contains(r"\d[期区]").all()
@@ -359,21 +459,47 @@ def test_truth_addresses_occur_in_their_source_and_name_their_variant_kinds(city
 def test_every_kind_of_dirt_appears_at_the_profile_s_rates(city):
     root, summary, _, doc = city
     a = root / "a"
-    assert all(summary["dirt"].get(f, 0) > 0 for f in ("id_spaces", "id_fullwidth", "id_lowercase_x", "id_legacy15",
-                                                       "id_trailing_dot0", "id_quote_prefix", "sex_numeric",
-                                                       "name_conflict", "duplicate", "damage_future_date"))
+    assert all(
+        summary["dirt"].get(f, 0) > 0
+        for f in (
+            "id_spaces",
+            "id_fullwidth",
+            "id_lowercase_x",
+            "id_legacy15",
+            "id_trailing_dot0",
+            "id_quote_prefix",
+            "sex_numeric",
+            "name_conflict",
+            "duplicate",
+            "damage_future_date",
+        )
+    )
     province_city = doc["city"]["province"] + doc["city"]["name"]
     text = "\n".join(decoded(a, s) for s in SPEC)
-    patterns = {"full-width digits": "[０-９]", "lowercase x": r"\d{17}x", "15-digit ID": r"[\",|]\d{15}[\",|]",
-                "trailing .0": r"\d{18}\.0", "quote prefix": r"'\d{17}", "padded ID": r" \d{17}[\dX]|\d{17}[\dX] ",
-                "slash date": r"\d{4}/\d{1,2}/\d{1,2}", "compact date": r"[,|\"](19|20)\d{6}[,|\"]",
-                "chinese date": r"\d{4}年\d{1,2}月\d{1,2}日", "timestamp date": r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
-                "serial date": r"[,|\"][34]\d{4}[,|\"]", "province and city": province_city,
-                "city prefix": "[,\"]" + doc["city"]["name"],
-                "3#2-501": r"\d#\d-\d{3}", "3-2-501": r"号[^,\"]*\D\d{1,2}-\d-\d{3}", "栋": r"栋\d单元", "幢": "幢",
-                "chinese numerals": "[一二三四五六七八九十]号楼", "号楼 without 室": r"单元\d{3,4}[,\"|]",
-                "door in chinese numerals": "路[一二三四五六七八九十百]+号|街[一二三四五六七八九十百]+号",
-                "space inside a number": r"\d \d", "phase in digits": r"\d期"}
+    patterns = {
+        "full-width digits": "[０-９]",
+        "lowercase x": r"\d{17}x",
+        "15-digit ID": r"[\",|]\d{15}[\",|]",
+        "trailing .0": r"\d{18}\.0",
+        "quote prefix": r"'\d{17}",
+        "padded ID": r" \d{17}[\dX]|\d{17}[\dX] ",
+        "slash date": r"\d{4}/\d{1,2}/\d{1,2}",
+        "compact date": r"[,|\"](19|20)\d{6}[,|\"]",
+        "chinese date": r"\d{4}年\d{1,2}月\d{1,2}日",
+        "timestamp date": r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
+        "serial date": r"[,|\"][34]\d{4}[,|\"]",
+        "province and city": province_city,
+        "city prefix": '[,"]' + doc["city"]["name"],
+        "3#2-501": r"\d#\d-\d{3}",
+        "3-2-501": r"号[^,\"]*\D\d{1,2}-\d-\d{3}",
+        "栋": r"栋\d单元",
+        "幢": "幢",
+        "chinese numerals": "[一二三四五六七八九十]号楼",
+        "号楼 without 室": r"单元\d{3,4}[,\"|]",
+        "door in chinese numerals": "路[一二三四五六七八九十百]+号|街[一二三四五六七八九十百]+号",
+        "space inside a number": r"\d \d",
+        "phase in digits": r"\d期",
+    }
     for what, pattern in patterns.items():
         assert re.search(pattern, text), what
     all_lines = [ln for s in SPEC for ln in decoded(a, s).split("\n")[1:-1]]
@@ -383,8 +509,9 @@ def test_every_kind_of_dirt_appears_at_the_profile_s_rates(city):
 def test_cli_arguments_cover_every_dirt_rate_and_the_profile_and_reach_synthesize(tmp_path):
     parser = argparse.ArgumentParser()
     add_synth_arguments(parser)
-    args = parser.parse_args(["--out", str(tmp_path / "c"), "--people", "300", "--dirt-duplicate", "0",
-                              "--profile", "weifang"])
+    args = parser.parse_args(
+        ["--out", str(tmp_path / "c"), "--people", "300", "--dirt-duplicate", "0", "--profile", "weifang"]
+    )
     assert args.seed == 1 and args.dirt_duplicate == 0.0
     assert args.dirt_address_variant is None  # not given: the profile's rate
     summary = synth_from_args(args)
@@ -407,7 +534,9 @@ def test_records_cover_every_code_value_and_form_the_issue_names(city):
     assert set(titles["title_status"]) == {"现势", "历史", "注销"}
     assert set(titles["use"]) - {"住宅"} and "住宅" in set(titles["use"])
     assert any(norm_date(d) > CUTOFF for d in titles["registered_date"])
-    assert titles["certificate_no"].str.contains(doc["city"]["province_short"] + r"\(\d{4}\)" + doc["city"]["name"]).all()
+    assert (
+        titles["certificate_no"].str.contains(doc["city"]["province_short"] + r"\(\d{4}\)" + doc["city"]["name"]).all()
+    )
     credit = titles.loc[titles["owner_id"].str.fullmatch(r"91\d{6}[0-9A-Z]{10}"), "owner_id"]
     assert len(credit) > 0 and credit.str.len().eq(18).all()
     contracts = pd.DataFrame(recs["housing_contract"])

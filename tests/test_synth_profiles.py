@@ -14,18 +14,39 @@ import pandas as pd
 import pytest
 import shapely
 import yaml
+from synth_reading import (
+    AS_OF,
+    EVENTS,
+    PROFILES,
+    SPEC,
+    Opaque,
+    maybe_date,
+    newest_complete,
+    norm_id,
+    parse_lines,
+    profile_doc,
+    records,
+)
 
 from pipelines.cli import main
 from pipelines.synth import synthesize
 
-from synth_reading import (AS_OF, EVENTS, PROFILES, SPEC, Opaque, maybe_date, newest_complete, norm_id, parse_lines,
-                           profile_doc, records)
-
 PEOPLE = 20000
-REASONS = {"NO_GUARDIAN_LINK", "NO_QUALIFYING_PROPERTY", "PROPERTY_AFTER_CUTOFF", "PROPERTY_NOT_RESIDENTIAL",
-           "PROPERTY_OUTSIDE_ALL_CATCHMENTS", "NO_QUALIFYING_RENTAL", "RENTAL_NOT_COVERING_CUTOFF",
-           "NO_STABLE_EMPLOYMENT", "INSUFFICIENT_INSURANCE_MONTHS", "HUKOU_NOT_URBAN",
-           "HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS", "ADDRESS_UNMATCHED", "CHILD_DECEASED"}  # policy.md
+REASONS = {
+    "NO_GUARDIAN_LINK",
+    "NO_QUALIFYING_PROPERTY",
+    "PROPERTY_AFTER_CUTOFF",
+    "PROPERTY_NOT_RESIDENTIAL",
+    "PROPERTY_OUTSIDE_ALL_CATCHMENTS",
+    "NO_QUALIFYING_RENTAL",
+    "RENTAL_NOT_COVERING_CUTOFF",
+    "NO_STABLE_EMPLOYMENT",
+    "INSUFFICIENT_INSURANCE_MONTHS",
+    "HUKOU_NOT_URBAN",
+    "HUKOU_ADDRESS_OUTSIDE_ALL_CATCHMENTS",
+    "ADDRESS_UNMATCHED",
+    "CHILD_DECEASED",
+}  # policy.md
 
 
 @pytest.fixture(scope="module", params=PROFILES)
@@ -43,15 +64,24 @@ def test_every_category_and_reason_appears_in_a_20k_city(big):
     assert set(reasons) >= REASONS
     assert all(reasons[r] > 0 for r in REASONS), {r: reasons[r] for r in REASONS}
     q = pd.read_csv(root / "truth" / "quarantine.csv", dtype=str)
-    assert set(q["reason_code"]) == {"INVALID_ID_CHECKSUM", "INVALID_ID_FORMAT", "INVALID_DATE", "MISSING_REQUIRED",
-                                     "INVALID_CODE", "MALFORMED_RECORD"}
+    assert set(q["reason_code"]) == {
+        "INVALID_ID_CHECKSUM",
+        "INVALID_ID_FORMAT",
+        "INVALID_DATE",
+        "MISSING_REQUIRED",
+        "INVALID_CODE",
+        "MALFORMED_RECORD",
+    }
     features = json.loads((root / "reference" / "catchments.geojson").read_text(encoding="utf-8"))["features"]
     assert {f["geometry"]["type"] for f in features} == {"Polygon", "MultiPolygon"}
     reg = pd.read_csv(root / "reference" / "addresses.csv", dtype=str)
     lon, lat = reg["lon"].astype(float), reg["lat"].astype(float)
     for level in ("primary", "junior"):
-        covered = sum(shapely.contains_xy(shapely.from_geojson(json.dumps(f["geometry"])), lon, lat).astype(int)
-                      for f in features if f["properties"]["level"] == level)
+        covered = sum(
+            shapely.contains_xy(shapely.from_geojson(json.dumps(f["geometry"])), lon, lat).astype(int)
+            for f in features
+            if f["properties"]["level"] == level
+        )
         assert (covered == 0).any() and (covered >= 2).any(), level
 
 

@@ -7,20 +7,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from resident_ids import resident_id
+from validation_frames import AS_OF, hukou_frame
 
 from pipelines.errors import UsageError, ValidationFailed
 from pipelines.registry import source_keys
 from pipelines.validation import (
     DEFAULT_EXPECTATIONS_DIR,
+    TableChecks,
     load_expectation_suites,
     row_count_bounds,
-    TableChecks,
     valid_resident_ids,
     validate_staged,
 )
-
-from resident_ids import resident_id
-from validation_frames import AS_OF, hukou_frame
 
 
 def wrong_check(valid: str) -> str:
@@ -33,8 +32,9 @@ def suites():
 
 
 def run(frame, tmp_path, suites, *, source="hukou", previous_rows=None, **kwargs):
-    return validate_staged(source, frame, as_of=AS_OF, previous_rows=previous_rows,
-                           results_dir=tmp_path, suites=suites, **kwargs)
+    return validate_staged(
+        source, frame, as_of=AS_OF, previous_rows=previous_rows, results_dir=tmp_path, suites=suites, **kwargs
+    )
 
 
 def test_every_source_has_a_checked_suite(suites):
@@ -55,22 +55,30 @@ def test_good_frame_passes_and_keeps_results_and_data_docs(tmp_path, suites):
     assert kept["success"] is True
     assert Path(report["results_path"]) == tmp_path / "hukou" / "validation.json"
     checked = {r["expectation_config"]["meta"]["check"] for r in kept["results"]}
-    assert {"row_count", "resident_id(citizen_id)", "in_set(sex)", "unique(citizen_id)",
-            "date_range(birth_date)"} <= checked
+    assert {
+        "row_count",
+        "resident_id(citizen_id)",
+        "in_set(sex)",
+        "unique(citizen_id)",
+        "date_range(birth_date)",
+    } <= checked
     docs = Path(report["docs_path"])
     assert docs == tmp_path / "data_docs" / "index.html"
     assert "hukou" in docs.read_text(encoding="utf-8")
     pd.testing.assert_frame_equal(frame, before)
 
 
-@pytest.mark.parametrize("column, bad_value, check", [
-    ("sex", "男性", "in_set(sex)"),
-    ("citizen_id", "wrong_check", "resident_id(citizen_id)"),
-    ("guardian1_id", "wrong_check", "resident_id(guardian1_id)"),
-    ("birth_date", pd.Timestamp("2027-03-02"), "date_range(birth_date)"),
-    ("settled_date", pd.Timestamp("1899-12-31"), "date_range(settled_date)"),
-    ("household_no", "12345678", "pattern(household_no)"),
-])
+@pytest.mark.parametrize(
+    "column, bad_value, check",
+    [
+        ("sex", "男性", "in_set(sex)"),
+        ("citizen_id", "wrong_check", "resident_id(citizen_id)"),
+        ("guardian1_id", "wrong_check", "resident_id(guardian1_id)"),
+        ("birth_date", pd.Timestamp("2027-03-02"), "date_range(birth_date)"),
+        ("settled_date", pd.Timestamp("1899-12-31"), "date_range(settled_date)"),
+        ("household_no", "12345678", "pattern(household_no)"),
+    ],
+)
 def test_a_bad_row_fails_the_named_row_check(tmp_path, suites, column, bad_value, check):
     frame = hukou_frame()
     row = 2
@@ -136,11 +144,21 @@ def test_change_counts_delivered_records_not_staged_rows(tmp_path, suites):
 def test_an_accepted_change_publishes_and_reports_its_figures(tmp_path, suites):
     with pytest.raises(ValidationFailed, match=r"--accept-change hukou --reason"):
         run(hukou_frame(50), tmp_path, suites, previous_rows=100)
-    report = run(hukou_frame(50), tmp_path, suites, previous_rows=100,
-                 accept_change_reason="district merged into the city, checked with the bureau")
+    report = run(
+        hukou_frame(50),
+        tmp_path,
+        suites,
+        previous_rows=100,
+        accept_change_reason="district merged into the city, checked with the bureau",
+    )
     assert report["accepted_change"] == {
-        "source": "hukou", "reason": "district merged into the city, checked with the bureau",
-        "rows": 50, "previous_rows": 100, "allowed": [95, 105], "max_change_fraction": 0.05}
+        "source": "hukou",
+        "reason": "district merged into the city, checked with the bureau",
+        "rows": 50,
+        "previous_rows": 100,
+        "allowed": [95, 105],
+        "max_change_fraction": 0.05,
+    }
 
 
 def test_an_accepted_change_does_not_waive_other_failures(tmp_path, suites):
@@ -196,20 +214,21 @@ def test_every_run_stays_in_the_data_docs_index(tmp_path, suites):
 
 def test_property_owner_ids_are_checked_by_owner_kind(tmp_path, suites):
     person = resident_id("37110219850101123")
-    frame = pd.DataFrame({
-        "certificate_no": pd.array(["鲁(2019)某市不动产权第0000001号"] * 2
-                                   + ["鲁(2020)某市不动产权第0000002号"], dtype="str"),
-        "owner_id": pd.array([person, "91371100MA3C0000X1", resident_id("37110219900202456")],
-                             dtype="str"),
-        "owner_kind": pd.array(["person", "organization", "person"], dtype="str"),
-        "co_ownership": pd.array(["按份共有", "按份共有", "单独所有"], dtype="str"),
-        "share": [0.5, 0.5, float("nan")],
-        "use": pd.array(["住宅", "住宅", "商业"], dtype="str"),
-        "floor_area": [89.5, 89.5, 120.0],
-        "registered_date": pd.to_datetime(["2019-06-01", "2019-06-01", "2020-01-02"])
-        .astype("datetime64[ns]"),
-        "title_status": pd.array(["现势", "现势", "历史"], dtype="str"),
-    })
+    frame = pd.DataFrame(
+        {
+            "certificate_no": pd.array(
+                ["鲁(2019)某市不动产权第0000001号"] * 2 + ["鲁(2020)某市不动产权第0000002号"], dtype="str"
+            ),
+            "owner_id": pd.array([person, "91371100MA3C0000X1", resident_id("37110219900202456")], dtype="str"),
+            "owner_kind": pd.array(["person", "organization", "person"], dtype="str"),
+            "co_ownership": pd.array(["按份共有", "按份共有", "单独所有"], dtype="str"),
+            "share": [0.5, 0.5, float("nan")],
+            "use": pd.array(["住宅", "住宅", "商业"], dtype="str"),
+            "floor_area": [89.5, 89.5, 120.0],
+            "registered_date": pd.to_datetime(["2019-06-01", "2019-06-01", "2020-01-02"]).astype("datetime64[ns]"),
+            "title_status": pd.array(["现势", "现势", "历史"], dtype="str"),
+        }
+    )
     assert run(frame, tmp_path, suites, source="property_title")["success"] is True
     frame.loc[1, "owner_kind"] = "person"
     with pytest.raises(ValidationFailed, match=r"resident_id\(owner_id\)\[owner_kind=person\]"):
@@ -233,8 +252,9 @@ def test_a_warning_check_is_reported_not_raised(tmp_path):
     folder = tmp_path / "expectations"
     folder.mkdir()
     (folder / "hukou.yaml").write_text(
-        "source: hukou\nrow_checks:\n"
-        "  - {check: in_set, column: sex, values: [男, 女], severity: warn}\n", encoding="utf-8")
+        "source: hukou\nrow_checks:\n  - {check: in_set, column: sex, values: [男, 女], severity: warn}\n",
+        encoding="utf-8",
+    )
     frame = hukou_frame()
     frame.loc[0, "sex"] = "未知"
     report = run(frame, tmp_path / "out", load_expectation_suites(folder))
@@ -242,18 +262,19 @@ def test_a_warning_check_is_reported_not_raised(tmp_path):
     assert report["failed_expectations"] == ["in_set(sex)"]
 
 
-@pytest.mark.parametrize("text, named", [
-    ("source: hukou\nrow_checks:\n  - {check: exists, column: sex}\n", "check"),
-    ("source: hukou\nrow_checks:\n  - {check: not_null, column: sex, mostly: 1.5}\n", "mostly"),
-    ("source: hukou\nrow_checks:\n  - {check: in_set, column: sex}\n", "values"),
-    ("source: hukou\nrow_checks:\n  - {check: date_range, column: birth_date, max: tomorrow}\n",
-     "max"),
-    ("source: hukou\nrow_checks:\n  - {check: pattern, column: household_no, regex: '(\\d'}\n",
-     "regex"),
-    ("source: hukou\ntable_checks: {max_change_fraction: -1}\n", "max_change_fraction"),
-    ("source: hukuo\n", "source"),
-    ("source: hukou\nrow_checks: [\n", "YAML"),
-])
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("source: hukou\nrow_checks:\n  - {check: exists, column: sex}\n", "check"),
+        ("source: hukou\nrow_checks:\n  - {check: not_null, column: sex, mostly: 1.5}\n", "mostly"),
+        ("source: hukou\nrow_checks:\n  - {check: in_set, column: sex}\n", "values"),
+        ("source: hukou\nrow_checks:\n  - {check: date_range, column: birth_date, max: tomorrow}\n", "max"),
+        ("source: hukou\nrow_checks:\n  - {check: pattern, column: household_no, regex: '(\\d'}\n", "regex"),
+        ("source: hukou\ntable_checks: {max_change_fraction: -1}\n", "max_change_fraction"),
+        ("source: hukuo\n", "source"),
+        ("source: hukou\nrow_checks: [\n", "YAML"),
+    ],
+)
 def test_a_broken_expectation_file_is_a_usage_error(tmp_path, text, named):
     (tmp_path / "hukou.yaml").write_text(text, encoding="utf-8")
     with pytest.raises(UsageError) as caught:
@@ -265,8 +286,7 @@ def test_a_broken_expectation_file_is_a_usage_error(tmp_path, text, named):
 
 def test_valid_resident_ids_verifies_the_check_character():
     good = resident_id("37110219800101123")
-    values = pd.Series([good, wrong_check(good), good.lower()[:17] + "x", "371102800101123", None],
-                       dtype="str")
+    values = pd.Series([good, wrong_check(good), good.lower()[:17] + "x", "371102800101123", None], dtype="str")
     verdict = valid_resident_ids(values)
     assert verdict.iloc[:4].tolist() == [True, False, False, False]
     assert pd.isna(verdict.iloc[4])
@@ -319,17 +339,17 @@ def test_repeated_index_labels_are_validated_by_position(tmp_path, suites):
 
 def insurance_frame() -> pd.DataFrame:
     person = resident_id("37110219850101123")
-    return pd.DataFrame({
-        "citizen_id": pd.array([person, person, resident_id("37110219900202456")], dtype="str"),
-        "scheme": pd.array(["企业职工基本养老保险", "城镇职工基本医疗保险", "城乡居民基本养老保险"],
-                           dtype="str"),
-        "insurance_status": pd.array(["参保缴费", "参保缴费", "暂停缴费"], dtype="str"),
-        "employer_code": pd.array(["91371100MA3C0000X1", "91371100MA3C0000X1", None], dtype="str"),
-        "first_insured_date": pd.to_datetime(["2012-07-01", "2012-07-01", pd.NaT])
-        .astype("datetime64[ns]"),
-        "local_months": pd.array([130, 130, None], dtype="Int64"),
-        "last_paid_month": pd.array(["202702", "202702", None], dtype="str"),
-    })
+    return pd.DataFrame(
+        {
+            "citizen_id": pd.array([person, person, resident_id("37110219900202456")], dtype="str"),
+            "scheme": pd.array(["企业职工基本养老保险", "城镇职工基本医疗保险", "城乡居民基本养老保险"], dtype="str"),
+            "insurance_status": pd.array(["参保缴费", "参保缴费", "暂停缴费"], dtype="str"),
+            "employer_code": pd.array(["91371100MA3C0000X1", "91371100MA3C0000X1", None], dtype="str"),
+            "first_insured_date": pd.to_datetime(["2012-07-01", "2012-07-01", pd.NaT]).astype("datetime64[ns]"),
+            "local_months": pd.array([130, 130, None], dtype="Int64"),
+            "last_paid_month": pd.array(["202702", "202702", None], dtype="str"),
+        }
+    )
 
 
 def test_social_insurance_suite_passes_good_rows(tmp_path, suites):
@@ -338,14 +358,13 @@ def test_social_insurance_suite_passes_good_rows(tmp_path, suites):
 
 def test_social_insurance_suite_names_each_broken_check(tmp_path, suites):
     frame = pd.concat([insurance_frame()] * 2, ignore_index=True)
-    frame["citizen_id"] = pd.array([resident_id(f"3711021985010112{i}") for i in range(6)],
-                                   dtype="str")
+    frame["citizen_id"] = pd.array([resident_id(f"3711021985010112{i}") for i in range(6)], dtype="str")
     frame.loc[0, "local_months"] = -3
     frame.loc[1, "last_paid_month"] = "202713"
     frame.loc[2, "employer_code"] = "91371100MA3C0000I1"  # I is not in the GB 32100 alphabet
     frame.loc[4, ["citizen_id", "scheme"]] = frame.loc[3, ["citizen_id", "scheme"]].tolist()
     with pytest.raises(ValidationFailed) as caught:
         run(frame, tmp_path, suites, source="social_insurance")
-    assert sorted(caught.value.report["failed_expectations"]) == sorted([
-        "between(local_months)", "pattern(last_paid_month)", "credit_code(employer_code)",
-        "unique(citizen_id,scheme)"])
+    assert sorted(caught.value.report["failed_expectations"]) == sorted(
+        ["between(local_months)", "pattern(last_paid_month)", "credit_code(employer_code)", "unique(citizen_id,scheme)"]
+    )

@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from warehouse_reader import read
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parent.parent
-LEFT_OUT = shutil.ignore_patterns(".venv", ".git", ".demo", "__pycache__", "*.egg-info", ".pytest_cache",
-                                  ".ruff_cache", "build", "dist")
+LEFT_OUT = shutil.ignore_patterns(
+    ".venv", ".git", ".demo", "__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache", "build", "dist"
+)
 
 
 def _python(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -31,18 +31,42 @@ def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"
     shutil.copytree(REPO, source, symlinks=True, ignore=LEFT_OUT)
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(root / "dist"), str(source)], capture_output=True, text=True, timeout=600)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(root / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     wheel = next((root / "dist").glob("zerocert-*.whl"))
     target = root / "site"
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-                           str(wheel)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     elsewhere = root / "elsewhere"
     elsewhere.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(target), "ZEROCERT_HOME": str(root / "home"),
-           "AIRFLOW_HOME": str(root / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(target),
+        "ZEROCERT_HOME": str(root / "home"),
+        "AIRFLOW_HOME": str(root / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
     env.pop("ZEROCERT_HMAC_KEY", None)
     return {"root": root, "site": target, "cwd": elsewhere, "env": env}
 
@@ -51,10 +75,12 @@ def test_the_wheel_carries_its_declarations_as_files(installed):
     data = installed["site"] / "pipelines" / "data"
     for folder in ("schemas", "expectations", "dags"):
         assert not (data / folder).is_symlink()
-        assert sorted(p.name for p in (data / folder).iterdir() if p.suffix in (".yaml", ".py")) == \
-            sorted(p.name for p in (REPO / folder).iterdir() if p.suffix in (".yaml", ".py"))
-    assert sorted(p.name for p in (data / "migrations" / "sqlite").glob("*.sql")) == \
-        sorted(p.name for p in (REPO / "warehouse" / "migrations" / "sqlite").glob("*.sql"))
+        assert sorted(p.name for p in (data / folder).iterdir() if p.suffix in (".yaml", ".py")) == sorted(
+            p.name for p in (REPO / folder).iterdir() if p.suffix in (".yaml", ".py")
+        )
+    assert sorted(p.name for p in (data / "migrations" / "sqlite").glob("*.sql")) == sorted(
+        p.name for p in (REPO / "warehouse" / "migrations" / "sqlite").glob("*.sql")
+    )
     assert (data / "policy.yaml").read_text(encoding="utf-8").startswith("#")
 
 
@@ -77,10 +103,13 @@ def test_the_installed_wheel_runs_the_demo_city_end_to_end(installed):
 def test_a_dag_bundle_of_only_the_dags_folder_parses_against_the_wheel(installed):
     bundle = installed["root"] / "bundle"
     shutil.copytree(REPO / "dags", bundle, ignore=LEFT_OUT)
-    probe = ("from airflow.dag_processing.dagbag import DagBag\n"
-             f"bag = DagBag(dag_folder={str(bundle)!r})\n"
-             "assert not bag.import_errors, bag.import_errors\n"
-             "print(len([d for d in bag.dag_ids if d.startswith('zerocert_source_')]), 'zerocert_warehouse' in bag.dag_ids)\n")
+    probe = (
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(bundle)!r})\n"
+        "assert not bag.import_errors, bag.import_errors\n"
+        "sources = [d for d in bag.dag_ids if d.startswith('zerocert_source_')]\n"
+        "print(len(sources), 'zerocert_warehouse' in bag.dag_ids)\n"
+    )
     done = _python(["-c", probe], installed["cwd"], installed["env"])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1] == f"{len(list((REPO / 'schemas').glob('*.yaml')))} True"

@@ -21,5 +21,6 @@ def connect(url: str, role: str, password: str | None = None):
     """An autocommit psycopg session as ``role`` on the local PostgreSQL database of ``url``."""
     import psycopg
 
-    return psycopg.connect(host="127.0.0.1", port=5432, user=role, password=password,
-                           dbname=url.rsplit("/", 1)[1], autocommit=True)
+    return psycopg.connect(
+        host="127.0.0.1", port=5432, user=role, password=password, dbname=url.rsplit("/", 1)[1], autocommit=True
+    )
