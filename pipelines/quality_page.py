@@ -256,7 +256,9 @@ def render_quality_page(quality: RunQuality, written_at: dt.datetime) -> str:
             "".join(_source_section(item) for item in quality.sources),
             _published_section(quality.published),
             f'<p class="meta">Every check of the newest validation of each source, values masked: '
-            f"{_text(quality.results_dir)}/&lt;source&gt;/validation.json.</p>",
+            f"{_text(quality.results_dir)}/&lt;source&gt;/validation.json.</p>"
+            if quality.results_dir
+            else "",
         ]
     )
     return (
