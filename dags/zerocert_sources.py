@@ -7,6 +7,12 @@ database), repairs it, quarantines what cannot be repaired, writes a Parquet sna
 publishes the asset `zerocert://staged/<source>`. The warehouse DAG runs when the sources
 have refreshed.
 
+What was staged is in `<work_dir>/staged/<as_of>/<source>/` (`snapshot.json` with the counts,
+`quarantine.parquet` with each quarantined row's reason); the task log gives rows in, accepted,
+quarantined and duplicate. Once the warehouse DAG has validated the sources, its quality page
+`<work_dir>/validation/quality/<as_of>.html` (opens offline) shows per source those counts, the
+quarantine reasons with counts and the failed expectations.
+
 Configuration: Airflow variables `zerocert_landing`, `zerocert_exchange_url`,
 `zerocert_reference`, `zerocert_warehouse_url`, `zerocert_policy`, `zerocert_as_of`,
 `zerocert_work_dir`, or the `ZEROCERT_*` environment variables; none are needed for the demo.

@@ -12,10 +12,25 @@ The last good warehouse stays readable if any step fails.
 After each publish it writes the education bureau's report (demand against capacity, the
 forecast per catchment, data quality per department) to `<work_dir>/reports/<as_of>/report.html`.
 
-Look at: `run_audit` and `source_snapshot` in the warehouse, the validation Data Docs under
-`<work_dir>/validation/data_docs/`, the address review lists under
-`<work_dir>/runs/<as_of>/airflow-<run id>/addresses/review/` (each DAG run has its own folder),
-and the report.
+Each DAG run has its own folder, `<work_dir>/runs/<as_of>/airflow-<run id>/`, the run id with
+every character but letters, digits, `_`, `.` and `-` made `_` (the run
+`manual__2027-08-15T01:00:00+00:00` works in `airflow-manual__2027-08-15T01_00_00_00_00`).
+
+Look at:
+- the run's **quality page**, `quality.html` in the run's folder (the newest for each as-of date
+  also at `<work_dir>/validation/quality/<as_of>.html`): one HTML file that opens offline, with
+  per source the rows in, accepted, duplicate and quarantined, the quarantine reasons with
+  counts and the failed expectations, and after publish the rows per table. It is rewritten
+  after each `validate_*` task (whose log names it) and after `publish`;
+- `run_audit` and `source_snapshot` in the warehouse;
+- the address review lists in the run's folder under `addresses/review/`;
+- the report (after a publish).
+
+Every task log carries its counts: rows per source, address texts per status, children per
+level and per bucket, rows per published table. The Great Expectations results (masked JSON)
+are under `<work_dir>/validation/<source>/validation.json`; their Data Docs index
+(`<work_dir>/validation/data_docs/index.html`) loads its styles and run list from the internet
+and shows nothing on a closed network.
 To publish a delivery whose size moved beyond its source's threshold after checking it, trigger
 with `accept_change` (the source) and `accept_reason`; the acceptance is kept in `run_audit`.
 """
@@ -87,7 +102,10 @@ def zerocert_warehouse():
         with user_errors_fail_fast():
             return stage(Attempt.from_dict(run), source)
 
-    @task(doc_md="Great Expectations suite of one source; a table-level failure stops the run.")
+    @task(
+        doc_md="Great Expectations suite of one source; a table-level failure stops the run. "
+        "Rewrites the run's quality page (`quality.html` in the run's folder; the log names it)."
+    )
     def validate(run: dict, source: str) -> dict:
         from pipelines.airflow_glue import user_errors_fail_fast
         from pipelines.run import Attempt, validate

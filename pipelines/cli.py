@@ -74,6 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings_from_args(args)
     result = run_pipeline(settings, progress=_progress)
+    _progress(f"quality page (opens offline): {result['quality_page']}")
     print(json.dumps(result, ensure_ascii=False))
     return 0
 

@@ -6,8 +6,11 @@
       .zerocert-run.lock                one ``zerocert run`` at a time
       staged/<as_of>/<source>/          what the source DAGs staged, for the warehouse DAG to reuse
       validation/                       Great Expectations results and Data Docs (every attempt)
+        quality/<as_of>.html            the newest attempt's quality page for that date
       reports/<as_of>/report.html       the education bureau's report after a publish
       runs/<as_of>/<attempt>/           one attempt's own files (two runs never share them)
+        quality.html                    the attempt's quality page (opens offline)
+        validation/<source>.json        what this attempt's validation of the source found
         staged/<source>/                accepted.parquet, quarantine.parquet, snapshot.json
         accepted_changes/<source>.json  a size change an engineer accepted for this run
         addresses/                      address_match.parquet, address_catchment.parquet
@@ -58,6 +61,12 @@ class RunLayout:
     @property
     def data_docs(self) -> Path:
         return self.validation_dir / "data_docs" / "index.html"
+
+    @property
+    def latest_quality_page(self) -> Path:
+        """The newest attempt's quality page for this as-of date, beside the Data Docs (a stable
+        path to link; each attempt keeps its own in ``quality_page``)."""
+        return self.validation_dir / "quality" / f"{self.as_of.isoformat()}.html"
 
     @property
     def reports_dir(self) -> Path:
@@ -113,6 +122,16 @@ class RunLayout:
 
     def accepted_rows(self, source: str) -> Path:
         return self.staged(source) / "accepted.parquet"
+
+    @property
+    def quality_page(self) -> Path:
+        """The attempt's self-contained quality page: counts, quarantine reasons, failed checks."""
+        return self.run_dir / "quality.html"
+
+    def validation_summary(self, source: str) -> Path:
+        """What this attempt's validation of ``source`` found (the shared GX results hold the
+        newest validation of any attempt)."""
+        return self.run_dir / "validation" / f"{source}.json"
 
     def accepted_change(self, source: str) -> Path:
         return self.run_dir / "accepted_changes" / f"{source}.json"

@@ -134,7 +134,16 @@ def stage(attempt: Attempt, source: str) -> dict:
         ) == staging_version(source)
         if same:
             _link_snapshot(shared, layout.staged(source))
-            log.info("%s: delivery %s already staged for %s, reused", source, snapshot["delivery"], settings.as_of)
+            log.info(
+                "%s: delivery %s already staged for %s, reused: %d in, %d accepted, %d quarantined, %d duplicate",
+                source,
+                snapshot["delivery"],
+                settings.as_of,
+                snapshot["rows_in"],
+                snapshot["rows_accepted"],
+                snapshot["rows_quarantined"],
+                snapshot["rows_duplicate"],
+            )
             return {k: snapshot[k] for k in SNAPSHOT_SUMMARY}
     return _stage_into(source, settings, layout.staged_dir)
 
@@ -184,19 +193,30 @@ def validate(attempt: Attempt, source: str) -> dict:
     A size change the engineer accepted for this run is kept beside the run's files, for
     publish to record in run_audit.
     """
+    from pipelines.errors import ValidationFailed
+    from pipelines.quality_page import record_validation, write_quality_page
     from pipelines.validation import validate_staged
 
     settings = attempt.settings
     snapshot = staged_snapshot(source, settings)
     accepted = pd.read_parquet(snapshot["accepted_path"])
-    result = validate_staged(
-        source,
-        accepted,
-        as_of=settings.as_of,
-        previous_rows=previous_accepted_rows(settings, source),
-        results_dir=settings.layout.validation_dir,
-        accept_change_reason=settings.accepted_changes.get(source),
-    )
+    try:
+        result = validate_staged(
+            source,
+            accepted,
+            as_of=settings.as_of,
+            previous_rows=previous_accepted_rows(settings, source),
+            results_dir=settings.layout.validation_dir,
+            accept_change_reason=settings.accepted_changes.get(source),
+            quality_page=settings.layout.quality_page,
+        )
+    except ValidationFailed as failed:
+        record_validation(settings.layout, source, getattr(failed, "report", None) or {"source": source})
+        log.info("%s: quality page %s", source, write_quality_page(settings.layout))
+        raise
+    record_validation(settings.layout, source, result)
+    page = write_quality_page(settings.layout)
+    log.info("%s: quality page %s", source, page)
     record = settings.layout.accepted_change(source)
     record.unlink(missing_ok=True)
     if result["accepted_change"]:
@@ -206,6 +226,7 @@ def validate(attempt: Attempt, source: str) -> dict:
         "source": source,
         "success": bool(result["success"]),
         "docs_path": str(result.get("docs_path", "")),
+        "quality_page": str(page),
         "accepted_change": result["accepted_change"],
     }
 
@@ -276,6 +297,12 @@ def join_and_decide(attempt: Attempt) -> dict:
     run_id = run_id_for(settings)
     buckets = engine_buckets(staged_snapshot(registry.population_source(), settings)["rows_accepted"])
     paths = run_engine(layout.staged_dir, layout.addresses_dir, policy, run_id, layout.tables_dir, buckets=buckets)
+    log.info(
+        "join and decide: run %s in %d bucket(s), rows per table %s",
+        run_id,
+        buckets,
+        {name: pq.ParquetFile(path).metadata.num_rows for name, path in paths.items()},
+    )
     return {"run_id": run_id, "tables": {name: str(path) for name, path in paths.items()}}
 
 
@@ -341,10 +368,14 @@ def publish(attempt: Attempt, decided: dict) -> dict:
     from pipelines.marts import build_mart_tables
 
     tables.update(build_mart_tables(tables, settings, run_id))
+    from pipelines.quality_page import write_quality_page
+
     ensure_warehouse(settings.warehouse_url)
-    publish_run(settings.warehouse_url, run_record(settings, run_id, attempt.started_at), tables)
+    counts = publish_run(settings.warehouse_url, run_record(settings, run_id, attempt.started_at), tables)
     log.info("published run %s to %s", run_id, redact_url(settings.warehouse_url))
-    return {"run_id": run_id, "warehouse": redact_url(settings.warehouse_url)}
+    page = write_quality_page(settings.layout, published=counts, run_id=run_id)
+    log.info("quality page %s", page)
+    return {"run_id": run_id, "warehouse": redact_url(settings.warehouse_url), "quality_page": str(page)}
 
 
 # --- after publish: the education bureau's report (the warehouse DAG's last task) -------------

@@ -504,6 +504,7 @@ def validate_staged(
     suites: dict[str, SuiteSpec] | None = None,
     schemas_dir: Path = DEFAULT_SCHEMAS_DIR,
     accept_change_reason: str | None = None,
+    quality_page: Path | None = None,
 ) -> dict:
     """Run the source's suite on its accepted rows; keep the result JSON and the Data Docs.
 
@@ -513,6 +514,9 @@ def validate_staged(
     ``accept_change_reason``: an engineer confirmed that this delivery's change in size is
     real; a failed ``row_count_change`` then lets the run go on and is returned as
     ``accepted_change`` (with its figures) for run_audit.
+    ``quality_page``: the run's offline quality page, which a failure message points to
+    instead of the Data Docs (their index needs the internet to show anything).
+    The report's ``failures`` list each failed expectation with its column and counts.
     """
     suites = suites if suites is not None else load_expectation_suites(DEFAULT_EXPECTATIONS_DIR)
     if source not in suites:
@@ -570,12 +574,23 @@ def validate_staged(
         "source": source,
         "success": bool(result.success),
         "failed_expectations": [f["check"] for f in failures],
+        "failures": [{k: v for k, v in f.items() if k != "figures"} for f in failures],
+        "expectations": len(result.results),
         "results_path": str(results_path),
         "docs_path": str(docs_path),
         "rows": int(len(accepted)),
         "accepted_change": accepted_change,
     }
     fatal = sorted((f for f in failures if f["severity"] != "warn"), key=lambda f: f["level"] != "table")
+    log.info(
+        "%s: %d rows checked by %d expectations, %d failed (%d stopping the run)%s",
+        source,
+        len(accepted),
+        len(result.results),
+        len(failures),
+        len(fatal),
+        "".join(f"; {f['check']}: {f['numbers']}" for f in failures),
+    )
     if fatal:
         first = fatal[0]
         more = f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else ""
@@ -585,7 +600,8 @@ def validate_staged(
             else ""
         )
         error = ValidationFailed(
-            f"{source}: {first['level']} check {first['check']} failed: {first['numbers']}{more}; see {docs_path}{hint}"
+            f"{source}: {first['level']} check {first['check']} failed: {first['numbers']}{more}; "
+            f"see {quality_page or docs_path}{hint}"
         )
         error.report = report
         raise error
@@ -724,12 +740,20 @@ def _raised_exception(info: Any) -> str | None:
     return None
 
 
+def _checked_column(kwargs: dict) -> str | None:
+    """The staged column(s) an expectation checks; a derived verdict column names its source."""
+    columns = [c for c in [*(kwargs.get("column_list") or []), kwargs.get("column")] if isinstance(c, str)]
+    return ", ".join(dict.fromkeys(c.split("__")[0] for c in columns)) or None
+
+
 def _describe(item) -> dict:
-    """check label, level and the numbers an engineer needs, for one failed expectation."""
+    """check label, column, level, severity, unexpected rows and the numbers an engineer needs,
+    for one failed expectation (values already masked)."""
     config = item.expectation_config
     meta = config.meta or {}
     details = item.result or {}
     check = meta.get("check", config.type)
+    where = {"column": _checked_column(config.kwargs), "unexpected_count": None, "unexpected_percent": None}
     if meta.get("severity") == "table":
         figures = None
         if check == "row_count":
@@ -751,7 +775,15 @@ def _describe(item) -> dict:
             numbers = f"staged frame lacks columns {meta.get('missing_columns')}"
         else:
             numbers = str(details.get("observed_value"))
-        return {"check": check, "level": "table", "severity": "table", "numbers": numbers, "figures": figures}
+        return {
+            "check": check,
+            "level": "table",
+            "severity": "table",
+            "numbers": numbers,
+            "figures": figures,
+            **where,
+            "column": None if check == "row_count_change" else where["column"],
+        }
     raised = _raised_exception(item.exception_info)
     if raised is not None:
         return {
@@ -759,11 +791,19 @@ def _describe(item) -> dict:
             "level": "row",
             "severity": meta.get("severity", "error"),
             "numbers": f"could not be evaluated ({raised})",
+            **where,
         }
-    unexpected = details.get("unexpected_count", 0)
-    counted = details.get("element_count", 0) - details.get("missing_count", 0)
+    unexpected = details.get("unexpected_count") or 0
+    counted = (details.get("element_count") or 0) - (details.get("missing_count") or 0)
+    percent = details.get("unexpected_percent") or 0
     mostly = config.kwargs.get("mostly", 1.0)
-    numbers = (
-        f"{unexpected} of {counted} rows unexpected ({details.get('unexpected_percent', 0):.3g}%), mostly {mostly:g}"
-    )
-    return {"check": check, "level": "row", "severity": meta.get("severity", "error"), "numbers": numbers}
+    numbers = f"{unexpected} of {counted} rows unexpected ({percent:.3g}%), mostly {mostly:g}"
+    return {
+        "check": check,
+        "level": "row",
+        "severity": meta.get("severity", "error"),
+        "numbers": numbers,
+        **where,
+        "unexpected_count": int(unexpected),
+        "unexpected_percent": float(percent),
+    }

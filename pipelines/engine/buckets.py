@@ -7,6 +7,7 @@ the result is the same for any number of buckets. The steps are ``citizens`` and
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,6 +29,8 @@ from pipelines.engine.decide import (
 )
 from pipelines.engine.records import evidence_source
 from pipelines.policy import Policy
+
+log = logging.getLogger(__name__)
 
 
 def _bucket_of_digits(values: pd.Series, buckets: int) -> np.ndarray:
@@ -101,6 +104,13 @@ def _publish(parts: list[Path], path: Path, keys: list[str]) -> Path:
     return path
 
 
+def _per_level(rows: pd.DataFrame | None) -> dict[str, int]:
+    """Distinct children per school level (counts only, for the log)."""
+    if rows is None or rows.empty:
+        return {}
+    return {str(level): int(n) for level, n in rows.groupby("level")["child_id"].nunique().sort_index().items()}
+
+
 def run_engine(
     staged_dir: Path, address_dir: Path, policy: Policy, run_id: str, out_dir: Path, buckets: int = 1
 ) -> dict[str, Path]:
@@ -133,6 +143,7 @@ def run_engine(
         for bucket in range(buckets):
             part_dir = work / "staged" / str(bucket)
             frames = {p.stem: pd.read_parquet(p) for p in sorted(part_dir.glob("*.parquet"))}
+            rows_in = sum(len(frame) for frame in frames.values())
             tables = build_person_tables(frames, address_match, policy)
             facts = person_facts(tables, address_catchment, policy)
             for name, table in {**tables, **facts}.items():
@@ -142,6 +153,14 @@ def run_engine(
                 work / "person" / str(bucket) / "guardian_eligibility.parquet",
             )
             children_parts.append(school_age_children(tables["citizen"], policy))
+            log.info(
+                "bucket %d/%d joined: %d staged rows in, %d residents, %d school-age children",
+                bucket + 1,
+                buckets,
+                rows_in,
+                len(tables["citizen"]),
+                len(children_parts[-1]),
+            )
             hukou = work / "household" / str(bucket) / "hukou.parquet"
             if hukou.exists():
                 guardianship_parts.append(build_guardianship(pd.read_parquet(hukou), policy))
@@ -176,11 +195,25 @@ def run_engine(
             decided = decide(children[child_of == bucket], linked, address_catchment, policy, run_id)
             for name, table in decided.items():
                 _write(table, work / "decided" / str(bucket) / f"{name}.parquet")
+            log.info(
+                "bucket %d/%d decided: %d children, %d eligibility rows, %d ineligibility rows",
+                bucket + 1,
+                buckets,
+                int((child_of == bucket).sum()),
+                len(decided["eligibility"]),
+                len(decided["ineligibility"]),
+            )
 
         decided_all = {
             name: _read_parts([work / "decided" / str(b) / f"{name}.parquet" for b in range(buckets)])
             for name in ("eligibility", "ineligibility")
         }
+        log.info("children per level: %s", _per_level(children))
+        log.info(
+            "children with a school per level: %s; with none: %s",
+            _per_level(decided_all["eligibility"]),
+            _per_level(decided_all["ineligibility"]),
+        )
         guardian_of = person_bucket(guardianship["guardian_id"], buckets)
         for bucket in range(buckets):
             person_dir = work / "person" / str(bucket)

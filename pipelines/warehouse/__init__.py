@@ -163,8 +163,9 @@ def live_columns(url: str, table: str) -> list[str]:
 
 def publish_run(
     url: str, run: Mapping[str, object], tables: Mapping[str, Path | str], *, swap_timeout: float = 120.0
-) -> None:
-    """Publish one run's tables (name -> Parquet path) atomically and mark run_audit published.
+) -> dict[str, int]:
+    """Publish one run's tables (name -> Parquet path) atomically and mark run_audit published;
+    returns the rows loaded per table.
 
     Every table of ``PUBLISHED_TABLES`` must be given. On any failure the transaction rolls
     back, the previous run stays readable, the attempt is recorded ``failed`` with its reason
@@ -193,9 +194,11 @@ def publish_run(
         for source in files.values():
             source.close()
     log.info(
-        "run %s published: %d rows in %d tables in %.1f s",
+        "run %s published: %d rows in %d tables in %.1f s; rows per table: %s",
         run["run_id"],
         sum(counts.values()),
         len(counts),
         time.monotonic() - started,
+        ", ".join(f"{name} {rows}" for name, rows in counts.items()),
     )
+    return counts
