@@ -128,3 +128,16 @@ def test_a_bad_warehouse_url_is_a_usage_error(url, message):
 
     with pytest.raises(UsageError, match=message):
         ensure_warehouse(url)
+
+
+def test_an_empty_input_is_not_refused_for_the_types_pandas_gave_its_columns():
+    """A city where no child lacks a school publishes an empty ineligibility, whose ``reasons``
+    pandas types as double; with one row the same type is drift and is refused."""
+    schema = pa.schema(
+        [(c.name, pa.float64() if c.name == "reasons" else pa.string()) for c in TABLES["ineligibility"].columns]
+    )
+    check_input_schema(TABLES["ineligibility"], schema, rows=0)
+    with pytest.raises(ZerocertError, match="ineligibility, column reasons: expected json, input has double"):
+        check_input_schema(TABLES["ineligibility"], schema, rows=1)
+    with pytest.raises(ZerocertError, match="unknown column"):
+        check_input_schema(TABLES["ineligibility"], schema.append(pa.field("extra", pa.string())), rows=0)

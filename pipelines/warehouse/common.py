@@ -175,7 +175,7 @@ def open_inputs(tables: Mapping[str, object]) -> dict[str, pq.ParquetFile]:
         except (pa.ArrowInvalid, OSError) as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ZerocertError(f"table {name}: cannot read Parquet file {path}: {detail}") from None
-        check_input_schema(TABLES[name], files[name].schema_arrow)
+        check_input_schema(TABLES[name], files[name].schema_arrow, files[name].metadata.num_rows)
     return files
 
 
