@@ -194,7 +194,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        epilog="Defaults (city, warehouse, work folder) derive from ZEROCERT_HOME (default ~/.zerocert); "
+        "after `make demo`: export ZEROCERT_HOME=$PWD/.demo. Reference: docs/commands.md.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -206,13 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="one full run: stage, validate, join, decide, publish")
     source = run.add_mutually_exclusive_group()
-    source.add_argument("--landing", help="landing directory (file form)")
+    source.add_argument("--landing", help="landing directory, file form (default: ZEROCERT_HOME/city/landing)")
     source.add_argument("--exchange", help="exchange database SQLAlchemy URL (database form)")
-    run.add_argument("--reference", help="reference directory (schools, catchments, addresses, policy)")
-    run.add_argument("--warehouse", help="warehouse SQLAlchemy URL (default: embedded SQLite)")
+    run.add_argument("--reference", help="reference directory (default: ZEROCERT_HOME/city/reference)")
+    run.add_argument("--warehouse", help="warehouse SQLAlchemy URL (default: SQLite ZEROCERT_HOME/warehouse.sqlite)")
     run.add_argument("--as-of", dest="as_of", help="as-of date YYYY-MM-DD (default: today)")
     run.add_argument("--policy", help="policy file (default: REFERENCE/policy.yaml)")
-    run.add_argument("--work-dir", dest="work_dir", help="where staged files go (default: ~/.zerocert/work)")
+    run.add_argument("--work-dir", dest="work_dir", help="where staged files go (default: ZEROCERT_HOME/work)")
     run.add_argument(
         "--accept-change",
         dest="accept_change",
