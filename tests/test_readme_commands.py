@@ -55,7 +55,7 @@ def test_the_readme_block_starts_with_the_line_the_demo_prints():
 
 
 @pytest.fixture(scope="module")
-def after_make_demo(tmp_path_factory) -> tuple[Path, dict]:
+def after_make_demo(tmp_path_factory) -> tuple[Path, dict, str]:
     """A checkout's folder after ``make demo``: ``.demo`` with the city and its published warehouse."""
     checkout = tmp_path_factory.mktemp("checkout")
     folder, people, seed = demo_city()
@@ -72,7 +72,7 @@ def after_make_demo(tmp_path_factory) -> tuple[Path, dict]:
         timeout=600,
     )
     assert published.returncode == 0, mask_ids_in(published.stderr[-2000:])
-    return checkout, env
+    return checkout, env, str(summary["as_of"])
 
 
 def run_as_printed(argv: list[str], checkout: Path, env: dict) -> subprocess.CompletedProcess:
@@ -88,12 +88,14 @@ def run_as_printed(argv: list[str], checkout: Path, env: dict) -> subprocess.Com
 
 
 def test_every_readme_command_answers_on_the_demo_city(after_make_demo):
-    checkout, env = after_make_demo
+    checkout, env, as_of = after_make_demo
     commands = readme_commands()
     assert {argv[1] for argv in commands} >= {"lookup", "check-address", "run", "report"}
     for argv in commands:
         done = run_as_printed(argv, checkout, env)
         assert done.returncode == 0, f"{argv[1]}: {mask_ids_in(done.stderr[-2000:])}"
+        if argv[1] == "run":
+            assert argv[argv.index("--as-of") + 1] == as_of, "the README reruns another day than the demo's"
         if argv[1] == "lookup":
             document = json.loads(done.stdout)
             assert document["as_guardian"]["children"], "the README's ID is no parent in the demo city"
@@ -109,7 +111,7 @@ def test_every_readme_command_answers_on_the_demo_city(after_make_demo):
 
 def test_a_closed_pipe_after_lookup_ends_quietly(after_make_demo):
     """``zerocert lookup ID | head -0``: no BrokenPipeError traceback."""
-    checkout, env = after_make_demo
+    checkout, env, _ = after_make_demo
     argv = next(argv for argv in readme_commands() if argv[1] == "lookup")
     read, write = os.pipe()
     os.close(read)
