@@ -18,13 +18,20 @@ from pipelines.errors import UsageError, ZerocertError
 from pipelines.masking import configure_logging, mask_ids_in
 
 log = logging.getLogger("zerocert")
+PROG = "zerocert"
+SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but bad usage is a UsageError (exit 2) with one line."""
+    """argparse, but bad usage is a UsageError (exit 2) with one line.
+
+    ``main`` prefixes every message with ``zerocert:`` once, so the subcommand alone names
+    where the mistake is (``zerocert: run: argument --as-of: expected one argument``).
+    """
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix(PROG).strip()
+        raise UsageError(f"{command + ': ' if command else ''}{message} (see `{self.prog} --help`)")
 
 
 _STARTED = time.monotonic()
@@ -79,23 +86,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lookup(args: argparse.Namespace) -> int:
+def _warehouse_url(args: argparse.Namespace) -> str:
+    """--warehouse, else ZEROCERT_WAREHOUSE_URL, else the SQLite file in ZEROCERT_HOME (as ``run``)."""
     from pipelines.config import default_warehouse_url, zerocert_home
+
+    return args.warehouse or os.environ.get("ZEROCERT_WAREHOUSE_URL") or default_warehouse_url(zerocert_home())
+
+
+def _reference_dir(args: argparse.Namespace) -> Path:
+    """--reference, else ZEROCERT_REFERENCE, else ZEROCERT_HOME/city/reference (as ``run``)."""
+    from pipelines.config import default_reference, zerocert_home
+
+    return Path(args.reference or os.environ.get("ZEROCERT_REFERENCE") or default_reference(zerocert_home()))
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
     from pipelines.lookup import lookup
 
-    url = args.warehouse or os.environ.get("ZEROCERT_WAREHOUSE_URL") or default_warehouse_url(zerocert_home())
-    document = lookup(url, args.id)
+    document = lookup(_warehouse_url(args), args.id)
     print(json.dumps(document, ensure_ascii=False, indent=1, default=str))
     return 0
 
 
 def cmd_check_address(args: argparse.Namespace) -> int:
     from pipelines.addresses import check_address
-    from pipelines.config import zerocert_home
 
-    reference = Path(args.reference or os.environ.get("ZEROCERT_REFERENCE") or zerocert_home() / "city" / "reference")
+    reference = _reference_dir(args)
     if not (reference / "addresses.csv").is_file():
-        raise UsageError(f"no address registry at {reference / 'addresses.csv'}")
+        raise UsageError(
+            f"no address registry at {reference / 'addresses.csv'}: give --reference DIR or set ZEROCERT_REFERENCE "
+            "(after `make demo`: export ZEROCERT_HOME=$PWD/.demo)"
+        )
     print(json.dumps(check_address(args.text, reference), ensure_ascii=False, indent=1, default=str))
     return 0
 
@@ -164,14 +185,22 @@ def cmd_bench_lookups(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.lookup import require_warehouse_file
     from pipelines.report import write_report
 
-    print(write_report(args.warehouse, Path(args.reference), Path(args.out)))
+    url = _warehouse_url(args)
+    require_warehouse_file(url)
+    print(write_report(url, _reference_dir(args), Path(args.out)))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="zerocert", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        epilog="Defaults (city, warehouse, work folder) derive from ZEROCERT_HOME (default ~/.zerocert); "
+        "after `make demo`: export ZEROCERT_HOME=$PWD/.demo. Reference: docs/commands.md.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -183,13 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="one full run: stage, validate, join, decide, publish")
     source = run.add_mutually_exclusive_group()
-    source.add_argument("--landing", help="landing directory (file form)")
+    source.add_argument("--landing", help="landing directory, file form (default: ZEROCERT_HOME/city/landing)")
     source.add_argument("--exchange", help="exchange database SQLAlchemy URL (database form)")
-    run.add_argument("--reference", help="reference directory (schools, catchments, addresses, policy)")
-    run.add_argument("--warehouse", help="warehouse SQLAlchemy URL (default: embedded SQLite)")
+    run.add_argument("--reference", help="reference directory (default: ZEROCERT_HOME/city/reference)")
+    run.add_argument("--warehouse", help="warehouse SQLAlchemy URL (default: SQLite ZEROCERT_HOME/warehouse.sqlite)")
     run.add_argument("--as-of", dest="as_of", help="as-of date YYYY-MM-DD (default: today)")
     run.add_argument("--policy", help="policy file (default: REFERENCE/policy.yaml)")
-    run.add_argument("--work-dir", dest="work_dir", help="where staged files go (default: ~/.zerocert/work)")
+    run.add_argument("--work-dir", dest="work_dir", help="where staged files go (default: ZEROCERT_HOME/work)")
     run.add_argument(
         "--accept-change",
         dest="accept_change",
@@ -203,12 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     lookup = sub.add_parser("lookup", help="prefill document of a guardian or eligibility of a child")
     lookup.add_argument("id", help="resident ID")
-    lookup.add_argument("--warehouse", help="warehouse SQLAlchemy URL")
+    lookup.add_argument("--warehouse", help="warehouse SQLAlchemy URL (default: as for run)")
     lookup.set_defaults(func=cmd_lookup)
 
     check = sub.add_parser("check-address", help="resolve an address text and list its catchments")
     check.add_argument("text")
-    check.add_argument("--reference", help="reference directory")
+    check.add_argument("--reference", help="reference directory (default: as for run)")
     check.set_defaults(func=cmd_check_address)
 
     demo = sub.add_parser("demo", help="synthesize a small city, run the Airflow DAGs on it, show the result")
@@ -268,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(func=cmd_forecast_score)
 
     report = sub.add_parser("report", help="the education bureau's HTML report: demand, forecast, data quality")
-    report.add_argument("--warehouse", required=True, help="warehouse SQLAlchemy URL")
-    report.add_argument("--reference", required=True, help="reference directory (catchments.geojson)")
+    report.add_argument("--warehouse", help="warehouse SQLAlchemy URL (default: as for run)")
+    report.add_argument("--reference", help="reference directory with catchments.geojson (default: as for run)")
     report.add_argument("--out", required=True, help="folder to write report.html into")
     report.set_defaults(func=cmd_report)
     return parser
@@ -282,7 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.verbose:
             logging.getLogger().setLevel(logging.DEBUG)
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a warning at interpreter exit
+        return status
+    except BrokenPipeError:
+        return _reader_went_away()
     except ZerocertError as exc:
         print(f"zerocert: {mask_ids_in(str(exc))}", file=sys.stderr)
         return exc.exit_status
@@ -295,6 +328,17 @@ def main(argv: list[str] | None = None) -> int:
         print(mask_ids_in(traceback.format_exc()), file=sys.stderr)
         print(f"zerocert: unexpected {type(exc).__name__}: {mask_ids_in(str(exc))}", file=sys.stderr)
         return 1
+
+
+def _reader_went_away() -> int:
+    """``zerocert lookup ID | head``: the reader has what it wanted; end quietly, as ``cat`` does.
+
+    Standard output is pointed at /dev/null so the interpreter's last flush cannot fail again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return SIGPIPE_STATUS
 
 
 if __name__ == "__main__":

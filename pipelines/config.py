@@ -77,11 +77,32 @@ def default_warehouse_url(home: Path) -> str:
     return f"sqlite:///{home / 'warehouse.sqlite'}"
 
 
-def parse_as_of(value: str) -> dt.date:
+def default_landing(home: Path) -> Path:
+    return home / "city" / "landing"
+
+
+def default_reference(home: Path) -> Path:
+    return home / "city" / "reference"
+
+
+def parse_as_of(value: str, setting: str = "as-of date") -> dt.date:
+    """An ISO date; ``setting`` names where it came from, so the message says what to fix.
+
+    A text of the right shape naming no day (2027-13-01, 2027-02-30) is "not a date", which
+    is a different mistake from a text in another form (15/08/2027).
+    """
+    text = value.strip()
     try:
-        return dt.date.fromisoformat(value.strip())
+        return dt.date.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"as-of date must be YYYY-MM-DD, got {value!r}") from None
+        pass
+    shape = re.fullmatch(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", text)
+    if shape is None:
+        raise UsageError(f"{setting} must be YYYY-MM-DD, got {value!r}")
+    try:
+        return dt.date(*map(int, shape.groups()))
+    except ValueError as exc:
+        raise UsageError(f"{setting} {text} is not a date: {exc}") from None
 
 
 def accepted_changes(sources: str | list[str] | None, reason: str | None) -> dict[str, str]:
@@ -118,22 +139,38 @@ def resolve_settings(
             value = environ.get(ENV_KEYS[key])
         return None if value in (None, "") else str(value)
 
+    def setting(key: str, label: str) -> str:
+        """Where pick(key) found its value, as the person who set it would name it."""
+        if explicit.get(key) not in (None, ""):
+            return label
+        if lookup is not None and lookup(ENV_KEYS[key].lower()) not in (None, ""):
+            return f"Airflow variable {ENV_KEYS[key].lower()}"
+        return ENV_KEYS[key] if environ.get(ENV_KEYS[key]) else ""
+
+    def hint(key: str, flag: str) -> str:
+        """What to change: the setting that gave the value, or how to replace the default."""
+        given = setting(key, flag)
+        if given:
+            return f"(from {given})"
+        return f"(the default under ZEROCERT_HOME={home}; give {flag} or set {ENV_KEYS[key]})"
+
     home = zerocert_home(environ)
     landing, exchange = pick("landing"), pick("exchange_url")
     if landing and exchange:
         raise UsageError("give either a landing directory or an exchange database, not both")
     if not landing and not exchange:
-        landing = str(home / "city" / "landing")
-    reference = Path(pick("reference") or home / "city" / "reference").expanduser()
+        landing = str(default_landing(home))
+    reference = Path(pick("reference") or default_reference(home)).expanduser()
     if landing and not Path(landing).expanduser().is_dir():
-        raise UsageError(f"landing directory not found: {landing}")
+        raise UsageError(f"landing directory not found: {landing} {hint('landing', '--landing')}")
     if not reference.is_dir():
-        raise UsageError(f"reference directory not found: {reference}")
+        raise UsageError(f"reference directory not found: {reference} {hint('reference', '--reference')}")
     policy = Path(pick("policy") or reference / "policy.yaml").expanduser()
     if not policy.is_file():
-        raise UsageError(f"policy file not found: {policy}")
+        where = hint("policy", "--policy") if setting("policy", "--policy") else "(REFERENCE/policy.yaml; or --policy)"
+        raise UsageError(f"policy file not found: {policy} {where}")
     as_of_text = pick("as_of")
-    as_of = parse_as_of(as_of_text) if as_of_text else (today or dt.date.today())
+    as_of = parse_as_of(as_of_text, setting("as_of", "as-of date")) if as_of_text else (today or dt.date.today())
     return Settings(
         landing=Path(landing).expanduser().resolve() if landing else None,
         exchange_url=exchange,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -175,12 +176,14 @@ def run_demo(
     print(
         f"\nAgainst the synthetic city's ground truth: {both} eligibility rows agree, {extra} extra, {missing} missing"
     )
+    print("\nThe README's commands (zerocert lookup, check-address, run, report) find this city after one line:")
+    print(f"    . .venv/bin/activate && export ZEROCERT_HOME={shlex.quote(str(out))}")
     print("\nLook at:")
     print(f"  warehouse (SQLite):   sqlite3 {out / 'warehouse.sqlite'} '.tables'")
     if facts["sample_guardian"]:
         print(
-            f"  a parent's screen:    .venv/bin/zerocert lookup --warehouse {url} \\\n"
-            f"                          $(sqlite3 {out / 'warehouse.sqlite'} 'SELECT guardian_id FROM prefill LIMIT 1')"
+            f"  a parent's screen:    zerocert lookup "
+            f"$(sqlite3 {out / 'warehouse.sqlite'} 'SELECT guardian_id FROM prefill LIMIT 1')"
         )
     layout = RunLayout(Path(env["ZEROCERT_WORK_DIR"]), dt.date.fromisoformat(as_of))
     print(f"  validation Data Docs: {layout.data_docs}")

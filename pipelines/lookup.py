@@ -11,6 +11,7 @@ functions (pipelines/access.py), so the answer is that district's and the call i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
@@ -98,9 +99,34 @@ def _from_tables(engine: sa.Engine, db: sa.Connection, resident: str) -> tuple:
     return _json(prefill), eligibility, [{**dict(r), "reasons": _json(r["reasons"])} for r in reasons]
 
 
+FIRST_RUN = "run `zerocert run` (after `make demo`: export ZEROCERT_HOME=$PWD/.demo)"
+
+
+def warehouse_name(url: str) -> str:
+    """The warehouse as a person recognises it: a SQLite file's path, or the URL without password."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return parsed.database
+    return parsed.render_as_string(hide_password=True)
+
+
+def require_warehouse_file(url: str) -> None:
+    """A reading command never creates a warehouse: SQLite would make an empty file at a wrong path.
+
+    Raises a one-line UsageError naming the path and what to run; other databases pass.
+    """
+    parsed = sa.engine.make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return
+    if not Path(database).is_file():
+        raise UsageError(f"no published run: there is no warehouse at {database}; {FIRST_RUN}, or give --warehouse URL")
+
+
 def lookup(url: str, typed_id: str) -> dict:
     """The prefill document when the ID is a guardian's; the eligibility rows when a child's."""
     resident = normalize_typed_id(typed_id)
+    require_warehouse_file(url)
     engine = sa.create_engine(url)
     try:
         with engine.connect() as db:
@@ -109,9 +135,15 @@ def lookup(url: str, typed_id: str) -> dict:
             else:
                 prefill, eligibility, ineligibility = _from_tables(engine, db, resident)
     except sa.exc.OperationalError as exc:
-        raise UsageError(f"cannot read the warehouse: {str(exc.orig).splitlines()[0]}") from None
-    except sa.exc.ProgrammingError:
-        raise UsageError("the warehouse has no published run yet") from None
+        detail = str(exc.orig).splitlines()[0]
+        if detail.startswith("no such table"):  # SQLite's way of saying "never published"
+            raise UsageError(f"the warehouse {warehouse_name(url)} has no published run yet: {FIRST_RUN}") from None
+        raise UsageError(f"cannot read the warehouse {warehouse_name(url)}: {detail}") from None
+    except sa.exc.ProgrammingError as exc:
+        detail = str(exc.orig).splitlines()[0]
+        if "does not exist" not in detail:  # e.g. a login without the privilege
+            raise UsageError(f"the warehouse {warehouse_name(url)} refused the lookup: {detail}") from None
+        raise UsageError(f"the warehouse {warehouse_name(url)} has no published run yet: {FIRST_RUN}") from None
     except sa.exc.DBAPIError as exc:  # e.g. a lookup function refusing a read-only transaction
         raise UsageError(f"the warehouse refused the lookup: {str(exc.orig).splitlines()[0]}") from None
     finally:
