@@ -482,7 +482,7 @@ def decide(
     )
     grouped = _grouped(list(zip(reasons["child_id"].tolist(), reasons["level"].tolist())), reasons["reason"].tolist())
     ineligibility = pd.DataFrame(list(grouped.keys()), columns=["child_id", "level"], dtype="object")
-    ineligibility["reasons"] = [json_text(v) for v in grouped.values()]
+    ineligibility["reasons"] = pd.Series([json_text(v) for v in grouped.values()], dtype="object")  # text when empty
     ineligibility = ineligibility.assign(policy_id=policy.policy_id, run_id=run_id)
     return {
         "eligibility": eligibility,
