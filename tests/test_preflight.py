@@ -253,6 +253,64 @@ def test_a_bad_warehouse_url_exits_2_within_10_s_and_leaves_no_files(city, tmp_p
     assert files_under(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    "exchange,says",
+    [
+        pytest.param(
+            "sqlite:///{tmp}/no-exchange.sqlite",
+            "exchange database not found: {tmp}/no-exchange.sqlite",
+            id="missing-sqlite-file",
+        ),
+        pytest.param(
+            "postgresql+psycopg://postgres@127.0.0.1:1/exchange",
+            "cannot reach the exchange database: ",
+            id="nothing-listens",
+        ),
+    ],
+)
+def test_an_unreachable_exchange_exits_2_and_creates_nothing(city, tmp_path, exchange, says):
+    url = f"sqlite:///{tmp_path / 'wh.sqlite'}"
+    args = [
+        "run",
+        "--exchange",
+        exchange.format(tmp=tmp_path),
+        "--reference",
+        str(city / "reference"),
+        "--warehouse",
+        url,
+        "--as-of",
+        AS_OF,
+        "--work-dir",
+        str(tmp_path / "work"),
+    ]
+    began = time.monotonic()
+    done = zerocert(args)
+    assert done.returncode == 2, done.stderr[-800:]
+    assert time.monotonic() - began < 10
+    (line,) = done.stderr.strip().splitlines()
+    assert says.format(tmp=tmp_path) in line, line
+    assert files_under(tmp_path) == []
+
+
+def test_the_warehouse_dags_configure_step_runs_the_same_checks(city, tmp_path):
+    from pipelines.airflow_glue import start_warehouse_run
+    from pipelines.config import resolve_settings
+    from pipelines.errors import UsageError
+
+    settings = resolve_settings(
+        {
+            "landing": str(city / "landing"),
+            "reference": str(city / "reference"),
+            "as_of": AS_OF,
+            "warehouse_url": "postgresql+psycopg://postgres@127.0.0.1:1/zerocert",
+            "work_dir": str(tmp_path / "work"),
+        }
+    ).with_attempt("airflow-manual__1")
+    with pytest.raises(UsageError, match="cannot connect to the warehouse"):
+        start_warehouse_run(settings)
+    assert files_under(tmp_path) == []
+
+
 @pytest.mark.postgres
 def test_a_read_only_postgresql_warehouse_exits_2_and_is_left_empty(city, tmp_path, pg_database):
     url = pg_database()
