@@ -227,7 +227,7 @@ def probe_postgresql(warehouse) -> None:
                           has_database_privilege(current_database(), 'CREATE'),
                           to_regnamespace('zerocert') IS NOT NULL,
                           CASE WHEN to_regnamespace('zerocert') IS NULL THEN true
-                               ELSE has_schema_privilege('zerocert', 'USAGE, CREATE') END"""
+                               ELSE has_schema_privilege('zerocert', 'CREATE') END"""
             ).fetchone()
         except psycopg.Error as exc:
             raise UsageError(f"the warehouse does not answer: {_first_line(exc)}") from None

@@ -324,6 +324,27 @@ def test_a_read_only_postgresql_warehouse_exits_2_and_is_left_empty(city, tmp_pa
     assert read(url, "SELECT to_regnamespace('zerocert') IS NULL AS absent").absent[0]
 
 
+@pytest.mark.postgres
+def test_a_role_that_may_not_create_tables_is_refused(city, tmp_path, pg_database):
+    import secrets
+
+    import psycopg
+
+    url = pg_database()
+    role = f"zerocert_test_nocreate_{secrets.token_hex(3)}"
+    with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            done = zerocert(run_args(city, url.replace("//postgres@", f"//{role}@"), tmp_path / "work"))
+        finally:
+            admin.execute(f"DROP ROLE {role}")
+    assert done.returncode == 2, done.stderr[-800:]
+    assert done.stderr.strip().splitlines() == [
+        "zerocert: the warehouse's role may not create tables there (it needs CREATE on the database)"
+    ]
+    assert files_under(tmp_path / "work") == []
+
+
 def test_without_the_hmac_key_a_warehouse_with_pseudonymized_tables_is_refused(city, published, tmp_path):
     before, analysts = audit_rows(published), count(published, "analyst_citizen")
     done = zerocert(run_args(city, published, tmp_path / "work"), key=False)
