@@ -33,6 +33,9 @@ are under `<work_dir>/validation/<source>/validation.json`; their Data Docs inde
 and shows nothing on a closed network.
 To publish a delivery whose size moved beyond its source's threshold after checking it, trigger
 with `accept_change` (the source) and `accept_reason`; the acceptance is kept in `run_audit`.
+The same goes for a published table the run would empty or shrink by more than
+`zerocert_max_table_shrink` (`accept_change` eligibility). The configure task checks the whole
+configuration first (pipelines/preflight.py) and fails at once on a mistake.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ DEFAULT_ARGS = {
         "accept_change": Param(
             "",
             type="string",
-            description="source(s), comma-separated, whose delivery may change in size "
+            description="source(s) or published table(s), comma-separated, that may change in size "
             "beyond its threshold in this run (a person checked it); blank: none",
         ),
         "accept_reason": Param(

@@ -27,7 +27,14 @@ ENV_KEYS = {
     "policy": "ZEROCERT_POLICY",
     "as_of": "ZEROCERT_AS_OF",
     "work_dir": "ZEROCERT_WORK_DIR",
+    "max_table_shrink": "ZEROCERT_MAX_TABLE_SHRINK",
 }
+MAX_TABLE_SHRINK = 0.5
+"""Default of ``Settings.max_table_shrink``: a published table may lose at most half its rows
+against the previous run before a person has to accept the change (``--accept-change TABLE``).
+One figure for every table, unlike the per-source ``max_change_fraction`` of the expectation
+suites: a source's size follows its department, a table's follows the whole run, and a lost
+half is a broken input, not a season."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +46,10 @@ class Settings:
     policy_path: Path
     as_of: dt.date
     work_dir: Path
-    # source -> the engineer's reason: this run may publish that delivery's change in size
+    # source or published table -> the engineer's reason: this run may publish its change in size
     accepted_changes: Mapping[str, str] = field(default_factory=dict)
     attempt: str = ""  # names this attempt's own folder; see with_attempt
+    max_table_shrink: float = MAX_TABLE_SHRINK  # fraction of a published table's rows a run may lose
 
     @property
     def layout(self) -> RunLayout:
@@ -66,6 +74,7 @@ class Settings:
             "work_dir": str(self.work_dir),
             "accepted_changes": dict(self.accepted_changes),
             "attempt": self.attempt,
+            "max_table_shrink": self.max_table_shrink,
         }
 
 
@@ -105,11 +114,22 @@ def parse_as_of(value: str, setting: str = "as-of date") -> dt.date:
         raise UsageError(f"{setting} {text} is not a date: {exc}") from None
 
 
+def parse_max_table_shrink(value: str) -> float:
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = -1.0
+    if not 0 < fraction <= 1:
+        raise UsageError(f"ZEROCERT_MAX_TABLE_SHRINK must be a fraction in (0, 1], got {value!r}")
+    return fraction
+
+
 def accepted_changes(sources: str | list[str] | None, reason: str | None) -> dict[str, str]:
-    """``--accept-change SOURCE[,SOURCE] --reason TEXT`` as {source: reason}; both or neither."""
+    """``--accept-change NAME[,NAME] --reason TEXT`` as {name: reason}; both or neither. A name is a
+    source (its delivery's size change) or a published table (its shrinking against the last run)."""
     if isinstance(sources, str):
         sources = sources.split(",")
-    names = sorted({s.strip() for s in sources or [] if s and s.strip()})
+    names = sorted({name.strip() for given in sources or [] for name in (given or "").split(",") if name.strip()})
     reason = (reason or "").strip()
     if names and not reason:
         raise UsageError("--accept-change needs --reason TEXT: what was checked, and with whom")
@@ -171,6 +191,7 @@ def resolve_settings(
         raise UsageError(f"policy file not found: {policy} {where}")
     as_of_text = pick("as_of")
     as_of = parse_as_of(as_of_text, setting("as_of", "as-of date")) if as_of_text else (today or dt.date.today())
+    shrink_text = pick("max_table_shrink")
     return Settings(
         landing=Path(landing).expanduser().resolve() if landing else None,
         exchange_url=exchange,
@@ -180,6 +201,7 @@ def resolve_settings(
         as_of=as_of,
         work_dir=Path(pick("work_dir") or home / "work").expanduser().resolve(),
         accepted_changes=accepted_changes(explicit.get("accept_change"), explicit.get("accept_reason")),
+        max_table_shrink=parse_max_table_shrink(shrink_text) if shrink_text else MAX_TABLE_SHRINK,
     )
 
 
@@ -195,4 +217,5 @@ def settings_from_dict(doc: Mapping[str, object]) -> Settings:
         work_dir=Path(str(doc["work_dir"])),
         accepted_changes=dict(doc.get("accepted_changes") or {}),
         attempt=str(doc.get("attempt") or ""),
+        max_table_shrink=float(doc.get("max_table_shrink") or MAX_TABLE_SHRINK),
     )

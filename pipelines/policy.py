@@ -52,6 +52,25 @@ class Policy:
                 return window.level
         return None
 
+    def codes_named(self) -> dict[str, tuple[str, ...]]:
+        """Policy key -> the codes it lists, for each key of ``CODE_LISTS``."""
+        return {key: getattr(self, field) for key, (field, _) in CODE_LISTS.items()}
+
+
+CODE_LISTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "property.uses": ("property_uses", (("title", "use"), ("contract", "use"))),
+    "property.title_status": ("title_status", (("title", "title_status"),)),
+    "property.contract_status": ("contract_status", (("contract", "status"),)),
+    "rental.status": ("rental_status", (("rental", "status"),)),
+    "employment.insurance_schemes": ("insurance_schemes", (("insurance", "scheme"),)),
+    "employment.insurance_status": ("insurance_status", (("insurance", "insurance_status"),)),
+    "employment.business_status": ("business_status", (("business", "reg_status"),)),
+}
+"""Policy key -> (its ``Policy`` field, the code columns it is compared with as (evidence role,
+staged column)). A code no such column can hold matches no row, so the policy would quietly
+exclude everyone it meant to admit; preflight checks every listed code against these columns'
+code lists (pipelines/registry.py finds the sources by their evidence role)."""
+
 
 def add_months(day: dt.date, months: int) -> dt.date:
     """Calendar month arithmetic, clamping to the month's last day (2027-03-31 − 1 → 02-28)."""
@@ -136,6 +155,21 @@ def policy_from_dict(doc: Any) -> Policy:
     )
 
 
+class _PolicyLoader(yaml.SafeLoader):
+    """YAML as ``yaml.safe_load`` reads it, except that an impossible date (2027-07-32) stays
+    text, so ``_date`` names its key instead of YAML raising a bare ValueError."""
+
+
+def _timestamp_or_text(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    try:
+        return loader.construct_yaml_timestamp(node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_PolicyLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_or_text)
+
+
 def load_policy(path: str | Path) -> Policy:
     path = Path(path)
     try:
@@ -145,7 +179,7 @@ def load_policy(path: str | Path) -> Policy:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"policy: cannot read {path}: {exc}") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_PolicyLoader)
     except yaml.YAMLError as exc:
         raise UsageError(f"policy: {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     return policy_from_dict(doc)

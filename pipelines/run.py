@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,8 @@ from pipelines.config import Settings, settings_from_dict
 from pipelines.errors import UsageError, ZerocertError
 from pipelines.layout import SNAPSHOT_FILE, RunLayout
 from pipelines.policy import load_policy
+from pipelines.preflight import REFERENCE_FILES, guard_published_tables, preflight
+from pipelines.warehouse_schema import PUBLISHED_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,8 @@ def _read_json(path: Path) -> dict:
 
 
 def check_configuration(settings: Settings) -> dict:
-    """Load policy, schemas and expectation suites up front: a bad file stops the run with exit 2."""
+    """Everything a run depends on, checked before any work (pipelines/preflight.py): a bad
+    file, database or setting stops the run with one line, exit 2, nothing written."""
     from pipelines.staging.schema import load_schemas
     from pipelines.validation import DEFAULT_EXPECTATIONS_DIR, load_expectation_suites
 
@@ -55,11 +58,13 @@ def check_configuration(settings: Settings) -> dict:
     missing = sorted(set(schemas) - set(suites))
     if missing:
         raise UsageError(f"no expectation suite for source(s): {', '.join(missing)} (add expectations/<source>.yaml)")
-    unknown = sorted(set(settings.accepted_changes) - set(schemas))
+    unknown = sorted(set(settings.accepted_changes) - set(schemas) - set(PUBLISHED_TABLES))
     if unknown:
         raise UsageError(
-            f"--accept-change: unknown source(s) {', '.join(unknown)} (known: {', '.join(sorted(schemas))})"
+            f"--accept-change: unknown source(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(schemas))}; or a published table such as eligibility)"
         )
+    preflight(settings, policy)
     return {"policy_id": policy.policy_id, "sources": sorted(schemas)}
 
 
@@ -263,8 +268,6 @@ def resolve_addresses(attempt: Attempt) -> dict:
 
 # --- step 4: join and decide -------------------------------------------------------------------
 
-REFERENCE_FILES = ("addresses.csv", "catchments.geojson", "schools.csv")
-
 
 def run_id_for(settings: Settings) -> str:
     """Deterministic: the same as-of date, deliveries, reference, policy and code give the same
@@ -336,10 +339,14 @@ def audit_tables(settings: Settings, run_id: str) -> dict[str, Path]:
     }
 
 
-def run_record(settings: Settings, run_id: str, started_at: dt.datetime) -> dict:
+def run_record(
+    settings: Settings, run_id: str, started_at: dt.datetime, accepted_tables: Sequence[Mapping] = ()
+) -> dict:
+    """The run_audit record; ``accepted_changes`` holds the sources' accepted size changes and
+    ``accepted_tables``, the published tables' (``guard_published_tables``)."""
     accepted = [
         _read_json(path) for source in source_keys() if (path := settings.layout.accepted_change(source)).exists()
-    ]
+    ] + [dict(change) for change in accepted_tables]
     return {
         "run_id": run_id,
         "as_of": settings.as_of,
@@ -350,8 +357,18 @@ def run_record(settings: Settings, run_id: str, started_at: dt.datetime) -> dict
     }
 
 
+def table_rows(tables: Mapping[str, Path]) -> dict[str, int]:
+    """Rows of each table about to be published (a table not given is published empty)."""
+    return {name: pq.ParquetFile(tables[name]).metadata.num_rows if name in tables else 0 for name in PUBLISHED_TABLES}
+
+
 def publish(attempt: Attempt, decided: dict) -> dict:
-    """Load every table and switch the warehouse to this run in one transaction."""
+    """Load every table and switch the warehouse to this run in one transaction.
+
+    A table emptied, or shrunk beyond ``max_table_shrink`` of the published run, is refused
+    unless accepted (``--accept-change TABLE``); after an accepted source size change the
+    tables may follow it, but none may be emptied (pipelines/preflight.py).
+    """
     from pipelines.warehouse import ensure_warehouse, publish_run
 
     settings = attempt.settings
@@ -370,8 +387,23 @@ def publish(attempt: Attempt, decided: dict) -> dict:
     tables.update(build_mart_tables(tables, settings, run_id))
     from pipelines.quality_page import write_quality_page
 
+    sources_accepted = any(settings.layout.accepted_change(source).exists() for source in source_keys())
+    accepted = guard_published_tables(
+        published_row_counts(settings),
+        table_rows(tables),
+        None if sources_accepted else settings.max_table_shrink,
+        settings.accepted_changes,
+    )
+    for change in accepted:
+        log.warning(
+            "table %s: %d rows -> %d accepted by an engineer (%s)",
+            change["table"],
+            change["previous_rows"],
+            change["rows"],
+            change["reason"],
+        )
     ensure_warehouse(settings.warehouse_url)
-    counts = publish_run(settings.warehouse_url, run_record(settings, run_id, attempt.started_at), tables)
+    counts = publish_run(settings.warehouse_url, run_record(settings, run_id, attempt.started_at, accepted), tables)
     log.info("published run %s to %s", run_id, redact_url(settings.warehouse_url))
     page = write_quality_page(settings.layout, published=counts, run_id=run_id)
     log.info("quality page %s", page)

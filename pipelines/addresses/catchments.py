@@ -51,6 +51,27 @@ def load_catchments(catchments_path: Path, enrollment_year: int | None = None) -
     return frame
 
 
+def invalid_catchments(catchments: pd.DataFrame) -> list[str]:
+    """Each catchment that is not a valid polygon, as 'school level: reason' (shapely's).
+
+    A point-in-polygon test on a self-intersecting or empty polygon quietly misplaces
+    addresses, so such a catchment must stop the run rather than thin its eligibility.
+    """
+    found = []
+    for row in catchments.itertuples(index=False):
+        shape = row.geometry
+        if shapely.get_type_id(shape) not in (3, 6):  # Polygon, MultiPolygon
+            reason = f"a {getattr(shape, 'geom_type', 'missing geometry')}, not a polygon"
+        elif shapely.is_empty(shape):
+            reason = "empty"
+        elif not shapely.is_valid(shape):
+            reason = shapely.is_valid_reason(shape)
+        else:
+            continue
+        found.append(f"{row.school_code} {row.level}: {reason}")
+    return found
+
+
 def points_in_catchments(lon: np.ndarray, lat: np.ndarray, catchments: pd.DataFrame) -> pd.DataFrame:
     """(point index, catchment row) for every catchment polygon containing a point.
 
@@ -68,6 +89,9 @@ def points_in_catchments(lon: np.ndarray, lat: np.ndarray, catchments: pd.DataFr
 def place_in_catchments(registry: AddressRegistry, catchments_path: Path, enrollment_year: int) -> pd.DataFrame:
     """address_code, level, school_code: one row per catchment of that year containing the code."""
     catchments = load_catchments(catchments_path, enrollment_year)
+    invalid = invalid_catchments(catchments)
+    if invalid:
+        raise UsageError(f"catchments file {catchments_path}: not a valid polygon: {invalid[0]}")
     frame = registry.frame
     located = frame["lon"].notna() & frame["lat"].notna()
     points = frame.loc[located]
