@@ -222,10 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--accept-change",
         dest="accept_change",
-        metavar="SOURCE",
+        metavar="NAME",
         action="append",
-        help="publish this source's delivery although its size moved beyond its threshold "
-        "(checked by a person; repeatable; recorded in run_audit)",
+        help="publish although this source's delivery, or this published table, changed in size beyond "
+        "its threshold (checked by a person; repeatable or comma-separated; recorded in run_audit)",
     )
     run.add_argument("--reason", help="with --accept-change: what was checked, and with whom")
     run.set_defaults(func=cmd_run)
