@@ -11,6 +11,7 @@ outputs from its inputs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import __version__, registry
-from pipelines.config import Settings, settings_from_dict
+from pipelines.config import Settings
 from pipelines.errors import UsageError, ZerocertError
 from pipelines.layout import SNAPSHOT_FILE, RunLayout
 from pipelines.policy import load_policy
@@ -80,20 +81,27 @@ class Attempt:
         return self.settings.layout
 
     def as_dict(self) -> dict:
-        """Small and JSON-able, for XCom between the warehouse DAG's tasks."""
+        """What the warehouse DAG's tasks hand each other through XCom: the as-of date, the
+        attempt's folder name and start, never a setting read from a Variable or Connection.
+
+        XCom lands in Airflow's metadata database and its UI; a warehouse URL would carry its
+        password there. Each task resolves its own settings (``from_dict``).
+        """
         return {
-            "settings": self.settings.as_dict(),
+            "as_of": self.settings.as_of.isoformat(),
+            "attempt": self.settings.attempt,
             "started_at": self.started_at.isoformat(),
             "reuse_staged": self.reuse_staged,
         }
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, object]) -> Attempt:
-        return cls(
-            settings_from_dict(doc["settings"]),
-            dt.datetime.fromisoformat(str(doc["started_at"])),
-            bool(doc.get("reuse_staged")),
+    def from_dict(cls, doc: Mapping[str, object], settings: Settings) -> Attempt:
+        """The attempt ``doc`` describes, with the task's own ``settings`` held to its as-of date
+        and folder (a variable changed mid-run cannot move a later task to another date)."""
+        pinned = dataclasses.replace(
+            settings, as_of=dt.date.fromisoformat(str(doc["as_of"])), attempt=str(doc["attempt"])
         )
+        return cls(pinned, dt.datetime.fromisoformat(str(doc["started_at"])), bool(doc.get("reuse_staged")))
 
 
 # --- step 1: stage -----------------------------------------------------------------------------
