@@ -9,6 +9,12 @@ anything is published), resolves every address and places it in school catchment
 resident, computes every child's eligibility, and publishes all tables in one atomic switch.
 The last good warehouse stays readable if any step fails.
 
+Each publish emits one asset per published table, `zerocert://warehouse/<table>`, its event's
+extra holding `run_id`, `as_of`, the table's `rows` and the run's `warnings`: an enrollment
+system's sync DAG can be scheduled on them. A source whose newest delivery is older than its
+`max_delivery_age_days` (`schemas/<source>.yaml`) does not stop the run: its staging and publish
+logs say so as a WARNING, and the warning is kept in `run_audit.warnings` and the asset events.
+
 Configuration: the Airflow variables and connections (`zerocert_warehouse`, `zerocert_exchange`)
 the source DAGs' docs list, or `ZEROCERT_*`. Every task reads them itself; XCom carries only the
 as-of date, the attempt's folder and paths of work files, never a URL or password. A variable or
@@ -42,6 +48,7 @@ with `accept_change` (the source) and `accept_reason`; the acceptance is kept in
 
 from __future__ import annotations
 
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -50,6 +57,11 @@ from airflow.sdk import Asset, Param, dag, task
 
 SCHEMAS = Path(str(files("pipelines.data") / "schemas"))  # package data: a wheel or a DAG bundle alike
 SOURCES = sorted(p.stem for p in SCHEMAS.glob("*.yaml"))
+# The published tables, from the reference DDL that pipelines/warehouse_schema.py generates from its
+# registry (package data, kept in step by tests/test_publish_schema.py): no pipelines import here.
+PUBLISHED_DDL = (files("pipelines.data") / "published_tables.sqlite.sql").read_text(encoding="utf-8")
+PUBLISHED_TABLES = re.findall(r"^CREATE TABLE (\w+) \(", PUBLISHED_DDL, re.MULTILINE)
+WAREHOUSE_ASSETS = [Asset(f"zerocert://warehouse/{table}", group="zerocert") for table in PUBLISHED_TABLES]
 
 
 def record_failed_run(context) -> None:
@@ -138,13 +150,23 @@ def zerocert_warehouse():
         with user_errors_fail_fast():
             return join_and_decide(attempt_for_task(context, run))
 
-    @task(doc_md="Publish every table in one atomic switch.")
+    @task(
+        outlets=WAREHOUSE_ASSETS,
+        doc_md="Publish every table in one atomic switch. Each table's asset `zerocert://warehouse/<table>` "
+        "gets an event whose extra holds `run_id`, `as_of`, the table's `rows` and the run's `warnings` "
+        "(a source's newest delivery older than its schema allows); the warnings are also WARNING lines "
+        "of this log and in `run_audit.warnings`.",
+    )
     def publish(run: dict, decided: dict, **context) -> dict:
-        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast
+        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast, warehouse_asset_extra
         from pipelines.run import publish
 
         with user_errors_fail_fast():
-            return publish(attempt_for_task(context, run), decided)
+            published = publish(attempt_for_task(context, run), decided)
+        for asset in WAREHOUSE_ASSETS:
+            table = asset.uri.rsplit("/", 1)[-1]
+            context["outlet_events"][asset].extra = warehouse_asset_extra(published, table, run["as_of"])
+        return published
 
     @task(doc_md="Write the education bureau's HTML report from the published marts.")
     def report(run: dict, published: dict, **context) -> dict:

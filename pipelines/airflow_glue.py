@@ -112,6 +112,19 @@ def attempt_for_task(context: dict, run: Mapping[str, object]) -> Attempt:
     return Attempt.from_dict(run, settings_for_task(context))
 
 
+def warehouse_asset_extra(published: Mapping[str, object], table: str, as_of: str) -> dict:
+    """What the asset event of one published table carries for the systems that sync from it:
+    the run, its as-of date, the table's rows and the run's warnings (a stale delivery)."""
+    counts = published.get("row_counts") or {}
+    return {
+        "run_id": published["run_id"],
+        "as_of": as_of,
+        "table": table,
+        "rows": int(counts.get(table, 0)),
+        "warnings": [w["message"] for w in published.get("warnings") or []],
+    }
+
+
 @contextlib.contextmanager
 def user_errors_fail_fast() -> Iterator[None]:
     """A user's mistake (bad delivery, failed validation) is not retried and shows one masked line."""
