@@ -15,7 +15,10 @@ quarantine reasons with counts and the failed expectations.
 
 Configuration: Airflow variables `zerocert_landing`, `zerocert_exchange_url`,
 `zerocert_reference`, `zerocert_warehouse_url`, `zerocert_policy`, `zerocert_as_of`,
-`zerocert_work_dir`, or the `ZEROCERT_*` environment variables; none are needed for the demo.
+`zerocert_work_dir` (the two databases also as the connections `zerocert_warehouse` and
+`zerocert_exchange`), or the `ZEROCERT_*` environment variables; none are needed for the demo.
+One that is defined but cannot be read fails the task instead of falling back to a default. A
+delivery older than the schema's `max_delivery_age_days` is staged with a WARNING in the log.
 Sources are the files in `schemas/` (docs/adding-a-source.md): a new one gets its DAG here
 without editing this file.
 """

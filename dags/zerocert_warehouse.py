@@ -9,6 +9,17 @@ anything is published), resolves every address and places it in school catchment
 resident, computes every child's eligibility, and publishes all tables in one atomic switch.
 The last good warehouse stays readable if any step fails.
 
+Each publish emits one asset per published table, `zerocert://warehouse/<table>`, its event's
+extra holding `run_id`, `as_of`, the table's `rows` and the run's `warnings`: an enrollment
+system's sync DAG can be scheduled on them. A source whose newest delivery is older than its
+`max_delivery_age_days` (`schemas/<source>.yaml`) does not stop the run: its staging and publish
+logs say so as a WARNING, and the warning is kept in `run_audit.warnings` and the asset events.
+
+Configuration: the Airflow variables and connections (`zerocert_warehouse`, `zerocert_exchange`)
+the source DAGs' docs list, or `ZEROCERT_*`. Every task reads them itself; XCom carries only the
+as-of date, the attempt's folder and paths of work files, never a URL or password. A variable or
+connection that is defined but cannot be read fails the task; it never falls back to a default.
+
 After each publish it writes the education bureau's report (demand against capacity, the
 forecast per catchment, data quality per department) to `<work_dir>/reports/<as_of>/report.html`.
 
@@ -40,6 +51,7 @@ configuration first (pipelines/preflight.py) and fails at once on a mistake.
 
 from __future__ import annotations
 
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -48,6 +60,11 @@ from airflow.sdk import Asset, Param, dag, task
 
 SCHEMAS = Path(str(files("pipelines.data") / "schemas"))  # package data: a wheel or a DAG bundle alike
 SOURCES = sorted(p.stem for p in SCHEMAS.glob("*.yaml"))
+# The published tables, from the reference DDL that pipelines/warehouse_schema.py generates from its
+# registry (package data, kept in step by tests/test_publish_schema.py): no pipelines import here.
+PUBLISHED_DDL = (files("pipelines.data") / "published_tables.sqlite.sql").read_text(encoding="utf-8")
+PUBLISHED_TABLES = re.findall(r"^CREATE TABLE (\w+) \(", PUBLISHED_DDL, re.MULTILINE)
+WAREHOUSE_ASSETS = [Asset(f"zerocert://warehouse/{table}", group="zerocert") for table in PUBLISHED_TABLES]
 
 
 def record_failed_run(context) -> None:
@@ -88,7 +105,11 @@ DEFAULT_ARGS = {
     },
 )
 def zerocert_warehouse():
-    @task(doc_md="Resolve the run's configuration (variables, environment, defaults).")
+    @task(
+        doc_md="Check the run's configuration (variables, connections, environment, defaults) and start "
+        "the attempt. Passes on only the as-of date and the attempt's folder and start: every task "
+        "reads its own settings, so no URL or password reaches XCom."
+    )
     def configure(**context) -> dict:
         from pipelines.airflow_glue import settings_for_task, start_warehouse_run, user_errors_fail_fast
 
@@ -98,55 +119,65 @@ def zerocert_warehouse():
     # One task per step of pipelines.run.STEPS (and the report after), each calling that step's
     # function; tests/test_dag_integrity.py checks they follow the declared order.
     @task(doc_md="Stage one source for the run's as-of date (reusing what its own DAG staged from the same delivery).")
-    def stage(run: dict, source: str) -> dict:
-        from pipelines.airflow_glue import user_errors_fail_fast
-        from pipelines.run import Attempt, stage
+    def stage(run: dict, source: str, **context) -> dict:
+        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast
+        from pipelines.run import stage
 
         with user_errors_fail_fast():
-            return stage(Attempt.from_dict(run), source)
+            return stage(attempt_for_task(context, run), source)
 
     @task(
         doc_md="Great Expectations suite of one source; a table-level failure stops the run. "
         "Rewrites the run's quality page (`quality.html` in the run's folder; the log names it)."
     )
-    def validate(run: dict, source: str) -> dict:
-        from pipelines.airflow_glue import user_errors_fail_fast
-        from pipelines.run import Attempt, validate
+    def validate(run: dict, source: str, **context) -> dict:
+        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast
+        from pipelines.run import validate
 
         with user_errors_fail_fast():
-            return validate(Attempt.from_dict(run), source)
+            return validate(attempt_for_task(context, run), source)
 
     @task(doc_md="Resolve every address text and place standard addresses in catchments.")
-    def resolve_addresses(run: dict) -> dict:
-        from pipelines.airflow_glue import user_errors_fail_fast
-        from pipelines.run import Attempt, resolve_addresses
+    def resolve_addresses(run: dict, **context) -> dict:
+        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast
+        from pipelines.run import resolve_addresses
 
         with user_errors_fail_fast():
-            return resolve_addresses(Attempt.from_dict(run))
+            return resolve_addresses(attempt_for_task(context, run))
 
     @task(doc_md="Join per resident and compute eligibility (Parquet per table).")
-    def join_and_decide(run: dict) -> dict:
-        from pipelines.airflow_glue import user_errors_fail_fast
-        from pipelines.run import Attempt, join_and_decide
+    def join_and_decide(run: dict, **context) -> dict:
+        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast
+        from pipelines.run import join_and_decide
 
         with user_errors_fail_fast():
-            return join_and_decide(Attempt.from_dict(run))
+            return join_and_decide(attempt_for_task(context, run))
 
-    @task(doc_md="Publish every table in one atomic switch.")
-    def publish(run: dict, decided: dict) -> dict:
-        from pipelines.airflow_glue import user_errors_fail_fast
-        from pipelines.run import Attempt, publish
+    @task(
+        outlets=WAREHOUSE_ASSETS,
+        doc_md="Publish every table in one atomic switch. Each table's asset `zerocert://warehouse/<table>` "
+        "gets an event whose extra holds `run_id`, `as_of`, the table's `rows` and the run's `warnings` "
+        "(a source's newest delivery older than its schema allows); the warnings are also WARNING lines "
+        "of this log and in `run_audit.warnings`.",
+    )
+    def publish(run: dict, decided: dict, **context) -> dict:
+        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast, warehouse_asset_extra
+        from pipelines.run import publish
 
         with user_errors_fail_fast():
-            return publish(Attempt.from_dict(run), decided)
+            published = publish(attempt_for_task(context, run), decided)
+        for asset in WAREHOUSE_ASSETS:
+            table = asset.uri.rsplit("/", 1)[-1]
+            context["outlet_events"][asset].extra = warehouse_asset_extra(published, table, run["as_of"])
+        return published
 
     @task(doc_md="Write the education bureau's HTML report from the published marts.")
-    def report(run: dict, published: dict) -> dict:
-        from pipelines.airflow_glue import user_errors_fail_fast
-        from pipelines.run import Attempt, write_report
+    def report(run: dict, published: dict, **context) -> dict:
+        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast
+        from pipelines.run import write_report
 
         with user_errors_fail_fast():
-            return write_report(Attempt.from_dict(run))
+            return write_report(attempt_for_task(context, run))
 
     run = configure()
     validated = []

@@ -8,11 +8,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from pipelines.config import Settings, resolve_settings
-from pipelines.errors import ZerocertError
+from pipelines.errors import UsageError, ZerocertError
 from pipelines.masking import mask_every_log_record, mask_ids_in
+
+if TYPE_CHECKING:
+    from pipelines.run import Attempt
 
 AIRFLOW_ATTEMPT = "airflow-"  # a DAG run's attempt folder: runs/<as_of>/airflow-<run id>
 CONNECTIONS = {"zerocert_warehouse_url": "zerocert_warehouse", "zerocert_exchange_url": "zerocert_exchange"}
@@ -34,20 +39,47 @@ def sqlalchemy_url(airflow_uri: str) -> str:
     return airflow_uri
 
 
-def _variable(key: str) -> str | None:
-    """An Airflow variable, or for the two databases the Airflow connection of that name."""
+def _without_credentials(text: str) -> str:
+    """An error's text with the password of any URL in it hidden."""
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+
+
+def _unreadable(what: str, exc: Exception) -> UsageError:
+    return UsageError(
+        f"{what} cannot be read ({type(exc).__name__}: {_without_credentials(str(exc)).strip() or 'no detail'}); "
+        "the run stops rather than fall back to another setting: fix it, or remove it to use the "
+        "ZEROCERT_* environment or the default"
+    )
+
+
+def airflow_setting(key: str) -> str | None:
+    """The Airflow variable ``key``, or for the two databases the Airflow connection named in
+    ``CONNECTIONS``; None only when neither is defined.
+
+    One that is defined but cannot be read (a secrets backend refusing, the API server failing,
+    a malformed connection) is a ``UsageError``: falling back to the environment or the demo
+    default would publish somewhere the engineer did not mean.
+    """
     from airflow.sdk import Connection, Variable
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
         value = Variable.get(key, default=None)
-    except Exception:
-        value = None
-    if value is None and key in CONNECTIONS:
-        try:
-            value = sqlalchemy_url(Connection.get(CONNECTIONS[key]).get_uri())
-        except Exception:
-            value = None
-    return value
+    except Exception as exc:
+        raise _unreadable(f"Airflow variable {key}", exc) from None
+    if value is not None or key not in CONNECTIONS:
+        return value
+    conn_id = CONNECTIONS[key]
+    try:
+        connection = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+    except Exception as exc:
+        raise _unreadable(f"Airflow connection {conn_id}", exc) from None
+    try:
+        return sqlalchemy_url(connection.get_uri())
+    except Exception as exc:
+        raise _unreadable(f"Airflow connection {conn_id}", exc) from None
 
 
 def settings_for_task(context: dict) -> Settings:
@@ -66,10 +98,31 @@ def settings_for_task(context: dict) -> Settings:
             "accept_change": params.get("accept_change") or None,
             "accept_reason": params.get("accept_reason") or None,
         },
-        lookup=_variable,
+        lookup=airflow_setting,
         today=today,
     )
     return settings.with_attempt(AIRFLOW_ATTEMPT + str(getattr(dag_run, "run_id", None) or moment.isoformat()))
+
+
+def attempt_for_task(context: dict, run: Mapping[str, object]) -> Attempt:
+    """The warehouse run's attempt in a later task: what ``configure`` passed through XCom (the
+    as-of date, the attempt's folder and start) with the settings this task resolves itself."""
+    from pipelines.run import Attempt
+
+    return Attempt.from_dict(run, settings_for_task(context))
+
+
+def warehouse_asset_extra(published: Mapping[str, object], table: str, as_of: str) -> dict:
+    """What the asset event of one published table carries for the systems that sync from it:
+    the run, its as-of date, the table's rows and the run's warnings (a stale delivery)."""
+    counts = published.get("row_counts") or {}
+    return {
+        "run_id": published["run_id"],
+        "as_of": as_of,
+        "table": table,
+        "rows": int(counts.get(table, 0)),
+        "warnings": [w["message"] for w in published.get("warnings") or []],
+    }
 
 
 @contextlib.contextmanager
@@ -94,8 +147,8 @@ def user_errors_fail_fast() -> Iterator[None]:
 def start_warehouse_run(settings: Settings) -> dict:
     """Check the configuration and clear older DAG attempts' folders (one warehouse run at a time).
 
-    Returns the attempt every later task is given (``pipelines.run.Attempt``, through XCom); its
-    staging reuses what the source DAGs staged.
+    Returns the attempt every later task is given (``pipelines.run.Attempt.as_dict``, through
+    XCom: no URL, no password); its staging reuses what the source DAGs staged.
     """
     from pipelines.run import Attempt, check_configuration
 

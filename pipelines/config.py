@@ -63,7 +63,9 @@ class Settings:
         return dataclasses.replace(self, attempt=safe[:120])
 
     def as_dict(self) -> dict:
-        """Small and JSON-able, so Airflow tasks can pass it through XCom."""
+        """Every setting as JSON-able values, database URLs and their passwords included: for this
+        process only, never for XCom or a log (the warehouse DAG's tasks pass
+        ``pipelines.run.Attempt.as_dict`` and each resolves its own settings)."""
         return {
             "landing": str(self.landing) if self.landing else None,
             "exchange_url": self.exchange_url,
@@ -206,7 +208,7 @@ def resolve_settings(
 
 
 def settings_from_dict(doc: Mapping[str, object]) -> Settings:
-    """Inverse of ``Settings.as_dict`` (for values passed through XCom)."""
+    """Inverse of ``Settings.as_dict``."""
     return Settings(
         landing=Path(str(doc["landing"])) if doc.get("landing") else None,
         exchange_url=str(doc["exchange_url"]) if doc.get("exchange_url") else None,

@@ -11,6 +11,7 @@ outputs from its inputs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import __version__, registry
-from pipelines.config import Settings, settings_from_dict
+from pipelines.config import Settings
 from pipelines.errors import UsageError, ZerocertError
 from pipelines.layout import SNAPSHOT_FILE, RunLayout
 from pipelines.policy import load_policy
@@ -85,20 +86,27 @@ class Attempt:
         return self.settings.layout
 
     def as_dict(self) -> dict:
-        """Small and JSON-able, for XCom between the warehouse DAG's tasks."""
+        """What the warehouse DAG's tasks hand each other through XCom: the as-of date, the
+        attempt's folder name and start, never a setting read from a Variable or Connection.
+
+        XCom lands in Airflow's metadata database and its UI; a warehouse URL would carry its
+        password there. Each task resolves its own settings (``from_dict``).
+        """
         return {
-            "settings": self.settings.as_dict(),
+            "as_of": self.settings.as_of.isoformat(),
+            "attempt": self.settings.attempt,
             "started_at": self.started_at.isoformat(),
             "reuse_staged": self.reuse_staged,
         }
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, object]) -> Attempt:
-        return cls(
-            settings_from_dict(doc["settings"]),
-            dt.datetime.fromisoformat(str(doc["started_at"])),
-            bool(doc.get("reuse_staged")),
+    def from_dict(cls, doc: Mapping[str, object], settings: Settings) -> Attempt:
+        """The attempt ``doc`` describes, with the task's own ``settings`` held to its as-of date
+        and folder (a variable changed mid-run cannot move a later task to another date)."""
+        pinned = dataclasses.replace(
+            settings, as_of=dt.date.fromisoformat(str(doc["as_of"])), attempt=str(doc["attempt"])
         )
+        return cls(pinned, dt.datetime.fromisoformat(str(doc["started_at"])), bool(doc.get("reuse_staged")))
 
 
 # --- step 1: stage -----------------------------------------------------------------------------
@@ -117,7 +125,47 @@ def _stage_into(source: str, settings: Settings, out_dir: Path) -> dict:
 
 def stage_for_source_dag(source: str, settings: Settings) -> dict:
     """A source DAG's staging: into the as-of date's shared folder, for the warehouse to reuse."""
-    return _stage_into(source, settings, settings.layout.shared_staged_dir)
+    return _warn_if_stale(_stage_into(source, settings, settings.layout.shared_staged_dir), settings.as_of)
+
+
+def stale_delivery(source: str, delivery: str, as_of: dt.date, max_age_days: int) -> dict | None:
+    """The warning for a delivery dated more than ``max_age_days`` before the as-of date, or None.
+
+    A late department is not a reason to stop the city's run; it is a reason to say so where
+    the run is audited (run_audit.warnings) and seen (the publish task's log, the asset events).
+    """
+    age = (as_of - dt.date.fromisoformat(delivery)).days
+    if age <= max_age_days:
+        return None
+    return {
+        "warning": "stale_delivery",
+        "source": source,
+        "delivery": delivery,
+        "age_days": age,
+        "max_delivery_age_days": max_age_days,
+        "message": f"{source}: the newest delivery, {delivery}, is {age} days older than the as-of date "
+        f"{as_of} (its schema allows {max_age_days})",
+    }
+
+
+def _staleness(source: str, delivery: str, as_of: dt.date) -> dict | None:
+    return stale_delivery(source, delivery, as_of, registry.source(source).schema.max_delivery_age_days)
+
+
+def _warn_if_stale(summary: dict, as_of: dt.date) -> dict:
+    if found := _staleness(summary["source"], summary["delivery"], as_of):
+        log.warning("%s; the run goes on and records it in run_audit", found["message"])
+    return summary
+
+
+def delivery_warnings(settings: Settings) -> list[dict]:
+    """The stale-delivery warnings of every source this attempt has staged, in source order."""
+    found = []
+    for source in source_keys():
+        path = settings.layout.snapshot_file(source)
+        if path.exists() and (warning := _staleness(source, _read_json(path)["delivery"], settings.as_of)):
+            found.append(warning)
+    return found
 
 
 def stage(attempt: Attempt, source: str) -> dict:
@@ -149,8 +197,8 @@ def stage(attempt: Attempt, source: str) -> dict:
                 snapshot["rows_quarantined"],
                 snapshot["rows_duplicate"],
             )
-            return {k: snapshot[k] for k in SNAPSHOT_SUMMARY}
-    return _stage_into(source, settings, layout.staged_dir)
+            return _warn_if_stale({k: snapshot[k] for k in SNAPSHOT_SUMMARY}, settings.as_of)
+    return _warn_if_stale(_stage_into(source, settings, layout.staged_dir), settings.as_of)
 
 
 def _link_snapshot(shared: Path, target: Path) -> None:
@@ -354,6 +402,7 @@ def run_record(
         "started_at": started_at,
         "code_version": __version__,
         "accepted_changes": accepted,
+        "warnings": delivery_warnings(settings),
     }
 
 
@@ -403,11 +452,20 @@ def publish(attempt: Attempt, decided: dict) -> dict:
             change["reason"],
         )
     ensure_warehouse(settings.warehouse_url)
-    counts = publish_run(settings.warehouse_url, run_record(settings, run_id, attempt.started_at, accepted), tables)
+    record = run_record(settings, run_id, attempt.started_at, accepted)
+    counts = publish_run(settings.warehouse_url, record, tables)
     log.info("published run %s to %s", run_id, redact_url(settings.warehouse_url))
+    for warning in record["warnings"]:
+        log.warning("published despite: %s", warning["message"])
     page = write_quality_page(settings.layout, published=counts, run_id=run_id)
     log.info("quality page %s", page)
-    return {"run_id": run_id, "warehouse": redact_url(settings.warehouse_url), "quality_page": str(page)}
+    return {
+        "run_id": run_id,
+        "warehouse": redact_url(settings.warehouse_url),
+        "quality_page": str(page),
+        "row_counts": {name: int(rows) for name, rows in counts.items()},
+        "warnings": record["warnings"],
+    }
 
 
 # --- after publish: the education bureau's report (the warehouse DAG's last task) -------------

@@ -32,6 +32,7 @@ COLUMN_TYPES = (
 )
 FORMATS = ("csv", "jsonl")
 ENCODINGS = ("utf-8", "utf-8-sig", "gb18030")  # what delivery.decode_delivery reads
+DEFAULT_MAX_DELIVERY_AGE_DAYS = 7  # a daily source a week behind has missed more than a holiday
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class Schema:
     encoding: str
     natural_key: tuple[str, ...]
     columns: tuple[Column, ...]
+    # a run whose newest delivery is older than this (days before the as-of date) records a warning
+    max_delivery_age_days: int = DEFAULT_MAX_DELIVERY_AGE_DAYS
 
     @property
     def keys(self) -> list[str]:
@@ -134,6 +137,9 @@ def load_schema(source: str, schema_dir: Path | None = None) -> Schema:
     encoding = str(doc.get("encoding", "utf-8"))
     if encoding not in ENCODINGS:
         raise _schema_error(path, f"encoding must be one of {', '.join(ENCODINGS)}")
+    max_age = doc.get("max_delivery_age_days", DEFAULT_MAX_DELIVERY_AGE_DAYS)
+    if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0:
+        raise _schema_error(path, f"max_delivery_age_days must be a whole number of days from 0, got {max_age!r}")
     return Schema(
         source=source,
         file=str(doc["file"]),
@@ -142,6 +148,7 @@ def load_schema(source: str, schema_dir: Path | None = None) -> Schema:
         encoding=encoding,
         natural_key=natural_key,
         columns=columns,
+        max_delivery_age_days=max_age,
     )
 
 

@@ -47,6 +47,7 @@ AUDIT_COLUMNS = (
     "reason",
     "row_counts",
     "accepted_changes",
+    "warnings",
 )
 BATCH_ROWS = 65_536
 ABANDONED_REASON = "ended before it finished (killed or lost); found by the next run"
@@ -103,6 +104,7 @@ def normalize_run(run: Mapping[str, object]) -> dict:
         "started_at": started.astimezone(dt.UTC),
         "code_version": str(run["code_version"]),
         "accepted_changes": list(run.get("accepted_changes") or []) or None,
+        "warnings": list(run.get("warnings") or []) or None,
     }
 
 
@@ -112,6 +114,8 @@ def audit_values(run: dict, status: str, reason: str | None, row_counts: Mapping
     counts = None if row_counts is None else json.dumps(dict(row_counts), sort_keys=True)
     accepted = run.get("accepted_changes")
     accepted = None if not accepted else mask_ids_in(json.dumps(accepted, ensure_ascii=False, sort_keys=True))
+    warnings = run.get("warnings")
+    warnings = None if not warnings else mask_ids_in(json.dumps(warnings, ensure_ascii=False, sort_keys=True))
     return (
         run["run_id"],
         run["as_of"],
@@ -123,6 +127,7 @@ def audit_values(run: dict, status: str, reason: str | None, row_counts: Mapping
         reason,
         counts,
         accepted,
+        warnings,
     )
 
 
@@ -135,7 +140,8 @@ def audit_upsert(table: str, placeholder: str, status: str) -> str:
         f"VALUES ({', '.join([placeholder] * len(AUDIT_COLUMNS))}) "
         "ON CONFLICT (run_id, started_at) DO UPDATE SET finished_at = excluded.finished_at, "
         "status = excluded.status, reason = excluded.reason, "
-        "row_counts = excluded.row_counts, accepted_changes = excluded.accepted_changes" + guard
+        "row_counts = excluded.row_counts, accepted_changes = excluded.accepted_changes, "
+        "warnings = excluded.warnings" + guard
     )
 
 

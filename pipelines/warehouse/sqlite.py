@@ -166,7 +166,7 @@ class SQLiteWarehouse:
         found["as_of"] = dt.date.fromisoformat(found["as_of"])
         for key in ("started_at", "finished_at"):
             found[key] = dt.datetime.fromisoformat(found[key]) if found[key] else None
-        for key in ("row_counts", "accepted_changes"):
+        for key in ("row_counts", "accepted_changes", "warnings"):
             found[key] = json.loads(found[key]) if found[key] else None
         return found
 
