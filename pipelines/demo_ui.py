@@ -31,7 +31,7 @@ from pipelines.errors import ZerocertError
 MARKER = "ZEROCERT_DEMO_UI"
 PIDS_FILE = "airflow.pids"
 MEMORY_FILE = "airflow-memory.json"
-MEMORY_BUDGET = 3 * 1024**3
+MEMORY_BUDGET = 3_000_000_000  # 3 GB
 SAMPLE_SECONDS = 1.0
 COMPONENTS = {
     "api-server": ["api-server"],
@@ -93,8 +93,8 @@ def memory_in_use(processes: list[psutil.Process]) -> int:
     return total
 
 
-def gib(size: int) -> str:
-    return f"{size / 1024**3:.2f} GiB"
+def gb(size: int) -> str:
+    return f"{size / 1e9:.2f} GB"
 
 
 def sample_memory(out: Path) -> None:
@@ -206,7 +206,7 @@ def serve(out: Path, *, port: int = 8080, progress: Callable[[str], None], timeo
     print(
         f"  processes: {', '.join(f'{name} {pid}' for name, pid in started.items())} (group {group}, {out / PIDS_FILE})"
     )
-    print(f"  memory now: {gib(in_use)} (budget {gib(MEMORY_BUDGET)}); the peak is printed on stop")
+    print(f"  memory now: {gb(in_use)} (budget {gb(MEMORY_BUDGET)}); the peak is printed on stop")
     print(f"  stop everything it started: make demo-stop, or .venv/bin/zerocert demo --stop --out {out}")
     return 0
 
@@ -257,9 +257,9 @@ def stop(out: Path, *, progress: Callable[[str], None], grace: float = 30) -> in
     if memory.exists():
         peak = json.loads(memory.read_text(encoding="utf-8"))
         print(
-            f"zerocert demo: stopped, no process left; peak memory {gib(peak['peak_rss_bytes'])} "
+            f"zerocert demo: stopped, no process left; peak memory {gb(peak['peak_rss_bytes'])} "
             f"(summed RSS of {peak['processes_at_peak']} processes, {peak['samples']} samples; "
-            f"budget {gib(MEMORY_BUDGET)})"
+            f"budget {gb(MEMORY_BUDGET)})"
         )
     else:
         print("zerocert demo: stopped, no process left")
