@@ -6,8 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= .demo
 PEOPLE ?= 20000
+DEMO_PORT ?= 8080
 
-.PHONY: install browser lint demo test bench clean
+.PHONY: install browser lint demo demo-ui demo-stop test bench clean
 
 install: $(STAMP)
 
@@ -17,8 +18,15 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-demo: install
+demo: install  # the DAGs on a synthetic city, then the demo's own Airflow UI (stop it with make demo-stop)
 	$(BIN)/zerocert demo --out $(DEMO) --people $(PEOPLE)
+	$(BIN)/zerocert demo --serve --out $(DEMO) --port $(DEMO_PORT)
+
+demo-ui: install  # the Airflow UI on the demo already run (runs it first if there is none)
+	$(BIN)/zerocert demo --serve --out $(DEMO) --people $(PEOPLE) --port $(DEMO_PORT)
+
+demo-stop:  # every process the demo's UI started; checks none is left and prints the peak memory
+	$(BIN)/zerocert demo --stop --out $(DEMO)
 
 browser:  # headless Chromium and a CJK font for the report test (Debian packages, as root)
 	.ci/browser
@@ -34,4 +42,5 @@ bench: install
 	$(BIN)/zerocert bench --people $(or $(BENCH_PEOPLE),3000000)
 
 clean:
+	-test -d $(DEMO) && $(BIN)/zerocert demo --stop --out $(DEMO)
 	rm -rf $(VENV) $(DEMO) *.egg-info

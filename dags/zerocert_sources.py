@@ -58,7 +58,13 @@ def source_dag(source: str):
         tags=["zerocert", "staging", source],
         default_args=DEFAULT_ARGS,
         doc_md=__doc__,
-        params={"as_of": Param("", type="string", description="as-of date YYYY-MM-DD; blank: the run's date")},
+        params={
+            "as_of": Param(
+                None,
+                type=["null", "string"],
+                description="as-of date YYYY-MM-DD; blank: zerocert_as_of if set, else the run's date",
+            )
+        },
     )
     def stage_dag():
         @task(outlets=[staged_asset(source)], doc_md=f"Stage `{source}`: repair, quarantine, Parquet snapshot.")

@@ -92,15 +92,21 @@ DEFAULT_ARGS = {
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
     params={
-        "as_of": Param("", type="string", description="as-of date YYYY-MM-DD; blank: the run's date"),
+        "as_of": Param(
+            None,
+            type=["null", "string"],
+            description="as-of date YYYY-MM-DD; blank: zerocert_as_of if set, else the run's date",
+        ),
         "accept_change": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             description="source(s) or published table(s), comma-separated, that may change in size "
             "beyond its threshold in this run (a person checked it); blank: none",
         ),
         "accept_reason": Param(
-            "", type="string", description="with accept_change: what was checked, and with whom (kept in run_audit)"
+            None,
+            type=["null", "string"],
+            description="with accept_change: what was checked, and with whom (kept in run_audit)",
         ),
     },
 )

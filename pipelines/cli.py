@@ -123,8 +123,17 @@ def cmd_check_address(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
+    from pipelines.demo_ui import demo_processes, serve, stop
 
-    return run_demo(Path(args.out), people=args.people, seed=args.seed, progress=_progress)
+    out = Path(args.out).resolve()
+    if args.stop:
+        return stop(out, progress=_progress)
+    if args.serve and (out / "warehouse.sqlite").exists():
+        return serve(out, port=args.port, progress=_progress)
+    if demo_processes(out):  # its scheduler would share the SQLite metadata with the runs below
+        stop(out, progress=_progress)
+    status = run_demo(out, people=args.people, seed=args.seed, progress=_progress)
+    return serve(out, port=args.port, progress=_progress) if args.serve and status == 0 else status
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -244,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=".demo", help="demo folder (default .demo)")
     demo.add_argument("--people", type=int, default=20000)
     demo.add_argument("--seed", type=int, default=1)
+    ui = demo.add_mutually_exclusive_group()
+    ui.add_argument(
+        "--serve",
+        action="store_true",
+        help="start the demo's Airflow UI in the background (running the demo first if none)",
+    )
+    ui.add_argument("--stop", action="store_true", help="stop every process --serve started, and check none is left")
+    demo.add_argument("--port", type=int, default=8080, help="the UI's port with --serve (default 8080)")
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="time and measure memory of every phase at city scale")

@@ -6,9 +6,11 @@ metadata database, the work files and the SQLite warehouse.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -40,8 +42,70 @@ def demo_hmac_key_file(out: Path) -> Path:
     return path
 
 
-def demo_environment(out: Path, as_of: str) -> dict[str, str]:
+DEMO_PORT = 8080
+AIRFLOW_EXPORTS = ("AIRFLOW_HOME", "AIRFLOW__CORE__LOAD_EXAMPLES", "AIRFLOW__CORE__DAGS_FOLDER")
+DAGS_TIMEZONE = "Asia/Shanghai"  # the DAGs' start dates and schedules are Shanghai time
+
+
+def airflow_settings(out: Path, port: int = DEMO_PORT) -> dict[tuple[str, str], str]:
+    """The demo's Airflow: ours alone (no example DAGs) and small enough for a 2-core laptop.
+
+    One of each process, two task slots and one API worker keep it well under 3 GB; task logs go
+    to the folder the API server reads, so the UI opens them.
+    """
+    home = out / "airflow"
+    return {
+        ("core", "dags_folder"): str(DAGS_DIR),
+        ("core", "load_examples"): "False",
+        ("core", "executor"): "LocalExecutor",
+        ("core", "parallelism"): "2",
+        ("core", "max_active_tasks_per_dag"): "2",
+        ("core", "default_timezone"): DAGS_TIMEZONE,
+        ("core", "execution_api_server_url"): f"http://127.0.0.1:{port}/execution/",
+        ("core", "simple_auth_manager_users"): "admin:admin",
+        ("database", "sql_alchemy_conn"): f"sqlite:///{home / 'airflow.db'}",
+        ("logging", "base_log_folder"): str(home / "logs"),
+        ("api", "host"): "127.0.0.1",
+        ("api", "port"): str(port),
+        ("api", "workers"): "1",
+        ("dag_processor", "parsing_processes"): "1",
+        ("scheduler", "enable_health_check"): "False",
+    }
+
+
+def password_file(out: Path) -> Path:
+    """Where the simple auth manager writes the generated password of the user ``admin``."""
+    return out / "airflow" / "simple_auth_manager_passwords.json.generated"
+
+
+def write_airflow_config(out: Path, port: int = DEMO_PORT) -> Path:
+    """``airflow.cfg`` in the demo's Airflow home, so that any ``airflow`` command run there
+    (even ``airflow standalone`` with only ``AIRFLOW_HOME`` set) is the demo's small Airflow."""
+    import secrets
+
+    home = out / "airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    secret = home / "jwt.secret"
+    if not secret.exists():
+        secret.write_text(secrets.token_urlsafe(32), encoding="ascii")
+        secret.chmod(0o600)
+    sections: dict[str, list[str]] = {}
+    for (section, key), value in airflow_settings(out, port).items():
+        sections.setdefault(section, []).append(f"{key} = {value}")
+    sections.setdefault("api_auth", []).append(f"jwt_secret = {secret.read_text(encoding='ascii').strip()}")
+    text = "".join(f"[{name}]\n" + "\n".join(lines) + "\n\n" for name, lines in sections.items())
+    path = home / "airflow.cfg"
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def demo_environment(out: Path, as_of: str, port: int = DEMO_PORT) -> dict[str, str]:
     """The variables that point Airflow and zerocert at the demo folder."""
+    airflow = {
+        f"AIRFLOW__{section.upper()}__{key.upper()}": value
+        for (section, key), value in airflow_settings(out, port).items()
+    }
     return {
         "ZEROCERT_HMAC_KEY_FILE": str(demo_hmac_key_file(out)),
         "ZEROCERT_HOME": str(out),
@@ -51,11 +115,15 @@ def demo_environment(out: Path, as_of: str) -> dict[str, str]:
         "ZEROCERT_WORK_DIR": str(out / "work"),
         "ZEROCERT_AS_OF": as_of,
         "AIRFLOW_HOME": str(out / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{out / 'airflow' / 'airflow.db'}",
+        **airflow,
         "GX_ANALYTICS_ENABLED": "false",
     }
+
+
+def demo_as_of(out: Path) -> str:
+    """The synthetic city's as-of date (kept by ``run_demo``), for serving the UI on a finished demo."""
+    path = out / "as_of"
+    return path.read_text(encoding="ascii").strip() if path.exists() else "2027-08-15"
 
 
 def _airflow(args: list[str], env: dict[str, str], log_path: Path) -> None:
@@ -70,6 +138,80 @@ def _airflow(args: list[str], env: dict[str, str], log_path: Path) -> None:
     if failed:
         tail = "\n".join(mask_ids_in(line) for line in text.splitlines()[-25:])
         raise ZerocertError(f"`airflow {' '.join(args)}` failed; log: {log_path}\n{tail}")
+
+
+TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
+TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)")
+
+
+def task_log_sections(text: str) -> dict[tuple[str, int], list[str]]:
+    """Each task's own lines in an ``airflow dags test`` log, keyed by (task id, map index).
+
+    ``dags test`` runs the tasks one after the other in one process and writes no task log files;
+    its markers around each task are what tells their lines apart.
+    """
+    sections: dict[tuple[str, int], list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if started := TASK_START.search(line):
+            current = sections.setdefault((started.group(1), int(started.group(2))), [])
+        if current is not None:
+            current.append(line)
+        if TASK_END.search(line):
+            current = None
+    return sections
+
+
+CONSOLE_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\S+Z) \[(\w+)\s*\] (.*)$")
+
+
+def as_log_record(line: str) -> dict[str, str]:
+    """A console log line of ``dags test`` as the JSON record Airflow's task logs hold (time, level, event)."""
+    parsed = CONSOLE_LINE.match(line)
+    if parsed is None:
+        return {"event": line}
+    timestamp, level, event = parsed.groups()
+    return {"timestamp": timestamp, "level": level, "event": event.rstrip()}
+
+
+def write_task_logs(dag_id: str, dags_test_log: Path, out: Path) -> int:
+    """File each task's lines of a ``dags test`` run where the Airflow UI reads task logs.
+
+    The path follows Airflow's default ``log_filename_template``; returns the number of files written.
+    """
+    import sqlite3
+
+    text = dags_test_log.read_text(encoding="utf-8", errors="replace")
+    finished = re.search(rf"DagRun Finished: dag_id={re.escape(dag_id)}, .*?run_id=([^,\s]+),", text)
+    if finished is None:
+        return 0
+    run_id = finished.group(1)
+    with contextlib.closing(sqlite3.connect(out / "airflow" / "airflow.db")) as db:
+        tries = db.execute(
+            "SELECT task_id, map_index, try_number FROM task_instance WHERE dag_id = ? AND run_id = ?",
+            (dag_id, run_id),
+        ).fetchall()
+    sections = task_log_sections(text)
+    folder = out / "airflow" / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+    written = 0
+    for task_id, map_index, try_number in tries:
+        lines = sections.get((task_id, map_index))
+        if not lines:
+            continue
+        mapped = f"map_index={map_index}/" if map_index >= 0 else ""
+        path = folder / f"task_id={task_id}" / f"{mapped}attempt={max(try_number, 1)}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(as_log_record(line), ensure_ascii=False) + "\n" for line in lines), "utf-8")
+        written += 1
+    return written
+
+
+def _dags_test(dag_id: str, env: dict[str, str], out: Path) -> None:
+    log = out / "logs" / f"{dag_id}.log"
+    try:
+        _airflow(["dags", "test", dag_id], env, log)
+    finally:
+        write_task_logs(dag_id, log, out)
 
 
 def warehouse_summary(url: str) -> dict:
@@ -145,24 +287,24 @@ def run_demo(
     progress(f"synthesizing a city of {people} people in {out / 'city'}")
     summary = synthesize(out / "city", people, seed)
     as_of = str(summary.get("as_of", "2027-08-15"))
+    (out / "as_of").write_text(as_of, encoding="ascii")
     env = demo_environment(out, as_of)
     url = env["ZEROCERT_WAREHOUSE_URL"]
     if warehouse_as_connection:
         env["ZEROCERT_WAREHOUSE_URL"] = ""
         env["AIRFLOW_CONN_ZEROCERT_WAREHOUSE"] = url
+    write_airflow_config(out)
     progress("preparing the Airflow metadata database (SQLite)")
     _airflow(["db", "migrate"], env, out / "logs" / "airflow-db-migrate.log")
     for source in source_keys() if source_dags is None else source_dags:
         progress(f"airflow dags test zerocert_source_{source}")
-        _airflow(["dags", "test", f"zerocert_source_{source}"], env, out / "logs" / f"zerocert_source_{source}.log")
+        _dags_test(f"zerocert_source_{source}", env, out)
     progress("airflow dags test zerocert_warehouse")
-    _airflow(["dags", "test", "zerocert_warehouse"], env, out / "logs" / "zerocert_warehouse.log")
+    _dags_test("zerocert_warehouse", env, out)
 
     facts = warehouse_summary(url)
     both, extra, missing = truth_agreement(url, out / "city" / "truth")
-    exports = [
-        f"export {k}={v}" for k, v in env.items() if k.startswith(("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS", "ZEROCERT_"))
-    ]
+    exports = [f"export {k}={v}" for k, v in env.items() if k in AIRFLOW_EXPORTS or k.startswith("ZEROCERT_")]
     print()
     print("zerocert demo: the DAGs ran and published a warehouse")
     print(f"  run: {json.dumps(facts['run'], default=str, ensure_ascii=False)}")
@@ -194,9 +336,10 @@ def run_demo(
     ]
     print(f"  address review lists: {reviews[-1] if reviews else layout.attempts_dir}")
     print(f"  the bureau's report:  {report_path(layout.work_dir, layout.as_of)}")
-    print(f"  DAG logs:             {out / 'logs'}")
-    print("  Airflow UI (the DAGs, their runs and logs), then open http://localhost:8080:")
+    print(f"  DAG logs:             {out / 'logs'} (each task's log also opens in the Airflow UI)")
+    print(f"  Airflow UI:           make demo-ui, or .venv/bin/zerocert demo --serve --out {out}")
+    print(f"  stop all it started:  make demo-stop, or .venv/bin/zerocert demo --stop --out {out}")
+    print("  the airflow CLI on the demo (its airflow.cfg holds the rest):")
     for line in exports:
         print(f"    {line}")
-    print("    . .venv/bin/activate && airflow standalone    # prints the admin password")
     return 0
