@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.dates import parse_dates
 from pipelines.resident_id import (
@@ -29,17 +31,33 @@ from pipelines.staging.quarantine import (
 from pipelines.staging.schema import Schema
 
 
+def _text_series(values: pa.Array | pa.ChunkedArray, index: pd.Index) -> pd.Series:
+    return pd.Series(pd.array(values, dtype="str"), index=index)
+
+
 def _strip(values: pd.Series) -> pd.Series:
-    text = values.fillna("").astype("str").str.strip()
-    return text.where(text != "", pd.NA)
+    """Trimmed text, blank or missing as NA; in Arrow, as ``str.strip`` and ``where`` would be row by row."""
+    text = pc.utf8_trim_whitespace(pa.array(values.astype("str")))
+    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+    return _text_series(text, values.index)
+
+
+def _extract(text: pd.Series, pattern: str, groups: int) -> pd.DataFrame:
+    """``text.str.extract`` of a pattern with ``groups`` groups, run by Arrow's RE2 instead of per row.
+
+    ``pattern`` is written in what RE2 and ``re`` read alike (named groups ``g0``.., no ``\\s``,
+    ``\\d``); it ends in ``\\n?$`` because ``re``'s ``$`` also matches before a final newline.
+    """
+    found = pc.extract_regex(pa.array(text.astype("str")), pattern)
+    return pd.DataFrame({j: _text_series(pc.struct_field(found, [j]), text.index) for j in range(groups)})
 
 
 def _cast_share(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     """``50%``, ``1/2``, ``0.5`` → 0.5; blank → NaN; anything else or outside (0, 1] invalid."""
     text = fold_fullwidth(text.fillna("")).str.replace(" ", "", regex=False)
-    percent = text.str.extract(r"^([0-9]+(?:\.[0-9]+)?)%$")[0]
-    fraction = text.str.extract(r"^([0-9]+)/([0-9]+)$")
-    plain = text.str.extract(r"^([0-9]+(?:\.[0-9]+)?)$")[0]
+    percent = _extract(text, r"^(?P<g0>[0-9]+(?:\.[0-9]+)?)%\n?$", 1)[0]
+    fraction = _extract(text, r"^(?P<g0>[0-9]+)/(?P<g1>[0-9]+)\n?$", 2)
+    plain = _extract(text, r"^(?P<g0>[0-9]+(?:\.[0-9]+)?)\n?$", 1)[0]
     share = pd.to_numeric(plain, errors="coerce")
     share = share.fillna(pd.to_numeric(percent, errors="coerce") / 100)
     share = share.fillna(pd.to_numeric(fraction[0], errors="coerce") / pd.to_numeric(fraction[1], errors="coerce"))
@@ -50,7 +68,7 @@ def _cast_share(text: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def _cast_month(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     """YYYYMM (also ``2024-05``, ``2024/5``, ``202405.0``) as a ``YYYYMM`` string."""
-    parts = fold_fullwidth(text.fillna("")).str.extract(r"^([0-9]{4})[-/年]?([0-9]{1,2})月?(?:\.0+)?$")
+    parts = _extract(fold_fullwidth(text.fillna("")), r"^(?P<g0>[0-9]{4})[-/年]?(?P<g1>[0-9]{1,2})月?(?:\.0+)?\n?$", 2)
     month = pd.to_numeric(parts[1], errors="coerce")
     good = parts[0].notna() & month.between(1, 12)
     value = parts[0] + month.fillna(0).astype("int64").astype("str").str.zfill(2)

@@ -89,10 +89,8 @@ def _split_chunk(chunk: pa.Array, separator: str, width: int) -> tuple[list[pa.A
     bad_count = ~quoted & ~oversized & (counts != width)
     errors[bad_count] = [f"{n} fields, expected {width}" for n in counts[bad_count]]
     errors[oversized] = [f"line of {n} characters" for n in length[oversized]]
-    flat = parts.filter(pa.array(plain)).flatten()
-    slot = np.full(len(chunk), -1, dtype=np.int64)
-    slot[plain] = np.arange(int(plain.sum()), dtype=np.int64) * width
-    columns = [flat.take(pa.array(slot + j, mask=slot < 0)) for j in range(width)]
+    fields, starts = parts.values, parts.offsets.to_numpy()[:-1].astype(np.int64)
+    columns = [fields.take(pa.array(starts + j, mask=~plain)) for j in range(width)]
     return columns, errors, quoted & ~oversized
 
 
