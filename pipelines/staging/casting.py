@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.dates import parse_dates
+from pipelines.dates import extract_groups, parse_dates
 from pipelines.resident_id import (
     INVALID_ID_CHECKSUM,
     INVALID_ID_FORMAT,
@@ -42,22 +42,18 @@ def _strip(values: pd.Series) -> pd.Series:
     return _text_series(text, values.index)
 
 
-def _extract(text: pd.Series, pattern: str, groups: int) -> pd.DataFrame:
-    """``text.str.extract`` of a pattern with ``groups`` groups, run by Arrow's RE2 instead of per row.
-
-    ``pattern`` is written in what RE2 and ``re`` read alike (named groups ``g0``.., no ``\\s``,
-    ``\\d``); it ends in ``\\n?$`` because ``re``'s ``$`` also matches before a final newline.
-    """
-    found = pc.extract_regex(pa.array(text.astype("str")), pattern)
-    return pd.DataFrame({j: _text_series(pc.struct_field(found, [j]), text.index) for j in range(groups)})
+def _extract(text: pd.Series, pattern: str) -> pd.DataFrame:
+    """``text.str.extract`` of a pattern of groups ``g0``, ``g1``.. (see ``extract_groups``), columns 0, 1.."""
+    parts = extract_groups(text, pattern)
+    return parts.set_axis(range(parts.shape[1]), axis=1)
 
 
 def _cast_share(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     """``50%``, ``1/2``, ``0.5`` → 0.5; blank → NaN; anything else or outside (0, 1] invalid."""
     text = fold_fullwidth(text.fillna("")).str.replace(" ", "", regex=False)
-    percent = _extract(text, r"^(?P<g0>[0-9]+(?:\.[0-9]+)?)%\n?$", 1)[0]
-    fraction = _extract(text, r"^(?P<g0>[0-9]+)/(?P<g1>[0-9]+)\n?$", 2)
-    plain = _extract(text, r"^(?P<g0>[0-9]+(?:\.[0-9]+)?)\n?$", 1)[0]
+    percent = _extract(text, r"^(?P<g0>[0-9]+(?:\.[0-9]+)?)%\n?$")[0]
+    fraction = _extract(text, r"^(?P<g0>[0-9]+)/(?P<g1>[0-9]+)\n?$")
+    plain = _extract(text, r"^(?P<g0>[0-9]+(?:\.[0-9]+)?)\n?$")[0]
     share = pd.to_numeric(plain, errors="coerce")
     share = share.fillna(pd.to_numeric(percent, errors="coerce") / 100)
     share = share.fillna(pd.to_numeric(fraction[0], errors="coerce") / pd.to_numeric(fraction[1], errors="coerce"))
@@ -68,7 +64,7 @@ def _cast_share(text: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def _cast_month(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     """YYYYMM (also ``2024-05``, ``2024/5``, ``202405.0``) as a ``YYYYMM`` string."""
-    parts = _extract(fold_fullwidth(text.fillna("")), r"^(?P<g0>[0-9]{4})[-/年]?(?P<g1>[0-9]{1,2})月?(?:\.0+)?\n?$", 2)
+    parts = _extract(fold_fullwidth(text.fillna("")), r"^(?P<g0>[0-9]{4})[-/年]?(?P<g1>[0-9]{1,2})月?(?:\.0+)?\n?$")
     month = pd.to_numeric(parts[1], errors="coerce")
     good = parts[0].notna() & month.between(1, 12)
     value = parts[0] + month.fillna(0).astype("int64").astype("str").str.zfill(2)
