@@ -8,19 +8,42 @@ city scale is a few ten thousand values for millions of rows.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.resident_id import EARLIEST_YEAR, LATEST_YEAR, fold_fullwidth
 
 EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 
+# Python's ``\s`` (every character ``str.isspace`` accepts) spelled out for RE2, whose ``\s`` is ASCII.
+_SPACE = "[" + "".join(f"\\x{{{code:x}}}" for code in range(sys.maxunicode + 1) if chr(code).isspace()) + "]"
+# RE2 patterns read as ``re`` reads them: ``\n?$`` is ``re``'s ``$`` (also before a final newline).
 _SEPARATED = (
-    r"^(?P<year>[0-9]{4})\s*[-/.年]\s*(?P<month>[0-9]{1,2})\s*[-/.月]\s*(?P<day>[0-9]{1,2})\s*日?"
-    r"(?:[ T]+(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{1,2})(?::(?P<second>[0-9]{1,2})(?:\.[0-9]+)?)?)?$"
+    rf"^(?P<year>[0-9]{{4}}){_SPACE}*[-/.年]{_SPACE}*(?P<month>[0-9]{{1,2}}){_SPACE}*[-/.月]{_SPACE}*"
+    rf"(?P<day>[0-9]{{1,2}}){_SPACE}*日?"
+    r"(?:[ T]+(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{1,2})(?::(?P<second>[0-9]{1,2})(?:\.[0-9]+)?)?)?\n?$"
 )
-_COMPACT = r"^(?P<year>[0-9]{4})(?P<month>[0-9]{2})(?P<day>[0-9]{2})$"
-_SERIAL = r"^(?P<days>[0-9]{1,5})(?:\.(?P<fraction>[0-9]+))?$"
+_COMPACT = r"^(?P<year>[0-9]{4})(?P<month>[0-9]{2})(?P<day>[0-9]{2})\n?$"
+_SERIAL = r"^(?P<days>[0-9]{1,5})(?:\.(?P<fraction>[0-9]+))?\n?$"
+
+
+def extract_groups(texts: pd.Series, pattern: str) -> pd.DataFrame:
+    """``texts.str.extract(pattern)`` run by Arrow's RE2 at once (pandas runs ``re`` row by row).
+
+    ``pattern`` names its groups (the frame's columns) and each group matches at least one
+    character when it takes part, so an empty capture is a group that took none (NA, as pandas).
+    """
+    found = pc.extract_regex(pa.array(texts.astype("str")), pattern)
+    columns = {}
+    for i in range(found.type.num_fields):
+        group = pc.struct_field(found, [i])
+        group = pc.if_else(pc.equal(group, ""), pa.scalar(None, group.type), group)
+        columns[found.type.field(i).name] = pd.Series(pd.array(group, dtype="str"), index=texts.index)
+    return pd.DataFrame(columns, index=texts.index)
 
 
 def _from_parts(parts: pd.DataFrame) -> pd.Series:
@@ -35,11 +58,11 @@ def _from_parts(parts: pd.DataFrame) -> pd.Series:
 def _parse_distinct(texts: pd.Series, keep_time: bool) -> pd.Series:
     parsed = pd.Series(pd.NaT, index=texts.index, dtype="datetime64[ns]")
     for pattern in (_SEPARATED, _COMPACT):
-        parts = texts.str.extract(pattern)
+        parts = extract_groups(texts, pattern)
         found = parts["year"].notna()
         if found.any():
             parsed[found] = _from_parts(parts[found])
-    serial = texts.str.extract(_SERIAL)
+    serial = extract_groups(texts, _SERIAL)
     found = serial["days"].notna() & parsed.isna() & ~texts.str.fullmatch(r"[0-9]{8}")
     if found.any():
         days = pd.to_numeric(serial.loc[found, "days"]).astype("int64")

@@ -9,8 +9,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipelines.dates import parse_dates
+from pipelines.dates import extract_groups, parse_dates
 from pipelines.resident_id import (
     INVALID_ID_CHECKSUM,
     INVALID_ID_FORMAT,
@@ -29,17 +31,29 @@ from pipelines.staging.quarantine import (
 from pipelines.staging.schema import Schema
 
 
+def _text_series(values: pa.Array | pa.ChunkedArray, index: pd.Index) -> pd.Series:
+    return pd.Series(pd.array(values, dtype="str"), index=index)
+
+
 def _strip(values: pd.Series) -> pd.Series:
-    text = values.fillna("").astype("str").str.strip()
-    return text.where(text != "", pd.NA)
+    """Trimmed text, blank or missing as NA; in Arrow, as ``str.strip`` and ``where`` would be row by row."""
+    text = pc.utf8_trim_whitespace(pa.array(values.astype("str")))
+    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+    return _text_series(text, values.index)
+
+
+def _extract(text: pd.Series, pattern: str) -> pd.DataFrame:
+    """``text.str.extract`` of a pattern of groups ``g0``, ``g1``.. (see ``extract_groups``), columns 0, 1.."""
+    parts = extract_groups(text, pattern)
+    return parts.set_axis(range(parts.shape[1]), axis=1)
 
 
 def _cast_share(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     """``50%``, ``1/2``, ``0.5`` → 0.5; blank → NaN; anything else or outside (0, 1] invalid."""
     text = fold_fullwidth(text.fillna("")).str.replace(" ", "", regex=False)
-    percent = text.str.extract(r"^([0-9]+(?:\.[0-9]+)?)%$")[0]
-    fraction = text.str.extract(r"^([0-9]+)/([0-9]+)$")
-    plain = text.str.extract(r"^([0-9]+(?:\.[0-9]+)?)$")[0]
+    percent = _extract(text, r"^(?P<g0>[0-9]+(?:\.[0-9]+)?)%\n?$")[0]
+    fraction = _extract(text, r"^(?P<g0>[0-9]+)/(?P<g1>[0-9]+)\n?$")
+    plain = _extract(text, r"^(?P<g0>[0-9]+(?:\.[0-9]+)?)\n?$")[0]
     share = pd.to_numeric(plain, errors="coerce")
     share = share.fillna(pd.to_numeric(percent, errors="coerce") / 100)
     share = share.fillna(pd.to_numeric(fraction[0], errors="coerce") / pd.to_numeric(fraction[1], errors="coerce"))
@@ -50,7 +64,7 @@ def _cast_share(text: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def _cast_month(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     """YYYYMM (also ``2024-05``, ``2024/5``, ``202405.0``) as a ``YYYYMM`` string."""
-    parts = fold_fullwidth(text.fillna("")).str.extract(r"^([0-9]{4})[-/年]?([0-9]{1,2})月?(?:\.0+)?$")
+    parts = _extract(fold_fullwidth(text.fillna("")), r"^(?P<g0>[0-9]{4})[-/年]?(?P<g1>[0-9]{1,2})月?(?:\.0+)?\n?$")
     month = pd.to_numeric(parts[1], errors="coerce")
     good = parts[0].notna() & month.between(1, 12)
     value = parts[0] + month.fillna(0).astype("int64").astype("str").str.zfill(2)

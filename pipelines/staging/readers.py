@@ -36,8 +36,11 @@ def _to_str(array: pa.Array) -> pd.Series:
 
 
 def _truncate_raw(raw: pd.Series) -> pd.Series:
+    """Raw texts longer than the quarantine keeps cut short; only those rows are sliced."""
     long = raw.str.len() > RAW_KEEP_CHARS
-    return raw.where(~long, raw.str.slice(0, RAW_KEEP_CHARS) + "…")
+    if not long.any():
+        return raw
+    return raw.where(~long, raw[long].str.slice(0, RAW_KEEP_CHARS) + "…")
 
 
 def _raw_frame(values: dict[str, pd.Series], refs: pd.Series, raw: pd.Series, errors: pd.Series) -> pd.DataFrame:
@@ -75,10 +78,26 @@ def _check_columns(schema: Schema, label: str, found: list[str], names: dict[str
         raise DeliveryRejected(f"{schema.source}: {label}: unknown column {quote_delivered(unknown[0])}")
 
 
+def _holding_quote(chunk: pa.Array) -> np.ndarray:
+    """Which lines hold a ``"``, found in the text bytes (quotes are rare) rather than line by line."""
+    holding = np.zeros(len(chunk), dtype=bool)
+    data = chunk.buffers()[2]
+    if data is None or not len(chunk):
+        return holding
+    width = np.int64 if chunk.type == pa.large_string() else np.int32
+    offsets = np.frombuffer(chunk.buffers()[1], dtype=width)[chunk.offset : chunk.offset + len(chunk) + 1]
+    text = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    at = np.flatnonzero(text == 0x22) + offsets[0]
+    holding[np.searchsorted(offsets, at, side="right") - 1] = True
+    return holding
+
+
 def _split_chunk(chunk: pa.Array, separator: str, width: int) -> tuple[list[pa.Array], np.ndarray, np.ndarray]:
     """Columns of a slice's unquoted lines (null on other lines), per-line errors, quoted lines."""
-    length = pc.utf8_length(chunk).to_numpy(zero_copy_only=False)
-    quoted = pc.match_substring(chunk, '"').to_numpy(zero_copy_only=False)
+    length = pc.binary_length(chunk).to_numpy(zero_copy_only=False)
+    if (length > MAX_LINE_CHARS).any():  # characters counted only when the bytes could be too many
+        length = pc.utf8_length(chunk).to_numpy(zero_copy_only=False)
+    quoted = _holding_quote(chunk)
     oversized = length > MAX_LINE_CHARS
     if oversized.any():  # never split a giant line into millions of fields
         chunk = pc.if_else(pa.array(oversized), pa.scalar("", pa.large_string()), chunk)
@@ -89,10 +108,8 @@ def _split_chunk(chunk: pa.Array, separator: str, width: int) -> tuple[list[pa.A
     bad_count = ~quoted & ~oversized & (counts != width)
     errors[bad_count] = [f"{n} fields, expected {width}" for n in counts[bad_count]]
     errors[oversized] = [f"line of {n} characters" for n in length[oversized]]
-    flat = parts.filter(pa.array(plain)).flatten()
-    slot = np.full(len(chunk), -1, dtype=np.int64)
-    slot[plain] = np.arange(int(plain.sum()), dtype=np.int64) * width
-    columns = [flat.take(pa.array(slot + j, mask=slot < 0)) for j in range(width)]
+    fields, starts = parts.values, parts.offsets.to_numpy()[:-1].astype(np.int64)
+    columns = [fields.take(pa.array(starts + j, mask=~plain)) for j in range(width)]
     return columns, errors, quoted & ~oversized
 
 
