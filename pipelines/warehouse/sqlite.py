@@ -2,7 +2,8 @@
 
 A publish first writes the run's Arrow batches into a private scratch database through ADBC's
 SQLite driver (bound in C, no Python object per row). Then one ``BEGIN IMMEDIATE`` transaction
-copies each scratch table into ``<table>__new`` with ``INSERT ... SELECT``, drops the old
+copies each scratch table into ``<table>__new`` with ``INSERT ... SELECT *`` (same DDL on
+both sides, so SQLite copies records and keys without decoding them), drops the old
 tables, renames the new ones and builds indexes; readers keep their snapshot of the old run
 until COMMIT, so they see the whole previous run or the whole new one. Dates and timestamps are
 stored as ISO text, JSON as text, booleans as 0/1.
@@ -72,7 +73,8 @@ def _stored(batch: pa.RecordBatch) -> pa.RecordBatch:
 def _load_scratch(scratch: Path, files: Mapping[str, pq.ParquetFile], run_id: str) -> dict[str, tuple[int, float]]:
     """Write every table into a private scratch file, in primary-key order; name -> (rows, seconds).
 
-    The copy into the warehouse then appends to each primary key instead of searching it per row.
+    Each table has the warehouse's DDL (a key-ordered load appends to its primary key), which lets
+    the copy into the warehouse transfer records and keys as they are.
     """
     import adbc_driver_sqlite.dbapi
 
@@ -85,7 +87,7 @@ def _load_scratch(scratch: Path, files: Mapping[str, pq.ParquetFile], run_id: st
         for name in PUBLISHED_TABLES:
             table, began, rows = TABLES[name], time.monotonic(), 0
             with loading(name):
-                cur.execute(render_create_table(table, "sqlite", name, with_primary_key=False))
+                cur.execute(render_create_table(table, "sqlite", name))
                 for batch in batches(table, files[name], run_id, key_order=True):
                     if batch.num_rows:
                         cur.adbc_ingest(name, _stored(batch), mode="append")
@@ -233,11 +235,10 @@ class SQLiteWarehouse:
             with self._write("PRAGMA cache_size = -262144", attach=scratch) as con:
                 for name in PUBLISHED_TABLES:
                     table, staged, began = TABLES[name], f"{name}__new", time.monotonic()
-                    columns = ", ".join(table.column_names)
                     with loading(name):
                         con.execute(f"DROP TABLE IF EXISTS main.{staged}")
                         con.execute(render_create_table(table, "sqlite", f"main.{staged}"))
-                        con.execute(f"INSERT INTO main.{staged} ({columns}) SELECT {columns} FROM scratch.{name}")
+                        con.execute(f"INSERT INTO main.{staged} SELECT * FROM scratch.{name}")
                     counts[name] = loaded[name][0]
                     log_load(name, counts[name], loaded[name][1], time.monotonic() - began)
                 self._switch(con, run, counts)
