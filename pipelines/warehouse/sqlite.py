@@ -1,9 +1,16 @@
 """The SQLite warehouse: one file in WAL mode, published tables in the main database.
 
-A publish is one ``BEGIN IMMEDIATE`` transaction: it loads ``<table>__new`` with
-``executemany``, drops the old tables, renames the new ones and builds indexes; readers keep
-their snapshot of the old run until COMMIT, so they see the whole previous run or the whole
-new one. Dates and timestamps are stored as ISO text, JSON as text.
+A publish first writes the run's Arrow batches into a private scratch database through ADBC's
+SQLite driver (bound in C, no Python object per row). Then one ``BEGIN IMMEDIATE`` transaction
+copies each scratch table into ``<table>__new`` with ``INSERT ... SELECT *`` (same DDL on
+both sides, so SQLite copies records and keys without decoding them), drops the old
+tables, renames the new ones and builds indexes; readers keep their snapshot of the old run
+until COMMIT, so they see the whole previous run or the whole new one. Dates and timestamps are
+stored as ISO text, JSON as text, booleans as 0/1.
+
+The ADBC driver carries its own copy of SQLite; two copies in one process must never open the
+same file (their POSIX locks undo each other), so ADBC only ever opens the scratch file, closed
+before ``sqlite3`` attaches it.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import datetime as dt
 import json
 import logging
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -54,13 +62,39 @@ def _statements(script: str) -> Iterator[str]:
         raise ZerocertError("incomplete SQL statement at the end of a migration file")
 
 
-def _rows(batch: pa.RecordBatch) -> Iterator[tuple]:
-    columns = []
-    for arr in batch.columns:
-        if pa.types.is_date(arr.type):
-            arr = arr.cast(pa.string())  # ISO dates as text, what SQLite's date functions read
-        columns.append(arr.to_pylist())
-    return zip(*columns)
+def _stored(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch as SQLite stores it: ISO dates as text, what SQLite's date functions read."""
+    return pa.RecordBatch.from_arrays(
+        [arr.cast(pa.string()) if pa.types.is_date(arr.type) else arr for arr in batch.columns],
+        names=batch.schema.names,
+    )
+
+
+def _load_scratch(scratch: Path, files: Mapping[str, pq.ParquetFile], run_id: str) -> dict[str, tuple[int, float]]:
+    """Write every table into a private scratch file, in primary-key order; name -> (rows, seconds).
+
+    Each table has the warehouse's DDL (a key-ordered load appends to its primary key), which lets
+    the copy into the warehouse transfer records and keys as they are.
+    """
+    import adbc_driver_sqlite.dbapi
+
+    loaded = {}
+    with adbc_driver_sqlite.dbapi.connect(str(scratch), autocommit=True) as con, con.cursor() as cur:
+        for pragma in ("PRAGMA journal_mode = OFF", "PRAGMA synchronous = OFF"):  # throwaway file
+            cur.execute(pragma)
+            cur.fetchall()
+        cur.execute("BEGIN")
+        for name in PUBLISHED_TABLES:
+            table, began, rows = TABLES[name], time.monotonic(), 0
+            with loading(name):
+                cur.execute(render_create_table(table, "sqlite", name))
+                for batch in batches(table, files[name], run_id, key_order=True):
+                    if batch.num_rows:
+                        cur.adbc_ingest(name, _stored(batch), mode="append")
+                    rows += batch.num_rows
+            loaded[name] = (rows, time.monotonic() - began)
+        cur.execute("COMMIT")
+    return loaded
 
 
 @dataclass(frozen=True)
@@ -77,12 +111,17 @@ class SQLiteWarehouse:
         return con
 
     @contextmanager
-    def _write(self, *pragmas: str) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed when the block ends, rolled back on any error."""
+    def _write(self, *pragmas: str, attach: Path | None = None) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed when the block ends, rolled back on any error.
+
+        ``attach`` is a database file readable as schema ``scratch`` within it.
+        """
         con = self.connect()
         try:
             for pragma in pragmas:
                 con.execute(pragma)
+            if attach is not None:
+                con.execute("ATTACH DATABASE ? AS scratch", (str(attach),))
             con.execute("BEGIN IMMEDIATE")
             yield con
             con.execute("COMMIT")
@@ -188,27 +227,28 @@ class SQLiteWarehouse:
         """Load and switch in one transaction (``swap_timeout`` is PostgreSQL's: SQLite readers
         never block the switch)."""
         counts: dict[str, int] = {}
-        # 256 MiB of cache: a whole run's pages stay in memory
-        with self._write("PRAGMA cache_size = -262144") as con:
-            for name in PUBLISHED_TABLES:
-                table, staged = TABLES[name], f"{name}__new"
-                began = time.monotonic()
-                con.execute(f"DROP TABLE IF EXISTS {staged}")
-                con.execute(render_create_table(table, "sqlite", staged))
-                insert = (
-                    f"INSERT INTO {staged} ({', '.join(table.column_names)}) "
-                    f"VALUES ({', '.join('?' * len(table.columns))})"
-                )
-                counts[name] = 0
-                with loading(name):
-                    for batch in batches(table, files[name], run["run_id"], key_order=True):
-                        con.executemany(insert, _rows(batch))
-                        counts[name] += batch.num_rows
-                log_load(name, counts[name], time.monotonic() - began)
-            for name in PUBLISHED_TABLES:
-                con.execute(f"DROP TABLE IF EXISTS {name}")
-                con.execute(f"ALTER TABLE {name}__new RENAME TO {name}")
-                for ddl in render_indexes(TABLES[name], name):
-                    con.execute(ddl)
-            self.write_audit(run, "published", row_counts=counts, cursor=con)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{self.path.name}.publish-", dir=self.path.parent) as folder:
+            scratch = Path(folder) / "load.sqlite"
+            loaded = _load_scratch(scratch, files, run["run_id"])
+            # 256 MiB of cache: a whole run's pages stay in memory
+            with self._write("PRAGMA cache_size = -262144", attach=scratch) as con:
+                for name in PUBLISHED_TABLES:
+                    table, staged, began = TABLES[name], f"{name}__new", time.monotonic()
+                    with loading(name):
+                        con.execute(f"DROP TABLE IF EXISTS main.{staged}")
+                        con.execute(render_create_table(table, "sqlite", f"main.{staged}"))
+                        con.execute(f"INSERT INTO main.{staged} SELECT * FROM scratch.{name}")
+                    counts[name] = loaded[name][0]
+                    log_load(name, counts[name], loaded[name][1], time.monotonic() - began)
+                self._switch(con, run, counts)
         return counts
+
+    def _switch(self, con: sqlite3.Connection, run: dict, counts: dict[str, int]) -> None:
+        """Replace every live table by its ``__new`` successor and mark the run published."""
+        for name in PUBLISHED_TABLES:
+            con.execute(f"DROP TABLE IF EXISTS main.{name}")
+            con.execute(f"ALTER TABLE main.{name}__new RENAME TO {name}")
+            for ddl in render_indexes(TABLES[name], name):  # main comes first in name lookup
+                con.execute(ddl)
+        self.write_audit(run, "published", row_counts=counts, cursor=con)
