@@ -713,19 +713,6 @@ _NEEDED = {
     "source_snapshot": ["source", "delivery", "rows_in", "rows_accepted", "rows_quarantined", "rows_duplicate"],
     "quarantine": ["source", "reason_code"],
 }
-_HUKOU_FOR_GUARDIANS = [
-    "citizen_id",
-    "birth_date",
-    "household_no",
-    "relation_to_head",
-    "status",
-    "guardian1_id",
-    "guardian1_relation",
-    "guardian2_id",
-    "guardian2_relation",
-    "updated_at",
-    "record_ref",
-]
 
 
 def forecast_guardianship(staged_hukou: Path, policy: Policy, horizons: int) -> pd.DataFrame:
@@ -753,7 +740,7 @@ def forecast_guardianship(staged_hukou: Path, policy: Policy, horizons: int) -> 
         ("relation_to_head", "in", [records.HEAD_OF_HOUSEHOLD, records.SPOUSE_OF_HEAD]),
     ]
     rows = pq.read_table(
-        staged_hukou, columns=_HUKOU_FOR_GUARDIANS, filters=[born, heads] if households else [born]
+        staged_hukou, columns=citizens.HUKOU_FOR_GUARDIANSHIP, filters=[born, heads] if households else [born]
     ).to_pandas()
     return citizens.build_guardianship(rows, wide)
 

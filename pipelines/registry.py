@@ -36,11 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from pipelines.data import data_path
 from pipelines.errors import UsageError
-from pipelines.staging.schema import Schema, load_schema
+from pipelines.staging.schema import Schema, read_schema_doc, schema_from_doc
 from pipelines.staging.stage import Staged, stage_with_schema
 
 StageFunction = Callable[[pd.DataFrame, dt.date], Staged]
@@ -158,9 +157,9 @@ def _special_module(key: str) -> str | None:
 
 def load_source(key: str) -> Source:
     """One source's declaration, checked; a broken file is a one-line ``UsageError``."""
-    schema = load_schema(key, schemas_dir())
     path = schemas_dir() / f"{key}.yaml"
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc = read_schema_doc(key, path)
+    schema = schema_from_doc(key, path, doc)
     special = _special_module(key)
     return Source(
         key=key, schema=schema, special_module=special, **_parse_roles(path, doc, schema, special is not None)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from pipelines import registry
 from pipelines.engine import rules
-from pipelines.engine.frames import as_dates, json_text, member
+from pipelines.engine.frames import as_dates, json_text, member, produced_columns
 from pipelines.engine.records import (
     CHILD_OF_HEAD,
     CONTRACT_KIND,
@@ -32,62 +32,25 @@ from pipelines.engine.records import (
 from pipelines.policy import Policy
 from pipelines.resident_id import RESIDENT_ID_PATTERN
 
-CITIZEN_COLUMNS = [
+CITIZEN_COLUMNS = produced_columns("citizen")
+GUARDIANSHIP_COLUMNS = produced_columns("guardianship")
+# What the household rule reads of the hukou (the marts' forecast links guardians by it too).
+HUKOU_FOR_GUARDIANSHIP = [
     "citizen_id",
-    "name",
-    "sex",
     "birth_date",
     "household_no",
-    "hukou_status",
-    "hukou_region_code",
-    "hukou_address",
-    "hukou_address_code",
-    "hukou_address_status",
-    "settled_date",
-    "urban_hukou",
-    "sources",
-    "name_conflict",
-]
-GUARDIANSHIP_COLUMNS = ["child_id", "guardian_id", "relation", "basis"]
-PROPERTY_COLUMNS = [
-    "citizen_id",
-    "kind",
-    "record_key",
-    "use",
+    "relation_to_head",
     "status",
-    "record_date",
-    "share",
-    "address",
-    "address_code",
-    "address_status",
-    "qualifying",
+    "guardian1_id",
+    "guardian1_relation",
+    "guardian2_id",
+    "guardian2_relation",
+    "updated_at",
     "record_ref",
 ]
-RENTAL_COLUMNS = [
-    "citizen_id",
-    "record_no",
-    "address",
-    "address_code",
-    "address_status",
-    "start_date",
-    "end_date",
-    "registered_date",
-    "status",
-    "qualifying",
-    "record_ref",
-]
-EMPLOYMENT_COLUMNS = [
-    "citizen_id",
-    "kind",
-    "record_key",
-    "org_code",
-    "since",
-    "local_months",
-    "status",
-    "scheme",
-    "qualifying",
-    "record_ref",
-]
+PROPERTY_COLUMNS = produced_columns("property_holding")
+RENTAL_COLUMNS = produced_columns("rental_holding")
+EMPLOYMENT_COLUMNS = produced_columns("employment")
 
 
 def _frame(staged: dict[str, pd.DataFrame], source: str, columns: list[str]) -> pd.DataFrame:
@@ -274,20 +237,7 @@ def build_guardianship(hukou: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     ``household_no`` (basis ``household``, relation = their relation to the head). Nothing
     else is inferred. Runs on whole households (bucket by ``household_no``).
     """
-    columns = [
-        "citizen_id",
-        "birth_date",
-        "household_no",
-        "relation_to_head",
-        "status",
-        "guardian1_id",
-        "guardian1_relation",
-        "guardian2_id",
-        "guardian2_relation",
-        "updated_at",
-        "record_ref",
-    ]
-    hukou = latest_hukou(_frame({"hukou": hukou}, "hukou", columns))  # the frame given, columns completed
+    hukou = latest_hukou(_frame({"hukou": hukou}, "hukou", HUKOU_FOR_GUARDIANSHIP))  # the given frame, completed
     children = hukou[rules.school_level(as_dates(hukou["birth_date"]), hukou["status"], policy).notna()]
 
     named = children["guardian1_id"].notna() | children["guardian2_id"].notna()

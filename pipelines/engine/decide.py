@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.engine import rules
-from pipelines.engine.frames import json_text, member
+from pipelines.engine.citizens import PROPERTY_COLUMNS, RENTAL_COLUMNS
+from pipelines.engine.frames import json_text, member, produced_columns
 from pipelines.engine.records import DECEASED, evidence_source, property_source
 from pipelines.engine.rules import (
     ADDRESS_UNMATCHED,
@@ -44,29 +45,10 @@ from pipelines.policy import Policy
 ALL_LEVELS = "*"  # a person reason that holds at every level
 SELF, GUARDIAN = "self", "guardian"
 
-ELIGIBILITY_COLUMNS = [
-    "child_id",
-    "level",
-    "school_code",
-    "category",
-    "priority_date",
-    "basis_guardian_id",
-    "evidence",
-    "policy_id",
-    "run_id",
-]
-INELIGIBILITY_COLUMNS = ["child_id", "level", "reasons", "policy_id", "run_id"]
-GUARDIAN_ELIGIBILITY_COLUMNS = [
-    "guardian_id",
-    "level",
-    "school_code",
-    "basis",
-    "priority_date",
-    "evidence",
-    "policy_id",
-    "run_id",
-]
-PREFILL_COLUMNS = ["guardian_id", "document", "policy_id", "run_id"]
+ELIGIBILITY_COLUMNS = produced_columns("eligibility", with_run_id=True)
+INELIGIBILITY_COLUMNS = produced_columns("ineligibility", with_run_id=True)
+GUARDIAN_ELIGIBILITY_COLUMNS = produced_columns("guardian_eligibility", with_run_id=True)
+PREFILL_COLUMNS = produced_columns("prefill", with_run_id=True)
 FACT_COLUMNS = ["citizen_id", "level", "school_code", "date", "source", "record_key"]
 
 
@@ -610,33 +592,12 @@ def build_prefill(
     )
     properties = per_person(
         tables["property_holding"],
-        [
-            "kind",
-            "record_key",
-            "use",
-            "status",
-            "record_date",
-            "share",
-            "address",
-            "address_code",
-            "address_status",
-            "qualifying",
-        ],
+        [c for c in PROPERTY_COLUMNS if c not in ("citizen_id", "record_ref")],
         ["kind", "record_key"],
     )
     rentals = per_person(
         tables["rental_holding"],
-        [
-            "record_no",
-            "address",
-            "address_code",
-            "address_status",
-            "start_date",
-            "end_date",
-            "registered_date",
-            "status",
-            "qualifying",
-        ],
+        [c for c in RENTAL_COLUMNS if c not in ("citizen_id", "record_ref")],
         ["record_no"],
     )
     jobs = per_person(

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from pipelines.warehouse_schema import TABLES
+
 
 def json_text(value: object) -> str:
     """The one JSON spelling used in every table: sorted keys, Chinese kept readable."""
@@ -27,3 +29,9 @@ def member(values: pd.Series, pool: pd.Series | pd.Index) -> np.ndarray:
 def as_dates(values: pd.Series) -> pd.Series:
     """``datetime64[ns]`` at midnight, ``NaT`` where unknown (the engine's one date form)."""
     return pd.to_datetime(values, errors="coerce").astype("datetime64[ns]")
+
+
+def produced_columns(table: str, *, with_run_id: bool = False) -> list[str]:
+    """The columns the engine writes for a published table, in the warehouse's order
+    (``pipelines.warehouse_schema``); ``run_id`` is added at publish unless asked for here."""
+    return [c for c in TABLES[table].column_names if with_run_id or c != "run_id"]

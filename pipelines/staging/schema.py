@@ -105,12 +105,21 @@ def _parse_column(path: Path, item: Any) -> Column:
 def load_schema(source: str, schema_dir: Path | None = None) -> Schema:
     """Read and check ``schemas/<source>.yaml``; a broken file is a one-line ``UsageError``."""
     path = (schema_dir or SCHEMA_DIR) / f"{source}.yaml"
+    return schema_from_doc(source, path, read_schema_doc(source, path))
+
+
+def read_schema_doc(source: str, path: Path) -> Any:
+    """The parsed YAML of a schema file (the registry reads its roles from the same document)."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"schema {path}: no such file (unknown source {source!r})") from None
     except yaml.YAMLError as exc:
         raise _schema_error(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def schema_from_doc(source: str, path: Path, doc: Any) -> Schema:
+    """Check a parsed schema document and build the ``Schema``; errors name the file."""
     if not isinstance(doc, dict):
         raise _schema_error(path, "must be a mapping")
     for key in ("source", "file", "format", "natural_key", "columns"):
