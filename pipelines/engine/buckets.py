@@ -2,14 +2,49 @@
 
 Rows are split by a hash bucket of the person they are about (``person_bucket``; hukou also by
 ``household_bucket`` for the household rule), so memory stays bounded as the city grows and
-the result is the same for any number of buckets. The steps are ``citizens`` and ``decide``.
+the result is the same, byte for byte, for any number of buckets. The steps are ``citizens``
+and ``decide``.
+
+The work is done in named stages that talk to each other only through files in a work folder
+of the run attempt (``WorkFolder``: a local folder, or a ``file://`` or other pyarrow
+filesystem URL), so each stage, and each bucket of a per-bucket stage, can run in its own
+process or on its own machine (the warehouse DAG maps them over the buckets):
+
+=================  =========  ==============================================================
+stage              per        reads → writes (under the work folder)
+=================  =========  ==============================================================
+bucket_inputs      run        staged ``accepted.parquet`` → ``staged/<b>/<role>.parquet``,
+                              ``household/<b>/hukou.parquet``, ``plan.json`` (bucket count,
+                              run id)
+join_bucket        bucket     ``staged/<b>``, addresses → ``person/<b>/<table>.parquet``
+                              (person tables, facts, guardian_eligibility, children),
+                              ``household/<b>/guardianship.parquet``
+route_edges        run        every ``person/<b>/children``, ``household/<b>/guardianship`` →
+                              ``children.parquet``, ``guardianship.parquet``,
+                              ``holders/<b>/edges.parquet``, ``guardians/<b>/guardianship.parquet``
+link_bucket        bucket     ``holders/<b>``, ``person/<b>`` facts →
+                              ``edges/from<b>/<child bucket>/<edge table>.parquet``
+decide_bucket      bucket     ``person/<b>/children``, ``edges/from*/<b>``, addresses →
+                              ``decided/<b>/{eligibility,ineligibility}.parquet``
+prefill_bucket     bucket     ``guardians/<b>``, ``person/<b>``, ``children``, every
+                              ``decided/*`` → ``prefill/<b>/prefill.parquet``
+gather_buckets     run        every part → one Parquet per published table, sorted by key
+=================  =========  ==============================================================
+
+Every output is written under a temporary name and renamed, so a stage killed half way leaves
+no half file, and a stage run again rewrites the same bytes. ``run_engine`` runs them all in
+one process, one bucket after the other.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import tempfile
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,51 +92,147 @@ def household_bucket(household_nos: pd.Series, buckets: int) -> np.ndarray:
 PERSON_TABLES = ("citizen", "property_holding", "rental_holding", "employment")
 FACT_TABLES = ("placed_property", "placed_rental", "stable_jobs", "person_flags", "person_reasons")
 EDGE_TABLES = ("edge_guardians", "edge_property", "edge_rental", "edge_jobs", "edge_flags", "edge_reasons")
+DECIDED_TABLES = ("eligibility", "ineligibility")
+PLAN_FILE = "plan.json"
+PARQUET = ".parquet"
+TEMP_SUFFIX = ".tmp"
 
 
-def _write(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
+class WorkFolder:
+    """The engine's work files of one run attempt: a local folder, or a URL pyarrow opens
+    (``file:///…``, ``s3://bucket/prefix``), so the stages of a run can run on other machines.
+
+    Paths inside it are given as parts (``"person", 3, "citizen.parquet"``). Every write goes
+    to a temporary name beside its target, then is renamed over it.
+    """
+
+    def __init__(self, location: str | os.PathLike) -> None:
+        import pyarrow.fs as pafs
+
+        text = os.fspath(location)
+        if "://" in text:
+            self.fs, root = pafs.FileSystem.from_uri(text)
+        else:
+            self.fs, root = pafs.LocalFileSystem(), str(Path(text).resolve())
+        self.location = text
+        self.root = root.rstrip("/") or "/"
+
+    def __repr__(self) -> str:
+        return f"WorkFolder({self.location!r})"
+
+    def path(self, *parts: object) -> str:
+        return "/".join([self.root, *(str(part) for part in parts)])
+
+    def exists(self, *parts: object) -> bool:
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def files(self, *parts: object, suffix: str = PARQUET) -> list[str]:
+        """Names of the files ending ``suffix`` in one folder, by name (temporary files left out)."""
+        import pyarrow.fs as pafs
+
+        found = self.fs.get_file_info(pafs.FileSelector(self.path(*parts), allow_not_found=True))
+        return sorted(
+            info.base_name
+            for info in found
+            if info.type == pafs.FileType.File
+            and info.base_name.endswith(suffix)
+            and not info.base_name.startswith(".")
+        )
+
+    def _replace(self, write: Callable[[str], None], parts: Sequence[object]) -> None:
+        target = self.path(*parts)
+        folder, name = target.rsplit("/", 1)
+        self.fs.create_dir(folder, recursive=True)
+        temp = f"{folder}/.{name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        try:
+            write(temp)
+            self.fs.move(temp, target)
+        except BaseException:
+            if self.exists(*parts[:-1], temp.rsplit("/", 1)[1]):
+                self.fs.delete_file(temp)
+            raise
+
+    def write_frame(self, frame: pd.DataFrame, *parts: object) -> None:
+        self._replace(lambda temp: frame.to_parquet(temp, index=False, filesystem=self.fs), parts)
+
+    def write_table(self, table, *parts: object) -> None:
+        import pyarrow.parquet as pq
+
+        self._replace(lambda temp: pq.write_table(table, temp, filesystem=self.fs), parts)
+
+    def read_frame(self, *parts: object) -> pd.DataFrame:
+        return pd.read_parquet(self.path(*parts), filesystem=self.fs)
+
+    def read_table(self, *parts: object):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.path(*parts), filesystem=self.fs)
+
+    def write_json(self, doc: dict, *parts: object) -> None:
+        data = json.dumps(doc, sort_keys=True, indent=2).encode("utf-8")
+
+        def write(temp: str) -> None:
+            with self.fs.open_output_stream(temp) as out:
+                out.write(data)
+
+        self._replace(write, parts)
+
+    def read_json(self, *parts: object) -> dict:
+        with self.fs.open_input_stream(self.path(*parts)) as handle:
+            return json.loads(handle.read().decode("utf-8"))
+
+    def sweep(self) -> None:
+        """Remove temporary files a killed stage left behind."""
+        import pyarrow.fs as pafs
+
+        for info in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True)):
+            if info.type == pafs.FileType.File and info.base_name.endswith(TEMP_SUFFIX):
+                self.fs.delete_file(info.path)
+
+    def clear(self) -> None:
+        if self.exists():
+            self.fs.delete_dir(self.root)
 
 
-def _read_parts(paths: list[Path]) -> pd.DataFrame | None:
+def read_plan(work: WorkFolder) -> dict:
+    """What ``bucket_inputs`` decided: the bucket count and the run id every stage writes."""
+    if not work.exists(PLAN_FILE):
+        raise FileNotFoundError(f"no {PLAN_FILE} in the engine's work folder {work.location}: run bucket_inputs first")
+    return work.read_json(PLAN_FILE)
+
+
+def bucket_label(bucket: int, buckets: int) -> str:
+    """How a bucket is named to people: ``bucket 3 of 12`` (bucket numbers start at 0 inside)."""
+    return f"bucket {int(bucket) + 1} of {int(buckets)}"
+
+
+def _read_parts(work: WorkFolder, parts: Sequence[Sequence[object]]) -> pd.DataFrame | None:
     """The parts written for one bucket, as one frame (None when there are none)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    tables = [pq.read_table(p) for p in paths if p.exists()]
+    tables = [work.read_table(*p) for p in parts if work.exists(*p)]
     if not tables:
         return None
     filled = [t for t in tables if t.num_rows] or tables[:1]  # empty parts may carry guessed types
     return pa.concat_tables(filled, promote_options="permissive").to_pandas()
 
 
-def _split(frame: pd.DataFrame, bucket_of: np.ndarray, buckets: int, directory: Path, name: str) -> None:
-    """Write one Parquet per bucket: ``directory/<bucket>/<name>.parquet``."""
+def _split(
+    frame: pd.DataFrame, bucket_of: np.ndarray, buckets: int, work: WorkFolder, folder: Sequence[object], name: str
+) -> None:
+    """Write one Parquet per bucket: ``<folder>/<bucket>/<name>.parquet``."""
     for bucket in range(buckets):
-        _write(frame[bucket_of == bucket], directory / str(bucket) / f"{name}.parquet")
+        work.write_frame(frame[bucket_of == bucket], *folder, bucket, f"{name}{PARQUET}")
 
 
-def _split_file(path: Path, column: str, bucket_fn, buckets: int, directory: Path, name: str) -> None:
-    """Split a staged Parquet by bucket in Arrow form (compact strings; one column to pandas)."""
+def _split_table(table, bucket_of: np.ndarray, buckets: int, work: WorkFolder, folder: str, name: str) -> None:
+    """Split an Arrow table by bucket; every part keeps the whole table's types."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    bucket_of = bucket_fn(table.column(column).to_pandas(), buckets)
     for bucket in range(buckets):
-        target = directory / str(bucket) / f"{name}.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table.filter(pa.array(bucket_of == bucket)), target)
-
-
-def _publish(parts: list[Path], path: Path, keys: list[str]) -> Path:
-    """Concatenate a table's bucket parts into one Parquet, rows sorted by key."""
-    frame = _read_parts(parts)
-    if len(parts) > 1:  # one part is already in key order
-        frame = frame.sort_values(keys, kind="stable", ignore_index=True)
-    _write(frame, path)
-    return path
+        work.write_table(table.filter(pa.array(bucket_of == bucket)), folder, bucket, f"{name}{PARQUET}")
 
 
 def _per_level(rows: pd.DataFrame | None) -> dict[str, int]:
@@ -111,148 +242,305 @@ def _per_level(rows: pd.DataFrame | None) -> dict[str, int]:
     return {str(level): int(n) for level, n in rows.groupby("level")["child_id"].nunique().sort_index().items()}
 
 
+def _addresses(address_dir: Path, policy: Policy) -> tuple[pd.DataFrame, pd.DataFrame]:
+    address_dir = Path(address_dir)
+    address_match = pd.read_parquet(address_dir / "address_match.parquet")
+    address_catchment = catchments_for(pd.read_parquet(address_dir / "address_catchment.parquet"), policy)
+    return address_match, address_catchment
+
+
+# --- stage 1: split the staged rows by bucket -----------------------------------------------------
+
+
+def bucket_inputs(staged_dir: Path, work: WorkFolder, buckets: int, run_id: str) -> dict:
+    """Split each staged source by the bucket of the person each role names (hukou also by
+    household) and write the plan: bucket count, run id and the inputs split.
+
+    A work folder holding another plan (another bucket count, run or set of inputs) is cleared
+    first; one with the same plan is overwritten with the same bytes.
+    """
+    import pyarrow.parquet as pq
+
+    staged_dir, buckets = Path(staged_dir), max(1, int(buckets))
+    hukou = evidence_source("hukou")
+    splits = []  # (staged file, [(column, bucket function, folder, name)])
+    for source, persons in registry.person_columns().items():
+        path = staged_dir / source / "accepted.parquet"
+        if path.exists():
+            ways = [(p.id, person_bucket, "staged", role_frame_name(source, role)) for role, p in enumerate(persons)]
+            if source == hukou:
+                ways.append(("household_no", household_bucket, "household", "hukou"))
+            splits.append((path, ways))
+    plan = {
+        "buckets": buckets,
+        "run_id": run_id,
+        "inputs": [f"{folder}/{name}" for _, ways in splits for *_, folder, name in ways],
+    }
+    if not (work.exists(PLAN_FILE) and read_plan(work) == plan):
+        work.clear()
+    rows = 0
+    for path, ways in splits:
+        table = pq.read_table(path)
+        rows += table.num_rows
+        for column, bucket_of, folder, name in ways:
+            _split_table(table, bucket_of(table.column(column).to_pandas(), buckets), buckets, work, folder, name)
+        del table
+    work.write_json(plan, PLAN_FILE)
+    log.info("engine inputs: %d staged rows of %d source(s) split into %d bucket(s)", rows, len(splits), buckets)
+    return plan
+
+
+# --- stage 2: per person bucket, the person tables and facts ---------------------------------------
+
+
+def join_bucket(work: WorkFolder, address_dir: Path, policy: Policy, bucket: int) -> dict:
+    """One person bucket's citizen, holdings and employment tables, their facts, the adults'
+    guardian eligibility and the school-age children; the household bucket's guardianship."""
+    plan = read_plan(work)
+    buckets, run_id = plan["buckets"], plan["run_id"]
+    address_match, address_catchment = _addresses(address_dir, policy)
+    frames = {name[: -len(PARQUET)]: work.read_frame("staged", bucket, name) for name in work.files("staged", bucket)}
+    rows_in = sum(len(frame) for frame in frames.values())
+    tables = build_person_tables(frames, address_match, policy)
+    del frames
+    facts = person_facts(tables, address_catchment, policy)
+    for name, table in {**tables, **facts}.items():
+        work.write_frame(table, "person", bucket, f"{name}{PARQUET}")
+    work.write_frame(
+        guardian_eligibility(facts, tables["citizen"], policy, run_id), "person", bucket, "guardian_eligibility.parquet"
+    )
+    children = school_age_children(tables["citizen"], policy)
+    work.write_frame(children, "person", bucket, "children.parquet")
+    if work.exists("household", bucket, "hukou.parquet"):
+        guardianship = build_guardianship(work.read_frame("household", bucket, "hukou.parquet"), policy)
+        work.write_frame(guardianship, "household", bucket, "guardianship.parquet")
+    log.info(
+        "%s joined: %d staged rows in, %d residents, %d school-age children",
+        bucket_label(bucket, buckets),
+        rows_in,
+        len(tables["citizen"]),
+        len(children),
+    )
+    return {
+        "bucket": int(bucket),
+        "rows_in": int(rows_in),
+        "residents": len(tables["citizen"]),
+        "children": len(children),
+    }
+
+
+# --- stage 3: every child and guardian, edges routed to the holder's bucket -----------------------
+
+
+def route_edges(work: WorkFolder, policy: Policy) -> dict:
+    """The school-age children and guardianship of every bucket (one file each), and each
+    child's edges (to itself and each guardian) routed to the bucket of the holder whose facts
+    they pick up; the guardianship also by guardian, for the prefill."""
+    import pyarrow as pa
+
+    buckets = read_plan(work)["buckets"]
+    children = _read_parts(work, [("person", b, "children.parquet") for b in range(buckets)])
+    children = children.sort_values("child_id", ignore_index=True)
+    guardianship = _read_parts(work, [("household", b, "guardianship.parquet") for b in range(buckets)])
+    if guardianship is None:
+        guardianship = build_guardianship(pd.DataFrame(), policy)
+    guardianship = guardianship.sort_values(["child_id", "guardian_id"], ignore_index=True)
+    work.write_frame(children, "children.parquet")
+    work.write_frame(guardianship, "guardianship.parquet")
+    edges = holder_edges(children, guardianship)
+    _split_table(
+        pa.Table.from_pandas(edges, preserve_index=False),
+        person_bucket(edges["holder_id"], buckets),
+        buckets,
+        work,
+        "holders",
+        "edges",
+    )
+    _split_table(
+        pa.Table.from_pandas(guardianship, preserve_index=False),
+        person_bucket(guardianship["guardian_id"], buckets),
+        buckets,
+        work,
+        "guardians",
+        "guardianship",
+    )
+    log.info(
+        "edges routed: %d school-age children, %d guardianship rows, %d child-holder edges in %d bucket(s)",
+        len(children),
+        len(guardianship),
+        len(edges),
+        buckets,
+    )
+    return {"children": len(children), "guardianship": len(guardianship), "edges": len(edges)}
+
+
+# --- stage 4: per holder bucket, the holders' facts on each edge, routed to the child's bucket ----
+
+
+def link_bucket(work: WorkFolder, bucket: int) -> dict:
+    """The facts of one bucket's holders on the edges that reach them, split by child bucket."""
+    buckets = read_plan(work)["buckets"]
+    edges = work.read_frame("holders", bucket, "edges.parquet").astype("object")  # as holder_edges gives them
+    facts = {name: work.read_frame("person", bucket, f"{name}{PARQUET}") for name in FACT_TABLES}
+    linked = edge_facts(edges, facts)
+    for name, table in linked.items():
+        _split(table, person_bucket(table["child_id"], buckets), buckets, work, ("edges", f"from{bucket}"), name)
+    log.info(
+        "%s linked: %d edges, %d property facts",
+        bucket_label(bucket, buckets),
+        len(edges),
+        len(linked["edge_property"]),
+    )
+    return {"bucket": int(bucket), "edges": len(edges)}
+
+
+# --- stage 5: per child bucket, decide -------------------------------------------------------------
+
+
+def decide_bucket(work: WorkFolder, address_dir: Path, policy: Policy, bucket: int) -> dict:
+    """Eligibility and ineligibility of one bucket's school-age children."""
+    plan = read_plan(work)
+    buckets, run_id = plan["buckets"], plan["run_id"]
+    _, address_catchment = _addresses(address_dir, policy)
+    children = work.read_frame("person", bucket, "children.parquet")
+    linked = {
+        name: _read_parts(work, [("edges", f"from{h}", bucket, f"{name}{PARQUET}") for h in range(buckets)])
+        for name in EDGE_TABLES
+    }
+    decided = decide(children, linked, address_catchment, policy, run_id)
+    for name, table in decided.items():
+        work.write_frame(table, "decided", bucket, f"{name}{PARQUET}")
+    log.info(
+        "%s decided: %d children, %d eligibility rows, %d ineligibility rows",
+        bucket_label(bucket, buckets),
+        len(children),
+        len(decided["eligibility"]),
+        len(decided["ineligibility"]),
+    )
+    return {
+        "bucket": int(bucket),
+        "children": len(children),
+        "eligibility": len(decided["eligibility"]),
+        "ineligibility": len(decided["ineligibility"]),
+    }
+
+
+# --- stage 6: per guardian bucket, the prefill documents -----------------------------------------
+
+
+def _decided_all(work: WorkFolder, buckets: int) -> dict[str, pd.DataFrame | None]:
+    return {
+        name: _read_parts(work, [("decided", b, f"{name}{PARQUET}") for b in range(buckets)]) for name in DECIDED_TABLES
+    }
+
+
+def prefill_bucket(work: WorkFolder, policy: Policy, bucket: int) -> dict:
+    """One prefill document per guardian of the bucket: their own records, their children's outcome."""
+    plan = read_plan(work)
+    buckets, run_id = plan["buckets"], plan["run_id"]
+    tables = {name: work.read_frame("person", bucket, f"{name}{PARQUET}") for name in PERSON_TABLES}
+    guardianship = work.read_frame("guardians", bucket, "guardianship.parquet")
+    children = work.read_frame("children.parquet")
+    prefill = build_prefill(guardianship, tables, children, _decided_all(work, buckets), policy, run_id)
+    work.write_frame(prefill, "prefill", bucket, "prefill.parquet")
+    log.info("%s prefilled: %d guardians", bucket_label(bucket, buckets), len(prefill))
+    return {"bucket": int(bucket), "guardians": len(prefill)}
+
+
+# --- stage 7: one Parquet per published table -----------------------------------------------------
+
+PUBLISHED_PARTS: dict[str, tuple[str, list[str]]] = {  # table → (folder of its bucket parts, key)
+    "citizen": ("person", ["citizen_id"]),
+    "guardianship": ("", ["child_id", "guardian_id"]),
+    "property_holding": ("person", ["citizen_id", "kind", "record_key"]),
+    "rental_holding": ("person", ["citizen_id", "record_no"]),
+    "employment": ("person", ["citizen_id", "kind", "record_key"]),
+    "eligibility": ("decided", ["child_id", "level", "school_code"]),
+    "ineligibility": ("decided", ["child_id", "level"]),
+    "guardian_eligibility": ("person", ["guardian_id", "level", "school_code"]),
+    "prefill": ("prefill", ["guardian_id"]),
+}
+
+
+def _write_local(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
+    try:
+        frame.to_parquet(temp, index=False)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _publish(work: WorkFolder, parts: list[tuple], path: Path, keys: list[str]) -> Path:
+    """Concatenate a table's bucket parts into one Parquet, rows sorted by key."""
+    frame = _read_parts(work, parts)
+    if len(parts) > 1:  # one part is already in key order
+        frame = frame.sort_values(keys, kind="stable", ignore_index=True)
+    _write_local(frame, path)
+    return path
+
+
+def gather_buckets(work: WorkFolder, out_dir: Path) -> dict[str, Path]:
+    """One Parquet per published table in ``out_dir``, its bucket parts concatenated in key
+    order. Returns table name → path."""
+    out_dir = Path(out_dir)
+    buckets = read_plan(work)["buckets"]
+    decided = _decided_all(work, buckets)
+    log.info("children per level: %s", _per_level(work.read_frame("children.parquet")))
+    log.info(
+        "children with a school per level: %s; with none: %s",
+        _per_level(decided["eligibility"]),
+        _per_level(decided["ineligibility"]),
+    )
+    del decided
+    published = {}
+    for table, (folder, keys) in PUBLISHED_PARTS.items():
+        if folder:
+            parts = [(folder, b, f"{table}{PARQUET}") for b in range(buckets)]
+        else:
+            parts = [(f"{table}{PARQUET}",)]
+        published[table] = _publish(work, parts, out_dir / f"{table}{PARQUET}", keys)
+    work.sweep()
+    return published
+
+
+# --- every stage in one process ------------------------------------------------------------------
+
+
 def run_engine(
-    staged_dir: Path, address_dir: Path, policy: Policy, run_id: str, out_dir: Path, buckets: int = 1
+    staged_dir: Path,
+    address_dir: Path,
+    policy: Policy,
+    run_id: str,
+    out_dir: Path,
+    buckets: int = 1,
+    work: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
     """Join and eligibility from staged Parquet to one Parquet per warehouse table.
 
-    Each step holds one bucket at a time: staged rows are split by the bucket of the person
-    they are about (hukou also by household for the household rule); facts are built per
-    person bucket; child–guardian edges are re-bucketed by the holder's ID to pick up the
-    holder's facts, then by child ID to decide. Intermediate Parquet lives under
-    ``out_dir/_work`` and is removed at the end. Returns table name → path.
+    Runs every stage, one bucket after the other, holding one bucket at a time: staged rows
+    are split by the bucket of the person they are about (hukou also by household); facts are
+    built per person bucket; child–guardian edges are re-bucketed by the holder's ID to pick up
+    the holder's facts, then by child ID to decide. The work files go to ``work`` (kept), or
+    to a folder under ``out_dir`` removed at the end. Returns table name → path.
     """
-    staged_dir, address_dir, out_dir = Path(staged_dir), Path(address_dir), Path(out_dir)
-    buckets = max(1, int(buckets))
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="_work", dir=out_dir))
+    location = work if work is not None else tempfile.mkdtemp(prefix="_work", dir=out_dir)
+    folder = WorkFolder(location)
     try:
-        address_match = pd.read_parquet(address_dir / "address_match.parquet")
-        address_catchment = catchments_for(pd.read_parquet(address_dir / "address_catchment.parquet"), policy)
-
-        hukou = evidence_source("hukou")
-        for source, persons in registry.person_columns().items():
-            path = staged_dir / source / "accepted.parquet"
-            if path.exists():
-                for role, person in enumerate(persons):
-                    _split_file(path, person.id, person_bucket, buckets, work / "staged", role_frame_name(source, role))
-                if source == hukou:
-                    _split_file(path, "household_no", household_bucket, buckets, work / "household", "hukou")
-
-        children_parts, guardianship_parts = [], []
-        for bucket in range(buckets):
-            part_dir = work / "staged" / str(bucket)
-            frames = {p.stem: pd.read_parquet(p) for p in sorted(part_dir.glob("*.parquet"))}
-            rows_in = sum(len(frame) for frame in frames.values())
-            tables = build_person_tables(frames, address_match, policy)
-            facts = person_facts(tables, address_catchment, policy)
-            for name, table in {**tables, **facts}.items():
-                _write(table, work / "person" / str(bucket) / f"{name}.parquet")
-            _write(
-                guardian_eligibility(facts, tables["citizen"], policy, run_id),
-                work / "person" / str(bucket) / "guardian_eligibility.parquet",
-            )
-            children_parts.append(school_age_children(tables["citizen"], policy))
-            log.info(
-                "bucket %d/%d joined: %d staged rows in, %d residents, %d school-age children",
-                bucket + 1,
-                buckets,
-                rows_in,
-                len(tables["citizen"]),
-                len(children_parts[-1]),
-            )
-            hukou = work / "household" / str(bucket) / "hukou.parquet"
-            if hukou.exists():
-                guardianship_parts.append(build_guardianship(pd.read_parquet(hukou), policy))
-            del frames, tables, facts
-        children = pd.concat(children_parts, ignore_index=True).sort_values("child_id", ignore_index=True)
-        guardianship = (
-            pd.concat(guardianship_parts, ignore_index=True)
-            if guardianship_parts
-            else build_guardianship(pd.DataFrame(), policy)
-        )
-        guardianship = guardianship.sort_values(["child_id", "guardian_id"], ignore_index=True)
-        _write(guardianship, work / "guardianship.parquet")
-
-        edges = holder_edges(children, guardianship)
-        holder_of = person_bucket(edges["holder_id"], buckets)
-        for bucket in range(buckets):
-            person_dir = work / "person" / str(bucket)
-            facts = {name: pd.read_parquet(person_dir / f"{name}.parquet") for name in FACT_TABLES}
-            for name, table in edge_facts(edges[holder_of == bucket], facts).items():
-                _split(
-                    table, person_bucket(table["child_id"], buckets), buckets, work / "edges" / f"from{bucket}", name
-                )
-
-        child_of = person_bucket(children["child_id"], buckets)
-        for bucket in range(buckets):
-            linked = {
-                name: _read_parts(
-                    [work / "edges" / f"from{h}" / str(bucket) / f"{name}.parquet" for h in range(buckets)]
-                )
-                for name in EDGE_TABLES
-            }
-            decided = decide(children[child_of == bucket], linked, address_catchment, policy, run_id)
-            for name, table in decided.items():
-                _write(table, work / "decided" / str(bucket) / f"{name}.parquet")
-            log.info(
-                "bucket %d/%d decided: %d children, %d eligibility rows, %d ineligibility rows",
-                bucket + 1,
-                buckets,
-                int((child_of == bucket).sum()),
-                len(decided["eligibility"]),
-                len(decided["ineligibility"]),
-            )
-
-        decided_all = {
-            name: _read_parts([work / "decided" / str(b) / f"{name}.parquet" for b in range(buckets)])
-            for name in ("eligibility", "ineligibility")
-        }
-        log.info("children per level: %s", _per_level(children))
-        log.info(
-            "children with a school per level: %s; with none: %s",
-            _per_level(decided_all["eligibility"]),
-            _per_level(decided_all["ineligibility"]),
-        )
-        guardian_of = person_bucket(guardianship["guardian_id"], buckets)
-        for bucket in range(buckets):
-            person_dir = work / "person" / str(bucket)
-            tables = {name: pd.read_parquet(person_dir / f"{name}.parquet") for name in PERSON_TABLES}
-            _write(
-                build_prefill(guardianship[guardian_of == bucket], tables, children, decided_all, policy, run_id),
-                person_dir / "prefill.parquet",
-            )
-
-        def parts(name: str, where: str = "person") -> list[Path]:
-            return [work / where / str(b) / f"{name}.parquet" for b in range(buckets)]
-
-        published = {
-            "citizen": _publish(parts("citizen"), out_dir / "citizen.parquet", ["citizen_id"]),
-            "guardianship": _publish(
-                [work / "guardianship.parquet"], out_dir / "guardianship.parquet", ["child_id", "guardian_id"]
-            ),
-            "property_holding": _publish(
-                parts("property_holding"), out_dir / "property_holding.parquet", ["citizen_id", "kind", "record_key"]
-            ),
-            "rental_holding": _publish(
-                parts("rental_holding"), out_dir / "rental_holding.parquet", ["citizen_id", "record_no"]
-            ),
-            "employment": _publish(
-                parts("employment"), out_dir / "employment.parquet", ["citizen_id", "kind", "record_key"]
-            ),
-            "eligibility": _publish(
-                parts("eligibility", "decided"), out_dir / "eligibility.parquet", ["child_id", "level", "school_code"]
-            ),
-            "ineligibility": _publish(
-                parts("ineligibility", "decided"), out_dir / "ineligibility.parquet", ["child_id", "level"]
-            ),
-            "guardian_eligibility": _publish(
-                parts("guardian_eligibility"),
-                out_dir / "guardian_eligibility.parquet",
-                ["guardian_id", "level", "school_code"],
-            ),
-            "prefill": _publish(parts("prefill"), out_dir / "prefill.parquet", ["guardian_id"]),
-        }
+        count = bucket_inputs(staged_dir, folder, buckets, run_id)["buckets"]
+        for bucket in range(count):
+            join_bucket(folder, address_dir, policy, bucket)
+        route_edges(folder, policy)
+        for bucket in range(count):
+            link_bucket(folder, bucket)
+        for bucket in range(count):
+            decide_bucket(folder, address_dir, policy, bucket)
+        for bucket in range(count):
+            prefill_bucket(folder, policy, bucket)
+        return gather_buckets(folder, out_dir)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return published
+        if work is None:
+            shutil.rmtree(location, ignore_errors=True)
