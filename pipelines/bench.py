@@ -8,6 +8,7 @@ peak memory is the highest resident set size sampled during the phase.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import tempfile
 import threading
 import time
@@ -60,8 +61,25 @@ class PhaseTimer:
         if rows:
             record.update(rows=int(rows), rows_per_s=int(rows / seconds) if seconds else None)
         self.phases.append(record)
+        self._print(record)
+
+    def total(self, name: str, phases: list[str]) -> dict:
+        """One line for several phases: their summed time and highest peak (not a phase itself)."""
+        parts = [p for p in self.phases if p["phase"] in phases]
+        record = {
+            "phase": name,
+            "seconds": round(sum(p["seconds"] for p in parts), 2),
+            "peak_rss_mb": max((p["peak_rss_mb"] for p in parts), default=0),
+            "of": [p["phase"] for p in parts],
+        }
+        self._print(record)
+        return record
+
+    @staticmethod
+    def _print(record: dict) -> None:
+        rows = record.get("rows")
         print(
-            f"bench {name:<22} {seconds:8.1f} s  peak {record['peak_rss_mb']:>6} MB"
+            f"bench {record['phase']:<22} {record['seconds']:8.1f} s  peak {record['peak_rss_mb']:>6} MB"
             + (f"  {rows:>11,} rows  {record['rows_per_s']:>10,} rows/s" if rows else ""),
             flush=True,
         )
@@ -72,16 +90,30 @@ PHASES: dict[str, tuple[str, Callable[[Mapping[str, dict]], int] | None]] = {
     "stage": ("staging", lambda done: sum(s["rows_in"] for s in done["stage"].values())),
     "validate": ("validation", lambda done: sum(s["rows_accepted"] for s in done["stage"].values())),
     "resolve_addresses": ("addresses", lambda done: done["resolve_addresses"]["texts"]),
-    "join_and_decide": ("join+eligibility", None),
+    # the engine's steps (join and eligibility), one line each, then their sum (ENGINE_TOTAL)
+    "bucket_inputs": ("engine: bucket inputs", None),
+    "join_bucket": ("engine: join", lambda done: sum(b["rows_in"] for b in done["join_bucket"].values())),
+    "route_edges": ("engine: route edges", lambda done: done["route_edges"]["edges"]),
+    "link_bucket": ("engine: link", lambda done: sum(b["edges"] for b in done["link_bucket"].values())),
+    "decide_bucket": ("engine: decide", lambda done: sum(b["children"] for b in done["decide_bucket"].values())),
+    "prefill_bucket": ("engine: prefill", lambda done: sum(b["guardians"] for b in done["prefill_bucket"].values())),
+    "gather_buckets": ("engine: gather", None),
     "publish": ("publish", None),
 }
+ENGINE_TOTAL = "join+eligibility"
 
 
 def run_bench(
-    *, people: int, seed: int = 1, workdir: str | None = None, warehouse_url: str | None = None, city: str | None = None
+    *,
+    people: int,
+    seed: int = 1,
+    workdir: str | None = None,
+    warehouse_url: str | None = None,
+    city: str | None = None,
+    buckets: int | None = None,
 ) -> dict:
     from pipelines import run as steps
-    from pipelines.config import Settings
+    from pipelines.config import Settings, parse_engine_buckets
     from pipelines.policy import load_policy
     from pipelines.synth import synthesize
 
@@ -105,16 +137,22 @@ def run_bench(
         as_of=as_of,
         work_dir=root / "work",
         attempt="bench",
+        engine_buckets=parse_engine_buckets(str(os.environ.get("ZEROCERT_ENGINE_BUCKETS") or 0))
+        if buckets is None
+        else parse_engine_buckets(str(buckets)),
     )
     load_policy(settings.policy_path)
     attempt = steps.Attempt(settings, dt.datetime.now(dt.UTC))
     done: dict[str, dict] = {}
+    engine = None
     for step in steps.STEPS:  # the run's own steps, one phase each
         phase, rows = PHASES.get(step.name, (step.name, None))
         with timer.phase(phase) as record:
             done[step.name] = steps.do_step(step, attempt, done)
             if rows is not None:
                 record["rows"] = rows(done)
+        if step.name == steps.ENGINE_STEPS[-1]:
+            engine = timer.total(ENGINE_TOTAL, [PHASES[name][0] for name in steps.ENGINE_STEPS])
     run_phases = [p for p in timer.phases if p["phase"] != "synth"]
     total = sum(p["seconds"] for p in run_phases)
     published_rows = sum(steps.published_row_counts(settings).values())
@@ -125,6 +163,8 @@ def run_bench(
         "people": people,
         "workdir": str(root),
         "phases": timer.phases,
+        "engine": engine,
+        "engine_buckets": done[steps.BUCKET_PLAN]["bucket_count"],
         "run_seconds": round(total, 1),
         "baseline_seconds": baseline,
         "ratio_to_baseline": round(total / baseline, 1) if baseline else None,

@@ -142,7 +142,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(
         json.dumps(
             run_bench(
-                people=args.people, seed=args.seed, workdir=args.workdir, warehouse_url=args.warehouse, city=args.city
+                people=args.people,
+                seed=args.seed,
+                workdir=args.workdir,
+                warehouse_url=args.warehouse,
+                city=args.city,
+                buckets=args.buckets,
             ),
             ensure_ascii=False,
             indent=1,
@@ -269,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workdir", help="scratch folder (default: a temporary folder)")
     bench.add_argument("--warehouse", help="warehouse URL to publish into (default: SQLite in workdir)")
     bench.add_argument("--city", help="reuse a synthesized city in this folder (synthesize it there if absent)")
+    bench.add_argument(
+        "--buckets",
+        type=int,
+        default=None,
+        help="the engine's buckets (default: ZEROCERT_ENGINE_BUCKETS, else from the city's size)",
+    )
     bench.set_defaults(func=cmd_bench)
 
     roles = sub.add_parser("roles", help="create or refresh the PostgreSQL roles, district logins and lookup functions")

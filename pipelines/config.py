@@ -28,6 +28,7 @@ ENV_KEYS = {
     "as_of": "ZEROCERT_AS_OF",
     "work_dir": "ZEROCERT_WORK_DIR",
     "max_table_shrink": "ZEROCERT_MAX_TABLE_SHRINK",
+    "engine_buckets": "ZEROCERT_ENGINE_BUCKETS",
 }
 MAX_TABLE_SHRINK = 0.5
 """Default of ``Settings.max_table_shrink``: a published table may lose at most half its rows
@@ -50,6 +51,7 @@ class Settings:
     accepted_changes: Mapping[str, str] = field(default_factory=dict)
     attempt: str = ""  # names this attempt's own folder; see with_attempt
     max_table_shrink: float = MAX_TABLE_SHRINK  # fraction of a published table's rows a run may lose
+    engine_buckets: int = 0  # buckets the engine splits the city into; 0: from its size (pipelines.run)
 
     @property
     def layout(self) -> RunLayout:
@@ -77,6 +79,7 @@ class Settings:
             "accepted_changes": dict(self.accepted_changes),
             "attempt": self.attempt,
             "max_table_shrink": self.max_table_shrink,
+            "engine_buckets": self.engine_buckets,
         }
 
 
@@ -124,6 +127,19 @@ def parse_max_table_shrink(value: str) -> float:
     if not 0 < fraction <= 1:
         raise UsageError(f"ZEROCERT_MAX_TABLE_SHRINK must be a fraction in (0, 1], got {value!r}")
     return fraction
+
+
+def parse_engine_buckets(value: str) -> int:
+    """A whole number of buckets, 0 for "from the city's size"."""
+    try:
+        buckets = int(value.strip())
+    except ValueError:
+        buckets = -1
+    if buckets < 0:
+        raise UsageError(
+            f"ZEROCERT_ENGINE_BUCKETS must be a whole number of buckets (0: from the city's size), got {value!r}"
+        )
+    return buckets
 
 
 def accepted_changes(sources: str | list[str] | None, reason: str | None) -> dict[str, str]:
@@ -194,6 +210,7 @@ def resolve_settings(
     as_of_text = pick("as_of")
     as_of = parse_as_of(as_of_text, setting("as_of", "as-of date")) if as_of_text else (today or dt.date.today())
     shrink_text = pick("max_table_shrink")
+    buckets_text = pick("engine_buckets")
     return Settings(
         landing=Path(landing).expanduser().resolve() if landing else None,
         exchange_url=exchange,
@@ -204,6 +221,7 @@ def resolve_settings(
         work_dir=Path(pick("work_dir") or home / "work").expanduser().resolve(),
         accepted_changes=accepted_changes(explicit.get("accept_change"), explicit.get("accept_reason")),
         max_table_shrink=parse_max_table_shrink(shrink_text) if shrink_text else MAX_TABLE_SHRINK,
+        engine_buckets=parse_engine_buckets(buckets_text) if buckets_text else 0,
     )
 
 
@@ -220,4 +238,5 @@ def settings_from_dict(doc: Mapping[str, object]) -> Settings:
         accepted_changes=dict(doc.get("accepted_changes") or {}),
         attempt=str(doc.get("attempt") or ""),
         max_table_shrink=float(doc.get("max_table_shrink") or MAX_TABLE_SHRINK),
+        engine_buckets=int(doc.get("engine_buckets") or 0),
     )

@@ -15,6 +15,7 @@
         accepted_changes/<source>.json  a size change an engineer accepted for this run
         addresses/                      address_match.parquet, address_catchment.parquet
           review/                       the departments' review lists
+        engine/                         the engine's work files, bucket by bucket (until published)
         tables/                         join outputs and audit tables, as Parquet
           access/  marts/               the access and mart tables built at publish
 """
@@ -151,6 +152,13 @@ class RunLayout:
     @property
     def review_dir(self) -> Path:
         return self.addresses_dir / "review"
+
+    @property
+    def engine_work_dir(self) -> Path:
+        """The engine's work files of this attempt (pipelines/engine/buckets.py): staged rows
+        split by bucket, each stage's parts. Kept between the warehouse DAG's tasks and for a
+        task run again; removed once the run is published."""
+        return self.run_dir / "engine"
 
     @property
     def tables_dir(self) -> Path:

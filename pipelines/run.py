@@ -2,10 +2,14 @@
 
 The steps are declared once, in order, in ``STEPS``, each bound to the one function that does
 it; ``zerocert run`` (``run_pipeline``), ``zerocert bench`` and the warehouse DAG (one task per
-step and source) all drive those functions. Each reads and writes files in the attempt's folder
-(``Settings.layout``, pipelines/layout.py) and returns a small dict, so the Airflow tasks pass
-paths through XCom. Steps are idempotent for a given as-of date: rerunning one rewrites its own
-outputs from its inputs.
+step and source; one task mapped over the engine's buckets for a step done per bucket) all
+drive those functions. Join and decide are the engine's stages (pipelines/engine/buckets.py):
+``bucket_inputs`` plans the buckets (``zerocert_engine_buckets``, or from the city's size),
+then each per-bucket step runs once per bucket, with small whole-run steps between them.
+Each reads and writes files in the attempt's folder (``Settings.layout``, pipelines/layout.py)
+and returns a small dict, so the Airflow tasks pass paths through XCom. Steps are idempotent
+for a given as-of date: rerunning one (or one bucket of one) rewrites its own outputs from its
+inputs.
 """
 
 from __future__ import annotations
@@ -314,7 +318,7 @@ def resolve_addresses(attempt: Attempt) -> dict:
     }
 
 
-# --- step 4: join and decide -------------------------------------------------------------------
+# --- step 4: join and decide, bucket by bucket (pipelines/engine/buckets.py) --------------------
 
 
 def run_id_for(settings: Settings) -> str:
@@ -339,22 +343,87 @@ def engine_buckets(residents: int) -> int:
     return max(1, -(-int(residents) // RESIDENTS_PER_BUCKET))
 
 
-def join_and_decide(attempt: Attempt) -> dict:
-    """Per-citizen tables, then eligibility, written as Parquet under the run folder."""
-    from pipelines.engine.buckets import run_engine
+def bucket_count(settings: Settings) -> int:
+    """The engine's buckets: ``zerocert_engine_buckets`` / ``ZEROCERT_ENGINE_BUCKETS`` when set
+    (more than 0), else from the city's size (``engine_buckets``)."""
+    if settings.engine_buckets > 0:
+        return settings.engine_buckets
+    return engine_buckets(staged_snapshot(registry.population_source(), settings)["rows_accepted"])
 
-    settings, layout = attempt.settings, attempt.layout
-    policy = load_policy(settings.policy_path)
+
+def engine_work(attempt: Attempt):
+    """The attempt's engine work folder (``RunLayout.engine_work_dir``), where the engine's
+    stages hand each other their bucket files."""
+    from pipelines.engine.buckets import WorkFolder
+
+    return WorkFolder(attempt.layout.engine_work_dir)
+
+
+def bucket_inputs(attempt: Attempt) -> dict:
+    """Split the staged rows by bucket and plan the engine's per-bucket steps.
+
+    Returns the run id and the buckets (``0 … n-1``) the per-bucket steps run over (the warehouse
+    DAG maps its per-bucket tasks over that list).
+    """
+    from pipelines.engine.buckets import bucket_inputs as split_inputs
+
+    settings = attempt.settings
     run_id = run_id_for(settings)
-    buckets = engine_buckets(staged_snapshot(registry.population_source(), settings)["rows_accepted"])
-    paths = run_engine(layout.staged_dir, layout.addresses_dir, policy, run_id, layout.tables_dir, buckets=buckets)
+    plan = split_inputs(settings.layout.staged_dir, engine_work(attempt), bucket_count(settings), run_id)
+    count = int(plan["buckets"])
+    return {"run_id": run_id, "bucket_count": count, "buckets": list(range(count))}
+
+
+def join_bucket(attempt: Attempt, bucket: int) -> dict:
+    """One person bucket's citizen, holdings and employment tables, facts and children."""
+    from pipelines.engine.buckets import join_bucket as join
+
+    return join(engine_work(attempt), attempt.layout.addresses_dir, load_policy(attempt.settings.policy_path), bucket)
+
+
+def route_edges(attempt: Attempt) -> dict:
+    """Every bucket's children and guardianship together; their edges routed to the holders' buckets."""
+    from pipelines.engine.buckets import route_edges as route
+
+    return route(engine_work(attempt), load_policy(attempt.settings.policy_path))
+
+
+def link_bucket(attempt: Attempt, bucket: int) -> dict:
+    """One holder bucket's facts on the edges that reach it, routed to the children's buckets."""
+    from pipelines.engine.buckets import link_bucket as link
+
+    return link(engine_work(attempt), bucket)
+
+
+def decide_bucket(attempt: Attempt, bucket: int) -> dict:
+    """Eligibility and ineligibility of one bucket's school-age children."""
+    from pipelines.engine.buckets import decide_bucket as decide
+
+    return decide(engine_work(attempt), attempt.layout.addresses_dir, load_policy(attempt.settings.policy_path), bucket)
+
+
+def prefill_bucket(attempt: Attempt, bucket: int) -> dict:
+    """The prefill documents of one bucket's guardians."""
+    from pipelines.engine.buckets import prefill_bucket as prefill
+
+    return prefill(engine_work(attempt), load_policy(attempt.settings.policy_path), bucket)
+
+
+def gather_buckets(attempt: Attempt) -> dict:
+    """The engine's tables, one Parquet each under the run folder, from every bucket's parts."""
+    from pipelines.engine.buckets import gather_buckets as gather
+    from pipelines.engine.buckets import read_plan
+
+    work = engine_work(attempt)
+    plan = read_plan(work)
+    paths = gather(work, attempt.layout.tables_dir)
     log.info(
         "join and decide: run %s in %d bucket(s), rows per table %s",
-        run_id,
-        buckets,
+        plan["run_id"],
+        plan["buckets"],
         {name: pq.ParquetFile(path).metadata.num_rows for name, path in paths.items()},
     )
-    return {"run_id": run_id, "tables": {name: str(path) for name, path in paths.items()}}
+    return {"run_id": plan["run_id"], "tables": {name: str(path) for name, path in paths.items()}}
 
 
 # --- step 5: publish ---------------------------------------------------------------------------
@@ -455,6 +524,7 @@ def publish(attempt: Attempt, decided: dict) -> dict:
     record = run_record(settings, run_id, attempt.started_at, accepted)
     counts = publish_run(settings.warehouse_url, record, tables)
     log.info("published run %s to %s", run_id, redact_url(settings.warehouse_url))
+    engine_work(attempt).clear()  # the engine's bucket files: nothing reads them after the switch
     for warning in record["warnings"]:
         log.warning("published despite: %s", warning["message"])
     page = write_quality_page(settings.layout, published=counts, run_id=run_id)
@@ -485,26 +555,47 @@ def write_report(attempt: Attempt) -> dict:
 class Step:
     """One step of a run, bound to the one function that does it.
 
-    ``name`` is the warehouse DAG's task id (``<name>_<source>`` for a step done per source) and
-    the key of its result; ``takes`` names the earlier step whose result the function also takes.
+    ``name`` is the warehouse DAG's task id (``<name>_<source>`` for a step done per source; a
+    step done per bucket is one task mapped over the buckets ``bucket_inputs`` planned) and the
+    key of its result; ``takes`` names the earlier step whose result the function also takes.
     """
 
     name: str
     do: Callable[..., dict]
     progress: str
     per_source: bool = False
+    per_bucket: bool = False
     takes: str | None = None
 
     def task_ids(self, sources: list[str]) -> list[str]:
         return [f"{self.name}_{source}" for source in sources] if self.per_source else [self.name]
 
 
+BUCKET_PLAN = "bucket_inputs"  # the step whose result lists the buckets the per-bucket steps run over
+
 STEPS: tuple[Step, ...] = (
     Step("stage", stage, "stage {source}", per_source=True),
     Step("validate", validate, "validate {source}", per_source=True),
     Step("resolve_addresses", resolve_addresses, "resolve addresses"),
-    Step("join_and_decide", join_and_decide, "join and decide eligibility"),
-    Step("publish", publish, "publish", takes="join_and_decide"),
+    Step(BUCKET_PLAN, bucket_inputs, "split the staged rows into the engine's buckets"),
+    Step("join_bucket", join_bucket, "join residents, {bucket}", per_bucket=True),
+    Step("route_edges", route_edges, "route child-guardian edges to their buckets"),
+    Step("link_bucket", link_bucket, "link guardians' facts, {bucket}", per_bucket=True),
+    Step("decide_bucket", decide_bucket, "decide eligibility, {bucket}", per_bucket=True),
+    Step("prefill_bucket", prefill_bucket, "prefill guardians, {bucket}", per_bucket=True),
+    Step("gather_buckets", gather_buckets, "gather the engine's tables"),
+    Step("publish", publish, "publish", takes="gather_buckets"),
+)
+# The engine's steps: from the staged rows to one Parquet per published table ("join +
+# eligibility" in ``zerocert bench``).
+ENGINE_STEPS = (
+    BUCKET_PLAN,
+    "join_bucket",
+    "route_edges",
+    "link_bucket",
+    "decide_bucket",
+    "prefill_bucket",
+    "gather_buckets",
 )
 # The warehouse DAG writes the report after it publishes; ``zerocert run`` leaves that to
 # ``zerocert report``, and the bench does not time it.
@@ -515,12 +606,22 @@ WAREHOUSE_DAG_STEPS: tuple[Step, ...] = (*STEPS, REPORT)
 def do_step(
     step: Step, attempt: Attempt, done: Mapping[str, dict], progress: Callable[[str], None] = lambda message: None
 ) -> dict:
-    """Do one declared step: for every source in order when it is per source ({source: result})."""
+    """Do one declared step: for every source in order when it is per source ({source: result}),
+    for every planned bucket in order when it is per bucket ({bucket: result})."""
+    from pipelines.engine.buckets import bucket_label
+
     if step.per_source:
         results = {}
         for source in source_keys():
             progress(step.progress.format(source=source))
             results[source] = step.do(attempt, source)
+        return results
+    if step.per_bucket:
+        plan = done[BUCKET_PLAN]
+        results = {}
+        for bucket in plan["buckets"]:
+            progress(step.progress.format(bucket=bucket_label(bucket, plan["bucket_count"])))
+            results[bucket] = step.do(attempt, bucket)
         return results
     progress(step.progress)
     return step.do(attempt, *([done[step.takes]] if step.takes else []))
