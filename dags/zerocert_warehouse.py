@@ -74,12 +74,15 @@ def record_failed_run(context) -> None:
     record_task_failure(context)
 
 
+# The wait between retries is Airflow's own `[core] default_task_retry_delay` (300 s unless set).
 DEFAULT_ARGS = {
     "owner": "data-bureau",
     "retries": 2,
-    "retry_delay": pendulum.duration(minutes=5),
     "on_failure_callback": record_failed_run,
 }
+# A per-bucket task's name in the UI, "bucket 3 of 12", from its own arguments (rendered before it
+# runs, so a running or killed bucket is named too).
+BUCKET_LABEL = "bucket {{ task.op_kwargs['bucket'] + 1 }} of {{ task.op_kwargs['bucket_count'] }}"
 
 
 @dag(
@@ -151,13 +154,86 @@ def zerocert_warehouse():
         with user_errors_fail_fast():
             return resolve_addresses(attempt_for_task(context, run))
 
-    @task(doc_md="Join per resident and compute eligibility (Parquet per table).")
-    def join_and_decide(run: dict, **context) -> dict:
+    # Join and decide: the engine's stages (pipelines/engine/buckets.py), each bucket its own mapped
+    # task instance; they hand each other files in the attempt's engine folder, never data in XCom.
+    @task(
+        doc_md="Split the staged rows by the bucket of the person they are about (hukou also by household) "
+        "into the attempt's engine folder, and plan the buckets: `zerocert_engine_buckets`, or one per "
+        "500,000 residents. Passes on one `{bucket, bucket_count}` per bucket, which the per-bucket "
+        "tasks map over.",
+    )
+    def bucket_inputs(run: dict, **context) -> list[dict]:
         from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast
-        from pipelines.run import join_and_decide
+        from pipelines.run import bucket_inputs
 
         with user_errors_fail_fast():
-            return join_and_decide(attempt_for_task(context, run))
+            return bucket_inputs(attempt_for_task(context, run))["buckets"]
+
+    @task(
+        map_index_template=BUCKET_LABEL,
+        doc_md="One bucket of residents: citizen, holdings and employment tables, their facts, "
+        "guardian eligibility, the school-age children and the households' guardianship.",
+    )
+    def join_bucket(run: dict, bucket: int, bucket_count: int, **context) -> dict:
+        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast
+        from pipelines.run import join_bucket
+
+        with user_errors_fail_fast():
+            return join_bucket(attempt_for_task(context, run), bucket)
+
+    @task(
+        doc_md="Every bucket's children and guardianship together; each child's edges (to itself and "
+        "its guardians) routed to the bucket of the holder whose records they pick up."
+    )
+    def route_edges(run: dict, **context) -> dict:
+        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast
+        from pipelines.run import route_edges
+
+        with user_errors_fail_fast():
+            return route_edges(attempt_for_task(context, run))
+
+    @task(
+        map_index_template=BUCKET_LABEL,
+        doc_md="One bucket of holders: their placed properties, rentals, jobs and reasons on the edges "
+        "that reach them, routed to the children's buckets.",
+    )
+    def link_bucket(run: dict, bucket: int, bucket_count: int, **context) -> dict:
+        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast
+        from pipelines.run import link_bucket
+
+        with user_errors_fail_fast():
+            return link_bucket(attempt_for_task(context, run), bucket)
+
+    @task(
+        map_index_template=BUCKET_LABEL,
+        doc_md="One bucket of school-age children: eligibility (best category per school) and "
+        "ineligibility with reasons. Its log has the bucket's counts.",
+    )
+    def decide_bucket(run: dict, bucket: int, bucket_count: int, **context) -> dict:
+        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast
+        from pipelines.run import decide_bucket
+
+        with user_errors_fail_fast():
+            return decide_bucket(attempt_for_task(context, run), bucket)
+
+    @task(
+        map_index_template=BUCKET_LABEL,
+        doc_md="One bucket of guardians: the prefill document each parent's phone shows.",
+    )
+    def prefill_bucket(run: dict, bucket: int, bucket_count: int, **context) -> dict:
+        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast
+        from pipelines.run import prefill_bucket
+
+        with user_errors_fail_fast():
+            return prefill_bucket(attempt_for_task(context, run), bucket)
+
+    @task(doc_md="One Parquet per engine table from every bucket's parts, rows in key order; children per level.")
+    def gather_buckets(run: dict, **context) -> dict:
+        from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast
+        from pipelines.run import gather_buckets
+
+        with user_errors_fail_fast():
+            return gather_buckets(attempt_for_task(context, run))
 
     @task(
         outlets=WAREHOUSE_ASSETS,
@@ -166,12 +242,12 @@ def zerocert_warehouse():
         "(a source's newest delivery older than its schema allows); the warnings are also WARNING lines "
         "of this log and in `run_audit.warnings`.",
     )
-    def publish(run: dict, decided: dict, **context) -> dict:
+    def publish(run: dict, gathered: dict, **context) -> dict:
         from pipelines.airflow_glue import attempt_for_task, user_errors_fail_fast, warehouse_asset_extra
         from pipelines.run import publish
 
         with user_errors_fail_fast():
-            published = publish(attempt_for_task(context, run), decided)
+            published = publish(attempt_for_task(context, run), gathered)
         for asset in WAREHOUSE_ASSETS:
             table = asset.uri.rsplit("/", 1)[-1]
             context["outlet_events"][asset].extra = warehouse_asset_extra(published, table, run["as_of"])
@@ -194,9 +270,24 @@ def zerocert_warehouse():
         validated.append(checked)
     addresses = resolve_addresses(run)
     validated >> addresses
-    decided = join_and_decide(run)
-    addresses >> decided
-    report(run, publish(run, decided))
+    plan = bucket_inputs(run)
+    addresses >> plan
+
+    def per_bucket(step):
+        return step.partial(run=run).expand_kwargs(plan)
+
+    joined = per_bucket(join_bucket)
+    routed = route_edges(run)
+    joined >> routed
+    linked = per_bucket(link_bucket)
+    routed >> linked
+    decided = per_bucket(decide_bucket)
+    linked >> decided
+    prefilled = per_bucket(prefill_bucket)
+    decided >> prefilled
+    gathered = gather_buckets(run)
+    prefilled >> gathered
+    report(run, publish(run, gathered))
 
 
 dag = zerocert_warehouse()

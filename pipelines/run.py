@@ -362,8 +362,9 @@ def engine_work(attempt: Attempt):
 def bucket_inputs(attempt: Attempt) -> dict:
     """Split the staged rows by bucket and plan the engine's per-bucket steps.
 
-    Returns the run id and the buckets (``0 … n-1``) the per-bucket steps run over (the warehouse
-    DAG maps its per-bucket tasks over that list).
+    Returns the run id and the buckets the per-bucket steps run over, each as
+    ``{"bucket": b, "bucket_count": n}`` (b from 0): the keyword arguments the warehouse DAG maps
+    its per-bucket tasks over.
     """
     from pipelines.engine.buckets import bucket_inputs as split_inputs
 
@@ -371,7 +372,11 @@ def bucket_inputs(attempt: Attempt) -> dict:
     run_id = run_id_for(settings)
     plan = split_inputs(settings.layout.staged_dir, engine_work(attempt), bucket_count(settings), run_id)
     count = int(plan["buckets"])
-    return {"run_id": run_id, "bucket_count": count, "buckets": list(range(count))}
+    return {
+        "run_id": run_id,
+        "bucket_count": count,
+        "buckets": [{"bucket": bucket, "bucket_count": count} for bucket in range(count)],
+    }
 
 
 def join_bucket(attempt: Attempt, bucket: int) -> dict:
@@ -619,9 +624,9 @@ def do_step(
     if step.per_bucket:
         plan = done[BUCKET_PLAN]
         results = {}
-        for bucket in plan["buckets"]:
-            progress(step.progress.format(bucket=bucket_label(bucket, plan["bucket_count"])))
-            results[bucket] = step.do(attempt, bucket)
+        for each in plan["buckets"]:
+            progress(step.progress.format(bucket=bucket_label(each["bucket"], each["bucket_count"])))
+            results[each["bucket"]] = step.do(attempt, each["bucket"])
         return results
     progress(step.progress)
     return step.do(attempt, *([done[step.takes]] if step.takes else []))

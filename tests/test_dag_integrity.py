@@ -98,3 +98,34 @@ def test_warehouse_dag_runs_the_declared_steps_in_order(dagbag):
             upstream = task.get_flat_relative_ids(upstream=True)
             needed = [f"{before.name}_{source}"] if source and before.per_source else before.task_ids(sources)
             assert set(needed) <= upstream, (task.task_id, sorted(set(needed) - upstream))
+
+
+def test_per_bucket_steps_are_tasks_mapped_over_the_planned_buckets(dagbag):
+    """Each step done per bucket is one task mapped over what ``bucket_inputs`` returns, each
+    instance named "bucket N of M" in the UI."""
+    from pipelines.run import BUCKET_PLAN, WAREHOUSE_DAG_STEPS
+
+    dag = dagbag.dags["zerocert_warehouse"]
+    per_bucket = [step.name for step in WAREHOUSE_DAG_STEPS if step.per_bucket]
+    assert "decide_bucket" in per_bucket
+    for task in dag.tasks:
+        mapped = task.task_id in per_bucket
+        assert getattr(task, "is_mapped", False) == mapped, task.task_id
+        if mapped:
+            (source,) = [upstream.task_id for upstream in task.iter_mapped_dependencies()]
+            assert source == BUCKET_PLAN, task.task_id
+            assert "bucket {{" in task.map_index_template and "bucket_count" in task.map_index_template
+
+
+def test_tasks_wait_between_retries_as_airflow_is_configured(dagbag):
+    """No DAG sets ``retry_delay``: Airflow's ``[core] default_task_retry_delay`` applies."""
+    import datetime as dt
+
+    from airflow.configuration import conf
+
+    delay = dt.timedelta(seconds=conf.getint("core", "default_task_retry_delay"))
+    for dag_id, dag in dagbag.dags.items():
+        for t in dag.tasks:
+            assert t.retry_delay == delay, (dag_id, t.task_id)
+    for path in DAGS.glob("*.py"):
+        assert "retry_delay" not in path.read_text(encoding="utf-8").replace("default_task_retry_delay", ""), path.name

@@ -124,9 +124,12 @@ class WorkFolder:
         return "/".join([self.root, *(str(part) for part in parts)])
 
     def exists(self, *parts: object) -> bool:
+        return self._exists(self.path(*parts))
+
+    def _exists(self, path: str) -> bool:
         import pyarrow.fs as pafs
 
-        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
     def files(self, *parts: object, suffix: str = PARQUET) -> list[str]:
         """Names of the files ending ``suffix`` in one folder, by name (temporary files left out)."""
@@ -150,7 +153,7 @@ class WorkFolder:
             write(temp)
             self.fs.move(temp, target)
         except BaseException:
-            if self.exists(*parts[:-1], temp.rsplit("/", 1)[1]):
+            if self._exists(temp):
                 self.fs.delete_file(temp)
             raise
 

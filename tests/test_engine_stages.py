@@ -1,0 +1,179 @@
+"""The engine's stages (pipelines/engine/buckets.py) as the run's steps: any bucket count gives the
+same published bytes, and any stage or bucket run again rewrites the same files."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines import run as steps
+from pipelines.config import resolve_settings
+from pipelines.engine.buckets import PLAN_FILE, PUBLISHED_PARTS, WorkFolder, bucket_label, read_plan, run_engine
+from pipelines.errors import UsageError
+from pipelines.policy import load_policy
+
+AS_OF = "2027-08-15"
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    """An attempt with a small synthetic city staged, validated and its addresses resolved."""
+    from pipelines.synth import synthesize
+
+    root = tmp_path_factory.mktemp("engine_stages")
+    synthesize(root / "city", 2500, seed=11)
+    settings = resolve_settings(
+        {
+            "landing": str(root / "city" / "landing"),
+            "reference": str(root / "city" / "reference"),
+            "warehouse_url": f"sqlite:///{root / 'wh.sqlite'}",
+            "as_of": AS_OF,
+            "work_dir": str(root / "work"),
+        }
+    ).with_attempt("stages")
+    attempt = steps.Attempt(settings, dt.datetime(2027, 8, 15, 1, tzinfo=dt.UTC))
+    done: dict[str, dict] = {}
+    for step in steps.STEPS[: [s.name for s in steps.STEPS].index(steps.BUCKET_PLAN)]:
+        done[step.name] = steps.do_step(step, attempt, done)
+    return attempt
+
+
+def with_buckets(attempt: steps.Attempt, buckets: int) -> steps.Attempt:
+    return dataclasses.replace(attempt, settings=dataclasses.replace(attempt.settings, engine_buckets=buckets))
+
+
+def run_engine_steps(attempt: steps.Attempt, progress=lambda message: None) -> dict[str, dict]:
+    done: dict[str, dict] = {}
+    for name in steps.ENGINE_STEPS:
+        step = next(s for s in steps.STEPS if s.name == name)
+        done[name] = steps.do_step(step, attempt, done, progress)
+    return done
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def published_bytes(tables: dict[str, str]) -> dict[str, bytes]:
+    return {name: Path(path).read_bytes() for name, path in tables.items()}
+
+
+def test_the_engine_steps_publish_the_same_bytes_for_1_3_and_7_buckets(staged):
+    results = {}
+    for buckets in (1, 3, 7):
+        attempt = with_buckets(staged, buckets)
+        said: list[str] = []
+        done = run_engine_steps(attempt, said.append)
+        assert done[steps.BUCKET_PLAN]["bucket_count"] == buckets
+        assert [r["bucket"] for r in done["decide_bucket"].values()] == list(range(buckets))
+        assert f"decide eligibility, bucket {buckets} of {buckets}" in said
+        results[buckets] = published_bytes(done["gather_buckets"]["tables"])
+        # another bucket count replaces the plan and every bucket file of the one before
+        assert sorted(p.name for p in (attempt.layout.engine_work_dir / "decided").iterdir()) == sorted(
+            str(b) for b in range(buckets)
+        )
+    assert set(results[1]) == set(PUBLISHED_PARTS) and set(PUBLISHED_PARTS) <= set(steps.PUBLISHED_TABLES)
+    assert all(len(pd.read_parquet(path)) for path in done["gather_buckets"]["tables"].values())
+    children = pd.read_parquet(done["gather_buckets"]["tables"]["eligibility"])["child_id"].nunique()
+    assert children > 20, "the city has enough children for every bucket to decide some"
+    for buckets in (3, 7):
+        for name, data in results[1].items():
+            assert results[buckets][name] == data, (buckets, name)
+
+
+def test_run_engine_in_one_process_gives_the_steps_bytes_on_a_file_url_work_folder(staged, tmp_path):
+    attempt = with_buckets(staged, 3)
+    stepped = published_bytes(run_engine_steps(attempt)["gather_buckets"]["tables"])
+    layout = attempt.layout
+    run_id = read_plan(WorkFolder(layout.engine_work_dir))["run_id"]
+    work = tmp_path / "engine work"
+    paths = run_engine(
+        layout.staged_dir,
+        layout.addresses_dir,
+        load_policy(attempt.settings.policy_path),
+        run_id,
+        tmp_path / "out",
+        buckets=3,
+        work=work.as_uri(),
+    )
+    assert {name: path.read_bytes() for name, path in paths.items()} == stepped
+    assert (work / PLAN_FILE).exists(), "a work folder given is kept"
+    assert not list(work.rglob("*.tmp"))
+
+
+def test_any_stage_or_bucket_run_again_rewrites_the_same_files(staged):
+    attempt = with_buckets(staged, 3)
+    done = run_engine_steps(attempt)
+    folder = attempt.layout.engine_work_dir
+    before = digests(folder)
+    tables = published_bytes(done["gather_buckets"]["tables"])
+    assert any(name.startswith("decided/1/") for name in before)
+    steps.decide_bucket(attempt, 1)
+    steps.decide_bucket(attempt, 1)  # twice over: still the same
+    steps.join_bucket(attempt, 0)
+    steps.link_bucket(attempt, 2)
+    steps.prefill_bucket(attempt, 1)
+    steps.route_edges(attempt)
+    assert steps.bucket_inputs(attempt) == done[steps.BUCKET_PLAN]
+    steps.gather_buckets(attempt)
+    assert digests(folder) == before
+    assert published_bytes(done["gather_buckets"]["tables"]) == tables
+
+
+def test_a_bucket_file_is_replaced_whole_or_not_at_all(tmp_path):
+    work = WorkFolder(tmp_path / "w")
+    work.write_frame(pd.DataFrame({"a": ["x", "y"]}), "part", 0, "t.parquet")
+    written = (tmp_path / "w" / "part" / "0" / "t.parquet").read_bytes()
+
+    def dies_half_way(temp: str) -> None:
+        with work.fs.open_output_stream(temp) as out:
+            out.write(written[: len(written) // 2])
+        raise OSError("worker killed")
+
+    with pytest.raises(OSError, match="worker killed"):
+        work._replace(dies_half_way, ("part", 0, "t.parquet"))
+    assert (tmp_path / "w" / "part" / "0" / "t.parquet").read_bytes() == written
+    assert [p.name for p in (tmp_path / "w" / "part" / "0").iterdir()] == ["t.parquet"]
+    (tmp_path / "w" / "part" / "0" / ".t.parquet.dead.tmp").write_bytes(b"left by a killed worker")
+    assert work.files("part", 0) == ["t.parquet"]
+    work.sweep()
+    assert [p.name for p in (tmp_path / "w" / "part" / "0").iterdir()] == ["t.parquet"]
+
+
+def test_a_stage_without_the_plan_says_which_stage_comes_first(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run bucket_inputs first"):
+        read_plan(WorkFolder(tmp_path))
+
+
+def test_bucket_labels_count_from_one():
+    assert bucket_label(0, 12) == "bucket 1 of 12"
+    assert bucket_label(11, 12) == "bucket 12 of 12"
+
+
+@pytest.fixture()
+def home(tmp_path):
+    (tmp_path / "city" / "landing").mkdir(parents=True)
+    (tmp_path / "city" / "reference").mkdir(parents=True)
+    (tmp_path / "city" / "reference" / "policy.yaml").write_text("policy_id: x\n", encoding="utf-8")
+    return tmp_path
+
+
+def test_the_bucket_count_is_a_setting_or_follows_the_city(home):
+    env = {"ZEROCERT_HOME": str(home)}
+    assert resolve_settings(environ=env).engine_buckets == 0
+    assert resolve_settings(environ={**env, "ZEROCERT_ENGINE_BUCKETS": "12"}).engine_buckets == 12
+    variables = {"zerocert_engine_buckets": "5"}
+    assert resolve_settings(lookup=variables.get, environ={**env, "ZEROCERT_ENGINE_BUCKETS": "12"}).engine_buckets == 5
+    for bad in ("-1", "many", "2.5"):
+        with pytest.raises(UsageError, match="ZEROCERT_ENGINE_BUCKETS must be a whole number"):
+            resolve_settings(environ={**env, "ZEROCERT_ENGINE_BUCKETS": bad})
+    assert steps.engine_buckets(1) == 1 and steps.engine_buckets(3_000_000) == 6
