@@ -20,6 +20,14 @@ the source DAGs' docs list, or `ZEROCERT_*`. Every task reads them itself; XCom 
 as-of date, the attempt's folder and paths of work files, never a URL or password. A variable or
 connection that is defined but cannot be read fails the task; it never falls back to a default.
 
+Join and decide run bucket by bucket: `bucket_inputs` splits the staged rows by the bucket of
+the person they are about (`zerocert_engine_buckets`, or one bucket per 500,000 residents), and
+`join_bucket`, `link_bucket`, `decide_bucket` and `prefill_bucket` are each mapped over the
+buckets (each instance named "bucket N of M"), with `route_edges` between join and link and
+`gather_buckets` writing one Parquet per table at the end. They hand each other files in the
+attempt's `engine/` folder, which stays until publish, so a cleared bucket reruns alone and
+rewrites the same files.
+
 After each publish it writes the education bureau's report (demand against capacity, the
 forecast per catchment, data quality per department) to `<work_dir>/reports/<as_of>/report.html`.
 

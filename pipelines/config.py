@@ -29,6 +29,7 @@ ENV_KEYS = {
     "work_dir": "ZEROCERT_WORK_DIR",
     "max_table_shrink": "ZEROCERT_MAX_TABLE_SHRINK",
     "engine_buckets": "ZEROCERT_ENGINE_BUCKETS",
+    "engine_work_url": "ZEROCERT_ENGINE_WORK_URL",
 }
 MAX_TABLE_SHRINK = 0.5
 """Default of ``Settings.max_table_shrink``: a published table may lose at most half its rows
@@ -52,6 +53,9 @@ class Settings:
     attempt: str = ""  # names this attempt's own folder; see with_attempt
     max_table_shrink: float = MAX_TABLE_SHRINK  # fraction of a published table's rows a run may lose
     engine_buckets: int = 0  # buckets the engine splits the city into; 0: from its size (pipelines.run)
+    # where the engine's bucket files go, shared by every worker: a path or a URL (file://, s3://…);
+    # "": the attempt's own folder (RunLayout.engine_work_location)
+    engine_work_url: str = ""
 
     @property
     def layout(self) -> RunLayout:
@@ -80,6 +84,7 @@ class Settings:
             "attempt": self.attempt,
             "max_table_shrink": self.max_table_shrink,
             "engine_buckets": self.engine_buckets,
+            "engine_work_url": self.engine_work_url,
         }
 
 
@@ -222,6 +227,7 @@ def resolve_settings(
         accepted_changes=accepted_changes(explicit.get("accept_change"), explicit.get("accept_reason")),
         max_table_shrink=parse_max_table_shrink(shrink_text) if shrink_text else MAX_TABLE_SHRINK,
         engine_buckets=parse_engine_buckets(buckets_text) if buckets_text else 0,
+        engine_work_url=pick("engine_work_url") or "",
     )
 
 
@@ -239,4 +245,5 @@ def settings_from_dict(doc: Mapping[str, object]) -> Settings:
         attempt=str(doc.get("attempt") or ""),
         max_table_shrink=float(doc.get("max_table_shrink") or MAX_TABLE_SHRINK),
         engine_buckets=int(doc.get("engine_buckets") or 0),
+        engine_work_url=str(doc.get("engine_work_url") or ""),
     )

@@ -15,7 +15,8 @@
         accepted_changes/<source>.json  a size change an engineer accepted for this run
         addresses/                      address_match.parquet, address_catchment.parquet
           review/                       the departments' review lists
-        engine/                         the engine's work files, bucket by bucket (until published)
+        engine/                         the engine's work files, bucket by bucket (until published;
+                                        elsewhere when ZEROCERT_ENGINE_WORK_URL is set)
         tables/                         join outputs and audit tables, as Parquet
           access/  marts/               the access and mart tables built at publish
 """
@@ -159,6 +160,18 @@ class RunLayout:
         split by bucket, each stage's parts. Kept between the warehouse DAG's tasks and for a
         task run again; removed once the run is published."""
         return self.run_dir / "engine"
+
+    def engine_work_location(self, base: str = "") -> str:
+        """Where this attempt's engine work files go: ``engine_work_dir``, or under a shared
+        location every worker reaches (a path or a URL such as ``s3://bucket/zerocert``), the
+        as-of date and the attempt's folder name added: ``<base>/<as_of>/<attempt>``."""
+        if not base:
+            return str(self.engine_work_dir)
+        if not self.attempt:
+            raise ValueError("settings without an attempt have no engine work folder (call with_attempt)")
+        if "://" in base:
+            return f"{base.rstrip('/')}/{self.as_of.isoformat()}/{self.attempt}"
+        return str(Path(base).expanduser() / self.as_of.isoformat() / self.attempt)
 
     @property
     def tables_dir(self) -> Path:

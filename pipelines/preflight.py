@@ -318,6 +318,24 @@ def check_policy_codes(policy: Policy) -> None:
         raise UsageError(problems[0] + more)
 
 
+def check_engine_work(url: str) -> None:
+    """A configured engine work location names a filesystem pyarrow can open (its scheme known,
+    its bucket and credentials found); nothing is written."""
+    if not url or "://" not in url:
+        return
+    from pipelines.engine.buckets import WorkFolder, shown_location
+
+    try:
+        WorkFolder(url)
+    except Exception as exc:
+        raise UsageError(
+            f"engine work location {shown_location(url)} cannot be opened "
+            f"({shown_location(_first_line(exc), strip_query=False)}); "
+            "fix zerocert_engine_work_url / ZEROCERT_ENGINE_WORK_URL (a path, file:///…, s3://bucket/prefix), "
+            "or unset it to use the attempt's folder"
+        ) from None
+
+
 def preflight(settings: Settings, policy: Policy) -> None:
     """Every check above, cheapest first; the first failure is the one line the user sees."""
     check_policy_codes(policy)
@@ -326,3 +344,4 @@ def preflight(settings: Settings, policy: Policy) -> None:
     if settings.exchange_url:
         probe_exchange(settings.exchange_url)
     check_hmac_key(settings.warehouse_url)
+    check_engine_work(settings.engine_work_url)

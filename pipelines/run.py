@@ -352,11 +352,11 @@ def bucket_count(settings: Settings) -> int:
 
 
 def engine_work(attempt: Attempt):
-    """The attempt's engine work folder (``RunLayout.engine_work_dir``), where the engine's
-    stages hand each other their bucket files."""
+    """The attempt's engine work folder, where the engine's stages hand each other their bucket
+    files: ``RunLayout.engine_work_dir``, or under ``zerocert_engine_work_url`` when set."""
     from pipelines.engine.buckets import WorkFolder
 
-    return WorkFolder(attempt.layout.engine_work_dir)
+    return WorkFolder(attempt.layout.engine_work_location(attempt.settings.engine_work_url))
 
 
 def bucket_inputs(attempt: Attempt) -> dict:

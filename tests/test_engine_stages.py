@@ -129,6 +129,21 @@ def test_any_stage_or_bucket_run_again_rewrites_the_same_files(staged):
     assert published_bytes(done["gather_buckets"]["tables"]) == tables
 
 
+def test_a_stage_refuses_to_run_before_every_bucket_it_reads_is_there(staged):
+    import shutil
+
+    attempt = with_buckets(staged, 3)
+    run_engine_steps(attempt)
+    folder = attempt.layout.engine_work_dir
+    before = digests(folder)
+    shutil.rmtree(folder / "edges" / "from2")  # holder bucket 3 of 3 not linked (its worker died)
+    with pytest.raises(FileNotFoundError, match="edges/from2/0/edge_guardians.parquet is missing"):
+        steps.decide_bucket(attempt, 0)
+    steps.link_bucket(attempt, 2)  # the one bucket run again
+    steps.decide_bucket(attempt, 0)
+    assert digests(folder) == before
+
+
 def test_a_bucket_file_is_replaced_whole_or_not_at_all(tmp_path):
     work = WorkFolder(tmp_path / "w")
     work.write_frame(pd.DataFrame({"a": ["x", "y"]}), "part", 0, "t.parquet")
@@ -177,3 +192,31 @@ def test_the_bucket_count_is_a_setting_or_follows_the_city(home):
         with pytest.raises(UsageError, match="ZEROCERT_ENGINE_BUCKETS must be a whole number"):
             resolve_settings(environ={**env, "ZEROCERT_ENGINE_BUCKETS": bad})
     assert steps.engine_buckets(1) == 1 and steps.engine_buckets(3_000_000) == 6
+
+
+def test_a_configured_work_location_holds_each_attempts_bucket_files(staged, tmp_path):
+    shared = tmp_path / "shared engine"
+    attempt = with_buckets(staged, 3)
+    expected = published_bytes(run_engine_steps(attempt)["gather_buckets"]["tables"])
+    for location in (str(shared), shared.as_uri()):
+        elsewhere = dataclasses.replace(
+            attempt, settings=dataclasses.replace(attempt.settings, engine_work_url=location)
+        )
+        done = run_engine_steps(elsewhere)
+        assert published_bytes(done["gather_buckets"]["tables"]) == expected
+        folder = shared / AS_OF / attempt.settings.attempt
+        assert (folder / PLAN_FILE).exists() and (folder / "decided" / "2" / "eligibility.parquet").exists()
+        steps.engine_work(elsewhere).clear()
+        assert not folder.exists()
+
+
+def test_a_work_location_that_cannot_be_opened_stops_the_run_before_any_work(home):
+    from pipelines.preflight import check_engine_work
+
+    env = {"ZEROCERT_HOME": str(home), "ZEROCERT_ENGINE_WORK_URL": "nosuch://user:secret@bucket/prefix"}
+    settings = resolve_settings(environ=env)
+    assert settings.engine_work_url.startswith("nosuch://")
+    with pytest.raises(UsageError, match="engine work location") as failed:
+        check_engine_work(settings.engine_work_url)
+    assert "secret" not in str(failed.value)
+    check_engine_work(str(home / "anywhere"))  # a plain path is made when first written

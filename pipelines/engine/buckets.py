@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -98,6 +99,13 @@ PARQUET = ".parquet"
 TEMP_SUFFIX = ".tmp"
 
 
+def shown_location(location: str, *, strip_query: bool = True) -> str:
+    """A work location (or a text naming one) as logs and errors show it: without credentials,
+    and without the URL's query unless ``strip_query`` is False (a text going on after the URL)."""
+    text = location.split("?", 1)[0] if strip_query else location
+    return re.sub(r"://[^/@\s]*@", "://***@", text)
+
+
 class WorkFolder:
     """The engine's work files of one run attempt: a local folder, or a URL pyarrow opens
     (``file:///…``, ``s3://bucket/prefix``), so the stages of a run can run on other machines.
@@ -117,8 +125,12 @@ class WorkFolder:
         self.location = text
         self.root = root.rstrip("/") or "/"
 
+    @property
+    def shown(self) -> str:
+        return shown_location(self.location)
+
     def __repr__(self) -> str:
-        return f"WorkFolder({self.location!r})"
+        return f"WorkFolder({self.shown!r})"
 
     def path(self, *parts: object) -> str:
         return "/".join([self.root, *(str(part) for part in parts)])
@@ -202,7 +214,7 @@ class WorkFolder:
 def read_plan(work: WorkFolder) -> dict:
     """What ``bucket_inputs`` decided: the bucket count and the run id every stage writes."""
     if not work.exists(PLAN_FILE):
-        raise FileNotFoundError(f"no {PLAN_FILE} in the engine's work folder {work.location}: run bucket_inputs first")
+        raise FileNotFoundError(f"no {PLAN_FILE} in the engine's work folder {work.shown}: run bucket_inputs first")
     return work.read_json(PLAN_FILE)
 
 
@@ -211,11 +223,22 @@ def bucket_label(bucket: int, buckets: int) -> str:
     return f"bucket {int(bucket) + 1} of {int(buckets)}"
 
 
-def _read_parts(work: WorkFolder, parts: Sequence[Sequence[object]]) -> pd.DataFrame | None:
-    """The parts written for one bucket, as one frame (None when there are none)."""
+def _read_parts(work: WorkFolder, parts: Sequence[Sequence[object]], *, optional: bool = False) -> pd.DataFrame | None:
+    """The parts written for one table, as one frame (None when ``optional`` and there are none).
+
+    A part missing means the stage writing it has not run for its bucket: an error, never a
+    table with that bucket left out.
+    """
     import pyarrow as pa
 
-    tables = [work.read_table(*p) for p in parts if work.exists(*p)]
+    missing = [p for p in parts if not work.exists(*p)]
+    if missing and not (optional and len(missing) == len(parts)):
+        where = "/".join(str(part) for part in missing[0])
+        raise FileNotFoundError(
+            f"{where} is missing from the engine's work folder {work.shown} ({len(missing)} of {len(parts)} "
+            "parts): the stage that writes it has not run for every bucket"
+        )
+    tables = [work.read_table(*p) for p in parts if p not in missing]
     if not tables:
         return None
     filled = [t for t in tables if t.num_rows] or tables[:1]  # empty parts may carry guessed types
@@ -344,7 +367,9 @@ def route_edges(work: WorkFolder, policy: Policy) -> dict:
     buckets = read_plan(work)["buckets"]
     children = _read_parts(work, [("person", b, "children.parquet") for b in range(buckets)])
     children = children.sort_values("child_id", ignore_index=True)
-    guardianship = _read_parts(work, [("household", b, "guardianship.parquet") for b in range(buckets)])
+    guardianship = _read_parts(
+        work, [("household", b, "guardianship.parquet") for b in range(buckets)], optional=True
+    )  # none without a hukou source
     if guardianship is None:
         guardianship = build_guardianship(pd.DataFrame(), policy)
     guardianship = guardianship.sort_values(["child_id", "guardian_id"], ignore_index=True)
