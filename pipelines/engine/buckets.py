@@ -2,8 +2,9 @@
 
 Rows are split by a hash bucket of the person they are about (``person_bucket``; hukou also by
 ``household_bucket`` for the household rule), so memory stays bounded as the city grows and
-the result is the same, byte for byte, for any number of buckets. The steps are ``citizens``
-and ``decide``.
+the result is the same for any number of buckets: the same rows in the same order, with the
+same types (a large table's Parquet pages may be cut at other rows, so its bytes may differ).
+The steps are ``citizens`` and ``decide``.
 
 The work is done in named stages that talk to each other only through files in a work folder
 of the run attempt (``WorkFolder``: a local folder, or a ``file://`` or other pyarrow
