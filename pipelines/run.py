@@ -485,6 +485,18 @@ def table_rows(tables: Mapping[str, Path]) -> dict[str, int]:
     return {name: pq.ParquetFile(tables[name]).metadata.num_rows if name in tables else 0 for name in PUBLISHED_TABLES}
 
 
+def _remove_engine_work(attempt: Attempt) -> None:
+    """The engine's bucket files, which nothing reads after the switch; a failure to remove them
+    is a warning, never a failed publish."""
+    from pipelines.engine.buckets import shown_location
+
+    try:
+        engine_work(attempt).clear()
+    except Exception as exc:
+        reason = shown_location(str(exc), strip_query=False)[:200]
+        log.warning("could not remove the engine's work folder: %s: %s", type(exc).__name__, reason)
+
+
 def publish(attempt: Attempt, decided: dict) -> dict:
     """Load every table and switch the warehouse to this run in one transaction.
 
@@ -529,7 +541,7 @@ def publish(attempt: Attempt, decided: dict) -> dict:
     record = run_record(settings, run_id, attempt.started_at, accepted)
     counts = publish_run(settings.warehouse_url, record, tables)
     log.info("published run %s to %s", run_id, redact_url(settings.warehouse_url))
-    engine_work(attempt).clear()  # the engine's bucket files: nothing reads them after the switch
+    _remove_engine_work(attempt)
     for warning in record["warnings"]:
         log.warning("published despite: %s", warning["message"])
     page = write_quality_page(settings.layout, published=counts, run_id=run_id)

@@ -139,6 +139,8 @@ def test_a_stage_refuses_to_run_before_every_bucket_it_reads_is_there(staged):
     shutil.rmtree(folder / "edges" / "from2")  # holder bucket 3 of 3 not linked (its worker died)
     with pytest.raises(FileNotFoundError, match="edges/from2/0/edge_guardians.parquet is missing"):
         steps.decide_bucket(attempt, 0)
+    with pytest.raises(ValueError, match="bucket 3 is not one of the plan's buckets"):
+        steps.decide_bucket(attempt, 3)
     steps.link_bucket(attempt, 2)  # the one bucket run again
     steps.decide_bucket(attempt, 0)
     assert digests(folder) == before

@@ -219,6 +219,14 @@ def read_plan(work: WorkFolder) -> dict:
     return work.read_json(PLAN_FILE)
 
 
+def read_bucket_plan(work: WorkFolder, bucket: int) -> dict:
+    """The plan, for a per-bucket stage given one of its buckets (any other is an error)."""
+    plan = read_plan(work)
+    if not 0 <= int(bucket) < plan["buckets"]:
+        raise ValueError(f"bucket {bucket} is not one of the plan's buckets 0…{plan['buckets'] - 1}")
+    return plan
+
+
 def bucket_label(bucket: int, buckets: int) -> str:
     """How a bucket is named to people: ``bucket 3 of 12`` (bucket numbers start at 0 inside)."""
     return f"bucket {int(bucket) + 1} of {int(buckets)}"
@@ -323,7 +331,7 @@ def bucket_inputs(staged_dir: Path, work: WorkFolder, buckets: int, run_id: str)
 def join_bucket(work: WorkFolder, address_dir: Path, policy: Policy, bucket: int) -> dict:
     """One person bucket's citizen, holdings and employment tables, their facts, the adults'
     guardian eligibility and the school-age children; the household bucket's guardianship."""
-    plan = read_plan(work)
+    plan = read_bucket_plan(work, bucket)
     buckets, run_id = plan["buckets"], plan["run_id"]
     address_match, address_catchment = _addresses(address_dir, policy)
     frames = {name[: -len(PARQUET)]: work.read_frame("staged", bucket, name) for name in work.files("staged", bucket)}
@@ -408,7 +416,7 @@ def route_edges(work: WorkFolder, policy: Policy) -> dict:
 
 def link_bucket(work: WorkFolder, bucket: int) -> dict:
     """The facts of one bucket's holders on the edges that reach them, split by child bucket."""
-    buckets = read_plan(work)["buckets"]
+    buckets = read_bucket_plan(work, bucket)["buckets"]
     edges = work.read_frame("holders", bucket, "edges.parquet").astype("object")  # as holder_edges gives them
     facts = {name: work.read_frame("person", bucket, f"{name}{PARQUET}") for name in FACT_TABLES}
     linked = edge_facts(edges, facts)
@@ -428,7 +436,7 @@ def link_bucket(work: WorkFolder, bucket: int) -> dict:
 
 def decide_bucket(work: WorkFolder, address_dir: Path, policy: Policy, bucket: int) -> dict:
     """Eligibility and ineligibility of one bucket's school-age children."""
-    plan = read_plan(work)
+    plan = read_bucket_plan(work, bucket)
     buckets, run_id = plan["buckets"], plan["run_id"]
     _, address_catchment = _addresses(address_dir, policy)
     children = work.read_frame("person", bucket, "children.parquet")
@@ -465,7 +473,7 @@ def _decided_all(work: WorkFolder, buckets: int) -> dict[str, pd.DataFrame | Non
 
 def prefill_bucket(work: WorkFolder, policy: Policy, bucket: int) -> dict:
     """One prefill document per guardian of the bucket: their own records, their children's outcome."""
-    plan = read_plan(work)
+    plan = read_bucket_plan(work, bucket)
     buckets, run_id = plan["buckets"], plan["run_id"]
     tables = {name: work.read_frame("person", bucket, f"{name}{PARQUET}") for name in PERSON_TABLES}
     guardianship = work.read_frame("guardians", bucket, "guardianship.parquet")
