@@ -5,7 +5,8 @@ PostgreSQL warehouse, and by the warehouse DAG on Celery (Redis broker, PostgreS
 database and result backend, two ``airflow celery worker`` processes on one queue) into
 another. Every published table must be equal, row for row; then again after a worker is killed
 (SIGKILL, its whole process tree) while it runs the engine task, which Airflow retries on the
-other worker. Each run has its own databases and queue, dropped or left with the session.
+other worker. Each run has PostgreSQL databases, a Redis database and a queue of its own,
+dropped or emptied after it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -24,9 +27,8 @@ import psutil
 import pytest
 from warehouse_reader import read
 
-from pipelines.cli import main
 from pipelines.demo import demo_hmac_key_file
-from pipelines.demo_celery import WAREHOUSE_DAG, CeleryCluster, cluster_processes, running
+from pipelines.demo_celery import WAREHOUSE_DAG, CeleryCluster, cluster_processes, ensure_redis, running
 from pipelines.warehouse_schema import PUBLISHED_TABLES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -45,20 +47,6 @@ def engine_task(task_ids: Iterable[str]) -> str:
     """The warehouse DAG's engine task: ``decide_bucket`` (mapped over the buckets) once the
     engine is split, ``join_and_decide`` before."""
     return "decide_bucket" if "decide_bucket" in set(task_ids) else "join_and_decide"
-
-
-@contextlib.contextmanager
-def environ(**values: str):
-    old = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def free_port() -> int:
@@ -82,21 +70,53 @@ def home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("celery_home")
 
 
+class SingleProcessRun:
+    """``zerocert run`` of the city in a process of its own, started beside the cluster's start."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, url: str):
+        self.url, self.log = url, log
+        with log.open("w", encoding="utf-8") as out:
+            zerocert = str(Path(sys.executable).with_name("zerocert"))
+            self.process = subprocess.Popen([zerocert, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def published(self) -> str:
+        """The warehouse it published (waits for it)."""
+        assert self.process.wait(timeout=RUN_TIMEOUT) == 0, self.log.read_text(encoding="utf-8")[-2000:]
+        return self.url
+
+
 @pytest.fixture(scope="module")
-def single_process(city, home, tmp_path_factory, pg_database) -> str:
+def single_process(city, home, tmp_path_factory, pg_database) -> SingleProcessRun:
     """The warehouse ``zerocert run`` publishes, in one process."""
     landing, as_of = city
     url = pg_database()
     work = tmp_path_factory.mktemp("single_work")
     args = ["run", "--landing", str(landing / "landing"), "--reference", str(landing / "reference")]
     args += ["--warehouse", url, "--as-of", as_of, "--work-dir", str(work)]
-    with environ(ZEROCERT_HMAC_KEY_FILE=str(demo_hmac_key_file(home))):
-        assert main(args) == 0
-    return url
+    env = {**os.environ, "ZEROCERT_HMAC_KEY_FILE": str(demo_hmac_key_file(home))}
+    run = SingleProcessRun(args, env, work / "zerocert-run.log", url)
+    yield run
+    run.process.wait(timeout=RUN_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
-def cluster(city, home, pg_database):
+def redis_db() -> int:
+    """An empty Redis database of this run's own (2 to 15), emptied again after it."""
+    import redis
+
+    ensure_redis()
+    for db in range(2, 16):
+        client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+        if client.dbsize() == 0:
+            break
+    else:
+        pytest.fail("no empty Redis database among 2..15")
+    yield db
+    client.flushdb()
+
+
+@pytest.fixture(scope="module")
+def cluster(city, home, single_process, redis_db, pg_database):
     """Airflow on Celery with two workers, its own metadata database, queue and warehouse."""
     landing, as_of = city
     metadata, warehouse = pg_database(), pg_database()
@@ -104,7 +124,7 @@ def cluster(city, home, pg_database):
         home,
         as_of,
         database=metadata.rsplit("/", 1)[1],
-        redis_db=2,
+        redis_db=redis_db,
         queue=f"zerocert_test_{secrets.token_hex(4)}",
         port=free_port(),
         concurrency=1,
@@ -164,14 +184,18 @@ def test_the_warehouse_dag_on_two_celery_workers_publishes_what_one_process_does
     tis = cluster.task_instances(WAREHOUSE_DAG, run_id)
     assert {ti["state"] for ti in tis} == {"success"}
     assert {ti["hostname"] for ti in tis} == set(cluster.workers), "both workers ran tasks"
-    assert_same_tables(cluster.city["ZEROCERT_WAREHOUSE_URL"], single_process)
+    assert_same_tables(cluster.city["ZEROCERT_WAREHOUSE_URL"], single_process.published())
 
 
 def freeze_engine_try(cluster: CeleryCluster, run_id: str, task_id: str, deadline: float) -> tuple[str, dict]:
-    """Find the process running a try of ``task_id`` (Airflow titles it ``airflow worker --
-    <task instance id>``) and stop it (SIGSTOP) at once: at this small city the engine task takes
-    about a second, and a frozen try cannot finish before its worker is killed. Returns the
-    worker and the task instance."""
+    """Catch a try of ``task_id`` in the middle of its work and stop it there (SIGSTOP).
+
+    Its process is the one Airflow titles ``airflow worker -- <task instance id>``; once it has
+    written its first file under the work folder's runs (the engine's own output, no earlier
+    task runs meanwhile), it is frozen: at this small city the engine takes about a second, and
+    a frozen try cannot finish before its worker is killed. Returns the worker and the task
+    instance."""
+    runs = Path(cluster.variables()["ZEROCERT_WORK_DIR"]) / "runs"
     wanted: dict[str, dict] = {}
     asked = 0.0
     while time.monotonic() < deadline:
@@ -185,10 +209,23 @@ def freeze_engine_try(cluster: CeleryCluster, run_id: str, task_id: str, deadlin
                 with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                     title = " ".join(process.cmdline())
                     if title.startswith("airflow worker -- ") and title.split()[-1] in wanted:
+                        since = time.time_ns()
+                        while process.is_running() and not _written_since(runs, since):
+                            time.sleep(0.002)
                         os.killpg(os.getpgid(process.pid), signal.SIGSTOP)
                         return worker, wanted[title.split()[-1]]
         time.sleep(0.02)
     raise AssertionError(f"no try of {task_id} started")
+
+
+def _written_since(root: Path, since_ns: int) -> bool:
+    """Some file or folder under ``root`` was made or changed since ``since_ns``."""
+    for folder, names, files in os.walk(root):
+        for name in (*names, *files):
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(os.path.join(folder, name)).st_mtime_ns >= since_ns:
+                    return True
+    return False
 
 
 def test_a_worker_killed_in_the_engine_task_is_retried_on_the_other_and_the_result_is_unchanged(
@@ -209,11 +246,12 @@ def test_a_worker_killed_in_the_engine_task_is_retried_on_the_other_and_the_resu
     cluster.wait(WAREHOUSE_DAG, run_id, deadline=deadline)
     tries = cluster.tries(WAREHOUSE_DAG, run_id, target, caught["map_index"])
     survivor = next(worker for worker in cluster.workers if worker != victim)
+    print(f"{target}: tries {[(t['try_number'], t['hostname'], t['state']) for t in tries]}, killed {victim}")
     assert [(t["try_number"], t["hostname"], t["state"]) for t in tries] == [
         (1, victim, "failed"),
         (2, survivor, "success"),
     ]
-    assert_same_tables(cluster.city["ZEROCERT_WAREHOUSE_URL"], single_process)
+    assert_same_tables(cluster.city["ZEROCERT_WAREHOUSE_URL"], single_process.published())
 
 
 def _ti(cluster: CeleryCluster, run_id: str, task_id: str, map_index: int) -> dict:
