@@ -397,6 +397,8 @@ def _request(method: str, url: str, body: Mapping | None = None, token: str | No
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", errors="replace")[:300]
         raise ZerocertError(f"Airflow's REST API answered {exc.code} to {method} {url}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ZerocertError(f"Airflow's REST API did not answer {method} {url}: {exc}") from None
 
 
 def _get_json(url: str) -> dict | None:

@@ -191,11 +191,11 @@ def freeze_engine_try(cluster: CeleryCluster, run_id: str, task_id: str, deadlin
     """Catch a try of ``task_id`` in the middle of its work and stop it there (SIGSTOP).
 
     Its process is the one Airflow titles ``airflow worker -- <task instance id>``; once it has
-    written its first file under the work folder's runs (the engine's own output, no earlier
-    task runs meanwhile), it is frozen: at this small city the engine takes about a second, and
+    written its first file under the work folder (the engine's own output: no other task runs
+    meanwhile), it is frozen: at this small city the engine takes about a second, and
     a frozen try cannot finish before its worker is killed. Returns the worker and the task
     instance."""
-    runs = Path(cluster.variables()["ZEROCERT_WORK_DIR"]) / "runs"
+    work = Path(cluster.variables()["ZEROCERT_WORK_DIR"])
     wanted: dict[str, dict] = {}
     asked = 0.0
     while time.monotonic() < deadline:
@@ -210,9 +210,10 @@ def freeze_engine_try(cluster: CeleryCluster, run_id: str, task_id: str, deadlin
                     title = " ".join(process.cmdline())
                     if title.startswith("airflow worker -- ") and title.split()[-1] in wanted:
                         since = time.time_ns()
-                        while process.is_running() and not _written_since(runs, since):
+                        while process.is_running() and not _written_since(work, since):
                             time.sleep(0.002)
-                        os.killpg(os.getpgid(process.pid), signal.SIGSTOP)
+                        assert process.is_running(), f"the try of {task_id} ended before it wrote a file"
+                        os.killpg(os.getpgid(process.pid), signal.SIGSTOP)  # its own group: the try alone
                         return worker, wanted[title.split()[-1]]
         time.sleep(0.02)
     raise AssertionError(f"no try of {task_id} started")
