@@ -191,8 +191,8 @@ def freeze_engine_try(cluster: CeleryCluster, run_id: str, task_id: str, deadlin
     """Catch a try of ``task_id`` in the middle of its work and stop it there (SIGSTOP).
 
     Its process is the one Airflow titles ``airflow worker -- <task instance id>``; once it has
-    written its first file under the work folder (the engine's own output: no other task runs
-    meanwhile), it is frozen: at this small city the engine takes about a second, and
+    written its first file under the work folder (the engine's own intermediate or output
+    Parquet: no other task runs meanwhile), it is frozen: at this small city the engine takes about a second, and
     a frozen try cannot finish before its worker is killed. Returns the worker and the task
     instance."""
     work = Path(cluster.variables()["ZEROCERT_WORK_DIR"])
@@ -210,23 +210,26 @@ def freeze_engine_try(cluster: CeleryCluster, run_id: str, task_id: str, deadlin
                     title = " ".join(process.cmdline())
                     if title.startswith("airflow worker -- ") and title.split()[-1] in wanted:
                         since = time.time_ns()
-                        while process.is_running() and not _written_since(work, since):
+                        while process.is_running() and (written := _written_since(work, since)) is None:
                             time.sleep(0.002)
                         assert process.is_running(), f"the try of {task_id} ended before it wrote a file"
                         os.killpg(os.getpgid(process.pid), signal.SIGSTOP)  # its own group: the try alone
+                        print(f"{task_id} frozen on {worker} after writing {written.relative_to(work)}")
                         return worker, wanted[title.split()[-1]]
         time.sleep(0.02)
     raise AssertionError(f"no try of {task_id} started")
 
 
-def _written_since(root: Path, since_ns: int) -> bool:
-    """Some file or folder under ``root`` was made or changed since ``since_ns``."""
-    for folder, names, files in os.walk(root):
-        for name in (*names, *files):
+def _written_since(root: Path, since_ns: int) -> Path | None:
+    """A file under ``root`` written since ``since_ns``, if any (folders do not count: making
+    one is not yet the work)."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
             with contextlib.suppress(FileNotFoundError):
-                if os.stat(os.path.join(folder, name)).st_mtime_ns >= since_ns:
-                    return True
-    return False
+                if path.stat().st_mtime_ns >= since_ns:
+                    return path
+    return None
 
 
 def test_a_worker_killed_in_the_engine_task_is_retried_on_the_other_and_the_result_is_unchanged(
