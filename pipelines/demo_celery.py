@@ -296,13 +296,27 @@ class CeleryCluster:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def api(self, method: str, path: str, body: Mapping | None = None) -> dict:
-        """One call of Airflow's REST API as the demo's admin (simple auth manager)."""
+    def api(self, method: str, path: str, body: Mapping | None = None, *, missing_ok: bool = False) -> dict:
+        """One call of Airflow's REST API as the demo's admin (simple auth manager); with
+        ``missing_ok`` a 404 answers ``{}``."""
         if self._token is None:
             password = json.loads(password_file(self.out).read_text(encoding="utf-8"))["admin"]
             answer = _request("POST", f"{self.base_url}/auth/token", {"username": "admin", "password": password})
             self._token = answer["access_token"]
-        return _request(method, f"{self.base_url}{path}", body, token=self._token)
+        return _request(method, f"{self.base_url}{path}", body, token=self._token, missing_ok=missing_ok)
+
+    def end_leftovers(self, dag_ids: list[str]) -> int:
+        """Mark failed the runs an earlier, interrupted demo left queued or running (they would
+        hold up this one's: one active run per DAG), and drop the asset events queued for the
+        warehouse DAG, so that only this demo's seven source runs trigger it. Returns the runs."""
+        ended = 0
+        for dag_id in dag_ids:
+            path = f"/api/v2/dags/{dag_id}/dagRuns?state=queued&state=running&limit=100"
+            for run in self.api("GET", path)["dag_runs"]:
+                self.api("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run['dag_run_id'])}", {"state": "failed"})
+                ended += 1
+        self.api("DELETE", f"/api/v2/dags/{WAREHOUSE_DAG}/assets/queuedEvents", missing_ok=True)
+        return ended
 
     def unpause(self, dag_id: str) -> None:
         self.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
@@ -319,6 +333,10 @@ class CeleryCluster:
         details = self.api("GET", f"/api/v2/dags/{dag_id}")
         logical, run_after = details.get("next_dagrun_logical_date"), details.get("next_dagrun_run_after")
         due = logical and run_after and dt.datetime.fromisoformat(run_after) <= dt.datetime.now(dt.UTC)
+        if due:  # a run of that date already there (an earlier demo's): the scheduler skips it too
+            stamp = urllib.parse.quote(logical, safe="")
+            query = f"logical_date_gte={stamp}&logical_date_lte={stamp}&limit=1"
+            due = not self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?{query}")["dag_runs"]
         run_id = self.trigger(dag_id, conf=conf, logical_date=logical if due else None)
         self.unpause(dag_id)
         return run_id
@@ -385,7 +403,9 @@ def _quote(run_id: str) -> str:
     return urllib.parse.quote(run_id, safe="")
 
 
-def _request(method: str, url: str, body: Mapping | None = None, token: str | None = None) -> dict:
+def _request(
+    method: str, url: str, body: Mapping | None = None, token: str | None = None, missing_ok: bool = False
+) -> dict:
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -395,6 +415,8 @@ def _request(method: str, url: str, body: Mapping | None = None, token: str | No
         with urllib.request.urlopen(request, timeout=30) as answer:
             return json.loads(answer.read() or b"{}")
     except urllib.error.HTTPError as exc:
+        if missing_ok and exc.code == 404:
+            return {}
         detail = exc.read().decode("utf-8", errors="replace")[:300]
         raise ZerocertError(f"Airflow's REST API answered {exc.code} to {method} {url}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
@@ -553,6 +575,8 @@ def run_celery_demo(
     url = env["ZEROCERT_WAREHOUSE_URL"]
     deadline = time.monotonic() + timeout
     with running(cluster, progress=progress):
+        if ended := cluster.end_leftovers([*source_dag_ids(), WAREHOUSE_DAG]):
+            progress(f"marked failed {ended} run(s) an interrupted demo left unfinished")
         started = dt.datetime.now(dt.UTC)
         cluster.unpause(WAREHOUSE_DAG)  # asset-scheduled: it runs once every source DAG has published
         runs = {}
