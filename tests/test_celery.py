@@ -190,11 +190,11 @@ def test_the_warehouse_dag_on_two_celery_workers_publishes_what_one_process_does
 def freeze_engine_try(cluster: CeleryCluster, run_id: str, task_id: str, deadline: float) -> tuple[str, dict]:
     """Catch a try of ``task_id`` in the middle of its work and stop it there (SIGSTOP).
 
-    Its process is the one Airflow titles ``airflow worker -- <task instance id>``; once it has
-    written its first file under the work folder (the engine's own intermediate or output
-    Parquet: no other task runs meanwhile), it is frozen: at this small city the engine takes about a second, and
-    a frozen try cannot finish before its worker is killed. Returns the worker and the task
-    instance."""
+    Its process is the one Airflow titles ``airflow worker -- <task instance id>``. Once a file
+    appears under the work folder after it started (the engine's intermediate or output Parquet:
+    only engine tasks run by then), it is frozen: at this small city the engine takes about a
+    second, and a frozen try cannot finish before its worker is killed. Returns the worker and
+    the task instance."""
     work = Path(cluster.variables()["ZEROCERT_WORK_DIR"])
     wanted: dict[str, dict] = {}
     asked = 0.0
