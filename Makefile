@@ -7,8 +7,9 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= .demo
 PEOPLE ?= 20000
 DEMO_PORT ?= 8080
+DEMO_CELERY ?= $(DEMO)/celery
 
-.PHONY: install browser lint demo demo-ui demo-stop test bench clean
+.PHONY: install browser lint demo demo-ui demo-stop demo-celery test bench clean
 
 install: $(STAMP)
 
@@ -27,6 +28,9 @@ demo-ui: install  # the Airflow UI on the demo already run (runs it first if the
 
 demo-stop:  # every process the demo's UI started; checks none is left and prints the peak memory
 	$(BIN)/zerocert demo --stop --out $(DEMO)
+
+demo-celery: install  # the DAGs on Airflow's Celery executor (Redis broker, PostgreSQL metadata, two workers); stops all it started
+	$(BIN)/python -m pipelines.demo_celery --out $(DEMO_CELERY) --people $(PEOPLE)
 
 browser:  # headless Chromium and a CJK font for the report test (Debian packages, as root)
 	.ci/browser

@@ -34,7 +34,8 @@ from airflow.sdk import Asset, Param, dag, task
 
 SCHEMAS = Path(str(files("pipelines.data") / "schemas"))  # package data: a wheel or a DAG bundle alike
 SOURCES = sorted(p.stem for p in SCHEMAS.glob("*.yaml"))
-# The wait between retries is Airflow's own `[core] default_task_retry_delay` (300 s unless set).
+# The wait between retries is Airflow's `[core] default_task_retry_delay` (300 s unless configured;
+# the Celery fault test shortens it), not a value of ours.
 DEFAULT_ARGS = {"owner": "data-bureau", "retries": 2}
 
 

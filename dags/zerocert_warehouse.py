@@ -82,7 +82,8 @@ def record_failed_run(context) -> None:
     record_task_failure(context)
 
 
-# The wait between retries is Airflow's own `[core] default_task_retry_delay` (300 s unless set).
+# The wait between retries is Airflow's `[core] default_task_retry_delay` (300 s unless configured;
+# the Celery fault test shortens it), not a value of ours.
 DEFAULT_ARGS = {
     "owner": "data-bureau",
     "retries": 2,

@@ -14,7 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +25,7 @@ from pipelines.errors import ZerocertError
 from pipelines.layout import RunLayout
 from pipelines.masking import mask_ids_in
 from pipelines.report import report_path
-from pipelines.run import source_keys
+from pipelines.run import redact_url, source_keys
 
 DAGS_DIR = data_path("dags")  # package data: the demo runs from a wheel as from a checkout
 
@@ -78,9 +78,13 @@ def password_file(out: Path) -> Path:
     return out / "airflow" / "simple_auth_manager_passwords.json.generated"
 
 
-def write_airflow_config(out: Path, port: int = DEMO_PORT) -> Path:
+def write_airflow_config(
+    out: Path, port: int = DEMO_PORT, settings: Mapping[tuple[str, str], str] | None = None
+) -> Path:
     """``airflow.cfg`` in the demo's Airflow home, so that any ``airflow`` command run there
-    (even ``airflow standalone`` with only ``AIRFLOW_HOME`` set) is the demo's small Airflow."""
+    (even ``airflow standalone`` with only ``AIRFLOW_HOME`` set) is the demo's small Airflow.
+
+    ``settings``: another Airflow than ``airflow_settings`` (the Celery demo's)."""
     import secrets
 
     home = out / "airflow"
@@ -90,7 +94,7 @@ def write_airflow_config(out: Path, port: int = DEMO_PORT) -> Path:
         secret.write_text(secrets.token_urlsafe(32), encoding="ascii")
         secret.chmod(0o600)
     sections: dict[str, list[str]] = {}
-    for (section, key), value in airflow_settings(out, port).items():
+    for (section, key), value in (airflow_settings(out, port) if settings is None else settings).items():
         sections.setdefault(section, []).append(f"{key} = {value}")
     sections.setdefault("api_auth", []).append(f"jwt_secret = {secret.read_text(encoding='ascii').strip()}")
     text = "".join(f"[{name}]\n" + "\n".join(lines) + "\n\n" for name, lines in sections.items())
@@ -100,12 +104,17 @@ def write_airflow_config(out: Path, port: int = DEMO_PORT) -> Path:
     return path
 
 
-def demo_environment(out: Path, as_of: str, port: int = DEMO_PORT) -> dict[str, str]:
-    """The variables that point Airflow and zerocert at the demo folder."""
-    airflow = {
-        f"AIRFLOW__{section.upper()}__{key.upper()}": value
-        for (section, key), value in airflow_settings(out, port).items()
-    }
+def airflow_environment(settings: Mapping[tuple[str, str], str]) -> dict[str, str]:
+    """Airflow settings as the ``AIRFLOW__SECTION__KEY`` variables that override ``airflow.cfg``."""
+    return {f"AIRFLOW__{section.upper()}__{key.upper()}": value for (section, key), value in settings.items()}
+
+
+def demo_environment(
+    out: Path, as_of: str, port: int = DEMO_PORT, settings: Mapping[tuple[str, str], str] | None = None
+) -> dict[str, str]:
+    """The variables that point Airflow and zerocert at the demo folder (``settings`` as in
+    ``write_airflow_config``)."""
+    airflow = airflow_environment(airflow_settings(out, port) if settings is None else settings)
     return {
         "ZEROCERT_HMAC_KEY_FILE": str(demo_hmac_key_file(out)),
         "ZEROCERT_HOME": str(out),
@@ -126,7 +135,7 @@ def demo_as_of(out: Path) -> str:
     return path.read_text(encoding="ascii").strip() if path.exists() else "2027-08-15"
 
 
-def _airflow(args: list[str], env: dict[str, str], log_path: Path) -> None:
+def run_airflow(args: list[str], env: dict[str, str], log_path: Path) -> None:
     airflow = Path(sys.executable).with_name("airflow")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w", encoding="utf-8") as log_file:
@@ -209,7 +218,7 @@ def write_task_logs(dag_id: str, dags_test_log: Path, out: Path) -> int:
 def _dags_test(dag_id: str, env: dict[str, str], out: Path) -> None:
     log = out / "logs" / f"{dag_id}.log"
     try:
-        _airflow(["dags", "test", dag_id], env, log)
+        run_airflow(["dags", "test", dag_id], env, log)
     finally:
         write_task_logs(dag_id, log, out)
 
@@ -295,18 +304,37 @@ def run_demo(
         env["AIRFLOW_CONN_ZEROCERT_WAREHOUSE"] = url
     write_airflow_config(out)
     progress("preparing the Airflow metadata database (SQLite)")
-    _airflow(["db", "migrate"], env, out / "logs" / "airflow-db-migrate.log")
+    run_airflow(["db", "migrate"], env, out / "logs" / "airflow-db-migrate.log")
     for source in source_keys() if source_dags is None else source_dags:
         progress(f"airflow dags test zerocert_source_{source}")
         _dags_test(f"zerocert_source_{source}", env, out)
     progress("airflow dags test zerocert_warehouse")
     _dags_test("zerocert_warehouse", env, out)
 
+    print_summary(
+        env,
+        url,
+        title="zerocert demo: the DAGs ran and published a warehouse",
+        truth_dir=out / "city" / "truth",
+        look_at=[
+            ("DAG logs", f"{out / 'logs'} (each task's log also opens in the Airflow UI)"),
+            ("Airflow UI", f"make demo-ui, or .venv/bin/zerocert demo --serve --out {out}"),
+            ("stop all it started", f"make demo-stop, or .venv/bin/zerocert demo --stop --out {out}"),
+        ],
+    )
+    return 0
+
+
+def print_summary(
+    env: Mapping[str, str], url: str, *, title: str, truth_dir: Path | None, look_at: list[tuple[str, str]]
+) -> None:
+    """What a demo prints once its DAGs have published: the warehouse's facts, the agreement with
+    the synthetic city's truth (when ``truth_dir`` holds one), where to look (the demo's own
+    ``look_at`` lines last) and the exports that point the airflow CLI at the demo."""
     facts = warehouse_summary(url)
-    both, extra, missing = truth_agreement(url, out / "city" / "truth")
     exports = [f"export {k}={v}" for k, v in env.items() if k in AIRFLOW_EXPORTS or k.startswith("ZEROCERT_")]
     print()
-    print("zerocert demo: the DAGs ran and published a warehouse")
+    print(title)
     print(f"  run: {json.dumps(facts['run'], default=str, ensure_ascii=False)}")
     print("\nWhere every delivered row went (source_snapshot):")
     print(facts["snapshots"].to_string(index=False))
@@ -315,19 +343,28 @@ def run_demo(
     print(f"\nChildren with no school at their level (ineligibility): {facts['ineligible']}")
     print("\nAddress texts by match status (address_match):")
     print(facts["addresses"].to_string(index=False))
-    print(
-        f"\nAgainst the synthetic city's ground truth: {both} eligibility rows agree, {extra} extra, {missing} missing"
-    )
-    print("\nThe README's commands (zerocert lookup, check-address, run, report) find this city after one line:")
-    print(f"    . .venv/bin/activate && export ZEROCERT_HOME={shlex.quote(str(out))}")
-    print("\nLook at:")
-    print(f"  warehouse (SQLite):   sqlite3 {out / 'warehouse.sqlite'} '.tables'")
-    if facts["sample_guardian"]:
+    if truth_dir is not None and (truth_dir / "eligibility.csv").exists():
+        both, extra, missing = truth_agreement(url, truth_dir)
         print(
-            f"  a parent's screen:    zerocert lookup "
-            f"$(sqlite3 {out / 'warehouse.sqlite'} 'SELECT guardian_id FROM prefill LIMIT 1')"
+            f"\nAgainst the synthetic city's ground truth: {both} eligibility rows agree, "
+            f"{extra} extra, {missing} missing"
         )
-    layout = RunLayout(Path(env["ZEROCERT_WORK_DIR"]), dt.date.fromisoformat(as_of))
+    home = Path(env["ZEROCERT_HOME"])
+    sqlite_file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    if sqlite_file == str(home / "warehouse.sqlite"):
+        print("\nThe README's commands (zerocert lookup, check-address, run, report) find this city after one line:")
+        print(f"    . .venv/bin/activate && export ZEROCERT_HOME={shlex.quote(str(home))}")
+    print("\nLook at:")
+    if sqlite_file:
+        print(f"  warehouse (SQLite):   sqlite3 {sqlite_file} '.tables'")
+        if facts["sample_guardian"]:
+            print(
+                f"  a parent's screen:    zerocert lookup "
+                f"$(sqlite3 {sqlite_file} 'SELECT guardian_id FROM prefill LIMIT 1')"
+            )
+    else:
+        print(f"  warehouse:            {redact_url(url)}")
+    layout = RunLayout(Path(env["ZEROCERT_WORK_DIR"]), dt.date.fromisoformat(env["ZEROCERT_AS_OF"]))
     print(f"  validation Data Docs: {layout.data_docs}")
     reviews = [
         review
@@ -336,10 +373,8 @@ def run_demo(
     ]
     print(f"  address review lists: {reviews[-1] if reviews else layout.attempts_dir}")
     print(f"  the bureau's report:  {report_path(layout.work_dir, layout.as_of)}")
-    print(f"  DAG logs:             {out / 'logs'} (each task's log also opens in the Airflow UI)")
-    print(f"  Airflow UI:           make demo-ui, or .venv/bin/zerocert demo --serve --out {out}")
-    print(f"  stop all it started:  make demo-stop, or .venv/bin/zerocert demo --stop --out {out}")
+    for label, where in look_at:
+        print(f"  {label + ':':<21} {where}")
     print("  the airflow CLI on the demo (its airflow.cfg holds the rest):")
     for line in exports:
         print(f"    {line}")
-    return 0
