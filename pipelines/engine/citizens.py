@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines import registry
 from pipelines.engine import rules
-from pipelines.engine.frames import as_dates, json_text, member, produced_columns
+from pipelines.engine.frames import arrow_text, as_dates, json_text, produced_columns, sort_rows
 from pipelines.engine.records import (
     CHILD_OF_HEAD,
     CONTRACT_KIND,
@@ -76,10 +78,14 @@ def _place(texts: pd.Series, source: str, address_match: pd.DataFrame) -> pd.Dat
     """
     matches = address_match.loc[address_match["source"] == source, ["address", "address_code", "status"]]
     matches = matches.drop_duplicates("address")
-    placed = pd.DataFrame({"address": texts.to_numpy()}).merge(matches, on="address", how="left")
-    status = placed["status"].astype("object").where(placed["status"].notna(), "unmatched")
-    status = status.where(placed["address"].notna(), None)
-    code = placed["address_code"].astype("object").where(~status.isin(UNPLACED_ADDRESS) & status.notna(), None)
+    found = pc.index_in(arrow_text(texts), value_set=arrow_text(matches["address"])).to_numpy(zero_copy_only=False)
+    seen = ~np.isnan(found)  # index_in is null where the text is missing or unseen
+    at = np.where(seen, found, 0).astype(np.int64)
+    status = np.where(seen, matches["status"].astype("object").to_numpy()[at] if len(matches) else None, np.nan)
+    status = pd.Series(status, dtype="object")
+    status = status.where(status.notna(), "unmatched").where(texts.notna().to_numpy(), None)
+    code = np.where(seen, matches["address_code"].astype("object").to_numpy()[at] if len(matches) else None, np.nan)
+    code = pd.Series(code, dtype="object").where(~status.isin(UNPLACED_ADDRESS) & status.notna(), None)
     return pd.DataFrame({"address_code": code.to_numpy(), "address_status": status.to_numpy()}, index=texts.index)
 
 
@@ -89,7 +95,7 @@ def latest_hukou(hukou: pd.DataFrame) -> pd.DataFrame:
         return hukou
     order = [c for c in ("citizen_id", "updated_at", "record_ref") if c in hukou.columns]
     ascending = [True, False, True][: len(order)]
-    return hukou.sort_values(order, ascending=ascending, kind="stable").drop_duplicates("citizen_id")
+    return sort_rows(hukou, order, ascending, first_of=1)
 
 
 def _person_owner(titles: pd.DataFrame) -> pd.Series:
@@ -117,27 +123,53 @@ def _named_residents(frame: pd.DataFrame, person: registry.PersonColumns) -> pd.
 
 
 def _mentions(staged: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every (resident, source, name) a department delivered; credit codes are not residents."""
-    parts = []
+    """Every (ID, name, source) a department delivered about a person, IDs not yet checked.
+
+    ``citizen_id`` and ``name`` are text, ``source`` the source's position in
+    ``registry.source_keys()``.
+    """
+    position = {source: i for i, source in enumerate(registry.source_keys())}
+    ids, names, sources = [], [], []
     for source, persons in registry.person_columns().items():
         for role, person in enumerate(persons):
             frame = staged.get(role_frame_name(source, role), staged.get(source))
             if frame is None or frame.empty or person.id not in frame.columns:
                 continue
             rows = frame[_named_residents(frame, person)]
-            names = rows[person.name].astype("object") if person.name in rows.columns else None
-            part = pd.DataFrame({"citizen_id": rows[person.id].astype("object"), "name": names, "source": source})
-            parts.append(part[part["citizen_id"].notna()])
-    if not parts:
+            rows = rows[rows[person.id].notna()]
+            ids.append(rows[person.id].astype("str").reset_index(drop=True))
+            if person.name in rows.columns:
+                names.append(rows[person.name].astype("str").reset_index(drop=True))
+            else:
+                names.append(pd.Series(np.nan, index=range(len(rows)), dtype="str"))
+            sources.append(np.full(len(rows), position[source], dtype=np.int64))
+    if not ids:
         return pd.DataFrame(
             {
-                "citizen_id": pd.Series(dtype="object"),
-                "name": pd.Series(dtype="object"),
-                "source": pd.Series(dtype="object"),
+                "citizen_id": pd.Series(dtype="str"),
+                "name": pd.Series(dtype="str"),
+                "source": pd.Series(dtype=np.int64),
             }
         )
-    mentions = pd.concat(parts, ignore_index=True)
-    return mentions[_is_resident_id(mentions["citizen_id"])]
+    return pd.DataFrame(
+        {
+            "citizen_id": pd.concat(ids, ignore_index=True),
+            "name": pd.concat(names, ignore_index=True),
+            "source": np.concatenate(sources),
+        }
+    )
+
+
+def _residents(mentions: pd.DataFrame) -> tuple[pd.Series, np.ndarray]:
+    """The resident IDs mentioned (credit codes are not residents), in ID order, and for each
+    mention the position of its resident in that order (-1: not a resident ID)."""
+    codes, uniques = pd.factorize(mentions["citizen_id"])
+    uniques = pd.Series(uniques, dtype="str")
+    order = pc.sort_indices(pa.array(uniques.array)).to_numpy()
+    residents = order[_is_resident_id(uniques).to_numpy()[order]]
+    slot = np.full(len(uniques) + 1, -1, dtype=np.int64)  # the last slot: a missing ID
+    slot[residents] = np.arange(len(residents))
+    return uniques.take(residents).astype("object").reset_index(drop=True), slot[codes]
 
 
 def _id_birth_and_sex(ids: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -158,29 +190,37 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     that mention them; ``name_conflict`` says two sources spell the name differently.
     """
     mentions = _mentions(staged)
-    authority = {source: rank for rank, source in enumerate(registry.name_authority())}
-    mentions = mentions.assign(rank=mentions["source"].map(authority))
-    spellings = mentions.loc[mentions["name"].notna(), ["citizen_id", "name", "rank"]]
-    spellings = spellings.sort_values("rank", kind="stable").drop_duplicates(["citizen_id", "name"])
-    chosen = spellings.drop_duplicates("citizen_id").set_index("citizen_id")["name"]
-    conflicting = spellings.loc[spellings["citizen_id"].duplicated(), "citizen_id"]
+    citizen_ids, resident = _residents(mentions)
+    known = resident >= 0
+    resident, source, name = resident[known], mentions["source"].to_numpy()[known], mentions["name"][known]
+    count = len(citizen_ids)
 
+    # The spelling of the most authoritative source naming them (first delivered among equals).
     sources = registry.source_keys()
-    bits = mentions["source"].map({s: 1 << i for i, s in enumerate(sources)}).astype(np.int64)
-    masks = (
-        pd.DataFrame({"citizen_id": mentions["citizen_id"], "bit": bits})
-        .drop_duplicates()
-        .groupby("citizen_id")["bit"]
-        .sum()
-    )
+    authority = {s: rank for rank, s in enumerate(registry.name_authority())}
+    rank = np.array([authority.get(s, len(authority)) for s in sources], dtype=np.int64)[source]
+    spelled = np.flatnonzero(name.notna().to_numpy())
+    spelled = spelled[np.argsort(rank[spelled], kind="stable")]
+    named, first = np.unique(resident[spelled], return_index=True)
+    names = np.full(count, np.nan, dtype=object)
+    names[named] = name.take(spelled[first]).astype("object").to_numpy()
+    spelling = pd.factorize(name.take(spelled))[0].astype(np.int64)
+    pairs = np.unique(resident[spelled] * (int(spelling.max(initial=0)) + 1) + spelling)
+    distinct = np.bincount(pairs // (int(spelling.max(initial=0)) + 1), minlength=count)
+
+    # Which sources mention them, as one bit each.
+    masks = np.zeros(count, dtype=np.int64)
+    for i in np.unique(source).tolist():
+        masks[resident[source == i]] |= 1 << i
     mask_text = {
-        mask: json_text(sorted(s for i, s in enumerate(sources) if mask & (1 << i))) for mask in masks.unique()
+        mask: json_text(sorted(s for i, s in enumerate(sources) if mask & (1 << i)))
+        for mask in np.unique(masks).tolist()
     }
 
-    citizens = pd.DataFrame({"citizen_id": masks.index.astype("object")})
-    citizens["name"] = citizens["citizen_id"].map(chosen).astype("object")
-    citizens["sources"] = masks.map(mask_text).to_numpy()
-    citizens["name_conflict"] = member(citizens["citizen_id"], conflicting)
+    citizens = pd.DataFrame({"citizen_id": citizen_ids})  # object, as every ID column here
+    citizens["name"] = pd.Series(names, dtype="object")
+    citizens["sources"] = pd.Series(masks).map(mask_text).to_numpy()
+    citizens["name_conflict"] = distinct > 1
 
     hukou_source = evidence_source("hukou")
     hukou = latest_hukou(
@@ -225,7 +265,7 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     citizens["sex"] = citizens["sex"].astype("object").where(citizens["sex"].notna(), id_sex)
     citizens["settled_date"] = as_dates(citizens["settled_date"])
     citizens["urban_hukou"] = citizens["urban_hukou"].astype("boolean").fillna(False).astype(bool)
-    return citizens[CITIZEN_COLUMNS].sort_values("citizen_id", ignore_index=True)
+    return citizens[CITIZEN_COLUMNS].reset_index(drop=True)  # in ID order since _residents
 
 
 def build_guardianship(hukou: pd.DataFrame, policy: Policy) -> pd.DataFrame:
@@ -273,10 +313,8 @@ def build_guardianship(hukou: pd.DataFrame, policy: Policy) -> pd.DataFrame:
 
     edges = pd.concat([*field_edges, household_edges], ignore_index=True)
     edges = edges[edges["child_id"] != edges["guardian_id"]]
-    return (
-        edges.sort_values(["child_id", "guardian_id", "basis"], kind="stable")
-        .drop_duplicates(["child_id", "guardian_id"])[GUARDIANSHIP_COLUMNS]
-        .reset_index(drop=True)
+    return sort_rows(edges[GUARDIANSHIP_COLUMNS], ["child_id", "guardian_id", "basis"], first_of=2).reset_index(
+        drop=True
     )
 
 
@@ -342,11 +380,7 @@ def build_property_holding(
 
     rows = pd.concat([title_rows, contract_rows], ignore_index=True)
     rows["qualifying"] = rules.qualifying_property(rows, policy).holds
-    return (
-        rows.sort_values(["citizen_id", "kind", "record_key"], kind="stable")
-        .drop_duplicates(["citizen_id", "kind", "record_key"])[PROPERTY_COLUMNS]
-        .reset_index(drop=True)
-    )
+    return sort_rows(rows[PROPERTY_COLUMNS], ["citizen_id", "kind", "record_key"], first_of=3).reset_index(drop=True)
 
 
 def build_rental_holding(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame, policy: Policy) -> pd.DataFrame:
@@ -373,11 +407,7 @@ def build_rental_holding(staged: dict[str, pd.DataFrame], address_match: pd.Data
     )
     rows["qualifying"] = rules.qualifying_rental(rows, policy).holds
     rows = rows.join(_place(rows["address"], rental_source, address_match))
-    return (
-        rows.sort_values(["citizen_id", "record_no"], kind="stable")
-        .drop_duplicates(["citizen_id", "record_no"])[RENTAL_COLUMNS]
-        .reset_index(drop=True)
-    )
+    return sort_rows(rows[RENTAL_COLUMNS], ["citizen_id", "record_no"], first_of=2).reset_index(drop=True)
 
 
 def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.DataFrame:
@@ -441,11 +471,7 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
     rows["qualifying"] = rules.stable_employment(rows, policy).holds
     rows = rows[_is_resident_id(rows["citizen_id"])]
     rows["local_months"] = rows["local_months"].astype("Int64")
-    return (
-        rows.sort_values(["citizen_id", "kind", "record_key"], kind="stable")
-        .drop_duplicates(["citizen_id", "kind", "record_key"])[EMPLOYMENT_COLUMNS]
-        .reset_index(drop=True)
-    )
+    return sort_rows(rows[EMPLOYMENT_COLUMNS], ["citizen_id", "kind", "record_key"], first_of=3).reset_index(drop=True)
 
 
 def build_person_tables(
