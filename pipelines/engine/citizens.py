@@ -66,6 +66,12 @@ def _frame(staged: dict[str, pd.DataFrame], source: str, columns: list[str]) -> 
     return frame
 
 
+def _text(values: pd.Series) -> pd.Series:
+    """A text column as delivered: Arrow-backed text stays so (no Python object per value),
+    anything else becomes ``object``."""
+    return values if isinstance(values.dtype, pd.StringDtype) else values.astype("object")
+
+
 def _is_resident_id(ids: pd.Series) -> pd.Series:
     return ids.astype("str").str.fullmatch(RESIDENT_ID_PATTERN).fillna(False).astype(bool)
 
@@ -346,15 +352,15 @@ def build_property_holding(
     titles = titles[_person_owner(titles)]
     title_rows = pd.DataFrame(
         {
-            "citizen_id": titles["owner_id"].astype("object"),
+            "citizen_id": _text(titles["owner_id"]),
             "kind": TITLE_KIND,
-            "record_key": titles["certificate_no"].astype("object"),
-            "use": titles["use"].astype("object"),
-            "status": titles["title_status"].astype("object"),
+            "record_key": _text(titles["certificate_no"]),
+            "use": _text(titles["use"]),
+            "status": _text(titles["title_status"]),
             "record_date": as_dates(titles["registered_date"]),
             "share": pd.to_numeric(titles["share"], errors="coerce").astype("float64"),
-            "address": titles["address"].astype("object"),
-            "record_ref": titles["record_ref"].astype("object"),
+            "address": _text(titles["address"]),
+            "record_ref": _text(titles["record_ref"]),
         }
     )
     title_rows = title_rows.join(_place(title_rows["address"], title_source, address_match))
@@ -365,15 +371,15 @@ def build_property_holding(
     contracts = contracts[contracts["buyer_id"].notna()]
     contract_rows = pd.DataFrame(
         {
-            "citizen_id": contracts["buyer_id"].astype("object"),
+            "citizen_id": _text(contracts["buyer_id"]),
             "kind": CONTRACT_KIND,
-            "record_key": contracts["contract_no"].astype("object"),
-            "use": contracts["use"].astype("object"),
-            "status": contracts["status"].astype("object"),
+            "record_key": _text(contracts["contract_no"]),
+            "use": _text(contracts["use"]),
+            "status": _text(contracts["status"]),
             "record_date": as_dates(contracts["signed_date"]),
             "share": np.nan,
-            "address": contracts["address"].astype("object"),
-            "record_ref": contracts["record_ref"].astype("object"),
+            "address": _text(contracts["address"]),
+            "record_ref": _text(contracts["record_ref"]),
         }
     )
     contract_rows = contract_rows.join(_place(contract_rows["address"], contract_source, address_match))
@@ -395,14 +401,14 @@ def build_rental_holding(staged: dict[str, pd.DataFrame], address_match: pd.Data
     rentals = rentals[rentals["tenant_id"].notna()]
     rows = pd.DataFrame(
         {
-            "citizen_id": rentals["tenant_id"].astype("object"),
-            "record_no": rentals["record_no"].astype("object"),
-            "address": rentals["address"].astype("object"),
+            "citizen_id": _text(rentals["tenant_id"]),
+            "record_no": _text(rentals["record_no"]),
+            "address": _text(rentals["address"]),
             "start_date": as_dates(rentals["start_date"]),
             "end_date": as_dates(rentals["end_date"]),
             "registered_date": as_dates(rentals["registered_date"]),
-            "status": rentals["status"].astype("object"),
-            "record_ref": rentals["record_ref"].astype("object"),
+            "status": _text(rentals["status"]),
+            "record_ref": _text(rentals["record_ref"]),
         }
     )
     rows["qualifying"] = rules.qualifying_rental(rows, policy).holds
@@ -434,17 +440,15 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
     months = pd.to_numeric(insurance["local_months"], errors="coerce").astype("Int64")
     insured = pd.DataFrame(
         {
-            "citizen_id": insurance["citizen_id"].astype("object"),
+            "citizen_id": _text(insurance["citizen_id"]),
             "kind": evidence_source("insurance"),
-            "record_key": (insurance["citizen_id"].astype("str") + ":" + insurance["scheme"].astype("str")).astype(
-                "object"
-            ),
-            "org_code": insurance["employer_code"].astype("object"),
+            "record_key": _text(insurance["citizen_id"].astype("str") + ":" + insurance["scheme"].astype("str")),
+            "org_code": _text(insurance["employer_code"]),
             "since": as_dates(insurance["first_insured_date"]),
             "local_months": months,
-            "status": insurance["insurance_status"].astype("object"),
-            "scheme": insurance["scheme"].astype("object"),
-            "record_ref": insurance["record_ref"].astype("object"),
+            "status": _text(insurance["insurance_status"]),
+            "scheme": _text(insurance["scheme"]),
+            "record_ref": _text(insurance["record_ref"]),
         }
     )
 
@@ -455,15 +459,15 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
         frame = frame[frame[id_column].notna()]
         part = pd.DataFrame(
             {
-                "citizen_id": frame[id_column].astype("object"),
+                "citizen_id": _text(frame[id_column]),
                 "kind": source,
-                "record_key": frame["credit_code"].astype("object"),
-                "org_code": frame["credit_code"].astype("object"),
+                "record_key": _text(frame["credit_code"]),
+                "org_code": _text(frame["credit_code"]),
                 "since": as_dates(frame["established_date"]),
                 "local_months": pd.array([pd.NA] * len(frame), dtype="Int64"),
-                "status": frame["reg_status"].astype("object"),
+                "status": _text(frame["reg_status"]),
                 "scheme": None,
-                "record_ref": frame["record_ref"].astype("object"),
+                "record_ref": _text(frame["record_ref"]),
             }
         )
         parts.append(part)
