@@ -207,12 +207,13 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     rank = np.array([authority.get(s, len(authority)) for s in sources], dtype=np.int64)[source]
     spelled = np.flatnonzero(name.notna().to_numpy())
     spelled = spelled[np.argsort(rank[spelled], kind="stable")]
-    named, first = np.unique(resident[spelled], return_index=True)
+    first = np.flatnonzero(~pd.Series(resident[spelled]).duplicated().to_numpy())
     names = np.full(count, np.nan, dtype=object)
-    names[named] = name.take(spelled[first]).astype("object").to_numpy()
+    names[resident[spelled[first]]] = name.take(spelled[first]).astype("object").to_numpy()
     spelling = pd.factorize(name.take(spelled))[0].astype(np.int64)
-    pairs = np.unique(resident[spelled] * (int(spelling.max(initial=0)) + 1) + spelling)
-    distinct = np.bincount(pairs // (int(spelling.max(initial=0)) + 1), minlength=count)
+    width = int(spelling.max(initial=0)) + 1
+    pairs = pd.unique(resident[spelled] * width + spelling)  # one per (resident, spelling)
+    distinct = np.bincount(pairs // width, minlength=count)
 
     # Which sources mention them, as one bit each.
     masks = np.zeros(count, dtype=np.int64)
@@ -229,24 +230,19 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     citizens["name_conflict"] = distinct > 1
 
     hukou_source = evidence_source("hukou")
-    hukou = latest_hukou(
-        _frame(
-            staged,
-            hukou_source,
-            [
-                "citizen_id",
-                "sex",
-                "birth_date",
-                "household_no",
-                "status",
-                "hukou_region_code",
-                "hukou_address",
-                "settled_date",
-                "updated_at",
-                "record_ref",
-            ],
-        )
-    )
+    hukou_columns = [
+        "citizen_id",
+        "sex",
+        "birth_date",
+        "household_no",
+        "status",
+        "hukou_region_code",
+        "hukou_address",
+        "settled_date",
+        "updated_at",
+        "record_ref",
+    ]
+    hukou = latest_hukou(_frame(staged, hukou_source, hukou_columns)[hukou_columns])
     hukou = hukou.assign(urban_hukou=rules.urban_hukou(hukou, policy))
     placed = _place(hukou["hukou_address"], hukou_source, address_match)
     hukou = hukou.assign(hukou_address_code=placed["address_code"], hukou_address_status=placed["address_status"])
@@ -283,7 +279,7 @@ def build_guardianship(hukou: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     ``household_no`` (basis ``household``, relation = their relation to the head). Nothing
     else is inferred. Runs on whole households (bucket by ``household_no``).
     """
-    hukou = latest_hukou(_frame({"hukou": hukou}, "hukou", HUKOU_FOR_GUARDIANSHIP))  # the given frame, completed
+    hukou = latest_hukou(_frame({"hukou": hukou}, "hukou", HUKOU_FOR_GUARDIANSHIP)[HUKOU_FOR_GUARDIANSHIP])
     children = hukou[rules.school_level(as_dates(hukou["birth_date"]), hukou["status"], policy).notna()]
 
     named = children["guardian1_id"].notna() | children["guardian2_id"].notna()

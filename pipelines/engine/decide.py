@@ -63,9 +63,11 @@ def _iso(values: pd.Series) -> pd.Series:
 
 
 def _iso_text(values: pd.Series) -> pa.Array:
-    """ISO dates as Arrow text, null for NaT."""
+    """ISO dates as Arrow text, null for NaT (each distinct day spelled once)."""
     dates = pd.Series(pd.to_datetime(values, errors="coerce"))
-    return pc.strftime(pa.array(dates, from_pandas=True), format="%Y-%m-%d").cast(pa.large_string())
+    codes, days = pd.factorize(dates)
+    spelled = pa.array(np.datetime_as_string(np.asarray(days, dtype="datetime64[D]")), type=pa.large_string())
+    return spelled.take(pa.array(codes, mask=codes < 0))
 
 
 def _plain(values: pd.Series) -> list:
@@ -140,11 +142,11 @@ def _beside(rows: pd.DataFrame, evidence: pd.DataFrame, keys: list[str]) -> pd.D
     row per key): the columns side by side; any other case takes the merge."""
     rows = rows.reset_index(drop=True)
     aligned = len(rows) == len(evidence) and all(
-        np.array_equal(rows[k].to_numpy(dtype=object), evidence[k].to_numpy(dtype=object)) for k in keys
+        pc.all(pc.equal(arrow_text(rows[k]), arrow_text(evidence[k]))).as_py() is not False for k in keys
     )
-    if not aligned:
+    if not aligned or rows[keys].isna().any().any():
         return rows.merge(evidence, on=keys)
-    return rows.assign(**{c: evidence[c].to_numpy() for c in evidence.columns if c not in keys})
+    return rows.assign(**{c: evidence[c].array for c in evidence.columns if c not in keys})
 
 
 def catchments_for(address_catchment: pd.DataFrame, policy: Policy) -> pd.DataFrame:
@@ -559,7 +561,7 @@ def guardian_eligibility(
         run_id=run_id,
         priority_date=pd.to_datetime(rows["priority_date"]).astype("datetime64[ns]"),
     )
-    return rows[GUARDIAN_ELIGIBILITY_COLUMNS].sort_values(keys, ignore_index=True)
+    return sort_rows(rows[GUARDIAN_ELIGIBILITY_COLUMNS], keys).reset_index(drop=True)
 
 
 def build_prefill(
