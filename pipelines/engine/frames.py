@@ -39,26 +39,36 @@ def member(values: pd.Series, pool: pd.Series | pd.Index) -> np.ndarray:
     return found.fill_null(False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
 
 
-def _ordinal(values: pd.Series, ascending: bool) -> np.ndarray:
-    """Integer ranks of the values in sort order, missing last (as pandas sorts); equal values
-    share a rank. Text is ranked by Arrow (UTF-8 byte order is code point order, as Python's)."""
-    if values.dtype == object or isinstance(values.dtype, pd.StringDtype):
-        ranks = pc.rank(arrow_text(values), sort_keys="ascending" if ascending else "descending", tiebreaker="dense")
-        return ranks.to_numpy().astype(np.int64)  # missing values rank last in either order
-    codes, uniques = pd.factorize(values, sort=True)
-    codes = codes.astype(np.int64, copy=False)
-    n = len(uniques)
-    if not ascending:
-        codes = np.where(codes >= 0, n - 1 - codes, codes)
-    codes[codes < 0] = n
-    return codes
+def _is_text(values: pd.Series) -> bool:
+    return values.dtype == object or isinstance(values.dtype, pd.StringDtype)
+
+
+def _sort_key(values: pd.Series) -> pa.Array:
+    """A column as Arrow for sorting: text as text, missing values (NaN, NaT, NA) as null."""
+    if _is_text(values):
+        return arrow_text(values)
+    array = pa.array(values, from_pandas=True)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def _differs(values: pd.Series, order: np.ndarray) -> np.ndarray:
+    """For the values taken in ``order``: whether each differs from the one before it, as
+    ``drop_duplicates`` compares (two missing values are equal)."""
+    if _is_text(values):
+        taken = arrow_text(values).take(pa.array(order))
+        missing = taken.is_null().to_numpy(zero_copy_only=False)
+        differs = pc.not_equal(taken[1:], taken[:-1]).fill_null(False).to_numpy(zero_copy_only=False)
+        return differs | (missing[1:] != missing[:-1])
+    codes = pd.factorize(values)[0][order]
+    return codes[1:] != codes[:-1]
 
 
 def sort_rows(
     frame: pd.DataFrame, keys: list[str], ascending: bool | list[bool] = True, *, first_of: int | None = None
 ) -> pd.DataFrame:
-    """``frame.sort_values(keys, kind="stable")`` (index kept), through integer ranks of each
-    key and one stable ``lexsort``; missing values last, as pandas sorts them.
+    """``frame.sort_values(keys, kind="stable")`` (index kept), by Arrow's stable sort of the key
+    columns; missing values last in either order, as pandas sorts them (text is compared by its
+    UTF-8 bytes, which is code point order, as Python compares it).
 
     With ``first_of=n``, only the first row of each run of equal values in the first ``n`` keys
     is kept: ``.drop_duplicates(keys[:n])`` of the sorted frame.
@@ -66,14 +76,15 @@ def sort_rows(
     if frame.empty:
         return frame
     flags = [ascending] * len(keys) if isinstance(ascending, bool) else list(ascending)
-    ranks = [_ordinal(frame[key], up) for key, up in zip(keys, flags)]
-    order = np.lexsort(ranks[::-1])
+    table = pa.table({str(i): _sort_key(frame[key]) for i, key in enumerate(keys)})
+    order = pc.sort_indices(
+        table, sort_keys=[(str(i), "ascending" if up else "descending", "at_end") for i, up in enumerate(flags)]
+    ).to_numpy()
     if first_of is not None:
         change = np.zeros(len(order), dtype=bool)
         change[0] = True
-        for rank in ranks[:first_of]:
-            ordered = rank[order]
-            change[1:] |= ordered[1:] != ordered[:-1]
+        for key in keys[:first_of]:
+            change[1:] |= _differs(frame[key], order)
         order = order[change]
     return frame.take(order)
 
