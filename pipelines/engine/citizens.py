@@ -175,7 +175,7 @@ def _residents(mentions: pd.DataFrame) -> tuple[pd.Series, np.ndarray]:
     residents = order[_is_resident_id(uniques).to_numpy()[order]]
     slot = np.full(len(uniques) + 1, -1, dtype=np.int64)  # the last slot: a missing ID
     slot[residents] = np.arange(len(residents))
-    return uniques.take(residents).astype("object").reset_index(drop=True), slot[codes]
+    return uniques.take(residents).reset_index(drop=True), slot[codes]
 
 
 def _id_birth_and_sex(ids: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -208,8 +208,9 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     spelled = np.flatnonzero(name.notna().to_numpy())
     spelled = spelled[np.argsort(rank[spelled], kind="stable")]
     first = np.flatnonzero(~pd.Series(resident[spelled]).duplicated().to_numpy())
-    names = np.full(count, np.nan, dtype=object)
-    names[resident[spelled[first]]] = name.take(spelled[first]).astype("object").to_numpy()
+    spelling_of = np.full(count, -1, dtype=np.int64)
+    spelling_of[resident[spelled[first]]] = spelled[first]
+    names = name.array.take(spelling_of, allow_fill=True)
     spelling = pd.factorize(name.take(spelled))[0].astype(np.int64)
     width = int(spelling.max(initial=0)) + 1
     pairs = pd.unique(resident[spelled] * width + spelling)  # one per (resident, spelling)
@@ -224,8 +225,8 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
         for mask in np.unique(masks).tolist()
     }
 
-    citizens = pd.DataFrame({"citizen_id": citizen_ids})  # object, as every ID column here
-    citizens["name"] = pd.Series(names, dtype="object")
+    citizens = pd.DataFrame({"citizen_id": citizen_ids})
+    citizens["name"] = names
     citizens["sources"] = pd.Series(masks).map(mask_text).to_numpy()
     citizens["name_conflict"] = distinct > 1
 
@@ -264,7 +265,7 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     citizens = citizens.merge(hukou, on="citizen_id", how="left")
     id_birth, id_sex = _id_birth_and_sex(citizens["citizen_id"])
     citizens["birth_date"] = as_dates(citizens["birth_date"]).fillna(id_birth)
-    citizens["sex"] = citizens["sex"].astype("object").where(citizens["sex"].notna(), id_sex)
+    citizens["sex"] = citizens["sex"].where(citizens["sex"].notna(), id_sex)
     citizens["settled_date"] = as_dates(citizens["settled_date"])
     citizens["urban_hukou"] = citizens["urban_hukou"].astype("boolean").fillna(False).astype(bool)
     return citizens[CITIZEN_COLUMNS].reset_index(drop=True)  # in ID order since _residents
