@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from pipelines import registry
 from pipelines.engine import rules
-from pipelines.engine.frames import arrow_text, as_dates, json_text, produced_columns, sort_rows
+from pipelines.engine.frames import arrow_text, as_dates, as_text, json_text, produced_columns, sort_rows
 from pipelines.engine.records import (
     CHILD_OF_HEAD,
     CONTRACT_KIND,
@@ -66,12 +66,6 @@ def _frame(staged: dict[str, pd.DataFrame], source: str, columns: list[str]) -> 
     return frame
 
 
-def _text(values: pd.Series) -> pd.Series:
-    """A text column as delivered: Arrow-backed text stays so (no Python object per value),
-    anything else becomes ``object``."""
-    return values if isinstance(values.dtype, pd.StringDtype) else values.astype("object")
-
-
 def _is_resident_id(ids: pd.Series) -> pd.Series:
     return ids.astype("str").str.fullmatch(RESIDENT_ID_PATTERN).fillna(False).astype(bool)
 
@@ -84,15 +78,19 @@ def _place(texts: pd.Series, source: str, address_match: pd.DataFrame) -> pd.Dat
     """
     matches = address_match.loc[address_match["source"] == source, ["address", "address_code", "status"]]
     matches = matches.drop_duplicates("address")
-    found = pc.index_in(arrow_text(texts), value_set=arrow_text(matches["address"])).to_numpy(zero_copy_only=False)
-    seen = ~np.isnan(found)  # index_in is null where the text is missing or unseen
-    at = np.where(seen, found, 0).astype(np.int64)
-    status = np.where(seen, matches["status"].astype("object").to_numpy()[at] if len(matches) else None, np.nan)
-    status = pd.Series(status, dtype="object")
-    status = status.where(status.notna(), "unmatched").where(texts.notna().to_numpy(), None)
-    code = np.where(seen, matches["address_code"].astype("object").to_numpy()[at] if len(matches) else None, np.nan)
-    code = pd.Series(code, dtype="object").where(~status.isin(UNPLACED_ADDRESS) & status.notna(), None)
-    return pd.DataFrame({"address_code": code.to_numpy(), "address_status": status.to_numpy()}, index=texts.index)
+    found = pc.index_in(arrow_text(texts), value_set=arrow_text(matches["address"]))
+    status = arrow_text(matches["status"]).take(found).fill_null("unmatched")  # a text never seen
+    status = pc.if_else(pc.is_null(arrow_text(texts)), pa.scalar(None, pa.large_string()), status)
+    unplaced = pc.is_in(status, value_set=pa.array(UNPLACED_ADDRESS, pa.large_string()))
+    code = pc.if_else(pc.invert(unplaced).fill_null(False), arrow_text(matches["address_code"]).take(found), None)
+    return pd.DataFrame({"address_code": _str_series(code), "address_status": _str_series(status)}).set_axis(
+        texts.index
+    )
+
+
+def _str_series(values: pa.Array) -> pd.Series:
+    """Arrow text as a pandas text column (no Python object per value)."""
+    return pd.Series(pd.array(values, dtype="str"))
 
 
 def latest_hukou(hukou: pd.DataFrame) -> pd.DataFrame:
@@ -349,15 +347,15 @@ def build_property_holding(
     titles = titles[_person_owner(titles)]
     title_rows = pd.DataFrame(
         {
-            "citizen_id": _text(titles["owner_id"]),
+            "citizen_id": as_text(titles["owner_id"]),
             "kind": TITLE_KIND,
-            "record_key": _text(titles["certificate_no"]),
-            "use": _text(titles["use"]),
-            "status": _text(titles["title_status"]),
+            "record_key": as_text(titles["certificate_no"]),
+            "use": as_text(titles["use"]),
+            "status": as_text(titles["title_status"]),
             "record_date": as_dates(titles["registered_date"]),
             "share": pd.to_numeric(titles["share"], errors="coerce").astype("float64"),
-            "address": _text(titles["address"]),
-            "record_ref": _text(titles["record_ref"]),
+            "address": as_text(titles["address"]),
+            "record_ref": as_text(titles["record_ref"]),
         }
     )
     title_rows = title_rows.join(_place(title_rows["address"], title_source, address_match))
@@ -368,15 +366,15 @@ def build_property_holding(
     contracts = contracts[contracts["buyer_id"].notna()]
     contract_rows = pd.DataFrame(
         {
-            "citizen_id": _text(contracts["buyer_id"]),
+            "citizen_id": as_text(contracts["buyer_id"]),
             "kind": CONTRACT_KIND,
-            "record_key": _text(contracts["contract_no"]),
-            "use": _text(contracts["use"]),
-            "status": _text(contracts["status"]),
+            "record_key": as_text(contracts["contract_no"]),
+            "use": as_text(contracts["use"]),
+            "status": as_text(contracts["status"]),
             "record_date": as_dates(contracts["signed_date"]),
             "share": np.nan,
-            "address": _text(contracts["address"]),
-            "record_ref": _text(contracts["record_ref"]),
+            "address": as_text(contracts["address"]),
+            "record_ref": as_text(contracts["record_ref"]),
         }
     )
     contract_rows = contract_rows.join(_place(contract_rows["address"], contract_source, address_match))
@@ -398,14 +396,14 @@ def build_rental_holding(staged: dict[str, pd.DataFrame], address_match: pd.Data
     rentals = rentals[rentals["tenant_id"].notna()]
     rows = pd.DataFrame(
         {
-            "citizen_id": _text(rentals["tenant_id"]),
-            "record_no": _text(rentals["record_no"]),
-            "address": _text(rentals["address"]),
+            "citizen_id": as_text(rentals["tenant_id"]),
+            "record_no": as_text(rentals["record_no"]),
+            "address": as_text(rentals["address"]),
             "start_date": as_dates(rentals["start_date"]),
             "end_date": as_dates(rentals["end_date"]),
             "registered_date": as_dates(rentals["registered_date"]),
-            "status": _text(rentals["status"]),
-            "record_ref": _text(rentals["record_ref"]),
+            "status": as_text(rentals["status"]),
+            "record_ref": as_text(rentals["record_ref"]),
         }
     )
     rows["qualifying"] = rules.qualifying_rental(rows, policy).holds
@@ -437,15 +435,15 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
     months = pd.to_numeric(insurance["local_months"], errors="coerce").astype("Int64")
     insured = pd.DataFrame(
         {
-            "citizen_id": _text(insurance["citizen_id"]),
+            "citizen_id": as_text(insurance["citizen_id"]),
             "kind": evidence_source("insurance"),
-            "record_key": _text(insurance["citizen_id"].astype("str") + ":" + insurance["scheme"].astype("str")),
-            "org_code": _text(insurance["employer_code"]),
+            "record_key": as_text(insurance["citizen_id"].astype("str") + ":" + insurance["scheme"].astype("str")),
+            "org_code": as_text(insurance["employer_code"]),
             "since": as_dates(insurance["first_insured_date"]),
             "local_months": months,
-            "status": _text(insurance["insurance_status"]),
-            "scheme": _text(insurance["scheme"]),
-            "record_ref": _text(insurance["record_ref"]),
+            "status": as_text(insurance["insurance_status"]),
+            "scheme": as_text(insurance["scheme"]),
+            "record_ref": as_text(insurance["record_ref"]),
         }
     )
 
@@ -456,15 +454,15 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
         frame = frame[frame[id_column].notna()]
         part = pd.DataFrame(
             {
-                "citizen_id": _text(frame[id_column]),
+                "citizen_id": as_text(frame[id_column]),
                 "kind": source,
-                "record_key": _text(frame["credit_code"]),
-                "org_code": _text(frame["credit_code"]),
+                "record_key": as_text(frame["credit_code"]),
+                "org_code": as_text(frame["credit_code"]),
                 "since": as_dates(frame["established_date"]),
                 "local_months": pd.array([pd.NA] * len(frame), dtype="Int64"),
-                "status": _text(frame["reg_status"]),
+                "status": as_text(frame["reg_status"]),
                 "scheme": None,
-                "record_ref": _text(frame["record_ref"]),
+                "record_ref": as_text(frame["record_ref"]),
             }
         )
         parts.append(part)

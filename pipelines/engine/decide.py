@@ -28,7 +28,16 @@ import pyarrow.compute as pc
 
 from pipelines.engine import rules
 from pipelines.engine.citizens import PROPERTY_COLUMNS, RENTAL_COLUMNS
-from pipelines.engine.frames import arrow_text, json_text, member, produced_columns, run_starts, sort_rows, text_concat
+from pipelines.engine.frames import (
+    arrow_text,
+    as_text,
+    json_text,
+    member,
+    produced_columns,
+    run_starts,
+    sort_rows,
+    text_concat,
+)
 from pipelines.engine.records import DECEASED, evidence_source, property_source
 from pipelines.engine.rules import (
     ADDRESS_UNMATCHED,
@@ -155,7 +164,8 @@ def catchments_for(address_catchment: pd.DataFrame, policy: Policy) -> pd.DataFr
     if "enrollment_year" in rows.columns:
         rows = rows[rows["enrollment_year"].astype("Int64") == policy.enrollment_year]
     rows = rows[rows["level"].isin([w.level for w in policy.levels])]
-    return rows[["address_code", "level", "school_code"]].astype("object").drop_duplicates().reset_index(drop=True)
+    rows = rows[["address_code", "level", "school_code"]]
+    return rows.assign(**{c: as_text(rows[c]) for c in rows.columns}).drop_duplicates().reset_index(drop=True)
 
 
 def _outside(codes: pd.DataFrame, catchments: pd.DataFrame, policy: Policy) -> pd.DataFrame:
@@ -169,7 +179,7 @@ def _outside(codes: pd.DataFrame, catchments: pd.DataFrame, policy: Policy) -> p
 
 
 def _reasons(citizen_ids: pd.Series, reason: str, scope: str, level: object = ALL_LEVELS) -> pd.DataFrame:
-    return pd.DataFrame({"citizen_id": citizen_ids.to_numpy(), "level": level, "reason": reason, "scope": scope})
+    return pd.DataFrame({"citizen_id": as_text(citizen_ids).array, "level": level, "reason": reason, "scope": scope})
 
 
 def _told(records: pd.DataFrame, verdict: rules.Verdict) -> pd.DataFrame:
@@ -227,7 +237,7 @@ def person_facts(
     )
 
     people = pd.Index(pd.concat([properties["citizen_id"], rentals["citizen_id"], jobs["citizen_id"]]).unique())
-    person_flags = pd.DataFrame({"citizen_id": people.astype("object")})
+    person_flags = pd.DataFrame({"citizen_id": as_text(pd.Series(people)).array})
     person_flags["has_property"] = member(person_flags["citizen_id"], qualifying["citizen_id"])
     person_flags["has_rental"] = member(person_flags["citizen_id"], good_rentals["citizen_id"])
     person_flags["stable_employment"] = member(person_flags["citizen_id"], stable["citizen_id"])

@@ -29,6 +29,12 @@ def arrow_text(values) -> pa.Array:
     return array.cast(pa.large_string())
 
 
+def as_text(values: pd.Series) -> pd.Series:
+    """A text column as given: Arrow-backed text stays so (no Python object per value, cheap to
+    write), anything else becomes ``object``."""
+    return values if isinstance(values.dtype, pd.StringDtype) else values.astype("object")
+
+
 def member(values: pd.Series, pool: pd.Series | pd.Index) -> np.ndarray:
     """``values.isin(pool)`` for text values (IDs, codes): one Arrow hash set of the pool.
 
