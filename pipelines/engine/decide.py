@@ -83,8 +83,12 @@ def _plain(values: pd.Series) -> list:
     """Python scalars for JSON: dates as ISO text, missing as None."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return _iso(values).tolist()
+    if isinstance(values.dtype, pd.StringDtype):
+        return arrow_text(values).to_pylist()
     column = values.astype(object)
     column = column.where(column.notna(), None).tolist()
+    if values.dtype != object:  # numpy and nullable columns give Python scalars already
+        return column
     return [v.item() if isinstance(v, np.generic) else v for v in column]
 
 
@@ -593,7 +597,7 @@ def build_prefill(
         return pd.DataFrame({c: pd.Series(dtype="object") for c in PREFILL_COLUMNS})
 
     def per_person(frame: pd.DataFrame, columns: list[str], order: list[str]) -> dict:
-        rows = frame[member(frame["citizen_id"], guardian_ids)].sort_values(["citizen_id"] + order, kind="stable")
+        rows = sort_rows(frame[member(frame["citizen_id"], guardian_ids)], ["citizen_id"] + order)
         return {
             k[0]: v for k, v in _grouped([(c,) for c in rows["citizen_id"].tolist()], _records(rows, columns)).items()
         }
