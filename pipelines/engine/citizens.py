@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines import registry
 from pipelines.engine import rules
-from pipelines.engine.frames import as_dates, json_text, member, produced_columns
+from pipelines.engine.frames import arrow_text, as_dates, as_text, json_text, produced_columns, sort_rows
 from pipelines.engine.records import (
     CHILD_OF_HEAD,
     CONTRACT_KIND,
@@ -76,11 +78,19 @@ def _place(texts: pd.Series, source: str, address_match: pd.DataFrame) -> pd.Dat
     """
     matches = address_match.loc[address_match["source"] == source, ["address", "address_code", "status"]]
     matches = matches.drop_duplicates("address")
-    placed = pd.DataFrame({"address": texts.to_numpy()}).merge(matches, on="address", how="left")
-    status = placed["status"].astype("object").where(placed["status"].notna(), "unmatched")
-    status = status.where(placed["address"].notna(), None)
-    code = placed["address_code"].astype("object").where(~status.isin(UNPLACED_ADDRESS) & status.notna(), None)
-    return pd.DataFrame({"address_code": code.to_numpy(), "address_status": status.to_numpy()}, index=texts.index)
+    found = pc.index_in(arrow_text(texts), value_set=arrow_text(matches["address"]))
+    status = arrow_text(matches["status"]).take(found).fill_null("unmatched")  # a text never seen
+    status = pc.if_else(pc.is_null(arrow_text(texts)), pa.scalar(None, pa.large_string()), status)
+    unplaced = pc.is_in(status, value_set=pa.array(UNPLACED_ADDRESS, pa.large_string()))
+    code = pc.if_else(pc.invert(unplaced).fill_null(False), arrow_text(matches["address_code"]).take(found), None)
+    return pd.DataFrame({"address_code": _str_series(code), "address_status": _str_series(status)}).set_axis(
+        texts.index
+    )
+
+
+def _str_series(values: pa.Array) -> pd.Series:
+    """Arrow text as a pandas text column (no Python object per value)."""
+    return pd.Series(pd.array(values, dtype="str"))
 
 
 def latest_hukou(hukou: pd.DataFrame) -> pd.DataFrame:
@@ -89,7 +99,7 @@ def latest_hukou(hukou: pd.DataFrame) -> pd.DataFrame:
         return hukou
     order = [c for c in ("citizen_id", "updated_at", "record_ref") if c in hukou.columns]
     ascending = [True, False, True][: len(order)]
-    return hukou.sort_values(order, ascending=ascending, kind="stable").drop_duplicates("citizen_id")
+    return sort_rows(hukou, order, ascending, first_of=1)
 
 
 def _person_owner(titles: pd.DataFrame) -> pd.Series:
@@ -117,27 +127,53 @@ def _named_residents(frame: pd.DataFrame, person: registry.PersonColumns) -> pd.
 
 
 def _mentions(staged: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every (resident, source, name) a department delivered; credit codes are not residents."""
-    parts = []
+    """Every (ID, name, source) a department delivered about a person, IDs not yet checked.
+
+    ``citizen_id`` and ``name`` are text, ``source`` the source's position in
+    ``registry.source_keys()``.
+    """
+    position = {source: i for i, source in enumerate(registry.source_keys())}
+    ids, names, sources = [], [], []
     for source, persons in registry.person_columns().items():
         for role, person in enumerate(persons):
             frame = staged.get(role_frame_name(source, role), staged.get(source))
             if frame is None or frame.empty or person.id not in frame.columns:
                 continue
             rows = frame[_named_residents(frame, person)]
-            names = rows[person.name].astype("object") if person.name in rows.columns else None
-            part = pd.DataFrame({"citizen_id": rows[person.id].astype("object"), "name": names, "source": source})
-            parts.append(part[part["citizen_id"].notna()])
-    if not parts:
+            rows = rows[rows[person.id].notna()]
+            ids.append(rows[person.id].astype("str").reset_index(drop=True))
+            if person.name in rows.columns:
+                names.append(rows[person.name].astype("str").reset_index(drop=True))
+            else:
+                names.append(pd.Series(np.nan, index=range(len(rows)), dtype="str"))
+            sources.append(np.full(len(rows), position[source], dtype=np.int64))
+    if not ids:
         return pd.DataFrame(
             {
-                "citizen_id": pd.Series(dtype="object"),
-                "name": pd.Series(dtype="object"),
-                "source": pd.Series(dtype="object"),
+                "citizen_id": pd.Series(dtype="str"),
+                "name": pd.Series(dtype="str"),
+                "source": pd.Series(dtype=np.int64),
             }
         )
-    mentions = pd.concat(parts, ignore_index=True)
-    return mentions[_is_resident_id(mentions["citizen_id"])]
+    return pd.DataFrame(
+        {
+            "citizen_id": pd.concat(ids, ignore_index=True),
+            "name": pd.concat(names, ignore_index=True),
+            "source": np.concatenate(sources),
+        }
+    )
+
+
+def _residents(mentions: pd.DataFrame) -> tuple[pd.Series, np.ndarray]:
+    """The resident IDs mentioned (credit codes are not residents), in ID order, and for each
+    mention the position of its resident in that order (-1: not a resident ID)."""
+    codes, uniques = pd.factorize(mentions["citizen_id"])
+    uniques = pd.Series(uniques, dtype="str")
+    order = pc.sort_indices(pa.array(uniques.array)).to_numpy()
+    residents = order[_is_resident_id(uniques).to_numpy()[order]]
+    slot = np.full(len(uniques) + 1, -1, dtype=np.int64)  # the last slot: a missing ID
+    slot[residents] = np.arange(len(residents))
+    return uniques.take(residents).reset_index(drop=True), slot[codes]
 
 
 def _id_birth_and_sex(ids: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -158,49 +194,54 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     that mention them; ``name_conflict`` says two sources spell the name differently.
     """
     mentions = _mentions(staged)
-    authority = {source: rank for rank, source in enumerate(registry.name_authority())}
-    mentions = mentions.assign(rank=mentions["source"].map(authority))
-    spellings = mentions.loc[mentions["name"].notna(), ["citizen_id", "name", "rank"]]
-    spellings = spellings.sort_values("rank", kind="stable").drop_duplicates(["citizen_id", "name"])
-    chosen = spellings.drop_duplicates("citizen_id").set_index("citizen_id")["name"]
-    conflicting = spellings.loc[spellings["citizen_id"].duplicated(), "citizen_id"]
+    citizen_ids, resident = _residents(mentions)
+    known = resident >= 0
+    resident, source, name = resident[known], mentions["source"].to_numpy()[known], mentions["name"][known]
+    count = len(citizen_ids)
 
+    # The spelling of the most authoritative source naming them (first delivered among equals).
     sources = registry.source_keys()
-    bits = mentions["source"].map({s: 1 << i for i, s in enumerate(sources)}).astype(np.int64)
-    masks = (
-        pd.DataFrame({"citizen_id": mentions["citizen_id"], "bit": bits})
-        .drop_duplicates()
-        .groupby("citizen_id")["bit"]
-        .sum()
-    )
+    authority = {s: rank for rank, s in enumerate(registry.name_authority())}
+    rank = np.array([authority.get(s, len(authority)) for s in sources], dtype=np.int64)[source]
+    spelled = np.flatnonzero(name.notna().to_numpy())
+    spelled = spelled[np.argsort(rank[spelled], kind="stable")]
+    first = np.flatnonzero(~pd.Series(resident[spelled]).duplicated().to_numpy())
+    spelling_of = np.full(count, -1, dtype=np.int64)
+    spelling_of[resident[spelled[first]]] = spelled[first]
+    names = name.array.take(spelling_of, allow_fill=True)
+    spelling = pd.factorize(name.take(spelled))[0].astype(np.int64)
+    width = int(spelling.max(initial=0)) + 1
+    pairs = pd.unique(resident[spelled] * width + spelling)  # one per (resident, spelling)
+    distinct = np.bincount(pairs // width, minlength=count)
+
+    # Which sources mention them, as one bit each.
+    masks = np.zeros(count, dtype=np.int64)
+    for i in np.unique(source).tolist():
+        masks[resident[source == i]] |= 1 << i
     mask_text = {
-        mask: json_text(sorted(s for i, s in enumerate(sources) if mask & (1 << i))) for mask in masks.unique()
+        mask: json_text(sorted(s for i, s in enumerate(sources) if mask & (1 << i)))
+        for mask in np.unique(masks).tolist()
     }
 
-    citizens = pd.DataFrame({"citizen_id": masks.index.astype("object")})
-    citizens["name"] = citizens["citizen_id"].map(chosen).astype("object")
-    citizens["sources"] = masks.map(mask_text).to_numpy()
-    citizens["name_conflict"] = member(citizens["citizen_id"], conflicting)
+    citizens = pd.DataFrame({"citizen_id": citizen_ids})
+    citizens["name"] = names
+    citizens["sources"] = pd.Series(masks).map(mask_text).to_numpy()
+    citizens["name_conflict"] = distinct > 1
 
     hukou_source = evidence_source("hukou")
-    hukou = latest_hukou(
-        _frame(
-            staged,
-            hukou_source,
-            [
-                "citizen_id",
-                "sex",
-                "birth_date",
-                "household_no",
-                "status",
-                "hukou_region_code",
-                "hukou_address",
-                "settled_date",
-                "updated_at",
-                "record_ref",
-            ],
-        )
-    )
+    hukou_columns = [
+        "citizen_id",
+        "sex",
+        "birth_date",
+        "household_no",
+        "status",
+        "hukou_region_code",
+        "hukou_address",
+        "settled_date",
+        "updated_at",
+        "record_ref",
+    ]
+    hukou = latest_hukou(_frame(staged, hukou_source, hukou_columns)[hukou_columns])
     hukou = hukou.assign(urban_hukou=rules.urban_hukou(hukou, policy))
     placed = _place(hukou["hukou_address"], hukou_source, address_match)
     hukou = hukou.assign(hukou_address_code=placed["address_code"], hukou_address_status=placed["address_status"])
@@ -222,10 +263,10 @@ def build_citizens(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame,
     citizens = citizens.merge(hukou, on="citizen_id", how="left")
     id_birth, id_sex = _id_birth_and_sex(citizens["citizen_id"])
     citizens["birth_date"] = as_dates(citizens["birth_date"]).fillna(id_birth)
-    citizens["sex"] = citizens["sex"].astype("object").where(citizens["sex"].notna(), id_sex)
+    citizens["sex"] = citizens["sex"].where(citizens["sex"].notna(), id_sex)
     citizens["settled_date"] = as_dates(citizens["settled_date"])
     citizens["urban_hukou"] = citizens["urban_hukou"].astype("boolean").fillna(False).astype(bool)
-    return citizens[CITIZEN_COLUMNS].sort_values("citizen_id", ignore_index=True)
+    return citizens[CITIZEN_COLUMNS].reset_index(drop=True)  # in ID order since _residents
 
 
 def build_guardianship(hukou: pd.DataFrame, policy: Policy) -> pd.DataFrame:
@@ -237,7 +278,7 @@ def build_guardianship(hukou: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     ``household_no`` (basis ``household``, relation = their relation to the head). Nothing
     else is inferred. Runs on whole households (bucket by ``household_no``).
     """
-    hukou = latest_hukou(_frame({"hukou": hukou}, "hukou", HUKOU_FOR_GUARDIANSHIP))  # the given frame, completed
+    hukou = latest_hukou(_frame({"hukou": hukou}, "hukou", HUKOU_FOR_GUARDIANSHIP)[HUKOU_FOR_GUARDIANSHIP])
     children = hukou[rules.school_level(as_dates(hukou["birth_date"]), hukou["status"], policy).notna()]
 
     named = children["guardian1_id"].notna() | children["guardian2_id"].notna()
@@ -273,10 +314,8 @@ def build_guardianship(hukou: pd.DataFrame, policy: Policy) -> pd.DataFrame:
 
     edges = pd.concat([*field_edges, household_edges], ignore_index=True)
     edges = edges[edges["child_id"] != edges["guardian_id"]]
-    return (
-        edges.sort_values(["child_id", "guardian_id", "basis"], kind="stable")
-        .drop_duplicates(["child_id", "guardian_id"])[GUARDIANSHIP_COLUMNS]
-        .reset_index(drop=True)
+    return sort_rows(edges[GUARDIANSHIP_COLUMNS], ["child_id", "guardian_id", "basis"], first_of=2).reset_index(
+        drop=True
     )
 
 
@@ -308,15 +347,15 @@ def build_property_holding(
     titles = titles[_person_owner(titles)]
     title_rows = pd.DataFrame(
         {
-            "citizen_id": titles["owner_id"].astype("object"),
+            "citizen_id": as_text(titles["owner_id"]),
             "kind": TITLE_KIND,
-            "record_key": titles["certificate_no"].astype("object"),
-            "use": titles["use"].astype("object"),
-            "status": titles["title_status"].astype("object"),
+            "record_key": as_text(titles["certificate_no"]),
+            "use": as_text(titles["use"]),
+            "status": as_text(titles["title_status"]),
             "record_date": as_dates(titles["registered_date"]),
             "share": pd.to_numeric(titles["share"], errors="coerce").astype("float64"),
-            "address": titles["address"].astype("object"),
-            "record_ref": titles["record_ref"].astype("object"),
+            "address": as_text(titles["address"]),
+            "record_ref": as_text(titles["record_ref"]),
         }
     )
     title_rows = title_rows.join(_place(title_rows["address"], title_source, address_match))
@@ -327,26 +366,22 @@ def build_property_holding(
     contracts = contracts[contracts["buyer_id"].notna()]
     contract_rows = pd.DataFrame(
         {
-            "citizen_id": contracts["buyer_id"].astype("object"),
+            "citizen_id": as_text(contracts["buyer_id"]),
             "kind": CONTRACT_KIND,
-            "record_key": contracts["contract_no"].astype("object"),
-            "use": contracts["use"].astype("object"),
-            "status": contracts["status"].astype("object"),
+            "record_key": as_text(contracts["contract_no"]),
+            "use": as_text(contracts["use"]),
+            "status": as_text(contracts["status"]),
             "record_date": as_dates(contracts["signed_date"]),
             "share": np.nan,
-            "address": contracts["address"].astype("object"),
-            "record_ref": contracts["record_ref"].astype("object"),
+            "address": as_text(contracts["address"]),
+            "record_ref": as_text(contracts["record_ref"]),
         }
     )
     contract_rows = contract_rows.join(_place(contract_rows["address"], contract_source, address_match))
 
     rows = pd.concat([title_rows, contract_rows], ignore_index=True)
     rows["qualifying"] = rules.qualifying_property(rows, policy).holds
-    return (
-        rows.sort_values(["citizen_id", "kind", "record_key"], kind="stable")
-        .drop_duplicates(["citizen_id", "kind", "record_key"])[PROPERTY_COLUMNS]
-        .reset_index(drop=True)
-    )
+    return sort_rows(rows[PROPERTY_COLUMNS], ["citizen_id", "kind", "record_key"], first_of=3).reset_index(drop=True)
 
 
 def build_rental_holding(staged: dict[str, pd.DataFrame], address_match: pd.DataFrame, policy: Policy) -> pd.DataFrame:
@@ -361,23 +396,19 @@ def build_rental_holding(staged: dict[str, pd.DataFrame], address_match: pd.Data
     rentals = rentals[rentals["tenant_id"].notna()]
     rows = pd.DataFrame(
         {
-            "citizen_id": rentals["tenant_id"].astype("object"),
-            "record_no": rentals["record_no"].astype("object"),
-            "address": rentals["address"].astype("object"),
+            "citizen_id": as_text(rentals["tenant_id"]),
+            "record_no": as_text(rentals["record_no"]),
+            "address": as_text(rentals["address"]),
             "start_date": as_dates(rentals["start_date"]),
             "end_date": as_dates(rentals["end_date"]),
             "registered_date": as_dates(rentals["registered_date"]),
-            "status": rentals["status"].astype("object"),
-            "record_ref": rentals["record_ref"].astype("object"),
+            "status": as_text(rentals["status"]),
+            "record_ref": as_text(rentals["record_ref"]),
         }
     )
     rows["qualifying"] = rules.qualifying_rental(rows, policy).holds
     rows = rows.join(_place(rows["address"], rental_source, address_match))
-    return (
-        rows.sort_values(["citizen_id", "record_no"], kind="stable")
-        .drop_duplicates(["citizen_id", "record_no"])[RENTAL_COLUMNS]
-        .reset_index(drop=True)
-    )
+    return sort_rows(rows[RENTAL_COLUMNS], ["citizen_id", "record_no"], first_of=2).reset_index(drop=True)
 
 
 def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.DataFrame:
@@ -404,17 +435,15 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
     months = pd.to_numeric(insurance["local_months"], errors="coerce").astype("Int64")
     insured = pd.DataFrame(
         {
-            "citizen_id": insurance["citizen_id"].astype("object"),
+            "citizen_id": as_text(insurance["citizen_id"]),
             "kind": evidence_source("insurance"),
-            "record_key": (insurance["citizen_id"].astype("str") + ":" + insurance["scheme"].astype("str")).astype(
-                "object"
-            ),
-            "org_code": insurance["employer_code"].astype("object"),
+            "record_key": as_text(insurance["citizen_id"].astype("str") + ":" + insurance["scheme"].astype("str")),
+            "org_code": as_text(insurance["employer_code"]),
             "since": as_dates(insurance["first_insured_date"]),
             "local_months": months,
-            "status": insurance["insurance_status"].astype("object"),
-            "scheme": insurance["scheme"].astype("object"),
-            "record_ref": insurance["record_ref"].astype("object"),
+            "status": as_text(insurance["insurance_status"]),
+            "scheme": as_text(insurance["scheme"]),
+            "record_ref": as_text(insurance["record_ref"]),
         }
     )
 
@@ -425,15 +454,15 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
         frame = frame[frame[id_column].notna()]
         part = pd.DataFrame(
             {
-                "citizen_id": frame[id_column].astype("object"),
+                "citizen_id": as_text(frame[id_column]),
                 "kind": source,
-                "record_key": frame["credit_code"].astype("object"),
-                "org_code": frame["credit_code"].astype("object"),
+                "record_key": as_text(frame["credit_code"]),
+                "org_code": as_text(frame["credit_code"]),
                 "since": as_dates(frame["established_date"]),
                 "local_months": pd.array([pd.NA] * len(frame), dtype="Int64"),
-                "status": frame["reg_status"].astype("object"),
+                "status": as_text(frame["reg_status"]),
                 "scheme": None,
-                "record_ref": frame["record_ref"].astype("object"),
+                "record_ref": as_text(frame["record_ref"]),
             }
         )
         parts.append(part)
@@ -441,11 +470,7 @@ def build_employment(staged: dict[str, pd.DataFrame], policy: Policy) -> pd.Data
     rows["qualifying"] = rules.stable_employment(rows, policy).holds
     rows = rows[_is_resident_id(rows["citizen_id"])]
     rows["local_months"] = rows["local_months"].astype("Int64")
-    return (
-        rows.sort_values(["citizen_id", "kind", "record_key"], kind="stable")
-        .drop_duplicates(["citizen_id", "kind", "record_key"])[EMPLOYMENT_COLUMNS]
-        .reset_index(drop=True)
-    )
+    return sort_rows(rows[EMPLOYMENT_COLUMNS], ["citizen_id", "kind", "record_key"], first_of=3).reset_index(drop=True)
 
 
 def build_person_tables(

@@ -23,10 +23,21 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.engine import rules
 from pipelines.engine.citizens import PROPERTY_COLUMNS, RENTAL_COLUMNS
-from pipelines.engine.frames import json_text, member, produced_columns
+from pipelines.engine.frames import (
+    arrow_text,
+    as_text,
+    json_text,
+    member,
+    produced_columns,
+    run_starts,
+    sort_rows,
+    text_concat,
+)
 from pipelines.engine.records import DECEASED, evidence_source, property_source
 from pipelines.engine.rules import (
     ADDRESS_UNMATCHED,
@@ -57,16 +68,27 @@ FACT_COLUMNS = ["citizen_id", "level", "school_code", "date", "source", "record_
 
 def _iso(values: pd.Series) -> pd.Series:
     """ISO dates (object, None for NaT), vectorized."""
+    return pd.Series(_iso_text(values).to_numpy(zero_copy_only=False), index=values.index, dtype="object")
+
+
+def _iso_text(values: pd.Series) -> pa.Array:
+    """ISO dates as Arrow text, null for NaT (each distinct day spelled once)."""
     dates = pd.Series(pd.to_datetime(values, errors="coerce"))
-    return dates.dt.strftime("%Y-%m-%d").astype(object).where(dates.notna(), None)
+    codes, days = pd.factorize(dates)
+    spelled = pa.array(np.datetime_as_string(np.asarray(days, dtype="datetime64[D]")), type=pa.large_string())
+    return spelled.take(pa.array(codes, mask=codes < 0))
 
 
 def _plain(values: pd.Series) -> list:
     """Python scalars for JSON: dates as ISO text, missing as None."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return _iso(values).tolist()
+    if isinstance(values.dtype, pd.StringDtype):
+        return arrow_text(values).to_pylist()
     column = values.astype(object)
     column = column.where(column.notna(), None).tolist()
+    if values.dtype != object:  # numpy and nullable columns give Python scalars already
+        return column
     return [v.item() if isinstance(v, np.generic) else v for v in column]
 
 
@@ -83,20 +105,20 @@ def _grouped(keys: list[tuple], items: list) -> dict[tuple, list]:
     }
 
 
-def json_strings(values: pd.Series) -> pd.Series:
+def json_strings(values: pd.Series | pa.Array) -> pa.Array:
     """Each value as a JSON string literal (``ensure_ascii=False``) or ``null``, vectorized.
 
-    Byte-identical to ``json.dumps`` for the same value; texts holding control characters
+    Byte-identical to ``json.dumps`` for the same text; texts holding control characters
     (never seen in keys) take ``json.dumps`` itself.
     """
-    column = values.astype(object)
-    missing = column.isna()
-    text = column.where(~missing, "").astype(str)
-    if text.str.contains(r"[\x00-\x1f]", regex=True).any():
-        literal = text.map(lambda v: json.dumps(v, ensure_ascii=False))
+    text = values.cast(pa.large_string()) if isinstance(values, pa.Array) else arrow_text(values)
+    if pc.any(pc.match_substring_regex(text, r"[\x00-\x1f]")).as_py():
+        spelled = [None if v is None else json.dumps(v, ensure_ascii=False) for v in text.to_pylist()]
+        literal = pa.array(spelled, type=pa.large_string())
     else:
-        literal = '"' + text.str.replace("\\", "\\\\", regex=False).str.replace('"', '\\"', regex=False) + '"'
-    return literal.astype(object).where(~missing, "null")
+        escaped = pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"')
+        literal = text_concat('"', escaped, '"')
+    return literal.fill_null("null")
 
 
 def _evidence(frame: pd.DataFrame, key_columns: list[str]) -> pd.DataFrame:
@@ -109,27 +131,35 @@ def _evidence(frame: pd.DataFrame, key_columns: list[str]) -> pd.DataFrame:
         return pd.DataFrame(
             {**{c: pd.Series(dtype="object") for c in key_columns}, "evidence": pd.Series(dtype="object")}
         )
-    facts = (
-        frame[key_columns + ["source", "record_key", "date"]]
-        .sort_values(key_columns + ["source", "record_key", "date"], kind="stable")
-        .drop_duplicates(key_columns + ["source", "record_key"], ignore_index=True)
+    columns = key_columns + ["source", "record_key", "date"]
+    facts = sort_rows(frame[columns], columns, first_of=len(key_columns) + 2).reset_index(drop=True)
+    items = text_concat(
+        '{"date": ',
+        json_strings(_iso_text(facts["date"])),
+        ', "record_key": ',
+        json_strings(facts["record_key"]),
+        ', "source": ',
+        json_strings(facts["source"]),
+        "}",
     )
-    items = (
-        '{"date": '
-        + json_strings(_iso(facts["date"]))
-        + ', "record_key": '
-        + json_strings(facts["record_key"])
-        + ', "source": '
-        + json_strings(facts["source"])
-        + "}"
-    )
-    keys = facts[key_columns]
-    starts = np.flatnonzero((keys != keys.shift()).any(axis=1).to_numpy())
-    ends = np.append(starts[1:], len(facts))
-    items = items.tolist()
-    out = keys.iloc[starts].reset_index(drop=True)
-    out["evidence"] = ["[" + ", ".join(items[s:e]) + "]" for s, e in zip(starts.tolist(), ends.tolist())]
+    starts = run_starts(facts, key_columns)
+    groups = pa.LargeListArray.from_arrays(pa.array(np.append(starts, len(facts)), type=pa.int64()), items)
+    joined = text_concat("[", pc.binary_join(groups, pa.scalar(", ", type=pa.large_string())), "]")
+    out = facts[key_columns].iloc[starts].reset_index(drop=True)
+    out["evidence"] = joined.to_pandas()
     return out
+
+
+def _beside(rows: pd.DataFrame, evidence: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``rows.merge(evidence, on=keys)`` where both hold the same keys in the same order (one
+    row per key): the columns side by side; any other case takes the merge."""
+    rows = rows.reset_index(drop=True)
+    aligned = len(rows) == len(evidence) and all(
+        pc.all(pc.equal(arrow_text(rows[k]), arrow_text(evidence[k]))).as_py() is not False for k in keys
+    )
+    if not aligned or rows[keys].isna().any().any():
+        return rows.merge(evidence, on=keys)
+    return rows.assign(**{c: evidence[c].array for c in evidence.columns if c not in keys})
 
 
 def catchments_for(address_catchment: pd.DataFrame, policy: Policy) -> pd.DataFrame:
@@ -138,7 +168,8 @@ def catchments_for(address_catchment: pd.DataFrame, policy: Policy) -> pd.DataFr
     if "enrollment_year" in rows.columns:
         rows = rows[rows["enrollment_year"].astype("Int64") == policy.enrollment_year]
     rows = rows[rows["level"].isin([w.level for w in policy.levels])]
-    return rows[["address_code", "level", "school_code"]].astype("object").drop_duplicates().reset_index(drop=True)
+    rows = rows[["address_code", "level", "school_code"]]
+    return rows.assign(**{c: as_text(rows[c]) for c in rows.columns}).drop_duplicates().reset_index(drop=True)
 
 
 def _outside(codes: pd.DataFrame, catchments: pd.DataFrame, policy: Policy) -> pd.DataFrame:
@@ -152,7 +183,7 @@ def _outside(codes: pd.DataFrame, catchments: pd.DataFrame, policy: Policy) -> p
 
 
 def _reasons(citizen_ids: pd.Series, reason: str, scope: str, level: object = ALL_LEVELS) -> pd.DataFrame:
-    return pd.DataFrame({"citizen_id": citizen_ids.to_numpy(), "level": level, "reason": reason, "scope": scope})
+    return pd.DataFrame({"citizen_id": as_text(citizen_ids).array, "level": level, "reason": reason, "scope": scope})
 
 
 def _told(records: pd.DataFrame, verdict: rules.Verdict) -> pd.DataFrame:
@@ -210,7 +241,7 @@ def person_facts(
     )
 
     people = pd.Index(pd.concat([properties["citizen_id"], rentals["citizen_id"], jobs["citizen_id"]]).unique())
-    person_flags = pd.DataFrame({"citizen_id": people.astype("object")})
+    person_flags = pd.DataFrame({"citizen_id": as_text(pd.Series(people)).array})
     person_flags["has_property"] = member(person_flags["citizen_id"], qualifying["citizen_id"])
     person_flags["has_rental"] = member(person_flags["citizen_id"], good_rentals["citizen_id"])
     person_flags["stable_employment"] = member(person_flags["citizen_id"], stable["citizen_id"])
@@ -522,8 +553,8 @@ def guardian_eligibility(
 
     properties = facts["placed_property"].rename(columns={"citizen_id": "guardian_id"})
     properties = properties[~member(properties["guardian_id"], children)]
-    by_property = properties.sort_values(keys + ["date"], kind="stable").drop_duplicates(keys)
-    by_property = by_property[keys + ["date"]].assign(basis="property").merge(_evidence(properties, keys), on=keys)
+    by_property = sort_rows(properties[keys + ["date"]], keys + ["date"], first_of=len(keys))
+    by_property = _beside(by_property.assign(basis="property"), _evidence(properties, keys), keys)
 
     open_rental = flags.index[rules.open_to_rental(flags)]
     rentals = facts["placed_rental"].rename(columns={"citizen_id": "guardian_id"})
@@ -533,11 +564,9 @@ def guardian_eligibility(
         .rename(columns={"citizen_id": "guardian_id"})
         .merge(rentals[keys].drop_duplicates(), on="guardian_id")
     )
-    by_rental = rentals.sort_values(keys + ["date"], kind="stable").drop_duplicates(keys)
-    by_rental = (
-        by_rental[keys + ["date"]]
-        .assign(basis="rental")
-        .merge(_evidence(pd.concat([rentals, jobs], ignore_index=True), keys), on=keys)
+    by_rental = sort_rows(rentals[keys + ["date"]], keys + ["date"], first_of=len(keys))
+    by_rental = _beside(
+        by_rental.assign(basis="rental"), _evidence(pd.concat([rentals, jobs], ignore_index=True), keys), keys
     )
 
     rows = pd.concat([by_property, by_rental], ignore_index=True).rename(columns={"date": "priority_date"})
@@ -546,7 +575,7 @@ def guardian_eligibility(
         run_id=run_id,
         priority_date=pd.to_datetime(rows["priority_date"]).astype("datetime64[ns]"),
     )
-    return rows[GUARDIAN_ELIGIBILITY_COLUMNS].sort_values(keys, ignore_index=True)
+    return sort_rows(rows[GUARDIAN_ELIGIBILITY_COLUMNS], keys).reset_index(drop=True)
 
 
 def build_prefill(
@@ -568,7 +597,7 @@ def build_prefill(
         return pd.DataFrame({c: pd.Series(dtype="object") for c in PREFILL_COLUMNS})
 
     def per_person(frame: pd.DataFrame, columns: list[str], order: list[str]) -> dict:
-        rows = frame[member(frame["citizen_id"], guardian_ids)].sort_values(["citizen_id"] + order, kind="stable")
+        rows = sort_rows(frame[member(frame["citizen_id"], guardian_ids)], ["citizen_id"] + order)
         return {
             k[0]: v for k, v in _grouped([(c,) for c in rows["citizen_id"].tolist()], _records(rows, columns)).items()
         }
