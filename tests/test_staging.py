@@ -465,3 +465,23 @@ def test_a_cast_run_once_per_distinct_text_gives_the_row_by_row_result(kind):
     expected_value, expected_invalid = cast(text)
     pd.testing.assert_series_equal(value, expected_value, check_names=False)
     pd.testing.assert_series_equal(invalid, expected_invalid.astype(bool), check_names=False)
+
+
+@pytest.mark.parametrize(
+    "text, lines",
+    [
+        (b"", []),
+        (b"a", ["a"]),
+        (b"a\nb", ["a", "b"]),
+        (b"a\nb\n", ["a", "b"]),
+        (b"a\n\n", ["a", ""]),
+        (b"\n", [""]),
+        (b"a\r\nb\r\n", ["a", "b"]),
+        (b"a\rb\nc\r", ["a\rb", "c"]),
+        ("张\n三".encode(), ["张", "三"]),
+    ],
+)
+def test_split_lines_cuts_at_each_newline_and_drops_only_the_final_empty_piece(text, lines):
+    from pipelines.staging.delivery import split_lines
+
+    assert split_lines(text).to_pylist() == lines
