@@ -447,3 +447,41 @@ def test_a_delivery_that_is_not_a_table_is_quoted_short_and_masked(tmp_path):
     message = str(caught.value)
     assert "bin/bash" not in message and "37110219800101001X" not in message
     assert "characters" in message
+
+
+@pytest.mark.parametrize("kind", ["int", "float", "share", "month"])
+def test_a_cast_run_once_per_distinct_text_gives_the_row_by_row_result(kind):
+    from pipelines.staging import casting
+
+    cast = {
+        "int": casting._cast_int,
+        "float": casting._cast_float,
+        "share": casting._cast_share,
+        "month": casting._cast_month,
+    }[kind]
+    texts = ["12", "12.0", "+7", "1/2", "50%", "0.5", "2024-05", "202413", "abc", None, "12", "１２", ".5", "1."]
+    text = pd.Series(texts * 3, index=pd.RangeIndex(5, 5 + 3 * len(texts)), dtype="str")
+    value, invalid = casting._per_distinct(cast, text)
+    expected_value, expected_invalid = cast(text)
+    pd.testing.assert_series_equal(value, expected_value, check_names=False)
+    pd.testing.assert_series_equal(invalid, expected_invalid.astype(bool), check_names=False)
+
+
+@pytest.mark.parametrize(
+    "text, lines",
+    [
+        (b"", []),
+        (b"a", ["a"]),
+        (b"a\nb", ["a", "b"]),
+        (b"a\nb\n", ["a", "b"]),
+        (b"a\n\n", ["a", ""]),
+        (b"\n", [""]),
+        (b"a\r\nb\r\n", ["a", "b"]),
+        (b"a\rb\nc\r", ["a\rb", "c"]),
+        ("张\n三".encode(), ["张", "三"]),
+    ],
+)
+def test_split_lines_cuts_at_each_newline_and_drops_only_the_final_empty_piece(text, lines):
+    from pipelines.staging.delivery import split_lines
+
+    assert split_lines(text).to_pylist() == lines

@@ -280,12 +280,17 @@ def build_address_match(
     }
     if not per_source:
         return pd.DataFrame(columns=["source", *MATCH_COLUMNS])
-    resolved = resolve_texts(pd.concat(list(per_source.values()), ignore_index=True), registry)
+    texts = pd.concat(list(per_source.values()), ignore_index=True)
+    resolved = resolve_texts(texts, registry)
     rows = [
-        pd.DataFrame({"source": source, "address": texts.to_numpy(dtype=object)})
-        for source, texts in per_source.items()
+        pd.DataFrame({"source": source, "address": pd.Series(values.to_numpy(dtype=object), dtype=object)})
+        for source, values in per_source.items()
     ]
-    return pd.concat(rows, ignore_index=True).merge(resolved, on="address", how="left")
+    # resolve_texts has one row per distinct text in order of first appearance, as factorize
+    # numbers them: each row's match is found by position, not by a join on the text.
+    position, _ = pd.factorize(texts)
+    matched = resolved.drop(columns="address").iloc[position].reset_index(drop=True)
+    return pd.concat([pd.concat(rows, ignore_index=True), matched], axis=1)
 
 
 # Why a text found no single code, checked from the road down to the room (first failing level).

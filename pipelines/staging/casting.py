@@ -7,7 +7,9 @@ row is quarantined under the reason code), so one bad record never rejects a who
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -71,6 +73,36 @@ def _cast_month(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     return value.where(good, pd.NA).astype("str"), text.notna() & ~good
 
 
+def _cast_int(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Whole numbers (``12``, ``+12``, ``12.0``) as ``Int64``; anything else invalid."""
+    cleaned = text.str.replace(r"\.0+$", "", regex=True)
+    number = pd.to_numeric(cleaned.where(cleaned.str.fullmatch(r"[+-]?[0-9]+"), pd.NA), errors="coerce")
+    return number.astype("Int64"), text.notna() & number.isna()
+
+
+def _cast_float(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Decimal numbers (``12``, ``12.5``, ``.5``) as float64; anything else invalid."""
+    number = pd.to_numeric(text.where(text.str.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)"), pd.NA), errors="coerce")
+    return number.astype("float64"), text.notna() & number.isna()
+
+
+def _per_distinct(
+    cast: Callable[[pd.Series], tuple[pd.Series, pd.Series]], text: pd.Series
+) -> tuple[pd.Series, pd.Series]:
+    """``cast`` (value and invalid mask per text, row by row alike) run once per distinct text:
+    a city's months, shares and counts repeat a few thousand values over millions of rows.
+    A missing text is missing and not invalid, as ``cast`` has it."""
+    codes, distinct = pd.factorize(text)  # missing: code -1
+    value, invalid = cast(pd.Series(distinct, dtype="str"))
+    present = codes >= 0
+    bad = np.zeros(len(text), dtype=bool)
+    bad[present] = invalid.to_numpy(dtype=bool)[codes[present]]
+    return (
+        pd.Series(value.array.take(codes, allow_fill=True), index=text.index),
+        pd.Series(bad, index=text.index),
+    )
+
+
 def cast_columns(raw: pd.DataFrame, schema: Schema, extract_date: dt.date) -> tuple[pd.DataFrame, list[Failure]]:
     """Typed columns per the schema, and the failures of every row (not yet ordered).
 
@@ -131,21 +163,16 @@ def cast_columns(raw: pd.DataFrame, schema: Schema, extract_date: dt.date) -> tu
         elif column.type == "credit_code":
             typed[column.key] = fold_fullwidth(text).str.upper().where(text.notna(), pd.NA)
         elif column.type == "int":
-            cleaned = text.str.replace(r"\.0+$", "", regex=True)
-            number = pd.to_numeric(cleaned.where(cleaned.str.fullmatch(r"[+-]?[0-9]+"), pd.NA), errors="coerce")
-            typed[column.key] = number.astype("Int64")
-            failures.append(Failure(INVALID_NUMBER, text.notna() & number.isna(), f"{column.key}: not an integer"))
+            typed[column.key], invalid = _per_distinct(_cast_int, text)
+            failures.append(Failure(INVALID_NUMBER, invalid, f"{column.key}: not an integer"))
         elif column.type == "float":
-            number = pd.to_numeric(
-                text.where(text.str.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)"), pd.NA), errors="coerce"
-            )
-            typed[column.key] = number.astype("float64")
-            failures.append(Failure(INVALID_NUMBER, text.notna() & number.isna(), f"{column.key}: not a number"))
+            typed[column.key], invalid = _per_distinct(_cast_float, text)
+            failures.append(Failure(INVALID_NUMBER, invalid, f"{column.key}: not a number"))
         elif column.type == "share":
-            typed[column.key], invalid = _cast_share(text)
+            typed[column.key], invalid = _per_distinct(_cast_share, text)
             failures.append(Failure(INVALID_SHARE, invalid, f"{column.key}: not a share in (0, 1]"))
         elif column.type == "month":
-            typed[column.key], invalid = _cast_month(text)
+            typed[column.key], invalid = _per_distinct(_cast_month, text)
             failures.append(Failure(INVALID_DATE, invalid, f"{column.key}: not a year-month"))
         else:
             typed[column.key] = text

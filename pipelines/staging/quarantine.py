@@ -61,7 +61,11 @@ def duplicate_rows(raw: pd.DataFrame, probe: str) -> np.ndarray:
     at city scale.
     """
     text = raw["raw"]
-    candidates = pd.DataFrame({"probe": raw[probe], "length": text.str.len()}).duplicated(keep=False).to_numpy()
+    shared = raw[probe].duplicated(keep=False).to_numpy(dtype=bool)  # rows sharing a pair share the probe
+    candidates = np.zeros(len(text), dtype=bool)
+    if shared.any():
+        pairs = pd.DataFrame({"probe": raw[probe][shared], "length": text[shared].str.len()})
+        candidates[shared] = pairs.duplicated(keep=False).to_numpy(dtype=bool)
     duplicate = np.zeros(len(text), dtype=bool)
     duplicate[candidates] = text[candidates].duplicated(keep="first").to_numpy(dtype=bool)
     return duplicate

@@ -1,14 +1,18 @@
-"""The PostgreSQL warehouse: published tables in schema ``zerocert``, loaded with COPY and
-switched in one transaction.
+"""The PostgreSQL warehouse: published tables in schema ``zerocert``, loaded with binary COPY
+and switched in one transaction.
 
-One transaction creates fresh tables in the schema ``zerocert_stage``, streams each Parquet file
-in with ``COPY ... (FORMAT csv, FREEZE)``, builds primary keys and indexes and ANALYZEs; then
-takes ACCESS EXCLUSIVE on every live table at once (short ``lock_timeout``, retried, so a
-waiting publish never stalls readers for long and always loses a deadlock to a reader), drops
-the old tables, moves the new ones into ``zerocert`` and marks ``run_audit`` published -- all in
-the same COMMIT. ``FREEZE`` makes the new rows visible even to a reader whose snapshot predates
-the load, so a REPEATABLE READ reader that touches the tables only after the swap still sees the
-complete new run.
+A publish holds the session advisory lock ``PUBLISH_LOCK`` throughout, so one publish runs at
+a time. It recreates the schema ``zerocert_stage`` and loads the tables into it on
+``LOAD_CONNECTIONS`` connections at once, each table in its own transaction: created, streamed
+in with ``COPY ... (FORMAT binary, FREEZE)`` (the binary tuples built from the Arrow columns,
+no Python object per row), then keyed, indexed and ANALYZEd. Nobody reads the stage schema, so
+these commits publish nothing. Then one transaction takes ACCESS EXCLUSIVE on every live table
+at once (short ``lock_timeout``, retried, so a waiting publish never stalls readers for long and
+always loses a deadlock to a reader), drops the old tables, moves the new ones into
+``zerocert`` and marks ``run_audit`` published -- all in the same COMMIT. A failure anywhere
+drops the stage schema and leaves the live tables as they were. ``FREEZE`` makes the new rows
+visible even to a reader whose snapshot predates the load, so a REPEATABLE READ reader that
+touches the tables only after the swap still sees the complete new run.
 
 Grants and row-level security: the swap replaces table objects, so before dropping each live
 table it copies the table's owner, table and column privileges, RLS switches and policies onto
@@ -21,19 +25,20 @@ reader-facing views as functions or recreate them in a migration instead.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import pyarrow.csv as pa_csv
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.errors import UsageError, ZerocertError
 from pipelines.warehouse.common import (
     AUDIT_COLUMNS,
-    BATCH_ROWS,
     audit_upsert,
     audit_values,
     batches,
@@ -60,7 +65,8 @@ _MIGRATE_LOCK = 0x7A65_726F_0001  # advisory lock keys ("zero"...)
 PUBLISH_LOCK = 0x7A65_726F_0002
 """Advisory lock a publish holds for its whole transaction; hold it to keep publishes out."""
 
-_CSV = pa_csv.WriteOptions(include_header=False, quoting_style="needed", batch_size=BATCH_ROWS)
+LOAD_CONNECTIONS = 3
+"""Tables loaded at once, each on its own connection: the server parses one COPY per backend."""
 
 
 @dataclass(frozen=True)
@@ -154,34 +160,102 @@ class PostgreSQLWarehouse:
             ]
 
     def publish(self, run: dict, files: Mapping[str, pq.ParquetFile], swap_timeout: float) -> dict[str, int]:
-        counts: dict[str, int] = {}
         with self.connect() as conn, conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (PUBLISH_LOCK,))
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (PUBLISH_LOCK,))
             if not cur.fetchone()[0]:  # one publish at a time: the later one waits, then wins
                 log.info("another publish is running on this warehouse; waiting for it to finish")
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (PUBLISH_LOCK,))
-            cur.execute("SET LOCAL maintenance_work_mem = '256MB'")  # index builds sort in memory
-            cur.execute(f"DROP SCHEMA IF EXISTS {STAGE_SCHEMA} CASCADE")
-            cur.execute(f"CREATE SCHEMA {STAGE_SCHEMA}")
-            for name in PUBLISHED_TABLES:
-                table, staged = TABLES[name], f"{STAGE_SCHEMA}.{name}"
-                began = time.monotonic()
-                with loading(name):
-                    cur.execute(render_create_table(table, "postgresql", staged, with_primary_key=False))
-                    counts[name] = _copy_into(cur, table, staged, files[name], run["run_id"])
-                    copied = time.monotonic()
-                    if table.primary_key:
-                        cur.execute(
-                            f"ALTER TABLE {staged} ADD CONSTRAINT {name}_pkey "
-                            f"PRIMARY KEY ({', '.join(table.primary_key)})"
-                        )
-                    for ddl in render_indexes(table, staged):
-                        cur.execute(ddl)
-                    cur.execute(f"ANALYZE {staged}")
-                log_load(name, counts[name], copied - began, time.monotonic() - copied)
-            _swap(cur, swap_timeout)
-            self.write_audit(run, "published", row_counts=counts, cursor=cur)
+                cur.execute("SELECT pg_advisory_lock(%s)", (PUBLISH_LOCK,))
+            try:
+                cur.execute(f"DROP SCHEMA IF EXISTS {STAGE_SCHEMA} CASCADE")
+                cur.execute(f"CREATE SCHEMA {STAGE_SCHEMA}")
+                conn.commit()
+                counts = self._load_stage(files, run["run_id"])
+                _swap(cur, swap_timeout)
+                self.write_audit(run, "published", row_counts=counts, cursor=cur)
+                conn.commit()
+            except BaseException:
+                _drop_stage(conn)
+                raise
+            finally:
+                _unlock(conn)
         return counts
+
+    def _load_stage(self, files: Mapping[str, pq.ParquetFile], run_id: str) -> dict[str, int]:
+        """Every table loaded into the stage schema, largest first, on ``LOAD_CONNECTIONS``
+        connections at once (one committed transaction per table); name -> rows.
+
+        After the first failure no further table is started; the failure of the first table
+        in ``PUBLISHED_TABLES`` order is raised.
+        """
+        order = sorted(PUBLISHED_TABLES, key=lambda name: -files[name].metadata.num_rows)
+        pending = list(reversed(order))
+        guard = threading.Lock()
+        counts: dict[str, int] = {}
+        failures: dict[str, BaseException] = {}
+
+        def work() -> None:
+            while True:
+                with guard:
+                    if failures or not pending:
+                        return
+                    name = pending.pop()
+                try:
+                    rows = self._load_table(name, files[name], run_id)
+                except BaseException as exc:  # re-raised by the caller
+                    with guard:
+                        failures[name] = exc
+                    return
+                with guard:
+                    counts[name] = rows
+
+        workers = [threading.Thread(target=work, daemon=True) for _ in range(min(LOAD_CONNECTIONS, len(order)))]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        if failures:
+            raise failures[next(name for name in PUBLISHED_TABLES if name in failures)]
+        return {name: counts[name] for name in PUBLISHED_TABLES}
+
+    def _load_table(self, name: str, source: pq.ParquetFile, run_id: str) -> int:
+        """One table into the stage schema in its own transaction: created, loaded with binary
+        ``COPY ... FREEZE``, then keyed, indexed and analysed; returns its rows."""
+        table, staged = TABLES[name], f"{STAGE_SCHEMA}.{name}"
+        began = time.monotonic()
+        with self.connect() as conn, conn.cursor() as cur, loading(name):
+            cur.execute("SET LOCAL maintenance_work_mem = '256MB'")  # index builds sort in memory
+            cur.execute(render_create_table(table, "postgresql", staged, with_primary_key=False))
+            rows = _copy_into(cur, table, staged, source, run_id)
+            copied = time.monotonic()
+            if table.primary_key:
+                cur.execute(
+                    f"ALTER TABLE {staged} ADD CONSTRAINT {name}_pkey PRIMARY KEY ({', '.join(table.primary_key)})"
+                )
+            for ddl in render_indexes(table, staged):
+                cur.execute(ddl)
+            cur.execute(f"ANALYZE {staged}")
+            conn.commit()
+        log_load(name, rows, copied - began, time.monotonic() - copied)
+        return rows
+
+
+def _drop_stage(conn) -> None:
+    """After a failed publish: no half-loaded stage schema is left behind (best effort)."""
+    try:
+        conn.rollback()
+        conn.execute(f"DROP SCHEMA IF EXISTS {STAGE_SCHEMA} CASCADE")
+        conn.commit()
+    except Exception as exc:  # noqa: BLE001 - the publish's own failure matters more
+        log.warning("could not drop the stage schema %s: %s", STAGE_SCHEMA, type(exc).__name__)
+
+
+def _unlock(conn) -> None:
+    try:
+        conn.rollback()
+        conn.execute("SELECT pg_advisory_unlock(%s)", (PUBLISH_LOCK,))
+        conn.commit()
+    except Exception:  # noqa: BLE001 - closing the connection releases it anyway
+        pass
 
 
 def _default_search_path(cur) -> None:
@@ -210,20 +284,65 @@ def _default_search_path(cur) -> None:
         )
 
 
-def _copy_into(cur, table: Table, qualified: str, source: pq.ParquetFile, run_id: str) -> int:
-    """Stream a Parquet file into a table with COPY, as CSV rendered by Arrow (nulls unquoted).
+_PG_EPOCH_DAYS = 10_957  # 2000-01-01, PostgreSQL's day 0, in days since 1970-01-01
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
+_COPY_TRAILER = b"\xff\xff"
+_NULL_FIELD = pa.scalar(b"\xff\xff\xff\xff", pa.binary())  # field length -1
 
-    Arrow's CSV writer quotes every string, so an empty string stays distinct from NULL and a
-    ``\\.`` value cannot end the data early.
-    """
+
+def _prefixed(values: np.ndarray) -> pa.Array:
+    """Big-endian fixed-width values as binary fields, each behind its 4-byte length."""
+    n, width = len(values), values.dtype.itemsize
+    out = np.empty((n, 4 + width), dtype=np.uint8)
+    out[:, :4] = np.array([width], dtype=">i4").view(np.uint8)
+    out[:, 4:] = values.view(np.uint8).reshape(n, width)
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 + width), n, [None, pa.py_buffer(out)]).cast(pa.binary())
+
+
+def _binary_field(kind: str, arr: pa.Array) -> pa.Array:
+    """One column as PostgreSQL binary COPY fields (length, then the type's send format)."""
+    if kind in ("text", "json"):
+        data = arr.cast(pa.binary())
+        if kind == "json":  # jsonb's binary format: version 1, then the JSON text
+            data = pc.binary_join_element_wise(pa.scalar(b"\x01", pa.binary()), data, b"")
+        lengths = pc.fill_null(pc.binary_length(data), -1).to_numpy().astype(">i4")
+        header = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), len(arr), [None, pa.py_buffer(lengths)])
+        return pc.binary_join_element_wise(header.cast(pa.binary()), pc.fill_null(data, b""), b"")
+    if kind == "date":
+        values = (pc.fill_null(arr.cast(pa.int32()), 0).to_numpy() - _PG_EPOCH_DAYS).astype(">i4")
+    elif kind == "bool":
+        values = pc.fill_null(arr, False).to_numpy(zero_copy_only=False).astype(np.uint8)
+    elif kind == "int":
+        values = pc.fill_null(arr, 0).to_numpy().astype(">i8")
+    elif kind == "double":
+        values = pc.fill_null(arr, 0.0).to_numpy().astype(">f8")
+    else:
+        raise AssertionError(kind)
+    fields = _prefixed(values)
+    return pc.if_else(arr.is_valid(), fields, _NULL_FIELD) if arr.null_count else fields
+
+
+def binary_copy_rows(table: Table, batch: pa.RecordBatch) -> pa.Buffer:
+    """A conformed batch as the tuples of PostgreSQL's binary COPY format, built column by
+    column in Arrow (no Python object per row or per value)."""
+    count = pa.scalar(np.array([len(table.columns)], dtype=">i2").tobytes(), pa.binary())
+    fields = [_binary_field(c.type, batch.column(i)) for i, c in enumerate(table.columns)]
+    rows = pc.binary_join_element_wise(count, *fields, b"")
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)[rows.offset : rows.offset + len(rows) + 1]
+    return rows.buffers()[2][int(offsets[0]) : int(offsets[-1])]
+
+
+def _copy_into(cur, table: Table, qualified: str, source: pq.ParquetFile, run_id: str) -> int:
+    """Stream a Parquet file into a table with binary COPY, encoded from Arrow columns."""
     rows = 0
-    sql = f"COPY {qualified} ({', '.join(table.column_names)}) FROM STDIN (FORMAT csv, FREEZE, ENCODING 'UTF8')"
+    sql = f"COPY {qualified} ({', '.join(table.column_names)}) FROM STDIN (FORMAT binary, FREEZE)"
     with cur.copy(sql) as copy:
+        copy.write(_COPY_HEADER)
         for batch in batches(table, source, run_id):
-            buffer = io.BytesIO()
-            pa_csv.write_csv(batch, buffer, _CSV)
-            copy.write(buffer.getbuffer())
+            if batch.num_rows:
+                copy.write(binary_copy_rows(table, batch))
             rows += batch.num_rows
+        copy.write(_COPY_TRAILER)
     return rows
 
 

@@ -1,16 +1,16 @@
 """The SQLite warehouse: one file in WAL mode, published tables in the main database.
 
-A publish first writes the run's Arrow batches into a private scratch database through ADBC's
-SQLite driver (bound in C, no Python object per row). Then one ``BEGIN IMMEDIATE`` transaction
-copies each scratch table into ``<table>__new`` with ``INSERT ... SELECT *`` (same DDL on
-both sides, so SQLite copies records and keys without decoding them), drops the old
-tables, renames the new ones and builds indexes; readers keep their snapshot of the old run
-until COMMIT, so they see the whole previous run or the whole new one. Dates and timestamps are
-stored as ISO text, JSON as text, booleans as 0/1.
+A publish first writes the run's Arrow batches into private scratch databases through ADBC's
+SQLite driver (bound in C, no Python object per row), ``SCRATCH_FILES`` of them at once on
+separate threads. Then one ``BEGIN IMMEDIATE`` transaction copies each scratch table into
+``<table>__new`` with ``INSERT ... SELECT *`` (same DDL on both sides, so SQLite copies records
+and keys without decoding them), drops the old tables, renames the new ones and builds indexes;
+readers keep their snapshot of the old run until COMMIT, so they see the whole previous run or
+the whole new one. Dates and timestamps are stored as ISO text, JSON as text, booleans as 0/1.
 
 The ADBC driver carries its own copy of SQLite; two copies in one process must never open the
-same file (their POSIX locks undo each other), so ADBC only ever opens the scratch file, closed
-before ``sqlite3`` attaches it.
+same file (their POSIX locks undo each other), so ADBC only ever opens the scratch files, closed
+before ``sqlite3`` attaches them.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import json
 import logging
 import sqlite3
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +71,14 @@ def _stored(batch: pa.RecordBatch) -> pa.RecordBatch:
     )
 
 
-def _load_scratch(scratch: Path, files: Mapping[str, pq.ParquetFile], run_id: str) -> dict[str, tuple[int, float]]:
-    """Write every table into a private scratch file, in primary-key order; name -> (rows, seconds).
+SCRATCH_FILES = 2
+"""Scratch files written at once, each by its own thread and ADBC connection (the driver binds
+and inserts without the GIL), so reading, sorting and inserting use both cores."""
+
+
+def _load_scratch(scratch: Path, names: list[str], files: Mapping[str, pq.ParquetFile], run_id: str) -> dict:
+    """Write the ``names`` tables into one private scratch file, in primary-key order;
+    name -> (rows, seconds).
 
     Each table has the warehouse's DDL (a key-ordered load appends to its primary key), which lets
     the copy into the warehouse transfer records and keys as they are.
@@ -84,7 +91,7 @@ def _load_scratch(scratch: Path, files: Mapping[str, pq.ParquetFile], run_id: st
             cur.execute(pragma)
             cur.fetchall()
         cur.execute("BEGIN")
-        for name in PUBLISHED_TABLES:
+        for name in names:
             table, began, rows = TABLES[name], time.monotonic(), 0
             with loading(name):
                 cur.execute(render_create_table(table, "sqlite", name))
@@ -95,6 +102,39 @@ def _load_scratch(scratch: Path, files: Mapping[str, pq.ParquetFile], run_id: st
             loaded[name] = (rows, time.monotonic() - began)
         cur.execute("COMMIT")
     return loaded
+
+
+def _load_scratches(folder: Path, files: Mapping[str, pq.ParquetFile], run_id: str) -> dict[str, tuple]:
+    """Every table into one of ``SCRATCH_FILES`` scratch files, loaded at once, the tables dealt
+    largest first to the file with the fewest rows so far; name -> (scratch index, rows, seconds).
+
+    A failure is raised for the first failing table in ``PUBLISHED_TABLES`` order.
+    """
+    shares: list[list[str]] = [[] for _ in range(SCRATCH_FILES)]
+    weight = [0] * SCRATCH_FILES
+    for name in sorted(PUBLISHED_TABLES, key=lambda name: -files[name].metadata.num_rows):
+        lightest = weight.index(min(weight))
+        shares[lightest].append(name)
+        weight[lightest] += files[name].metadata.num_rows
+    results: list[dict | BaseException] = [{} for _ in shares]
+
+    def load(i: int) -> None:
+        try:
+            results[i] = _load_scratch(folder / f"load{i}.sqlite", shares[i], files, run_id)
+        except BaseException as exc:  # re-raised below
+            results[i] = exc
+
+    threads = [threading.Thread(target=load, args=(i,), daemon=True) for i in range(len(shares)) if shares[i]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failed = [result for result in results if isinstance(result, BaseException)]
+    if failed:
+        place = {name: i for i, share in enumerate(shares) for name in share}
+        first = next(name for name in PUBLISHED_TABLES if isinstance(results[place[name]], BaseException))
+        raise results[place[first]]
+    return {name: (i, *results[i][name]) for i, share in enumerate(shares) for name in share}
 
 
 @dataclass(frozen=True)
@@ -111,17 +151,17 @@ class SQLiteWarehouse:
         return con
 
     @contextmanager
-    def _write(self, *pragmas: str, attach: Path | None = None) -> Iterator[sqlite3.Connection]:
+    def _write(self, *pragmas: str, attach: Sequence[Path] = ()) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: committed when the block ends, rolled back on any error.
 
-        ``attach`` is a database file readable as schema ``scratch`` within it.
+        ``attach`` are database files readable as schemas ``scratch0``, ``scratch1``.. within it.
         """
         con = self.connect()
         try:
             for pragma in pragmas:
                 con.execute(pragma)
-            if attach is not None:
-                con.execute("ATTACH DATABASE ? AS scratch", (str(attach),))
+            for i, path in enumerate(attach):
+                con.execute(f"ATTACH DATABASE ? AS scratch{i}", (str(path),))
             con.execute("BEGIN IMMEDIATE")
             yield con
             con.execute("COMMIT")
@@ -229,18 +269,19 @@ class SQLiteWarehouse:
         counts: dict[str, int] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{self.path.name}.publish-", dir=self.path.parent) as folder:
-            scratch = Path(folder) / "load.sqlite"
-            loaded = _load_scratch(scratch, files, run["run_id"])
+            loaded = _load_scratches(Path(folder), files, run["run_id"])
+            scratches = [Path(folder) / f"load{i}.sqlite" for i in range(SCRATCH_FILES)]  # an unused one: empty
             # 256 MiB of cache: a whole run's pages stay in memory
-            with self._write("PRAGMA cache_size = -262144", attach=scratch) as con:
+            with self._write("PRAGMA cache_size = -262144", attach=scratches) as con:
                 for name in PUBLISHED_TABLES:
                     table, staged, began = TABLES[name], f"{name}__new", time.monotonic()
+                    scratch, rows, seconds = loaded[name]
                     with loading(name):
                         con.execute(f"DROP TABLE IF EXISTS main.{staged}")
                         con.execute(render_create_table(table, "sqlite", f"main.{staged}"))
-                        con.execute(f"INSERT INTO main.{staged} SELECT * FROM scratch.{name}")
-                    counts[name] = loaded[name][0]
-                    log_load(name, counts[name], loaded[name][1], time.monotonic() - began)
+                        con.execute(f"INSERT INTO main.{staged} SELECT * FROM scratch{scratch}.{name}")
+                    counts[name] = rows
+                    log_load(name, rows, seconds, time.monotonic() - began)
                 self._switch(con, run, counts)
         return counts
 
