@@ -20,7 +20,8 @@ import psutil
 
 
 class PeakMemory:
-    """Samples this process's RSS in a background thread."""
+    """Samples, in a background thread, the RSS of this process and every process under it
+    (the workers of a step run in parallel), summed: what the machine must hold at once."""
 
     def __init__(self, interval: float = 0.05) -> None:
         self.interval = interval
@@ -29,20 +30,29 @@ class PeakMemory:
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._process = psutil.Process()
 
+    def _rss(self) -> int:
+        total = self._process.memory_info().rss
+        for child in self._process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:  # ended between listing and reading
+                pass
+        return total
+
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss)
+            self.peak = max(self.peak, self._rss())
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
-        self.peak = self._process.memory_info().rss
+        self.peak = self._rss()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
+        self.peak = max(self.peak, self._rss())
 
 
 class PhaseTimer:
@@ -111,6 +121,7 @@ def run_bench(
     warehouse_url: str | None = None,
     city: str | None = None,
     buckets: int | None = None,
+    workers: int = 1,
 ) -> dict:
     from pipelines import run as steps
     from pipelines.config import Settings, parse_engine_buckets
@@ -148,7 +159,7 @@ def run_bench(
     for step in steps.STEPS:  # the run's own steps, one phase each
         phase, rows = PHASES.get(step.name, (step.name, None))
         with timer.phase(phase) as record:
-            done[step.name] = steps.do_step(step, attempt, done)
+            done[step.name] = steps.do_step(step, attempt, done, workers=workers)
             if rows is not None:
                 record["rows"] = rows(done)
         if step.name == steps.ENGINE_STEPS[-1]:

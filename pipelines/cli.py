@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.run import run_pipeline
 
     settings = _settings_from_args(args)
-    result = run_pipeline(settings, progress=_progress)
+    result = run_pipeline(settings, progress=_progress, workers=args.workers)
     _progress(f"quality page (opens offline): {result['quality_page']}")
     print(json.dumps(result, ensure_ascii=False))
     return 0
@@ -136,6 +136,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return serve(out, port=args.port, progress=_progress) if args.serve and status == 0 else status
 
 
+def worker_count(text: str) -> int:
+    """``--workers``: a whole number of processes, at least 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of processes, at least 1, not {text!r}")
+    return count
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pipelines.bench import run_bench
 
@@ -148,6 +159,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 warehouse_url=args.warehouse,
                 city=args.city,
                 buckets=args.buckets,
+                workers=args.workers,
             ),
             ensure_ascii=False,
             indent=1,
@@ -242,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         "its threshold (checked by a person; repeatable or comma-separated; recorded in run_audit)",
     )
     run.add_argument("--reason", help="with --accept-change: what was checked, and with whom")
+    run.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        help="processes that do a step's sources or buckets at once (default 1; each may need a few GB)",
+    )
     run.set_defaults(func=cmd_run)
 
     lookup = sub.add_parser("lookup", help="prefill document of a guardian or eligibility of a child")
@@ -279,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="the engine's buckets (default: ZEROCERT_ENGINE_BUCKETS, else from the city's size)",
+    )
+    bench.add_argument(
+        "--workers",
+        type=worker_count,
+        default=min(2, os.cpu_count() or 1),
+        help="processes that do a step's sources or buckets at once (default: 2, or 1 on one core)",
     )
     bench.set_defaults(func=cmd_bench)
 

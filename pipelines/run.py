@@ -621,27 +621,57 @@ WAREHOUSE_DAG_STEPS: tuple[Step, ...] = (*STEPS, REPORT)
 
 
 def do_step(
-    step: Step, attempt: Attempt, done: Mapping[str, dict], progress: Callable[[str], None] = lambda message: None
+    step: Step,
+    attempt: Attempt,
+    done: Mapping[str, dict],
+    progress: Callable[[str], None] = lambda message: None,
+    workers: int = 1,
 ) -> dict:
     """Do one declared step: for every source in order when it is per source ({source: result}),
-    for every planned bucket in order when it is per bucket ({bucket: result})."""
+    for every planned bucket in order when it is per bucket ({bucket: result}).
+
+    With ``workers`` > 1 the sources or buckets of a step run in that many processes at once,
+    as the warehouse DAG's tasks do on an executor; they share nothing but the attempt's files.
+    """
     from pipelines.engine.buckets import bucket_label
 
     if step.per_source:
-        results = {}
-        for source in source_keys():
-            progress(step.progress.format(source=source))
-            results[source] = step.do(attempt, source)
-        return results
+        items = {source: step.progress.format(source=source) for source in source_keys()}
+        return _each(step, attempt, items, progress, workers)
     if step.per_bucket:
-        plan = done[BUCKET_PLAN]
-        results = {}
-        for each in plan["buckets"]:
-            progress(step.progress.format(bucket=bucket_label(each["bucket"], each["bucket_count"])))
-            results[each["bucket"]] = step.do(attempt, each["bucket"])
-        return results
+        items = {
+            each["bucket"]: step.progress.format(bucket=bucket_label(each["bucket"], each["bucket_count"]))
+            for each in done[BUCKET_PLAN]["buckets"]
+        }
+        return _each(step, attempt, items, progress, workers)
     progress(step.progress)
     return step.do(attempt, *([done[step.takes]] if step.takes else []))
+
+
+def _each(
+    step: Step, attempt: Attempt, items: Mapping[object, str], progress: Callable[[str], None], workers: int
+) -> dict:
+    """``step.do(attempt, item)`` for every item, results in the items' order."""
+    if workers <= 1 or len(items) <= 1:
+        results = {}
+        for item, label in items.items():
+            progress(label)
+            results[item] = step.do(attempt, item)
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pipelines.masking import configure_logging
+
+    # forkserver: a fresh interpreter per worker, not a fork of one holding Arrow's threads
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(min(workers, len(items)), mp_context=context, initializer=configure_logging) as pool:
+        futures = {item: pool.submit(step.do, attempt, item) for item in items}
+        results = {}
+        for item, label in items.items():
+            progress(label)
+            results[item] = futures[item].result()
+        return results
 
 
 def published_row_counts(settings: Settings) -> dict[str, int]:
@@ -750,10 +780,12 @@ def run_pipeline(
     *,
     now: Callable[[], dt.datetime] | None = None,
     progress: Callable[[str], None] = lambda message: None,
+    workers: int = 1,
 ) -> dict:
     """Stage, validate, resolve, join, decide and publish; on failure the old run stays.
 
-    The run holds the work folder's lock and works in its own attempt folder.
+    The run holds the work folder's lock and works in its own attempt folder; ``workers``
+    processes do a step's sources or buckets at once (``do_step``).
     """
     clock = now or (lambda: dt.datetime.now(dt.UTC))
     started_at = clock()
@@ -764,14 +796,14 @@ def run_pipeline(
         if unfinished:
             mark_abandoned(settings, unfinished)
         settings.layout.prune_attempts(CLI_ATTEMPT)
-        return _run_steps(Attempt(settings, started_at), progress)
+        return _run_steps(Attempt(settings, started_at), progress, workers)
 
 
-def _run_steps(attempt: Attempt, progress: Callable[[str], None]) -> dict:
+def _run_steps(attempt: Attempt, progress: Callable[[str], None], workers: int = 1) -> dict:
     done: dict[str, dict] = {}
     try:
         for step in STEPS:
-            done[step.name] = do_step(step, attempt, done, progress)
+            done[step.name] = do_step(step, attempt, done, progress, workers)
     except ZerocertError as exc:
         record_failure(attempt.settings, attempt.started_at, str(exc))
         raise

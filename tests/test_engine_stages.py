@@ -47,11 +47,11 @@ def with_buckets(attempt: steps.Attempt, buckets: int) -> steps.Attempt:
     return dataclasses.replace(attempt, settings=dataclasses.replace(attempt.settings, engine_buckets=buckets))
 
 
-def run_engine_steps(attempt: steps.Attempt, progress=lambda message: None) -> dict[str, dict]:
+def run_engine_steps(attempt: steps.Attempt, progress=lambda message: None, workers: int = 1) -> dict[str, dict]:
     done: dict[str, dict] = {}
     for name in steps.ENGINE_STEPS:
         step = next(s for s in steps.STEPS if s.name == name)
-        done[name] = steps.do_step(step, attempt, done, progress)
+        done[name] = steps.do_step(step, attempt, done, progress, workers)
     return done
 
 
@@ -88,6 +88,23 @@ def test_the_engine_steps_publish_the_same_bytes_for_1_3_and_7_buckets(staged):
     for buckets in (3, 7):  # small tables: even the Parquet pages fall alike, so the bytes are equal
         for name, data in results[1].items():
             assert results[buckets][name] == data, (buckets, name)
+
+
+def test_two_worker_processes_stage_and_decide_the_same_bytes_as_one(staged):
+    """``--workers 2``: a step's sources or buckets in two processes at once change nothing."""
+    stage = next(s for s in steps.STEPS if s.name == "stage")
+    apart = dataclasses.replace(staged, settings=staged.settings.with_attempt("two-workers"))
+    said: list[str] = []
+    assert steps.do_step(stage, apart, {}, said.append, workers=2).keys() == set(steps.source_keys())
+    assert said == [f"stage {source}" for source in steps.source_keys()]
+    for source in steps.source_keys():
+        ours = apart.layout.staged_dir / source / "accepted.parquet"
+        assert ours.read_bytes() == (staged.layout.staged_dir / source / "accepted.parquet").read_bytes(), source
+
+    one = published_bytes(run_engine_steps(with_buckets(staged, 3), workers=1)["gather_buckets"]["tables"])
+    two = run_engine_steps(with_buckets(staged, 3), workers=2)
+    assert [r["bucket"] for r in two["decide_bucket"].values()] == [0, 1, 2]
+    assert published_bytes(two["gather_buckets"]["tables"]) == one
 
 
 def test_run_engine_in_one_process_gives_the_steps_bytes_on_a_file_url_work_folder(staged, tmp_path):
