@@ -279,9 +279,9 @@ def test_the_logs_carry_counts_at_every_step(published):
     by_status = read(url, "SELECT status, COUNT(*) AS n FROM address_match GROUP BY status")
     assert ast.literal_eval(addresses.group(2)) == dict(zip(by_status["status"], by_status["n"]))
 
-    buckets = _logged(messages, r"^bucket (\d+)/(\d+) decided: (\d+) children")
+    buckets = _logged(messages, r"^bucket (\d+) of (\d+) decided: (\d+) children")
     assert [(int(m.group(1)), int(m.group(2))) for m in buckets] == [(1, 3), (2, 3), (3, 3)]
-    assert len(_logged(messages, r"^bucket \d+/3 joined: \d+ staged rows in")) == 3
+    assert len(_logged(messages, r"^bucket \d+ of 3 joined: \d+ staged rows in")) == 3
     (levels,) = _logged(messages, r"^children per level: (\{.*\})$")
     per_level = ast.literal_eval(levels.group(1))
     assert sum(int(m.group(3)) for m in buckets) == sum(per_level.values()) > 0
