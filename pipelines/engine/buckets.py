@@ -306,18 +306,19 @@ def _split(
 
 def _split_table(table, bucket_of: np.ndarray, buckets: int, work: WorkFolder, folder: str, name: str) -> None:
     """Split an Arrow table by bucket; every part keeps the whole table's types and its rows'
-    order. One stable gather of the rows by bucket, then one slice per bucket."""
+    order. The row positions are ordered by bucket once (stable), then each bucket's rows are
+    taken by their slice of positions: one pass over the rows, one bucket's copy at a time."""
     import pyarrow as pa
 
     if buckets <= 1:
         work.write_table(table, folder, 0, f"{name}{PARQUET}")
         return
     bucket_of = np.asarray(bucket_of, dtype=np.int64)
-    grouped = table.take(pa.array(np.argsort(bucket_of, kind="stable")))
+    order = np.argsort(bucket_of, kind="stable")
     ends = np.cumsum(np.bincount(bucket_of, minlength=buckets))
     for bucket in range(buckets):
         start = int(ends[bucket - 1]) if bucket else 0
-        work.write_table(grouped.slice(start, int(ends[bucket]) - start), folder, bucket, f"{name}{PARQUET}")
+        work.write_table(table.take(pa.array(order[start : ends[bucket]])), folder, bucket, f"{name}{PARQUET}")
 
 
 def _per_level(rows: pd.DataFrame | None) -> dict[str, int]:
@@ -659,5 +660,6 @@ def run_engine(
             prefill_bucket(folder, policy, bucket)
         return gather_buckets(folder, out_dir)
     finally:
+        _addresses_read.clear()  # the addresses kept for the buckets are not held after the run
         if work is None:
             shutil.rmtree(location, ignore_errors=True)
