@@ -347,6 +347,12 @@ def _addresses(address_dir: Path, policy: Policy) -> tuple[pd.DataFrame, pd.Data
     return kept[2].copy(deep=False), kept[3].copy(deep=False)
 
 
+def _forget_addresses() -> None:
+    """Drop the kept addresses: no stage after ``decide_bucket`` reads them (a process running
+    the stages one after the other holds them only from the first join to the last decide)."""
+    _addresses_read.clear()
+
+
 # --- stage 1: split the staged rows by bucket -----------------------------------------------------
 
 
@@ -539,6 +545,7 @@ def _decided_all(work: WorkFolder, buckets: int) -> dict[str, pd.DataFrame | Non
 
 def prefill_bucket(work: WorkFolder, policy: Policy, bucket: int) -> dict:
     """One prefill document per guardian of the bucket: their own records, their children's outcome."""
+    _forget_addresses()
     plan = read_bucket_plan(work, bucket)
     buckets, run_id = plan["buckets"], plan["run_id"]
     tables = {name: work.read_frame("person", bucket, f"{name}{PARQUET}") for name in PERSON_TABLES}
@@ -575,24 +582,31 @@ def _write_local(frame: pd.DataFrame, path: Path) -> None:
         temp.unlink(missing_ok=True)
 
 
-def _sorted_frame(table, keys: list[str]) -> pd.DataFrame:
-    """``table.to_pandas().sort_values(keys, kind="stable", ignore_index=True)``: text keys are
-    sorted by Arrow's stable sort before the conversion (the same order: UTF-8 bytes are code
-    point order, missing last), any other key by ``sort_rows`` on the frame."""
+def _text_keys(table, keys: list[str]) -> bool:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     types = [table.schema.field(key).type for key in keys]
-    if all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in types):
-        order = pc.sort_indices(table, sort_keys=[(key, "ascending", "at_end") for key in keys])
-        return table.take(order).to_pandas()
-    return sort_rows(table.to_pandas(), keys).reset_index(drop=True)
+    return all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in types)
 
 
 def _publish(work: WorkFolder, parts: list[tuple], path: Path, keys: list[str]) -> pd.DataFrame:
-    """Concatenate a table's bucket parts into one Parquet, rows sorted by key; returns the rows."""
+    """Concatenate a table's bucket parts into one Parquet, rows sorted by key (one part is
+    already in key order); returns the rows.
+
+    The order is ``sort_values(keys, kind="stable")``'s: text keys are sorted by Arrow's stable
+    sort before the rows become a frame (UTF-8 bytes are code point order, missing last), any
+    other key by ``sort_rows`` on the frame. Only one copy of the rows is held besides the frame.
+    """
+    import pyarrow.compute as pc
+
     table = _read_tables(work, parts)
-    frame = _sorted_frame(table, keys) if len(parts) > 1 else table.to_pandas()  # one part is in key order
+    if len(parts) > 1 and _text_keys(table, keys):
+        table = table.take(pc.sort_indices(table, sort_keys=[(key, "ascending", "at_end") for key in keys]))
+        frame = table.to_pandas()
+    elif len(parts) > 1:
+        frame = sort_rows(table.to_pandas(), keys).reset_index(drop=True)
+    else:
+        frame = table.to_pandas()
     del table
     _write_local(frame, path)
     return frame
@@ -601,6 +615,7 @@ def _publish(work: WorkFolder, parts: list[tuple], path: Path, keys: list[str]) 
 def gather_buckets(work: WorkFolder, out_dir: Path) -> dict[str, Path]:
     """One Parquet per published table in ``out_dir``, its bucket parts concatenated in key
     order. Returns table name → path."""
+    _forget_addresses()
     out_dir = Path(out_dir)
     buckets = read_plan(work)["buckets"]
     log.info("children per level: %s", _per_level(work.read_frame("children.parquet")))
@@ -660,6 +675,6 @@ def run_engine(
             prefill_bucket(folder, policy, bucket)
         return gather_buckets(folder, out_dir)
     finally:
-        _addresses_read.clear()  # the addresses kept for the buckets are not held after the run
+        _forget_addresses()  # also when a stage failed
         if work is None:
             shutil.rmtree(location, ignore_errors=True)
