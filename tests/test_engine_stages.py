@@ -239,3 +239,24 @@ def test_a_work_location_that_cannot_be_opened_stops_the_run_before_any_work(hom
         check_engine_work(settings.engine_work_url)
     assert "secret" not in str(failed.value)
     check_engine_work(str(home / "anywhere"))  # a plain path is made when first written
+
+
+def test_the_arrow_bucket_of_a_column_is_the_bucket_of_its_values():
+    import pyarrow as pa
+
+    from pipelines.engine.buckets import (
+        household_bucket,
+        household_bucket_of_column,
+        person_bucket,
+        person_bucket_of_column,
+    )
+
+    # well-formed IDs and the odd values the pandas spelling buckets its own way (missing, short, non-ASCII)
+    values = ["110101200001011234", "11010120000101123X", None, "12", "12345", "ab12c3d", "１２３４５６", "-123x"]
+    column = pa.chunked_array([pa.array(values[:4], pa.large_string()), pa.array(values[4:], pa.large_string())])
+    for buckets in (1, 3, 7):
+        assert person_bucket_of_column(column, buckets).tolist() == person_bucket(pd.Series(values), buckets).tolist()
+        assert (
+            household_bucket_of_column(column, buckets).tolist()
+            == household_bucket(pd.Series(values), buckets).tolist()
+        )

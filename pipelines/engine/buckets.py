@@ -64,6 +64,7 @@ from pipelines.engine.decide import (
     person_facts,
     school_age_children,
 )
+from pipelines.engine.frames import sort_rows
 from pipelines.engine.records import evidence_source
 from pipelines.policy import Policy
 
@@ -78,6 +79,30 @@ def _bucket_of_digits(values: pd.Series, buckets: int) -> np.ndarray:
     return (digits.fillna(0).astype(np.int64) % buckets).to_numpy()
 
 
+def _bucket_of_column(column, buckets: int) -> np.ndarray:
+    """``_bucket_of_digits`` of an Arrow column, by Arrow compute: a value whose four digits
+    before the last character are ASCII digits (every well-formed ID and household number) is
+    bucketed without a Python object; any other value (missing, short, non-ASCII) by the pandas
+    spelling, so the bucket is the same either way."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if buckets <= 1:
+        return np.zeros(len(column), dtype=np.int64)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return _bucket_of_digits(column.to_pandas(), buckets)
+    digits = pc.utf8_slice_codeunits(column, -5, -1)
+    plain = pc.and_(pc.string_is_ascii(column), pc.match_substring_regex(digits, "^[0-9]{4}$"))
+    plain = plain.fill_null(False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
+    bucket = np.zeros(len(column), dtype=np.int64)
+    if plain.any():
+        mask = pa.array(plain)
+        bucket[plain] = pc.cast(digits.filter(mask), pa.int64()).to_numpy(zero_copy_only=False) % buckets
+    if not plain.all():
+        bucket[~plain] = _bucket_of_digits(column.filter(pa.array(~plain)).to_pandas(), buckets)
+    return bucket
+
+
 def person_bucket(citizen_ids: pd.Series, buckets: int) -> np.ndarray:
     """Bucket of a resident ID: its sequence digits (positions 14–17) modulo ``buckets``.
 
@@ -89,6 +114,16 @@ def person_bucket(citizen_ids: pd.Series, buckets: int) -> np.ndarray:
 def household_bucket(household_nos: pd.Series, buckets: int) -> np.ndarray:
     """Bucket of a household number, so a household's rows always meet in one bucket."""
     return _bucket_of_digits(household_nos, buckets)
+
+
+def person_bucket_of_column(citizen_ids, buckets: int) -> np.ndarray:
+    """``person_bucket`` of an Arrow column of resident IDs."""
+    return _bucket_of_column(citizen_ids, buckets)
+
+
+def household_bucket_of_column(household_nos, buckets: int) -> np.ndarray:
+    """``household_bucket`` of an Arrow column of household numbers."""
+    return _bucket_of_column(household_nos, buckets)
 
 
 PERSON_TABLES = ("citizen", "property_holding", "rental_holding", "employment")
@@ -232,8 +267,9 @@ def bucket_label(bucket: int, buckets: int) -> str:
     return f"bucket {int(bucket) + 1} of {int(buckets)}"
 
 
-def _read_parts(work: WorkFolder, parts: Sequence[Sequence[object]], *, optional: bool = False) -> pd.DataFrame | None:
-    """The parts written for one table, as one frame (None when ``optional`` and there are none).
+def _read_tables(work: WorkFolder, parts: Sequence[Sequence[object]], *, optional: bool = False):
+    """The parts written for one table, as one Arrow table (None when ``optional`` and there are
+    none).
 
     A part missing means the stage writing it has not run for its bucket: an error, never a
     table with that bucket left out.
@@ -251,7 +287,13 @@ def _read_parts(work: WorkFolder, parts: Sequence[Sequence[object]], *, optional
     if not tables:
         return None
     filled = [t for t in tables if t.num_rows] or tables[:1]  # empty parts may carry guessed types
-    return pa.concat_tables(filled, promote_options="permissive").to_pandas()
+    return pa.concat_tables(filled, promote_options="permissive")
+
+
+def _read_parts(work: WorkFolder, parts: Sequence[Sequence[object]], *, optional: bool = False) -> pd.DataFrame | None:
+    """``_read_tables`` as one frame."""
+    table = _read_tables(work, parts, optional=optional)
+    return None if table is None else table.to_pandas()
 
 
 def _split(
@@ -263,11 +305,20 @@ def _split(
 
 
 def _split_table(table, bucket_of: np.ndarray, buckets: int, work: WorkFolder, folder: str, name: str) -> None:
-    """Split an Arrow table by bucket; every part keeps the whole table's types."""
+    """Split an Arrow table by bucket; every part keeps the whole table's types and its rows'
+    order. The row positions are ordered by bucket once (stable), then each bucket's rows are
+    taken by their slice of positions: one pass over the rows, one bucket's copy at a time."""
     import pyarrow as pa
 
+    if buckets <= 1:
+        work.write_table(table, folder, 0, f"{name}{PARQUET}")
+        return
+    bucket_of = np.asarray(bucket_of, dtype=np.int64)
+    order = np.argsort(bucket_of, kind="stable")
+    ends = np.cumsum(np.bincount(bucket_of, minlength=buckets))
     for bucket in range(buckets):
-        work.write_table(table.filter(pa.array(bucket_of == bucket)), folder, bucket, f"{name}{PARQUET}")
+        start = int(ends[bucket - 1]) if bucket else 0
+        work.write_table(table.take(pa.array(order[start : ends[bucket]])), folder, bucket, f"{name}{PARQUET}")
 
 
 def _per_level(rows: pd.DataFrame | None) -> dict[str, int]:
@@ -277,11 +328,29 @@ def _per_level(rows: pd.DataFrame | None) -> dict[str, int]:
     return {str(level): int(n) for level, n in rows.groupby("level")["child_id"].nunique().sort_index().items()}
 
 
+_ADDRESS_FILES = ("address_match.parquet", "address_catchment.parquet")
+_addresses_read: dict[str, tuple] = {}  # the last addresses read in this process: key → frames
+
+
 def _addresses(address_dir: Path, policy: Policy) -> tuple[pd.DataFrame, pd.DataFrame]:
-    address_dir = Path(address_dir)
-    address_match = pd.read_parquet(address_dir / "address_match.parquet")
-    address_catchment = catchments_for(pd.read_parquet(address_dir / "address_catchment.parquet"), policy)
-    return address_match, address_catchment
+    """The address matches and this policy's catchments. Read once per process for a run's
+    buckets: kept while the files (path, size, modification time) and the policy are the same."""
+    address_dir = Path(address_dir).resolve()
+    stats = [(address_dir / name).stat() for name in _ADDRESS_FILES]
+    key = (str(address_dir), tuple((st.st_size, st.st_mtime_ns) for st in stats), id(policy))
+    kept = _addresses_read.get("last")
+    if kept is None or kept[0] != key or kept[1] is not policy:
+        address_match = pd.read_parquet(address_dir / _ADDRESS_FILES[0])
+        address_catchment = catchments_for(pd.read_parquet(address_dir / _ADDRESS_FILES[1]), policy)
+        kept = _addresses_read["last"] = (key, policy, address_match, address_catchment)
+    # shallow copies: with copy-on-write a caller changing its frame never changes the kept one
+    return kept[2].copy(deep=False), kept[3].copy(deep=False)
+
+
+def _forget_addresses() -> None:
+    """Drop the kept addresses: no stage after ``decide_bucket`` reads them (a process running
+    the stages one after the other holds them only from the first join to the last decide)."""
+    _addresses_read.clear()
 
 
 # --- stage 1: split the staged rows by bucket -----------------------------------------------------
@@ -302,9 +371,12 @@ def bucket_inputs(staged_dir: Path, work: WorkFolder, buckets: int, run_id: str)
     for source, persons in registry.person_columns().items():
         path = staged_dir / source / "accepted.parquet"
         if path.exists():
-            ways = [(p.id, person_bucket, "staged", role_frame_name(source, role)) for role, p in enumerate(persons)]
+            ways = [
+                (p.id, person_bucket_of_column, "staged", role_frame_name(source, role))
+                for role, p in enumerate(persons)
+            ]
             if source == hukou:
-                ways.append(("household_no", household_bucket, "household", "hukou"))
+                ways.append(("household_no", household_bucket_of_column, "household", "hukou"))
             splits.append((path, ways))
     plan = {
         "buckets": buckets,
@@ -318,7 +390,7 @@ def bucket_inputs(staged_dir: Path, work: WorkFolder, buckets: int, run_id: str)
         table = pq.read_table(path)
         rows += table.num_rows
         for column, bucket_of, folder, name in ways:
-            _split_table(table, bucket_of(table.column(column).to_pandas(), buckets), buckets, work, folder, name)
+            _split_table(table, bucket_of(table.column(column), buckets), buckets, work, folder, name)
         del table
     work.write_json(plan, PLAN_FILE)
     log.info("engine inputs: %d staged rows of %d source(s) split into %d bucket(s)", rows, len(splits), buckets)
@@ -473,6 +545,7 @@ def _decided_all(work: WorkFolder, buckets: int) -> dict[str, pd.DataFrame | Non
 
 def prefill_bucket(work: WorkFolder, policy: Policy, bucket: int) -> dict:
     """One prefill document per guardian of the bucket: their own records, their children's outcome."""
+    _forget_addresses()
     plan = read_bucket_plan(work, bucket)
     buckets, run_id = plan["buckets"], plan["run_id"]
     tables = {name: work.read_frame("person", bucket, f"{name}{PARQUET}") for name in PERSON_TABLES}
@@ -509,35 +582,58 @@ def _write_local(frame: pd.DataFrame, path: Path) -> None:
         temp.unlink(missing_ok=True)
 
 
-def _publish(work: WorkFolder, parts: list[tuple], path: Path, keys: list[str]) -> Path:
-    """Concatenate a table's bucket parts into one Parquet, rows sorted by key."""
-    frame = _read_parts(work, parts)
-    if len(parts) > 1:  # one part is already in key order
-        frame = frame.sort_values(keys, kind="stable", ignore_index=True)
+def _text_keys(table, keys: list[str]) -> bool:
+    import pyarrow as pa
+
+    types = [table.schema.field(key).type for key in keys]
+    return all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in types)
+
+
+def _publish(work: WorkFolder, parts: list[tuple], path: Path, keys: list[str]) -> pd.DataFrame:
+    """Concatenate a table's bucket parts into one Parquet, rows sorted by key (one part is
+    already in key order); returns the rows.
+
+    The order is ``sort_values(keys, kind="stable")``'s: text keys are sorted by Arrow's stable
+    sort before the rows become a frame (UTF-8 bytes are code point order, missing last), any
+    other key by ``sort_rows`` on the frame. Only one copy of the rows is held besides the frame.
+    """
+    import pyarrow.compute as pc
+
+    table = _read_tables(work, parts)
+    if len(parts) > 1 and _text_keys(table, keys):
+        table = table.take(pc.sort_indices(table, sort_keys=[(key, "ascending", "at_end") for key in keys]))
+        frame = table.to_pandas()
+    elif len(parts) > 1:
+        frame = sort_rows(table.to_pandas(), keys).reset_index(drop=True)
+    else:
+        frame = table.to_pandas()
+    del table
     _write_local(frame, path)
-    return path
+    return frame
 
 
 def gather_buckets(work: WorkFolder, out_dir: Path) -> dict[str, Path]:
     """One Parquet per published table in ``out_dir``, its bucket parts concatenated in key
     order. Returns table name → path."""
+    _forget_addresses()
     out_dir = Path(out_dir)
     buckets = read_plan(work)["buckets"]
-    decided = _decided_all(work, buckets)
     log.info("children per level: %s", _per_level(work.read_frame("children.parquet")))
-    log.info(
-        "children with a school per level: %s; with none: %s",
-        _per_level(decided["eligibility"]),
-        _per_level(decided["ineligibility"]),
-    )
-    del decided
-    published = {}
+    published, per_level = {}, {}
     for table, (folder, keys) in PUBLISHED_PARTS.items():
         if folder:
             parts = [(folder, b, f"{table}{PARQUET}") for b in range(buckets)]
         else:
             parts = [(f"{table}{PARQUET}",)]
-        published[table] = _publish(work, parts, out_dir / f"{table}{PARQUET}", keys)
+        path = out_dir / f"{table}{PARQUET}"
+        frame = _publish(work, parts, path, keys)
+        if table in DECIDED_TABLES:
+            per_level[table] = _per_level(frame)
+        del frame
+        published[table] = path
+    log.info(
+        "children with a school per level: %s; with none: %s", per_level["eligibility"], per_level["ineligibility"]
+    )
     work.sweep()
     return published
 
@@ -579,5 +675,6 @@ def run_engine(
             prefill_bucket(folder, policy, bucket)
         return gather_buckets(folder, out_dir)
     finally:
+        _forget_addresses()  # also when a stage failed
         if work is None:
             shutil.rmtree(location, ignore_errors=True)
