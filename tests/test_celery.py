@@ -227,7 +227,7 @@ def test_on_two_celery_workers_a_worker_killed_mid_bucket_changes_nothing_publis
     run_id = trigger_warehouse(cluster)
     deadline = time.monotonic() + RUN_TIMEOUT
     victim, caught = freeze_engine_try(cluster, run_id, target, deadline)
-    while (ti := _ti(cluster, run_id, target, caught["map_index"]))["state"] != "running":
+    while (ti := _ti(cluster, run_id, caught["id"]))["state"] != "running":
         assert time.monotonic() < deadline and ti["state"] in {"queued", "running"}, ti["state"]
         time.sleep(0.2)
     assert ti["hostname"] == victim and ti["try_number"] == 1
@@ -235,7 +235,7 @@ def test_on_two_celery_workers_a_worker_killed_mid_bucket_changes_nothing_publis
     assert killed and all(_gone(pid) for pid in killed)
 
     cluster.wait(WAREHOUSE_DAG, run_id, deadline=deadline)
-    tries = cluster.tries(WAREHOUSE_DAG, run_id, target, caught["map_index"])
+    tries = cluster.tries(WAREHOUSE_DAG, run_id, target, ti["map_index"])
     survivor = next(worker for worker in cluster.workers if worker != victim)
     print(f"{target}: tries {[(t['try_number'], t['hostname'], t['state']) for t in tries]}, killed {victim}")
     assert [(t["try_number"], t["hostname"], t["state"]) for t in tries] == [
@@ -247,12 +247,10 @@ def test_on_two_celery_workers_a_worker_killed_mid_bucket_changes_nothing_publis
     assert_same_tables(cluster.city["ZEROCERT_WAREHOUSE_URL"], single_process.published())
 
 
-def _ti(cluster: CeleryCluster, run_id: str, task_id: str, map_index: int) -> dict:
-    return next(
-        ti
-        for ti in cluster.task_instances(WAREHOUSE_DAG, run_id)
-        if ti["task_id"] == task_id and ti["map_index"] == map_index
-    )
+def _ti(cluster: CeleryCluster, run_id: str, ti_id: str) -> dict:
+    """The task instance as it is now, found by its id: a try caught just as the mapped task was
+    expanded was listed with map index -1, which expansion turns into 0 under the same id."""
+    return next(ti for ti in cluster.task_instances(WAREHOUSE_DAG, run_id) if ti["id"] == ti_id)
 
 
 def _gone(pid: int) -> bool:
