@@ -69,6 +69,7 @@ def stage_source(source: str, *, landing: Path | None, exchange_url: str | None,
         raw, checksum, day = read_exchange_delivery(exchange_url, schema, as_of)
     delivery = day.isoformat()
     staged = stage(raw, day)
+    del raw  # the delivered text is no longer needed once typed, and is the larger copy
     target = Path(out_dir) / source
     target.mkdir(parents=True, exist_ok=True)
     accepted_path, quarantine_path = target / "accepted.parquet", target / "quarantine.parquet"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from pipelines.staging.casting import cast_columns
@@ -42,17 +43,50 @@ class Staged:
         return self.rows_in - self.rows_duplicate - self.rows_quarantined
 
 
+CAST_ROWS = 1 << 19  # rows cast at once: a slice's intermediates stay small beside the delivery
+
+
 def stage_with_schema(
-    raw: pd.DataFrame, schema: Schema, extract_date: dt.date, extra_failures: tuple[Failure, ...] = ()
+    raw: pd.DataFrame,
+    schema: Schema,
+    extract_date: dt.date,
+    extra_failures: tuple[Failure, ...] = (),
 ) -> tuple[Staged, pd.DataFrame]:
     """Dedupe, cast (events checked against ``extract_date``), and split into accepted and
     quarantined rows.
 
     Returns the ``Staged`` result and the typed frame of the accepted rows indexed like ``raw``
     (for a source module that reshapes them, like housing_contract's buyers).
-    ``extra_failures`` are a source's own checks, masks indexed like ``raw``.
+    ``extra_failures`` are a source's own checks, masks indexed like ``raw``. Rows are cast
+    ``CAST_ROWS`` at a time (every check is per row; duplicates are found over the whole
+    delivery first), so the casts' intermediates at city scale are a slice's, not the city's.
     """
     duplicate = duplicate_rows(raw, schema.natural_key[0])
+    accepted_parts, quarantined_parts = [], []
+    for start in range(0, max(len(raw), 1), CAST_ROWS):
+        part = raw.iloc[start : start + CAST_ROWS]
+        accepted, quarantined = _split_rows(
+            part, duplicate[start : start + CAST_ROWS], schema, extract_date, extra_failures
+        )
+        accepted_parts.append(accepted)
+        quarantined_parts.append(quarantined)
+    accepted = accepted_parts[0] if len(accepted_parts) == 1 else pd.concat(accepted_parts)
+    quarantined = (
+        quarantined_parts[0] if len(quarantined_parts) == 1 else pd.concat(quarantined_parts, ignore_index=True)
+    )
+    staged = Staged(
+        accepted=accepted.reset_index(drop=True),
+        quarantined=quarantined,
+        rows_in=len(raw),
+        rows_duplicate=int(duplicate.sum()),
+    )
+    return staged, accepted
+
+
+def _split_rows(
+    raw: pd.DataFrame, duplicate: np.ndarray, schema: Schema, extract_date: dt.date, extra_failures: tuple[Failure, ...]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Some rows of a delivery typed and split: accepted (indexed like ``raw``) and quarantined."""
     malformed = raw["parse_error"].fillna("") != ""
     typed, failures = cast_columns(raw, schema, extract_date)
     failures.append(Failure(MALFORMED_RECORD, malformed, ""))
@@ -66,10 +100,4 @@ def stage_with_schema(
         columns[key] = typed.pop(key)[good]
     accepted = pd.DataFrame(columns)
     accepted["record_ref"] = raw["record_ref"][good].astype("str")
-    staged = Staged(
-        accepted=accepted.reset_index(drop=True),
-        quarantined=quarantined,
-        rows_in=len(raw),
-        rows_duplicate=int(duplicate.sum()),
-    )
-    return staged, accepted
+    return accepted, quarantined
