@@ -645,7 +645,10 @@ def do_step(
         }
         return _each(step, attempt, items, progress, workers)
     progress(step.progress)
-    return step.do(attempt, *([done[step.takes]] if step.takes else []))
+    arguments = (attempt, *([done[step.takes]] if step.takes else []))
+    if workers > 1:  # in a process of its own, as the DAG's task: what it held goes back when it ends
+        return _in_fresh_processes(step.do, [arguments], 1)[0]
+    return step.do(*arguments)
 
 
 def _each(
@@ -658,19 +661,40 @@ def _each(
             progress(label)
             results[item] = step.do(attempt, item)
         return results
+    results = _in_fresh_processes(step.do, [(attempt, item) for item in items], workers, progress, list(items.values()))
+    return dict(zip(items, results))
+
+
+def _in_fresh_processes(
+    do: Callable[..., dict],
+    calls: Sequence[tuple],
+    workers: int,
+    progress: Callable[[str], None] = lambda message: None,
+    labels: Sequence[str] = (),
+) -> list[dict]:
+    """``do(*arguments)`` for every call, at most ``workers`` at once, each in a new process
+    (``progress`` told each call's label as its result is awaited, in order).
+
+    Each process is forked from a server that has only imported the pipeline (forkserver: not a
+    fork of one holding Arrow's threads) and does one call, so the memory a call took goes back
+    to the machine when it ends instead of staying in a reused worker beside the next call.
+    """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from pipelines.masking import configure_logging
 
-    # forkserver: a fresh interpreter per worker, not a fork of one holding Arrow's threads
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(min(workers, len(items)), mp_context=context, initializer=configure_logging) as pool:
-        futures = {item: pool.submit(step.do, attempt, item) for item in items}
-        results = {}
-        for item, label in items.items():
-            progress(label)
-            results[item] = futures[item].result()
+    context.set_forkserver_preload(["pipelines.run", "pipelines.engine.buckets", "pipelines.staging", "pipelines.gx"])
+    with ProcessPoolExecutor(
+        min(workers, len(calls)), mp_context=context, initializer=configure_logging, max_tasks_per_child=1
+    ) as pool:
+        futures = [pool.submit(do, *arguments) for arguments in calls]
+        results = []
+        for i, future in enumerate(futures):
+            if i < len(labels):
+                progress(labels[i])
+            results.append(future.result())
         return results
 
 

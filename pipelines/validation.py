@@ -25,9 +25,7 @@ import datetime as dt
 import json
 import logging
 import math
-import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -391,12 +389,7 @@ def build_validation_frame(spec: SuiteSpec, accepted: pd.DataFrame) -> pd.DataFr
 
 
 def _gx():
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    for name in ("great_expectations", "great_expectations.core", "tqdm"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import great_expectations as gx
+    from pipelines.gx import gx
 
     return gx
 
