@@ -20,8 +20,13 @@ import psutil
 
 
 class PeakMemory:
-    """Samples, in a background thread, the RSS of this process and every process under it
-    (the workers of a step run in parallel), summed: what the machine must hold at once."""
+    """Samples, in a background thread, the memory of this process and every process under it
+    (the workers of a step run in parallel), summed: what the machine must hold at once.
+
+    Each process counts its proportional set size (PSS: its own pages, and pages it shares with
+    others divided among them), so the pipeline the workers' forkserver imported once is counted
+    once, not once per worker as summed RSS would; for a single process PSS is its RSS.
+    """
 
     def __init__(self, interval: float = 0.05) -> None:
         self.interval = interval
@@ -30,29 +35,36 @@ class PeakMemory:
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._process = psutil.Process()
 
-    def _rss(self) -> int:
-        total = self._process.memory_info().rss
+    @staticmethod
+    def _held(process: psutil.Process) -> int:
+        try:
+            return process.memory_full_info().pss
+        except (psutil.AccessDenied, AttributeError):  # no PSS on this platform
+            return process.memory_info().rss
+
+    def _in_use(self) -> int:
+        total = self._held(self._process)
         for child in self._process.children(recursive=True):
             try:
-                total += child.memory_info().rss
+                total += self._held(child)
             except psutil.Error:  # ended between listing and reading
                 pass
         return total
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
+            self.peak = max(self.peak, self._in_use())
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
-        self.peak = self._rss()
+        self.peak = self._in_use()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        self.peak = max(self.peak, self._in_use())
 
 
 class PhaseTimer:
