@@ -79,7 +79,7 @@ class PhaseTimer:
             yield record
         seconds = time.perf_counter() - start
         rows = record.pop("rows", rows)
-        record.update(seconds=round(seconds, 2), peak_rss_mb=round(memory.peak / 2**20))
+        record.update(seconds=round(seconds, 2), peak_memory_mb=round(memory.peak / 2**20))
         if rows:
             record.update(rows=int(rows), rows_per_s=int(rows / seconds) if seconds else None)
         self.phases.append(record)
@@ -91,7 +91,7 @@ class PhaseTimer:
         record = {
             "phase": name,
             "seconds": round(sum(p["seconds"] for p in parts), 2),
-            "peak_rss_mb": max((p["peak_rss_mb"] for p in parts), default=0),
+            "peak_memory_mb": max((p["peak_memory_mb"] for p in parts), default=0),
             "of": [p["phase"] for p in parts],
         }
         self._print(record)
@@ -101,7 +101,7 @@ class PhaseTimer:
     def _print(record: dict) -> None:
         rows = record.get("rows")
         print(
-            f"bench {record['phase']:<22} {record['seconds']:8.1f} s  peak {record['peak_rss_mb']:>6} MB"
+            f"bench {record['phase']:<22} {record['seconds']:8.1f} s  peak {record['peak_memory_mb']:>6} MB"
             + (f"  {rows:>11,} rows  {record['rows_per_s']:>10,} rows/s" if rows else ""),
             flush=True,
         )
@@ -192,10 +192,10 @@ def run_bench(
         "baseline_seconds": baseline,
         "ratio_to_baseline": round(total / baseline, 1) if baseline else None,
         "published_rows": published_rows,
-        "run_peak_rss_mb": max(p["peak_rss_mb"] for p in run_phases),
+        "run_peak_memory_mb": max(p["peak_memory_mb"] for p in run_phases),
     }
     print(
-        f"bench whole run (without synth): {total:.1f} s, peak {result['run_peak_rss_mb']} MB; "
+        f"bench whole run (without synth): {total:.1f} s, peak {result['run_peak_memory_mb']} MB; "
         f"baseline {baseline:.1f} s; ratio {result['ratio_to_baseline']}",
         flush=True,
     )

@@ -644,10 +644,10 @@ def do_step(
             for each in done[BUCKET_PLAN]["buckets"]
         }
         return _each(step, attempt, items, progress, workers)
-    progress(step.progress)
     arguments = (attempt, *([done[step.takes]] if step.takes else []))
     if workers > 1:  # in a process of its own, as the DAG's task: what it held goes back when it ends
-        return _in_fresh_processes(step.do, [arguments], 1)[0]
+        return _in_fresh_processes(step.do, {step.progress: arguments}, workers, progress)[step.progress]
+    progress(step.progress)
     return step.do(*arguments)
 
 
@@ -655,25 +655,22 @@ def _each(
     step: Step, attempt: Attempt, items: Mapping[object, str], progress: Callable[[str], None], workers: int
 ) -> dict:
     """``step.do(attempt, item)`` for every item, results in the items' order."""
-    if workers <= 1 or len(items) <= 1:
-        results = {}
-        for item, label in items.items():
-            progress(label)
-            results[item] = step.do(attempt, item)
-        return results
-    results = _in_fresh_processes(step.do, [(attempt, item) for item in items], workers, progress, list(items.values()))
-    return dict(zip(items, results))
+    if workers > 1:
+        calls = {label: (attempt, item) for item, label in items.items()}
+        results = _in_fresh_processes(step.do, calls, workers, progress)
+        return {item: results[label] for item, label in items.items()}
+    results = {}
+    for item, label in items.items():
+        progress(label)
+        results[item] = step.do(attempt, item)
+    return results
 
 
 def _in_fresh_processes(
-    do: Callable[..., dict],
-    calls: Sequence[tuple],
-    workers: int,
-    progress: Callable[[str], None] = lambda message: None,
-    labels: Sequence[str] = (),
-) -> list[dict]:
-    """``do(*arguments)`` for every call, at most ``workers`` at once, each in a new process
-    (``progress`` told each call's label as its result is awaited, in order).
+    do: Callable[..., dict], calls: Mapping[str, tuple], workers: int, progress: Callable[[str], None]
+) -> dict[str, dict]:
+    """``do(*arguments)`` for every call (by its label), at most ``workers`` at once, each in a
+    new process; ``progress`` is told each label as its result is awaited, in order.
 
     Each process is forked from a server that has only imported the pipeline (forkserver: not a
     fork of one holding Arrow's threads) and does one call, so the memory a call took goes back
@@ -689,12 +686,11 @@ def _in_fresh_processes(
     with ProcessPoolExecutor(
         min(workers, len(calls)), mp_context=context, initializer=configure_logging, max_tasks_per_child=1
     ) as pool:
-        futures = [pool.submit(do, *arguments) for arguments in calls]
-        results = []
-        for i, future in enumerate(futures):
-            if i < len(labels):
-                progress(labels[i])
-            results.append(future.result())
+        futures = {label: pool.submit(do, *arguments) for label, arguments in calls.items()}
+        results = {}
+        for label, future in futures.items():
+            progress(label)
+            results[label] = future.result()
         return results
 
 

@@ -70,10 +70,8 @@ def stage_with_schema(
         )
         accepted_parts.append(accepted)
         quarantined_parts.append(quarantined)
-    accepted = accepted_parts[0] if len(accepted_parts) == 1 else pd.concat(accepted_parts)
-    quarantined = (
-        quarantined_parts[0] if len(quarantined_parts) == 1 else pd.concat(quarantined_parts, ignore_index=True)
-    )
+    accepted = pd.concat(accepted_parts)
+    quarantined = pd.concat(quarantined_parts, ignore_index=True)
     staged = Staged(
         accepted=accepted.reset_index(drop=True),
         quarantined=quarantined,
