@@ -232,7 +232,8 @@ def _read_delivery_file(path: Path):
 
 
 def _write_rows(url: str, name: str, table, rows: int) -> None:
-    """Write ``rows`` rows (cycling the table) to a scratch table, PostgreSQL COPY or SQLite executemany."""
+    """Write ``rows`` rows (cycling the table) to a scratch table by the fastest bulk path: PostgreSQL
+    COPY, or ADBC into a SQLite file beside the warehouse (one durable transaction)."""
     import io
 
     import pyarrow as pa
@@ -261,15 +262,19 @@ def _write_rows(url: str, name: str, table, rows: int) -> None:
                 raw.commit()
             finally:
                 raw.close()
-        else:
-            with engine.begin() as db:
-                db.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
-                db.exec_driver_sql(f"CREATE TABLE {name} ({columns})")
-                marks = ", ".join("?" for _ in table.column_names)
-                cursor = db.connection.driver_connection.cursor()
-                for batch in table.to_batches(max_chunksize=100_000):
-                    cursor.executemany(f"INSERT INTO {name} VALUES ({marks})", zip(*batch.to_pydict().values()))
-                db.exec_driver_sql(f"DROP TABLE {name}")
+        else:  # SQLite's bulk path, as the publish uses it: Arrow batches bound in C by ADBC
+            import adbc_driver_sqlite.dbapi
+
+            path = Path(engine.url.database).with_name(f"{name}.sqlite")
+            path.unlink(missing_ok=True)
+            try:
+                with adbc_driver_sqlite.dbapi.connect(str(path)) as con, con.cursor() as cur:
+                    cur.execute(f"CREATE TABLE {name} ({columns})")
+                    for batch in table.to_batches(max_chunksize=100_000):
+                        cur.adbc_ingest(name, batch, mode="append")
+                    con.commit()
+            finally:
+                path.unlink(missing_ok=True)
     finally:
         engine.dispose()
 

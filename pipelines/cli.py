@@ -291,7 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=1)
     bench.add_argument("--workdir", help="scratch folder (default: a temporary folder)")
     bench.add_argument("--warehouse", help="warehouse URL to publish into (default: SQLite in workdir)")
-    bench.add_argument("--city", help="reuse a synthesized city in this folder (synthesize it there if absent)")
+    bench.add_argument(
+        "--city",
+        "--skip-synth",
+        dest="city",
+        metavar="DIR",
+        help="reuse a synthesized city in this folder (synthesize it there if absent)",
+    )
     bench.add_argument(
         "--buckets",
         type=int,
