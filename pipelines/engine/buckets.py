@@ -56,7 +56,6 @@ from pipelines import registry
 from pipelines.engine.citizens import build_guardianship, build_person_tables, role_frame_name
 from pipelines.engine.decide import (
     build_prefill,
-    catchments_for,
     decide,
     edge_facts,
     guardian_eligibility,
@@ -333,15 +332,16 @@ _addresses_read: dict[str, tuple] = {}  # the last addresses read in this proces
 
 
 def _addresses(address_dir: Path, policy: Policy) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The address matches and this policy's catchments. Read once per process for a run's
-    buckets: kept while the files (path, size, modification time) and the policy are the same."""
+    """The address matches and catchments of the whole city (each step takes the rows of its own
+    bucket's addresses). Read once per process for a run's buckets: kept while the files (path,
+    size, modification time) and the policy are the same."""
     address_dir = Path(address_dir).resolve()
     stats = [(address_dir / name).stat() for name in _ADDRESS_FILES]
     key = (str(address_dir), tuple((st.st_size, st.st_mtime_ns) for st in stats), id(policy))
     kept = _addresses_read.get("last")
     if kept is None or kept[0] != key or kept[1] is not policy:
         address_match = pd.read_parquet(address_dir / _ADDRESS_FILES[0])
-        address_catchment = catchments_for(pd.read_parquet(address_dir / _ADDRESS_FILES[1]), policy)
+        address_catchment = pd.read_parquet(address_dir / _ADDRESS_FILES[1])
         kept = _addresses_read["last"] = (key, policy, address_match, address_catchment)
     # shallow copies: with copy-on-write a caller changing its frame never changes the kept one
     return kept[2].copy(deep=False), kept[3].copy(deep=False)

@@ -162,9 +162,15 @@ def _beside(rows: pd.DataFrame, evidence: pd.DataFrame, keys: list[str]) -> pd.D
     return rows.assign(**{c: evidence[c].array for c in evidence.columns if c not in keys})
 
 
-def catchments_for(address_catchment: pd.DataFrame, policy: Policy) -> pd.DataFrame:
-    """address_code, level, school_code of this policy's year and levels, without repeats."""
+def catchments_for(address_catchment: pd.DataFrame, policy: Policy, codes: pd.Series | None = None) -> pd.DataFrame:
+    """address_code, level, school_code of this policy's year and levels, without repeats.
+
+    With ``codes``, only the catchments of those addresses: a bucket looks up its own people's
+    addresses, so its work grows with the bucket, not with the city's address table.
+    """
     rows = address_catchment
+    if codes is not None:
+        rows = rows[member(rows["address_code"], codes)]
     if "enrollment_year" in rows.columns:
         rows = rows[rows["enrollment_year"].astype("Int64") == policy.enrollment_year]
     rows = rows[rows["level"].isin([w.level for w in policy.levels])]
@@ -213,19 +219,21 @@ def person_facts(
     Each reason carries the scope of its rule (``rules.HOLDER_SCOPE`` for property, the
     guardian scope for rental and employment).
     """
-    catchments = catchments_for(address_catchment, policy)
     properties = tables["property_holding"]
     rentals = tables["rental_holding"]
     jobs = tables["employment"]
 
     qualifying = properties[properties["qualifying"]]
     placed = qualifying[qualifying["address_code"].notna()]
+    good_rentals = rentals[rentals["qualifying"]]
+    placed_rentals = good_rentals[good_rentals["address_code"].notna()]
+    catchments = catchments_for(
+        address_catchment, policy, codes=pd.concat([placed["address_code"], placed_rentals["address_code"]])
+    )
     placed_property = placed.merge(catchments, on="address_code").assign(
         date=lambda f: f["record_date"], source=lambda f: f["kind"].map(property_source())
     )[FACT_COLUMNS]
 
-    good_rentals = rentals[rentals["qualifying"]]
-    placed_rentals = good_rentals[good_rentals["address_code"].notna()]
     placed_rental = placed_rentals.merge(catchments, on="address_code").assign(
         date=lambda f: f["registered_date"], source=evidence_source("rental"), record_key=lambda f: f["record_no"]
     )[FACT_COLUMNS]
@@ -417,8 +425,8 @@ def decide(
     qualifying property. Deceased children get only CHILD_DECEASED.
     """
     keys = ["child_id", "level", "school_code"]
-    catchments = catchments_for(address_catchment, policy)
     living = children[children["hukou_status"] != DECEASED]
+    catchments = catchments_for(address_catchment, policy, codes=living["hukou_address_code"])
     flags = (
         facts["edge_flags"]
         .groupby(["child_id", "level"])[["has_property", "has_rental", "stable_employment"]]
