@@ -328,23 +328,24 @@ def _per_level(rows: pd.DataFrame | None) -> dict[str, int]:
 
 
 _ADDRESS_FILES = ("address_match.parquet", "address_catchment.parquet")
+_MATCH_COLUMNS = ["source", "address", "address_code", "status"]
 _addresses_read: dict[str, tuple] = {}  # the last addresses read in this process: key → frames
 
 
-def _addresses(address_dir: Path, policy: Policy) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The address matches and catchments of the whole city (each step takes the rows of its own
-    bucket's addresses). Read once per process for a run's buckets: kept while the files (path,
-    size, modification time) and the policy are the same."""
+def _addresses(address_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The address matches (the columns a bucket's placing reads) and catchments of the whole
+    city; each step takes the rows of its own bucket's addresses. Read once per process for a
+    run's buckets: kept while the files (path, size, modification time) are the same."""
     address_dir = Path(address_dir).resolve()
     stats = [(address_dir / name).stat() for name in _ADDRESS_FILES]
-    key = (str(address_dir), tuple((st.st_size, st.st_mtime_ns) for st in stats), id(policy))
+    key = (str(address_dir), tuple((st.st_size, st.st_mtime_ns) for st in stats))
     kept = _addresses_read.get("last")
-    if kept is None or kept[0] != key or kept[1] is not policy:
-        address_match = pd.read_parquet(address_dir / _ADDRESS_FILES[0])
+    if kept is None or kept[0] != key:
+        address_match = pd.read_parquet(address_dir / _ADDRESS_FILES[0], columns=_MATCH_COLUMNS)
         address_catchment = pd.read_parquet(address_dir / _ADDRESS_FILES[1])
-        kept = _addresses_read["last"] = (key, policy, address_match, address_catchment)
+        kept = _addresses_read["last"] = (key, address_match, address_catchment)
     # shallow copies: with copy-on-write a caller changing its frame never changes the kept one
-    return kept[2].copy(deep=False), kept[3].copy(deep=False)
+    return kept[1].copy(deep=False), kept[2].copy(deep=False)
 
 
 def _forget_addresses() -> None:
@@ -405,7 +406,7 @@ def join_bucket(work: WorkFolder, address_dir: Path, policy: Policy, bucket: int
     guardian eligibility and the school-age children; the household bucket's guardianship."""
     plan = read_bucket_plan(work, bucket)
     buckets, run_id = plan["buckets"], plan["run_id"]
-    address_match, address_catchment = _addresses(address_dir, policy)
+    address_match, address_catchment = _addresses(address_dir)
     frames = {name[: -len(PARQUET)]: work.read_frame("staged", bucket, name) for name in work.files("staged", bucket)}
     rows_in = sum(len(frame) for frame in frames.values())
     tables = build_person_tables(frames, address_match, policy)
@@ -510,7 +511,7 @@ def decide_bucket(work: WorkFolder, address_dir: Path, policy: Policy, bucket: i
     """Eligibility and ineligibility of one bucket's school-age children."""
     plan = read_bucket_plan(work, bucket)
     buckets, run_id = plan["buckets"], plan["run_id"]
-    _, address_catchment = _addresses(address_dir, policy)
+    _, address_catchment = _addresses(address_dir)
     children = work.read_frame("person", bucket, "children.parquet")
     linked = {
         name: _read_parts(work, [("edges", f"from{h}", bucket, f"{name}{PARQUET}") for h in range(buckets)])
