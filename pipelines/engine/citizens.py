@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from pipelines import registry
 from pipelines.engine import rules
-from pipelines.engine.frames import arrow_text, as_dates, as_text, json_text, member, produced_columns, sort_rows
+from pipelines.engine.frames import arrow_text, as_dates, as_text, json_text, produced_columns, sort_rows
 from pipelines.engine.records import (
     CHILD_OF_HEAD,
     CONTRACT_KIND,
@@ -74,11 +74,10 @@ def _place(texts: pd.Series, source: str, address_match: pd.DataFrame) -> pd.Dat
     """Standard address code and match status of each text, as the addresses step decided.
 
     A text the address step did not see reads as ``unmatched``; ambiguous and unmatched texts
-    carry no code, so they can never place anyone in a catchment. Only the rows of ``texts`` are
-    taken from the city's matches, so a bucket's work grows with the bucket.
+    carry no code, so they can never place anyone in a catchment.
     """
-    wanted = member(address_match["address"], texts) & (address_match["source"] == source).to_numpy(dtype=bool)
-    matches = address_match.loc[wanted, ["address", "address_code", "status"]].drop_duplicates("address")
+    matches = address_match.loc[address_match["source"] == source, ["address", "address_code", "status"]]
+    matches = matches.drop_duplicates("address")
     found = pc.index_in(arrow_text(texts), value_set=arrow_text(matches["address"]))
     status = arrow_text(matches["status"]).take(found).fill_null("unmatched")  # a text never seen
     status = pc.if_else(pc.is_null(arrow_text(texts)), pa.scalar(None, pa.large_string()), status)
