@@ -238,45 +238,38 @@ def _write_rows(url: str, name: str, table, rows: int) -> None:
 
     import pyarrow as pa
     import pyarrow.csv as pa_csv
-    import sqlalchemy as sa
+
+    from pipelines.warehouse import SQLiteWarehouse, warehouse_for
 
     table = table.select(table.column_names[:8])
     table = pa.table({f"c{i}": table.column(i).cast(pa.string()) for i in range(table.num_columns)})
     repeats = -(-rows // max(table.num_rows, 1))
     table = pa.concat_tables([table] * repeats).slice(0, rows) if repeats > 1 else table.slice(0, rows)
     columns = ", ".join(f"{c} text" for c in table.column_names)
-    engine = sa.create_engine(url)
-    try:
-        if engine.dialect.name == "postgresql":
-            raw = engine.raw_connection()
-            try:
-                with raw.cursor() as cur:
-                    cur.execute(f"DROP TABLE IF EXISTS {name}")
-                    cur.execute(f"CREATE TABLE {name} ({columns})")
-                    with cur.copy(f"COPY {name} FROM STDIN (FORMAT csv)") as copy:
-                        for batch in table.to_batches(max_chunksize=100_000):
-                            buffer = io.BytesIO()
-                            pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False))
-                            copy.write(buffer.getbuffer())
-                    cur.execute(f"DROP TABLE {name}")
-                raw.commit()
-            finally:
-                raw.close()
-        else:  # SQLite's bulk path, as the publish uses it: Arrow batches bound in C by ADBC
-            import adbc_driver_sqlite.dbapi
+    warehouse = warehouse_for(url)
+    if isinstance(warehouse, SQLiteWarehouse):  # SQLite's bulk path, as the publish uses it: ADBC
+        import adbc_driver_sqlite.dbapi
 
-            path = Path(engine.url.database).with_name(f"{name}.sqlite")
+        path = warehouse.path.with_name(f"{name}.sqlite")
+        path.unlink(missing_ok=True)
+        try:
+            with adbc_driver_sqlite.dbapi.connect(str(path)) as con, con.cursor() as cur:
+                cur.execute(f"CREATE TABLE {name} ({columns})")
+                for batch in table.to_batches(max_chunksize=100_000):
+                    cur.adbc_ingest(name, batch, mode="append")
+                con.commit()
+        finally:
             path.unlink(missing_ok=True)
-            try:
-                with adbc_driver_sqlite.dbapi.connect(str(path)) as con, con.cursor() as cur:
-                    cur.execute(f"CREATE TABLE {name} ({columns})")
-                    for batch in table.to_batches(max_chunksize=100_000):
-                        cur.adbc_ingest(name, batch, mode="append")
-                    con.commit()
-            finally:
-                path.unlink(missing_ok=True)
-    finally:
-        engine.dispose()
+        return
+    with warehouse.connect() as conn, conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {name}")
+        cur.execute(f"CREATE TABLE {name} ({columns})")
+        with cur.copy(f"COPY {name} FROM STDIN (FORMAT csv)") as copy:
+            for batch in table.to_batches(max_chunksize=100_000):
+                buffer = io.BytesIO()
+                pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False))
+                copy.write(buffer.getbuffer())
+        cur.execute(f"DROP TABLE {name}")
 
 
 def measure_baseline(settings, published_rows: int) -> dict:

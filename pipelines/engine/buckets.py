@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import registry
-from pipelines.engine.citizens import build_guardianship, build_person_tables, role_frame_name
+from pipelines.engine.citizens import PLACING_COLUMNS, build_guardianship, build_person_tables, role_frame_name
 from pipelines.engine.decide import (
     build_prefill,
     decide,
@@ -328,7 +328,6 @@ def _per_level(rows: pd.DataFrame | None) -> dict[str, int]:
 
 
 _ADDRESS_FILES = ("address_match.parquet", "address_catchment.parquet")
-_MATCH_COLUMNS = ["source", "address", "address_code", "status"]
 _addresses_read: dict[str, tuple] = {}  # the last addresses read in this process: key → frames
 
 
@@ -341,7 +340,7 @@ def _addresses(address_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     key = (str(address_dir), tuple((st.st_size, st.st_mtime_ns) for st in stats))
     kept = _addresses_read.get("last")
     if kept is None or kept[0] != key:
-        address_match = pd.read_parquet(address_dir / _ADDRESS_FILES[0], columns=_MATCH_COLUMNS)
+        address_match = pd.read_parquet(address_dir / _ADDRESS_FILES[0], columns=PLACING_COLUMNS)
         address_catchment = pd.read_parquet(address_dir / _ADDRESS_FILES[1])
         kept = _addresses_read["last"] = (key, address_match, address_catchment)
     # shallow copies: with copy-on-write a caller changing its frame never changes the kept one

@@ -70,13 +70,17 @@ def _is_resident_id(ids: pd.Series) -> pd.Series:
     return ids.astype("str").str.fullmatch(RESIDENT_ID_PATTERN).fillna(False).astype(bool)
 
 
+PLACING_COLUMNS = ["source", "address", "address_code", "status"]
+"""The columns of the address matches that placing reads."""
+
+
 def _place(texts: pd.Series, source: str, address_match: pd.DataFrame) -> pd.DataFrame:
     """Standard address code and match status of each text, as the addresses step decided.
 
     A text the address step did not see reads as ``unmatched``; ambiguous and unmatched texts
     carry no code, so they can never place anyone in a catchment.
     """
-    matches = address_match.loc[address_match["source"] == source, ["address", "address_code", "status"]]
+    matches = address_match.loc[address_match["source"] == source, PLACING_COLUMNS[1:]]  # all but the source
     matches = matches.drop_duplicates("address")
     found = pc.index_in(arrow_text(texts), value_set=arrow_text(matches["address"]))
     status = arrow_text(matches["status"]).take(found).fill_null("unmatched")  # a text never seen
