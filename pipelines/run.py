@@ -303,7 +303,7 @@ def resolve_addresses(attempt: Attempt) -> dict:
         path = layout.accepted_rows(source)
         if path.exists():
             staged[source] = pd.read_parquet(path, columns=[column])
-    address_match = build_address_match(staged, known).sort_values(["source", "address"], ignore_index=True)
+    address_match = build_address_match(staged, known)
     layout.addresses_dir.mkdir(parents=True, exist_ok=True)
     address_match.to_parquet(layout.address_match, index=False)
     catchment = place_in_catchments(known, settings.reference / "catchments.geojson", policy.enrollment_year)

@@ -237,6 +237,28 @@ def test_placement_overlaps_gaps_multipolygons_and_year(reference, registry):
     }
 
 
+def test_a_point_is_in_a_catchment_only_inside_it_never_on_its_edge():
+    import shapely
+
+    from pipelines.addresses.catchments import points_in_catchments
+
+    square = lambda x0, y0, x1, y1: shapely.box(x0, y0, x1, y1)  # noqa: E731
+    catchments = pd.DataFrame(
+        {
+            "geometry": [
+                square(0, 0, 2, 2),
+                square(2, 0, 4, 2),  # shares the edge x = 2 with the first
+                square(1, 1, 3, 3),  # overlaps both
+                shapely.MultiPolygon([square(10, 10, 11, 11), square(12, 10, 13, 11)]),
+            ]
+        }
+    )
+    lon = [0.5, 2.0, 1.5, 2.5, 10.5, 11.5, 12.5, 50.0]
+    lat = [0.5, 0.5, 1.5, 1.5, 10.5, 10.5, 10.5, 50.0]
+    hits = points_in_catchments(lon, lat, catchments)
+    assert sorted(zip(hits["point"], hits["catchment"])) == [(0, 0), (2, 0), (2, 2), (3, 1), (3, 2), (4, 3), (6, 3)]
+
+
 def test_placement_of_another_year(reference, registry):
     placed = place_in_catchments(registry, reference / "catchments.geojson", 2026)
     assert set(placed["school_code"]) == {"P9"} and len(placed) == len(REGISTRY)

@@ -75,15 +75,20 @@ def invalid_catchments(catchments: pd.DataFrame) -> list[str]:
 def points_in_catchments(lon: np.ndarray, lat: np.ndarray, catchments: pd.DataFrame) -> pd.DataFrame:
     """(point index, catchment row) for every catchment polygon containing a point.
 
-    One STRtree query for all points; overlapping catchments give several rows, gaps none,
-    points without coordinates none.
+    One STRtree query of every point against the polygons' bounding boxes, then the candidate
+    pairs tested against the prepared polygons (``contains_xy``, as ``within`` the interior: a
+    point on a boundary is in neither catchment); three times faster than the tree's ``within``
+    predicate, which tests the unprepared polygons. Overlapping catchments give several rows,
+    gaps none, points without coordinates none.
     """
     if len(catchments) == 0 or len(lon) == 0:
         return pd.DataFrame({"point": np.array([], dtype=np.int64), "catchment": np.array([], dtype=np.int64)})
-    points = shapely.points(np.asarray(lon, dtype=float), np.asarray(lat, dtype=float))
-    tree = shapely.STRtree(catchments["geometry"].to_numpy())
-    point_idx, catchment_idx = tree.query(points, predicate="within")
-    return pd.DataFrame({"point": point_idx, "catchment": catchment_idx})
+    lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    polygons = catchments["geometry"].to_numpy()
+    point_idx, catchment_idx = shapely.STRtree(polygons).query(shapely.points(lon, lat))
+    shapely.prepare(polygons)
+    inside = shapely.contains_xy(polygons[catchment_idx], lon[point_idx], lat[point_idx])
+    return pd.DataFrame({"point": point_idx[inside], "catchment": catchment_idx[inside]})
 
 
 def place_in_catchments(registry: AddressRegistry, catchments_path: Path, enrollment_year: int) -> pd.DataFrame:

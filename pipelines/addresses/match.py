@@ -267,25 +267,23 @@ def _match_fuzzy(left: pd.DataFrame, registry: AddressRegistry, out: _Outcome) -
 def build_address_match(
     staged: Mapping[str, pd.DataFrame], registry: AddressRegistry, columns: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
-    """The ``address_match`` rows: one per (source, distinct address text) of the staged frames.
+    """The ``address_match`` rows: one per (source, distinct address text) of the staged frames,
+    ordered by source and text (code point order).
 
     ``columns`` maps a source to its address column (default: the sources' declared
     ``roles: address``). Each text is resolved once however many sources deliver it.
     """
     columns = address_columns() if columns is None else columns
     per_source = {
-        source: staged[source][column].dropna().astype("str").drop_duplicates()
-        for source, column in columns.items()
+        source: staged[source][column].dropna().astype("str").drop_duplicates().sort_values(ignore_index=True)
+        for source, column in sorted(columns.items())
         if source in staged and column in staged[source].columns
     }
     if not per_source:
         return pd.DataFrame(columns=["source", *MATCH_COLUMNS])
     texts = pd.concat(list(per_source.values()), ignore_index=True)
     resolved = resolve_texts(texts, registry)
-    rows = [
-        pd.DataFrame({"source": source, "address": pd.Series(values.to_numpy(dtype=object), dtype=object)})
-        for source, values in per_source.items()
-    ]
+    rows = [pd.DataFrame({"source": source, "address": values}) for source, values in per_source.items()]
     # resolve_texts has one row per distinct text in order of first appearance, as factorize
     # numbers them: each row's match is found by position, not by a join on the text.
     position, _ = pd.factorize(texts)
