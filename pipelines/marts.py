@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.addresses.match import REVIEW_STATUSES
+from pipelines.engine.frames import member
 from pipelines.engine.records import evidence_source, property_source
 from pipelines.policy import LevelWindow, Policy
 from pipelines.warehouse_schema import (
@@ -421,34 +422,60 @@ def residence_places(
     qualifying property of the child or a guardian, else a guardian's qualifying rental, else
     the child's own active hukou address (the order of categories A, B, C). Several catchments at
     that strength (two properties, overlapping catchments) share the child equally.
+
+    Each (child, level, horizon) is numbered once, so the choice of the strongest evidence
+    groups integers rather than IDs (a city's cohorts are a million such rows).
     """
-    kids = children[["child_id", "level", "horizon"]]
-    guardians = kids.merge(guardianship[["child_id", "guardian_id"]].drop_duplicates(), on="child_id")
+    keys = ["child_id", "level", "horizon"]
+    kids = children.drop_duplicates(keys, ignore_index=True)
+    slots = pd.DataFrame({"slot": np.arange(len(kids)), "holder_id": kids["child_id"], "level": kids["level"]})
+    links = guardianship[["child_id", "guardian_id"]].drop_duplicates()
+    guardians = slots.merge(links, left_on="holder_id", right_on="child_id")[["slot", "level", "guardian_id"]]
     guardians = guardians.rename(columns={"guardian_id": "holder_id"})
-    holders = pd.concat([kids.assign(holder_id=kids["child_id"]), guardians], ignore_index=True)
+    holders = pd.concat([slots, guardians], ignore_index=True)
 
     def codes(frame: pd.DataFrame) -> pd.DataFrame:
-        good = frame[frame["qualifying"].fillna(False).astype(bool) & frame["address_code"].notna()]
-        return pd.DataFrame({"holder_id": good["citizen_id"], "address_code": good["address_code"]}).drop_duplicates()
+        """The holders' qualifying addresses: a city's holdings cut to the cohorts' families first."""
+        good = frame["qualifying"].fillna(False).astype(bool).to_numpy() & frame["address_code"].notna().to_numpy()
+        good &= member(frame["citizen_id"], holders["holder_id"])
+        return pd.DataFrame(
+            {"holder_id": frame["citizen_id"][good], "address_code": frame["address_code"][good]}
+        ).drop_duplicates()
 
-    hukou = children[children["hukou_active"].astype(bool) & children["hukou_address_code"].notna()]
+    on_hukou = (kids["hukou_active"].astype(bool) & kids["hukou_address_code"].notna()).to_numpy()
+    columns = ["slot", "level", "address_code", "strength"]
     evidence = pd.concat(
         [
-            holders.merge(codes(property_holding), on="holder_id").assign(strength=0),
-            guardians.merge(codes(rental_holding), on="holder_id").assign(strength=1),
-            hukou[["child_id", "level", "horizon", "hukou_address_code"]]
-            .rename(columns={"hukou_address_code": "address_code"})
-            .assign(strength=2),
+            holders.merge(codes(property_holding), on="holder_id").assign(strength=0)[columns],
+            guardians.merge(codes(rental_holding), on="holder_id").assign(strength=1)[columns],
+            pd.DataFrame(
+                {
+                    "slot": np.flatnonzero(on_hukou),
+                    "level": kids["level"].to_numpy()[on_hukou],
+                    "address_code": kids["hukou_address_code"].to_numpy()[on_hukou],
+                    "strength": 2,
+                }
+            ),
         ],
         ignore_index=True,
     )
-    catchments = address_catchment[["address_code", "level", "school_code"]].drop_duplicates()
+    catchments = address_catchment.loc[
+        member(address_catchment["address_code"], evidence["address_code"]), ["address_code", "level", "school_code"]
+    ].drop_duplicates()
     placed = evidence.merge(catchments, on=["address_code", "level"])
-    keys = ["child_id", "level", "horizon"]
-    placed = placed[placed["strength"] == placed.groupby(keys)["strength"].transform("min")]
-    placed = placed[[*keys, "school_code"]].drop_duplicates()
-    placed["weight"] = 1.0 / placed.groupby(keys)["school_code"].transform("size")
-    return placed.reset_index(drop=True)
+    placed = placed[placed["strength"] == placed.groupby("slot")["strength"].transform("min")]
+    placed = placed[["slot", "school_code"]].drop_duplicates()
+    weight = 1.0 / placed.groupby("slot")["school_code"].transform("size")
+    rows = kids.take(placed["slot"].to_numpy())
+    return pd.DataFrame(
+        {
+            "child_id": rows["child_id"].to_numpy(),
+            "level": rows["level"].to_numpy(),
+            "horizon": rows["horizon"].to_numpy(),
+            "school_code": placed["school_code"].to_numpy(),
+            "weight": weight.to_numpy(),
+        }
+    )
 
 
 _BASES = ("catchment", "district", "city")  # finest first

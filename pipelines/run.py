@@ -637,7 +637,7 @@ def do_step(
 
     if step.per_source:
         items = {source: step.progress.format(source=source) for source in source_keys()}
-        return _each(step, attempt, items, progress, workers)
+        return _each(step, attempt, items, progress, workers, first=largest_deliveries(attempt.settings))
     if step.per_bucket:
         items = {
             each["bucket"]: step.progress.format(bucket=bucket_label(each["bucket"], each["bucket_count"]))
@@ -651,12 +651,42 @@ def do_step(
     return step.do(*arguments)
 
 
+def largest_deliveries(settings: Settings) -> list[str]:
+    """The sources, largest chosen delivery (bytes on the landing directory) first.
+
+    Sources run side by side start in this order, so the two or three big ones do not wait
+    behind the small ones and then run alone (the longest first is what balances workers).
+    The exchange form, whose sizes are unknown here, keeps the sources' own order.
+    """
+    from pipelines.staging.delivery import choose_delivery
+
+    def size(source: str) -> int:
+        try:
+            folder = choose_delivery(settings.landing, source, settings.as_of)
+        except ZerocertError:  # staging reports a missing delivery properly
+            return 0
+        return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
+
+    keys = source_keys()
+    if settings.landing is None:
+        return keys
+    sizes = {source: size(source) for source in keys}
+    return sorted(keys, key=lambda source: -sizes[source])
+
+
 def _each(
-    step: Step, attempt: Attempt, items: Mapping[object, str], progress: Callable[[str], None], workers: int
+    step: Step,
+    attempt: Attempt,
+    items: Mapping[object, str],
+    progress: Callable[[str], None],
+    workers: int,
+    first: Sequence[object] = (),
 ) -> dict:
-    """``step.do(attempt, item)`` for every item, results in the items' order."""
+    """``step.do(attempt, item)`` for every item, results in the items' order; with several
+    workers the items in ``first`` are started first, in that order."""
     if workers > 1:
-        calls = {label: (attempt, item) for item, label in items.items()}
+        started = [item for item in first if item in items] + [item for item in items if item not in first]
+        calls = {items[item]: (attempt, item) for item in started}
         results = _in_fresh_processes(step.do, calls, workers, progress)
         return {item: results[label] for item, label in items.items()}
     results = {}

@@ -16,6 +16,7 @@ from pipelines.config import resolve_settings
 from pipelines.engine.buckets import PLAN_FILE, PUBLISHED_PARTS, WorkFolder, bucket_label, read_plan, run_engine
 from pipelines.errors import UsageError
 from pipelines.policy import load_policy
+from pipelines.staging.delivery import choose_delivery
 
 AS_OF = "2027-08-15"
 
@@ -95,8 +96,15 @@ def test_two_worker_processes_stage_and_decide_the_same_bytes_as_one(staged):
     stage = next(s for s in steps.STEPS if s.name == "stage")
     apart = dataclasses.replace(staged, settings=staged.settings.with_attempt("two-workers"))
     said: list[str] = []
-    assert steps.do_step(stage, apart, {}, said.append, workers=2).keys() == set(steps.source_keys())
-    assert said == [f"stage {source}" for source in steps.source_keys()]
+    assert list(steps.do_step(stage, apart, {}, said.append, workers=2)) == steps.source_keys()
+    started = [message.removeprefix("stage ") for message in said]
+    assert sorted(started) == sorted(steps.source_keys())
+    delivered = [
+        sum(p.stat().st_size for p in choose_delivery(apart.settings.landing, source, apart.settings.as_of).iterdir())
+        for source in started
+    ]
+    assert delivered == sorted(delivered, reverse=True), "the largest deliveries start first"
+    assert started != steps.source_keys(), "this city's largest delivery is not its first source"
     for source in steps.source_keys():
         ours = apart.layout.staged_dir / source / "accepted.parquet"
         assert ours.read_bytes() == (staged.layout.staged_dir / source / "accepted.parquet").read_bytes(), source
