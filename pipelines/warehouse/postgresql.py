@@ -299,15 +299,17 @@ def _prefixed(values: np.ndarray) -> pa.Array:
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 + width), n, [None, pa.py_buffer(out)]).cast(pa.binary())
 
 
-def _binary_field(kind: str, arr: pa.Array) -> pa.Array:
-    """One column as PostgreSQL binary COPY fields (length, then the type's send format)."""
+def _binary_fields(kind: str, arr: pa.Array) -> list[pa.Array]:
+    """One column as PostgreSQL binary COPY fields (length, then the type's send format), as
+    pieces the row join concatenates: a text's 4-byte length and its bytes stay two pieces, so
+    each value is copied once, into its row."""
     if kind in ("text", "json"):
         data = arr.cast(pa.binary())
         if kind == "json":  # jsonb's binary format: version 1, then the JSON text
             data = pc.binary_join_element_wise(pa.scalar(b"\x01", pa.binary()), data, b"")
         lengths = pc.fill_null(pc.binary_length(data), -1).to_numpy().astype(">i4")
         header = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), len(arr), [None, pa.py_buffer(lengths)])
-        return pc.binary_join_element_wise(header.cast(pa.binary()), pc.fill_null(data, b""), b"")
+        return [header.cast(pa.binary()), pc.fill_null(data, b"") if data.null_count else data]
     if kind == "date":
         values = (pc.fill_null(arr.cast(pa.int32()), 0).to_numpy() - _PG_EPOCH_DAYS).astype(">i4")
     elif kind == "bool":
@@ -319,15 +321,15 @@ def _binary_field(kind: str, arr: pa.Array) -> pa.Array:
     else:
         raise AssertionError(kind)
     fields = _prefixed(values)
-    return pc.if_else(arr.is_valid(), fields, _NULL_FIELD) if arr.null_count else fields
+    return [pc.if_else(arr.is_valid(), fields, _NULL_FIELD) if arr.null_count else fields]
 
 
 def binary_copy_rows(table: Table, batch: pa.RecordBatch) -> pa.Buffer:
     """A conformed batch as the tuples of PostgreSQL's binary COPY format, built column by
-    column in Arrow (no Python object per row or per value)."""
+    column in Arrow and joined into rows at once (no Python object per row or per value)."""
     count = pa.scalar(np.array([len(table.columns)], dtype=">i2").tobytes(), pa.binary())
-    fields = [_binary_field(c.type, batch.column(i)) for i, c in enumerate(table.columns)]
-    rows = pc.binary_join_element_wise(count, *fields, b"")
+    pieces = [piece for i, c in enumerate(table.columns) for piece in _binary_fields(c.type, batch.column(i))]
+    rows = pc.binary_join_element_wise(count, *pieces, b"")
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)[rows.offset : rows.offset + len(rows) + 1]
     return rows.buffers()[2][int(offsets[0]) : int(offsets[-1])]
 
