@@ -30,6 +30,7 @@ from pipelines.addresses.normalize import (
     strip_prefix,
 )
 from pipelines.addresses.registry import AddressRegistry, component_key
+from pipelines.engine.frames import member
 from pipelines.registry import address_columns
 
 MATCH_COLUMNS = ["address", "address_code", "status", "candidates", "score"]
@@ -334,35 +335,55 @@ def explain(texts: pd.Series, registry: AddressRegistry) -> pd.Series:
     return pd.Series(best.set_index("pos")["hint"].reindex(texts.index).to_numpy(), index=texts.index)
 
 
-def _known(readings: pd.DataFrame, keys: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """Readings whose ``columns`` match some registry address's."""
-    return pd.MultiIndex.from_frame(readings[columns].fillna("")).isin(
-        pd.MultiIndex.from_frame(keys[columns].drop_duplicates())
-    )
+class _ComponentCodes:
+    """The registry's and the readings' components as integers, each column numbered once by the
+    registry's values (a reading's value the registry lacks fits nothing): a review list is
+    compared with a city's million addresses at every level of ``HINT_LEVELS``."""
+
+    def __init__(self, keys: pd.DataFrame, readings: pd.DataFrame) -> None:
+        self.registry_rows = len(keys)
+        self.codes: dict[str, tuple[np.ndarray, int]] = {}
+        for column in {c for _, columns in HINT_LEVELS for c in columns} | {"district_code"}:
+            registry_codes, values = pd.factorize(keys[column])
+            registry_codes[registry_codes < 0] = len(values)  # a missing registry value fits no reading
+            reading_codes = pd.Index(values).get_indexer(readings[column].fillna("").astype(values.dtype))
+            self.codes[column] = (np.concatenate([registry_codes, reading_codes]).astype(np.int64), len(values))
+
+    def known(self, columns: list[str]) -> np.ndarray:
+        """Readings whose ``columns`` (a missing one read as blank) match some registry address's;
+        the columns' numbers combined, renumbered after each so they stay small."""
+        n = self.registry_rows
+        combined = np.zeros(len(next(iter(self.codes.values()))[0]), dtype=np.int64)
+        absent = np.zeros(len(combined) - n, dtype=bool)
+        for column in columns:
+            codes, width = self.codes[column]
+            absent |= codes[n:] < 0
+            combined = pd.factorize(combined * (width + 2) + codes + 1)[0].astype(np.int64)
+        return ~absent & pd.Series(combined[n:]).isin(pd.unique(combined[:n])).to_numpy()
 
 
 def _hint_per_reading(readings: pd.DataFrame, registry: AddressRegistry) -> tuple[np.ndarray, np.ndarray]:
     """(hint code, how far the reading got: 0 unparsed … len(HINT_LEVELS) + 3 all fit)."""
     keys = registry.keys
+    components = _ComponentCodes(keys, readings)
     n = len(readings)
     hint = np.full(n, "several_codes", dtype=object)
     depth = np.full(n, len(HINT_LEVELS) + 3)
     with_district = readings["district_code"].notna().to_numpy()
     decided = np.zeros(n, dtype=bool)
     for level, (code, columns) in enumerate(HINT_LEVELS):
-        known = np.where(
-            with_district, _known(readings, keys, ["district_code", *columns]), _known(readings, keys, columns)
-        )
+        known = np.where(with_district, components.known(["district_code", *columns]), components.known(columns))
         fails = ~decided & ~known
         hint[fails], depth[fails] = code, level + 3
         decided |= fails
     whole = HINT_LEVELS[-1][1]
-    exists_elsewhere = with_district & decided & _known(readings, keys, whole)
+    exists_elsewhere = with_district & decided & components.known(whole)
     hint[exists_elsewhere], depth[exists_elsewhere] = "district_mismatch", len(HINT_LEVELS) + 3
-    road_elsewhere = with_district & ~exists_elsewhere & ~_known(readings, keys, ["district_code", "road"])
+    road_elsewhere = with_district & ~exists_elsewhere & ~components.known(["district_code", "road"])
     hint[road_elsewhere], depth[road_elsewhere] = "district_mismatch", 2
     key = component_key(*(readings[c].fillna("") for c in whole))
-    districts = registry.keys.groupby("key")["district_code"].nunique()
+    fitting = keys.loc[member(keys["key"], key), ["key", "district_code"]]  # only the readings' keys
+    districts = fitting.groupby("key")["district_code"].nunique()
     spread = key.map(districts).fillna(0).to_numpy() > 1
     missing = ~decided & ~with_district & spread
     hint[missing] = "district_missing"
