@@ -572,11 +572,14 @@ PUBLISHED_PARTS: dict[str, tuple[str, list[str]]] = {  # table → (folder of it
 }
 
 
-def _write_local(frame: pd.DataFrame, path: Path) -> None:
+def _write_local(table, path: Path) -> None:
+    """An Arrow table to a Parquet file, replaced atomically."""
+    import pyarrow.parquet as pq
+
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
     try:
-        frame.to_parquet(temp, index=False)
+        pq.write_table(table, temp)
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
@@ -589,27 +592,25 @@ def _text_keys(table, keys: list[str]) -> bool:
     return all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in types)
 
 
-def _publish(work: WorkFolder, parts: list[tuple], path: Path, keys: list[str]) -> pd.DataFrame:
+def _publish(work: WorkFolder, parts: list[tuple], path: Path, keys: list[str]):
     """Concatenate a table's bucket parts into one Parquet, rows sorted by key (one part is
-    already in key order); returns the rows.
+    already in key order); returns the rows as an Arrow table.
 
     The order is ``sort_values(keys, kind="stable")``'s: text keys are sorted by Arrow's stable
-    sort before the rows become a frame (UTF-8 bytes are code point order, missing last), any
-    other key by ``sort_rows`` on the frame. Only one copy of the rows is held besides the frame.
+    sort (UTF-8 bytes are code point order, missing last), any other key by ``sort_rows`` on a
+    frame. The rows stay in Arrow from the parts to the file (the parts' schema, pandas types
+    included, is the file's), so a city's 16 M rows are not made into a frame and back.
     """
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     table = _read_tables(work, parts)
     if len(parts) > 1 and _text_keys(table, keys):
         table = table.take(pc.sort_indices(table, sort_keys=[(key, "ascending", "at_end") for key in keys]))
-        frame = table.to_pandas()
     elif len(parts) > 1:
-        frame = sort_rows(table.to_pandas(), keys).reset_index(drop=True)
-    else:
-        frame = table.to_pandas()
-    del table
-    _write_local(frame, path)
-    return frame
+        table = pa.Table.from_pandas(sort_rows(table.to_pandas(), keys), preserve_index=False)
+    _write_local(table, path)
+    return table
 
 
 def gather_buckets(work: WorkFolder, out_dir: Path) -> dict[str, Path]:
@@ -626,10 +627,10 @@ def gather_buckets(work: WorkFolder, out_dir: Path) -> dict[str, Path]:
         else:
             parts = [(f"{table}{PARQUET}",)]
         path = out_dir / f"{table}{PARQUET}"
-        frame = _publish(work, parts, path, keys)
+        rows = _publish(work, parts, path, keys)
         if table in DECIDED_TABLES:
-            per_level[table] = _per_level(frame)
-        del frame
+            per_level[table] = _per_level(rows.select(["child_id", "level"]).to_pandas())
+        del rows
         published[table] = path
     log.info(
         "children with a school per level: %s; with none: %s", per_level["eligibility"], per_level["ineligibility"]
