@@ -575,6 +575,7 @@ class Step:
     ``name`` is the warehouse DAG's task id (``<name>_<source>`` for a step done per source; a
     step done per bucket is one task mapped over the buckets ``bucket_inputs`` planned) and the
     key of its result; ``takes`` names the earlier step whose result the function also takes.
+    ``largest_first``: with several workers, the sources start largest delivery first.
     """
 
     name: str
@@ -583,6 +584,7 @@ class Step:
     per_source: bool = False
     per_bucket: bool = False
     takes: str | None = None
+    largest_first: bool = False
 
     def task_ids(self, sources: list[str]) -> list[str]:
         return [f"{self.name}_{source}" for source in sources] if self.per_source else [self.name]
@@ -591,8 +593,10 @@ class Step:
 BUCKET_PLAN = "bucket_inputs"  # the step whose result lists the buckets the per-bucket steps run over
 
 STEPS: tuple[Step, ...] = (
+    # Staging holds about six times a delivery's bytes (its text, split fields and typed rows), so
+    # two of a 3 M city's largest at once would pass 6 GB: staging keeps the sources' order.
     Step("stage", stage, "stage {source}", per_source=True),
-    Step("validate", validate, "validate {source}", per_source=True),
+    Step("validate", validate, "validate {source}", per_source=True, largest_first=True),
     Step("resolve_addresses", resolve_addresses, "resolve addresses"),
     Step(BUCKET_PLAN, bucket_inputs, "split the staged rows into the engine's buckets"),
     Step("join_bucket", join_bucket, "join residents, {bucket}", per_bucket=True),
@@ -637,7 +641,8 @@ def do_step(
 
     if step.per_source:
         items = {source: step.progress.format(source=source) for source in source_keys()}
-        return _each(step, attempt, items, progress, workers, first=largest_deliveries(attempt.settings))
+        first = largest_deliveries(attempt.settings) if step.largest_first and workers > 1 else ()
+        return _each(step, attempt, items, progress, workers, first=first)
     if step.per_bucket:
         items = {
             each["bucket"]: step.progress.format(bucket=bucket_label(each["bucket"], each["bucket_count"]))
@@ -654,8 +659,9 @@ def do_step(
 def largest_deliveries(settings: Settings) -> list[str]:
     """The sources, largest chosen delivery (bytes on the landing directory) first.
 
-    Sources run side by side start in this order, so the two or three big ones do not wait
-    behind the small ones and then run alone (the longest first is what balances workers).
+    Sources run side by side start in this order (``Step.largest_first``), so the two or three
+    big ones do not wait behind the small ones and then run alone (the longest first is what
+    balances workers).
     The exchange form, whose sizes are unknown here, keeps the sources' own order.
     """
     from pipelines.staging.delivery import choose_delivery
