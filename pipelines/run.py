@@ -659,10 +659,10 @@ def do_step(
 def largest_deliveries(settings: Settings) -> list[str]:
     """The sources, largest chosen delivery (bytes on the landing directory) first.
 
-    Sources run side by side start in this order (``Step.largest_first``), so the two or three
-    big ones do not wait behind the small ones and then run alone (the longest first is what
-    balances workers).
-    The exchange form, whose sizes are unknown here, keeps the sources' own order.
+    Sources that run side by side start in this order (``Step.largest_first``), so the two or
+    three big ones do not wait behind the small ones and then run alone: the longest first is
+    what balances workers. The exchange form, whose sizes are unknown here, keeps the sources'
+    own order.
     """
     from pipelines.staging.delivery import choose_delivery
 
