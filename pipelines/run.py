@@ -575,7 +575,6 @@ class Step:
     ``name`` is the warehouse DAG's task id (``<name>_<source>`` for a step done per source; a
     step done per bucket is one task mapped over the buckets ``bucket_inputs`` planned) and the
     key of its result; ``takes`` names the earlier step whose result the function also takes.
-    ``largest_first``: with several workers, the sources start largest delivery first.
     """
 
     name: str
@@ -584,7 +583,6 @@ class Step:
     per_source: bool = False
     per_bucket: bool = False
     takes: str | None = None
-    largest_first: bool = False
 
     def task_ids(self, sources: list[str]) -> list[str]:
         return [f"{self.name}_{source}" for source in sources] if self.per_source else [self.name]
@@ -593,10 +591,8 @@ class Step:
 BUCKET_PLAN = "bucket_inputs"  # the step whose result lists the buckets the per-bucket steps run over
 
 STEPS: tuple[Step, ...] = (
-    # Staging holds about six times a delivery's bytes (its text, split fields and typed rows), so
-    # two of a 3 M city's largest at once would pass 6 GB: staging keeps the sources' order.
     Step("stage", stage, "stage {source}", per_source=True),
-    Step("validate", validate, "validate {source}", per_source=True, largest_first=True),
+    Step("validate", validate, "validate {source}", per_source=True),
     Step("resolve_addresses", resolve_addresses, "resolve addresses"),
     Step(BUCKET_PLAN, bucket_inputs, "split the staged rows into the engine's buckets"),
     Step("join_bucket", join_bucket, "join residents, {bucket}", per_bucket=True),
@@ -641,8 +637,7 @@ def do_step(
 
     if step.per_source:
         items = {source: step.progress.format(source=source) for source in source_keys()}
-        first = largest_deliveries(attempt.settings) if step.largest_first and workers > 1 else ()
-        return _each(step, attempt, items, progress, workers, first=first)
+        return _each(step, attempt, items, progress, workers)
     if step.per_bucket:
         items = {
             each["bucket"]: step.progress.format(bucket=bucket_label(each["bucket"], each["bucket_count"]))
@@ -656,43 +651,12 @@ def do_step(
     return step.do(*arguments)
 
 
-def largest_deliveries(settings: Settings) -> list[str]:
-    """The sources, largest chosen delivery (bytes on the landing directory) first.
-
-    Sources that run side by side start in this order (``Step.largest_first``), so the two or
-    three big ones do not wait behind the small ones and then run alone: the longest first is
-    what balances workers. The exchange form, whose sizes are unknown here, keeps the sources'
-    own order.
-    """
-    from pipelines.staging.delivery import choose_delivery
-
-    def size(source: str) -> int:
-        try:
-            folder = choose_delivery(settings.landing, source, settings.as_of)
-        except ZerocertError:  # staging reports a missing delivery properly
-            return 0
-        return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
-
-    keys = source_keys()
-    if settings.landing is None:
-        return keys
-    sizes = {source: size(source) for source in keys}
-    return sorted(keys, key=lambda source: -sizes[source])
-
-
 def _each(
-    step: Step,
-    attempt: Attempt,
-    items: Mapping[object, str],
-    progress: Callable[[str], None],
-    workers: int,
-    first: Sequence[object] = (),
+    step: Step, attempt: Attempt, items: Mapping[object, str], progress: Callable[[str], None], workers: int
 ) -> dict:
-    """``step.do(attempt, item)`` for every item, results in the items' order; with several
-    workers the items in ``first`` are started first, in that order."""
+    """``step.do(attempt, item)`` for every item, results in the items' order."""
     if workers > 1:
-        started = [item for item in first if item in items] + [item for item in items if item not in first]
-        calls = {items[item]: (attempt, item) for item in started}
+        calls = {label: (attempt, item) for item, label in items.items()}
         results = _in_fresh_processes(step.do, calls, workers, progress)
         return {item: results[label] for item, label in items.items()}
     results = {}
