@@ -341,8 +341,8 @@ class _ComponentCodes:
     compared with a city's million addresses at every level of ``HINT_LEVELS``."""
 
     def __init__(self, keys: pd.DataFrame, readings: pd.DataFrame) -> None:
-        self.registry_rows = len(keys)
-        self.codes: dict[str, tuple[np.ndarray, int]] = {}
+        self.registry_rows, self.reading_rows = len(keys), len(readings)
+        self.codes: dict[str, tuple[np.ndarray, int]] = {}  # column -> (registry codes + reading codes, values)
         for column in {c for _, columns in HINT_LEVELS for c in columns} | {"district_code"}:
             registry_codes, values = pd.factorize(keys[column])
             registry_codes[registry_codes < 0] = len(values)  # a missing registry value fits no reading
@@ -353,8 +353,8 @@ class _ComponentCodes:
         """Readings whose ``columns`` (a missing one read as blank) match some registry address's;
         the columns' numbers combined, renumbered after each so they stay small."""
         n = self.registry_rows
-        combined = np.zeros(len(next(iter(self.codes.values()))[0]), dtype=np.int64)
-        absent = np.zeros(len(combined) - n, dtype=bool)
+        combined = np.zeros(n + self.reading_rows, dtype=np.int64)
+        absent = np.zeros(self.reading_rows, dtype=bool)
         for column in columns:
             codes, width = self.codes[column]
             absent |= codes[n:] < 0
