@@ -8,6 +8,7 @@ DEMO   ?= .demo
 PEOPLE ?= 20000
 DEMO_PORT ?= 8080
 DEMO_CELERY ?= $(DEMO)/celery
+TEST_WORKERS ?= 2
 
 .PHONY: install browser lint demo demo-ui demo-stop demo-celery test bench clean
 
@@ -40,7 +41,7 @@ lint: install  # ruff's checks (with Airflow's AIR rules) and its formatter, con
 	$(BIN)/ruff format --check pipelines dags tests
 
 test: install browser lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: install
 	$(BIN)/zerocert bench --people $(or $(BENCH_PEOPLE),3000000)
