@@ -619,6 +619,31 @@ def test_a_new_migration_is_applied_once_and_newer_warehouses_are_refused(tmp_pa
         ensure_warehouse(url)
 
 
+@pytest.mark.parametrize("made_by", ["this release", "an earlier release"])
+def test_a_sqlite_warehouse_publishes_again_with_its_indexes_whatever_its_page_size(tmp_path, made_by):
+    """A new warehouse gets 16 KiB pages; one an earlier release made (SQLite's 4 KiB, WAL) keeps
+    them. Either way every run replaces the last whole and lookups go through the indexes."""
+    import sqlite3
+
+    path = tmp_path / "w.sqlite"
+    if made_by == "an earlier release":
+        old = sqlite3.connect(path)
+        old.execute("PRAGMA journal_mode = WAL")
+        old.execute("CREATE TABLE kept_by_the_bureau (note TEXT)")
+        old.close()
+    url = f"sqlite:///{path}"
+    first, second = unique("p1"), unique("p2")
+    publish_run(url, run_desc(first), write(frames(first), tmp_path / "a"))
+    publish_run(url, run_desc(second, "2026-11-02T08:00:00+00:00"), write(frames(second, children=2), tmp_path / "b"))
+    assert run_ids(url, "guardianship") == {second} and len(read_table(url, "eligibility")) == 2
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA page_size").fetchone()[0] == (16384 if made_by == "this release" else 4096)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    [plan] = [row[-1] for row in db.execute("EXPLAIN QUERY PLAN SELECT * FROM guardianship WHERE child_id = 'x'")]
+    assert "USING INDEX guardianship_child_id_idx" in plan
+    db.close()
+
+
 @pytest.mark.postgres
 def test_binary_copy_reads_back_every_type_and_null_as_delivered(pg_url):
     """The binary COPY tuples built from Arrow columns: each type, NULL apart from empty text."""

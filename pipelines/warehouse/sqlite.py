@@ -2,11 +2,13 @@
 
 A publish first writes the run's Arrow batches into private scratch databases through ADBC's
 SQLite driver (bound in C, no Python object per row), ``SCRATCH_FILES`` of them at once on
-separate threads. Then one ``BEGIN IMMEDIATE`` transaction copies each scratch table into
-``<table>__new`` with ``INSERT ... SELECT *`` (same DDL on both sides, so SQLite copies records
-and keys without decoding them), drops the old tables, renames the new ones and builds indexes;
-readers keep their snapshot of the old run until COMMIT, so they see the whole previous run or
-the whole new one. Dates and timestamps are stored as ISO text, JSON as text, booleans as 0/1.
+separate threads, each table with its indexes built there. Then one ``BEGIN IMMEDIATE``
+transaction drops each live table, creates it anew with its indexes and copies the scratch
+table in with ``INSERT ... SELECT *``: with the same DDL and indexes on both sides SQLite copies
+the records and every index's entries in order without decoding them or sorting again (its
+transfer optimization), so no index is built in the one writing transaction. Readers keep their
+snapshot of the old run until COMMIT, so they see the whole previous run or the whole new one.
+Dates and timestamps are stored as ISO text, JSON as text, booleans as 0/1.
 
 The ADBC driver carries its own copy of SQLite; two copies in one process must never open the
 same file (their POSIX locks undo each other), so ADBC only ever opens the scratch files, closed
@@ -71,6 +73,11 @@ def _stored(batch: pa.RecordBatch) -> pa.RecordBatch:
     )
 
 
+PAGE_BYTES = 16384
+"""A new warehouse's page size. Against SQLite's default 4096, a publish writes a quarter of the
+pages (each into the WAL, then again at the checkpoint): copying and committing the 3 M city's
+citizen and employment tables (1.9 GB) took 12.4 s instead of 21.4 s."""
+
 SCRATCH_FILES = 2
 """Scratch files written at once, each by its own thread and ADBC connection (the driver binds
 and inserts without the GIL), so reading, sorting and inserting use both cores."""
@@ -80,8 +87,9 @@ def _load_scratch(scratch: Path, names: list[str], files: Mapping[str, pq.Parque
     """Write the ``names`` tables into one private scratch file, in primary-key order;
     name -> (rows, seconds).
 
-    Each table has the warehouse's DDL (a key-ordered load appends to its primary key), which lets
-    the copy into the warehouse transfer records and keys as they are.
+    Each table has the warehouse's DDL and indexes (a key-ordered load appends to its primary key;
+    the indexes are built after the rows), which lets the copy into the warehouse transfer
+    records, keys and index entries as they are.
     """
     import adbc_driver_sqlite.dbapi
 
@@ -99,6 +107,8 @@ def _load_scratch(scratch: Path, names: list[str], files: Mapping[str, pq.Parque
                     if batch.num_rows:
                         cur.adbc_ingest(name, _stored(batch), mode="append")
                     rows += batch.num_rows
+                for ddl in render_indexes(table, name):
+                    cur.execute(ddl)
             loaded[name] = (rows, time.monotonic() - began)
         cur.execute("COMMIT")
     return loaded
@@ -173,8 +183,9 @@ class SQLiteWarehouse:
             con.close()
 
     def ensure(self) -> None:
-        # WAL: readers keep reading the old run during a publish
-        with self._write("PRAGMA journal_mode = WAL") as con:
+        # WAL: readers keep reading the old run during a publish. The page size takes effect
+        # only in a new file (an existing warehouse keeps its own).
+        with self._write(f"PRAGMA page_size = {PAGE_BYTES}", "PRAGMA journal_mode = WAL") as con:
             con.execute("""CREATE TABLE IF NOT EXISTS schema_version (
                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)""")
             applied = {row[0] for row in con.execute("SELECT version FROM schema_version")}
@@ -274,22 +285,15 @@ class SQLiteWarehouse:
             # 256 MiB of cache: a whole run's pages stay in memory
             with self._write("PRAGMA cache_size = -262144", attach=scratches) as con:
                 for name in PUBLISHED_TABLES:
-                    table, staged, began = TABLES[name], f"{name}__new", time.monotonic()
+                    table, began = TABLES[name], time.monotonic()
                     scratch, rows, seconds = loaded[name]
                     with loading(name):
-                        con.execute(f"DROP TABLE IF EXISTS main.{staged}")
-                        con.execute(render_create_table(table, "sqlite", f"main.{staged}"))
-                        con.execute(f"INSERT INTO main.{staged} SELECT * FROM scratch{scratch}.{name}")
+                        con.execute(f"DROP TABLE IF EXISTS main.{name}")
+                        con.execute(render_create_table(table, "sqlite", f"main.{name}"))
+                        for ddl in render_indexes(table, name):  # main comes first in name lookup
+                            con.execute(ddl)
+                        con.execute(f"INSERT INTO main.{name} SELECT * FROM scratch{scratch}.{name}")
                     counts[name] = rows
                     log_load(name, rows, seconds, time.monotonic() - began)
-                self._switch(con, run, counts)
+                self.write_audit(run, "published", row_counts=counts, cursor=con)
         return counts
-
-    def _switch(self, con: sqlite3.Connection, run: dict, counts: dict[str, int]) -> None:
-        """Replace every live table by its ``__new`` successor and mark the run published."""
-        for name in PUBLISHED_TABLES:
-            con.execute(f"DROP TABLE IF EXISTS main.{name}")
-            con.execute(f"ALTER TABLE main.{name}__new RENAME TO {name}")
-            for ddl in render_indexes(TABLES[name], name):  # main comes first in name lookup
-                con.execute(ddl)
-        self.write_audit(run, "published", row_counts=counts, cursor=con)
