@@ -80,13 +80,13 @@ def _place(texts: pd.Series, source: str, address_match: pd.DataFrame) -> pd.Dat
     A text the address step did not see reads as ``unmatched``; ambiguous and unmatched texts
     carry no code, so they can never place anyone in a catchment.
     """
-    matches = address_match.loc[address_match["source"] == source, PLACING_COLUMNS[1:]]  # all but the source
-    matches = matches.drop_duplicates("address")
-    found = pc.index_in(arrow_text(texts), value_set=arrow_text(matches["address"]))
-    status = arrow_text(matches["status"]).take(found).fill_null("unmatched")  # a text never seen
+    of_source = pc.equal(arrow_text(address_match["source"]), source).fill_null(False)
+    matches = {column: arrow_text(address_match[column]).filter(of_source) for column in PLACING_COLUMNS[1:]}
+    found = pc.index_in(arrow_text(texts), value_set=matches["address"])  # a text's first match, as ever
+    status = matches["status"].take(found).fill_null("unmatched")  # a text never seen
     status = pc.if_else(pc.is_null(arrow_text(texts)), pa.scalar(None, pa.large_string()), status)
     unplaced = pc.is_in(status, value_set=pa.array(UNPLACED_ADDRESS, pa.large_string()))
-    code = pc.if_else(pc.invert(unplaced).fill_null(False), arrow_text(matches["address_code"]).take(found), None)
+    code = pc.if_else(pc.invert(unplaced).fill_null(False), matches["address_code"].take(found), None)
     return pd.DataFrame({"address_code": _str_series(code), "address_status": _str_series(status)}).set_axis(
         texts.index
     )
