@@ -47,6 +47,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -303,10 +304,17 @@ def _split(
         work.write_frame(frame[bucket_of == bucket], *folder, bucket, f"{name}{PARQUET}")
 
 
+WRITER_THREADS = min(2, os.cpu_count() or 1)
+"""Buckets of a split (``bucket_inputs``), or tables (``gather_buckets``), done at once, each on
+a thread: Arrow's sort, take and Parquet writer run without the GIL, so these steps of one
+process use both cores."""
+
+
 def _split_table(table, bucket_of: np.ndarray, buckets: int, work: WorkFolder, folder: str, name: str) -> None:
     """Split an Arrow table by bucket; every part keeps the whole table's types and its rows'
     order. The row positions are ordered by bucket once (stable), then each bucket's rows are
-    taken by their slice of positions: one pass over the rows, one bucket's copy at a time."""
+    taken by their slice of positions: one pass over the rows, ``WRITER_THREADS`` buckets' copies
+    at a time."""
     import pyarrow as pa
 
     if buckets <= 1:
@@ -315,9 +323,13 @@ def _split_table(table, bucket_of: np.ndarray, buckets: int, work: WorkFolder, f
     bucket_of = np.asarray(bucket_of, dtype=np.int64)
     order = np.argsort(bucket_of, kind="stable")
     ends = np.cumsum(np.bincount(bucket_of, minlength=buckets))
-    for bucket in range(buckets):
+
+    def write(bucket: int) -> None:
         start = int(ends[bucket - 1]) if bucket else 0
         work.write_table(table.take(pa.array(order[start : ends[bucket]])), folder, bucket, f"{name}{PARQUET}")
+
+    with ThreadPoolExecutor(WRITER_THREADS) as pool:
+        list(pool.map(write, range(buckets)))  # list(): a failed write raises here
 
 
 def _per_level(rows: pd.DataFrame | None) -> dict[str, int]:
@@ -620,18 +632,19 @@ def gather_buckets(work: WorkFolder, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     buckets = read_plan(work)["buckets"]
     log.info("children per level: %s", _per_level(work.read_frame("children.parquet")))
-    published, per_level = {}, {}
-    for table, (folder, keys) in PUBLISHED_PARTS.items():
-        if folder:
-            parts = [(folder, b, f"{table}{PARQUET}") for b in range(buckets)]
-        else:
-            parts = [(f"{table}{PARQUET}",)]
+    per_level = {}
+
+    def gather(table: str) -> Path:
+        folder, keys = PUBLISHED_PARTS[table]
+        parts = [(folder, b, f"{table}{PARQUET}") for b in range(buckets)] if folder else [(f"{table}{PARQUET}",)]
         path = out_dir / f"{table}{PARQUET}"
         rows = _publish(work, parts, path, keys)
         if table in DECIDED_TABLES:
             per_level[table] = _per_level(rows.select(["child_id", "level"]).to_pandas())
-        del rows
-        published[table] = path
+        return path
+
+    with ThreadPoolExecutor(WRITER_THREADS) as pool:  # the sorts, takes and writes run without the GIL
+        published = dict(zip(PUBLISHED_PARTS, pool.map(gather, PUBLISHED_PARTS)))
     log.info(
         "children with a school per level: %s; with none: %s", per_level["eligibility"], per_level["ineligibility"]
     )
