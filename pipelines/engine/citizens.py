@@ -82,9 +82,10 @@ def _place(texts: pd.Series, source: str, address_match: pd.DataFrame) -> pd.Dat
     """
     of_source = pc.equal(arrow_text(address_match["source"]), source).fill_null(False)
     matches = {column: arrow_text(address_match[column]).filter(of_source) for column in PLACING_COLUMNS[1:]}
-    found = pc.index_in(arrow_text(texts), value_set=matches["address"])  # a text's first match, as ever
+    given = arrow_text(texts)
+    found = pc.index_in(given, value_set=matches["address"])  # a text's first match, as ever
     status = matches["status"].take(found).fill_null("unmatched")  # a text never seen
-    status = pc.if_else(pc.is_null(arrow_text(texts)), pa.scalar(None, pa.large_string()), status)
+    status = pc.if_else(pc.is_null(given), pa.scalar(None, pa.large_string()), status)
     unplaced = pc.is_in(status, value_set=pa.array(UNPLACED_ADDRESS, pa.large_string()))
     code = pc.if_else(pc.invert(unplaced).fill_null(False), matches["address_code"].take(found), None)
     return pd.DataFrame({"address_code": _str_series(code), "address_status": _str_series(status)}).set_axis(
