@@ -20,7 +20,8 @@ DAGs, the synth — asks this module; nothing else lists sources.
 - ``evidence``: what the policy reads from its rows, one of ``EVIDENCE``.
 
 A source whose rows need parsing beyond the schema has a module ``pipelines/sources/<key>.py``
-defining ``stage_<key>(raw, extract_date) -> Staged``; every other source is staged by the
+defining ``stage_<key>(raw, extract_date, duplicate=None) -> Staged`` (``raw`` may be a slice of
+the delivery, ``duplicate`` its rows repeating an earlier one); every other source is staged by the
 schema alone.
 """
 
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines.data import data_path
@@ -42,7 +44,7 @@ from pipelines.errors import UsageError
 from pipelines.staging.schema import Schema, read_schema_doc, schema_from_doc
 from pipelines.staging.stage import Staged, stage_with_schema
 
-StageFunction = Callable[[pd.DataFrame, dt.date], Staged]
+StageFunction = Callable[..., Staged]  # (raw, extract_date, duplicate=None) -> Staged
 
 EVIDENCE = ("hukou", "title", "contract", "rental", "insurance", "business")
 """What the policy reads (policy.md): hukou registration, property by title or by purchase
@@ -223,6 +225,8 @@ def stage_function(key: str) -> StageFunction:
     return functools.partial(_stage_by_schema, declared.schema)
 
 
-def _stage_by_schema(schema: Schema, raw: pd.DataFrame, extract_date: dt.date) -> Staged:
-    staged, _ = stage_with_schema(raw, schema, extract_date)
+def _stage_by_schema(
+    schema: Schema, raw: pd.DataFrame, extract_date: dt.date, duplicate: np.ndarray | None = None
+) -> Staged:
+    staged, _ = stage_with_schema(raw, schema, extract_date, duplicate=duplicate)
     return staged

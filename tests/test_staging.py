@@ -6,6 +6,7 @@ import json
 import logging
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from pipelines.errors import DeliveryRejected, UsageError
@@ -228,15 +229,37 @@ def test_a_utf8_delivery_of_a_gb18030_source_is_still_read_as_utf8(tmp_path):
     assert accepted["relation_to_head"].tolist() == ["户主", "配偶"]
 
 
-def test_bytes_valid_in_both_encodings_are_read_in_the_declared_one():
-    from pipelines.staging.delivery import decode_delivery
+def _decoded(tmp_path, data: bytes, declared: str, block_bytes: int | None = None) -> bytes:
+    from pipelines.staging.delivery import DeliveryFile
 
+    (tmp_path / "delivery.csv").write_bytes(data)
+    text = DeliveryFile(tmp_path / "delivery.csv", "delivery.csv", block_bytes).scan(declared, tmp_path / "spill")
+    assert text.checksum == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "spill").exists() == (text.encoding == "gb18030")
+    decoded = b"".join(text.text_blocks())
+    text.remove_spill()
+    assert not (tmp_path / "spill").exists()
+    return decoded
+
+
+def test_bytes_valid_in_both_encodings_are_read_in_the_declared_one(tmp_path):
     both = "谢伟,郑强\n".encode("gb18030")  # these GB18030 bytes happen to be valid UTF-8 too
     assert both.decode("utf-8") != "谢伟,郑强\n"
-    assert decode_delivery(both, "hukou", "gb18030").decode("utf-8") == "谢伟,郑强\n"
-    assert decode_delivery(both, "rental", "utf-8") == both
+    assert _decoded(tmp_path, both, "gb18030").decode("utf-8") == "谢伟,郑强\n"
+    assert _decoded(tmp_path, both, "utf-8") == both
     with_bom = b"\xef\xbb\xbf" + "谢伟强\n".encode()  # valid GB18030 too, BOM included
-    assert decode_delivery(with_bom, "hukou", "gb18030") == "谢伟强\n".encode()  # a BOM says UTF-8
+    assert _decoded(tmp_path, with_bom, "gb18030") == "谢伟强\n".encode()  # a BOM says UTF-8
+
+
+@pytest.mark.parametrize("block_bytes", [1, 7, 64, None])
+def test_a_delivery_read_in_blocks_of_any_size_decodes_as_read_whole(tmp_path, block_bytes):
+    """Blocks end at a newline, so no character is cut, whatever the block size; a GB18030
+    byte far into a file of UTF-8-looking text still makes the whole file GB18030."""
+    text = "谢伟,郑强\n" * 50 + "x" * 300 + "\n张三\r\n末行"
+    assert _decoded(tmp_path, text.encode("gb18030"), "utf-8", block_bytes).decode() == text
+    assert _decoded(tmp_path, b"\xef\xbb\xbf" + text.encode(), "gb18030", block_bytes).decode() == text
+    with pytest.raises(DeliveryRejected, match=r"invalid byte at offset 3000\)"):
+        _decoded(tmp_path, b"a,b\n" * 750 + b"\xff\xfe\n", "utf-8", block_bytes)
 
 
 def test_a_schema_encoding_other_than_utf8_or_gb18030_is_refused(tmp_path):
@@ -387,12 +410,23 @@ def test_line_numbers_survive_chunked_parsing_and_blank_lines(tmp_path, monkeypa
 
 
 def test_a_row_is_a_duplicate_only_when_its_whole_text_repeats_an_earlier_row():
-    from pipelines.staging.quarantine import duplicate_rows
+    from pipelines.staging.quarantine import EarlierCopies
 
-    frame = pd.DataFrame(
-        {"raw": ["A,1", "A,2", "A,1", "B,1", "A,1 ", "A,2"], "citizen_id": ["A", "A", "A", "B", "A", "A"]}, dtype="str"
-    )
-    assert duplicate_rows(frame, "citizen_id").tolist() == [False, False, True, False, False, True]
+    texts = pd.Series(["A,1", "A,2", "A,1", "B,1", "A,1 ", "A,2", ""], dtype="str")
+    assert EarlierCopies.in_frame(texts).tolist() == [False, False, True, False, False, True, False]
+
+
+def test_duplicates_are_found_across_slices_and_never_from_a_shared_fingerprint():
+    """Long rows sharing their head, tail and length share a fingerprint: only the exact
+    comparison may call one a copy, and a copy in a later slice of an earlier slice's row is one."""
+    from pipelines.staging.quarantine import FINGERPRINT_WORDS, EarlierCopies
+
+    pad = "x" * 8 * FINGERPRINT_WORDS
+    rows = [pad + "1" + pad, pad + "2" + pad, "short", pad + "1" + pad, "short", pad + "2" + pad, pad + "3" + pad]
+    slices = [pd.Series(rows[:2], dtype="str"), pd.Series(rows[2:5], dtype="str"), pd.Series(rows[5:], dtype="str")]
+    copies = EarlierCopies(pa.array(part) for part in slices)
+    found = [copies.copies(part).tolist() for part in slices]
+    assert found == [[False, False], [False, True, True], [True, False]]
 
 
 SECRET_LINE = "root:x:0:0:root:/root:/bin/bash 37110219800101001X"

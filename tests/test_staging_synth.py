@@ -30,12 +30,16 @@ def test_quarantine_matches_the_synthetic_truth_and_nothing_is_lost(tmp_path):
     assert got.sort_values(key).values.tolist() == truth[key].sort_values(key).values.tolist()
 
 
-def test_casting_a_delivery_in_slices_stages_the_same_snapshot(tmp_path, monkeypatch):
-    """Rows are cast a slice at a time to bound memory at city scale; a slice of a few rows
-    (duplicates and quarantined rows falling in every slice) stages the same snapshot."""
-    from pipelines.staging import stage
+def test_staging_a_delivery_in_slices_stages_the_same_snapshot(tmp_path, monkeypatch):
+    """A delivery is read in blocks, staged in slices and cast in smaller slices to bound memory
+    at city scale; blocks of a few kilobytes and slices of a few rows (duplicates and
+    their originals in different slices, quarantined rows in every slice) stage the same
+    snapshot as one slice does."""
+    from pipelines.staging import delivery, readers, stage
 
     synthesize(tmp_path / "city", 1500, 5, as_of=AS_OF)
+
+    snapshots: dict[str, dict] = {}
 
     def staged(out: str) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
         frames = {}
@@ -43,13 +47,21 @@ def test_casting_a_delivery_in_slices_stages_the_same_snapshot(tmp_path, monkeyp
             snapshot = stage_source(
                 source, landing=tmp_path / "city/landing", exchange_url=None, as_of=AS_OF, out_dir=tmp_path / out
             )
+            snapshots.setdefault(out, {})[source] = snapshot
             frames[source] = (pd.read_parquet(snapshot["accepted_path"]), pd.read_parquet(snapshot["quarantine_path"]))
         return frames
 
+    monkeypatch.setattr(delivery, "BLOCK_BYTES", 1 << 30)
+    monkeypatch.setattr(readers, "CHUNK_LINES", 1 << 30)
     whole = staged("whole")
+    monkeypatch.setattr(delivery, "BLOCK_BYTES", 20_000)
+    monkeypatch.setattr(readers, "CHUNK_LINES", 53)
     monkeypatch.setattr(stage, "CAST_ROWS", 37)
     sliced = staged("sliced")
     assert sum(len(quarantine) for _, quarantine in whole.values()) > 20
+    assert sum(snapshot["rows_duplicate"] for snapshot in snapshots["sliced"].values()) > 5
     for source in whole:
         for got, want in zip(sliced[source], whole[source]):
             pd.testing.assert_frame_equal(got, want)
+        counts = ("rows_in", "rows_accepted", "rows_quarantined", "rows_duplicate", "checksum")
+        assert [snapshots["sliced"][source][k] for k in counts] == [snapshots["whole"][source][k] for k in counts]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import numpy as np
 import pandas as pd
 
 from pipelines.resident_id import INVALID_ID_CHECKSUM, INVALID_ID_FORMAT, normalize_resident_ids
@@ -61,8 +62,10 @@ def explode_buyers(buyers_text: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
     return buyers, unreadable
 
 
-def stage_housing_contract(raw: pd.DataFrame, extract_date: dt.date) -> Staged:
-    """Typed per-buyer rows of one contracts delivery; counts are per contract (line)."""
+def stage_housing_contract(raw: pd.DataFrame, extract_date: dt.date, duplicate: np.ndarray | None = None) -> Staged:
+    """Typed per-buyer rows of some contracts of a delivery; counts are per contract (line).
+
+    ``duplicate`` marks contracts repeating an earlier one (``stage_with_schema``)."""
     buyers, unreadable = explode_buyers(raw["buyers"])
     buyers["buyer_name"] = buyers["buyer_name"].str.strip().replace("", pd.NA)
     ids, reasons = normalize_resident_ids(buyers["buyer_id"])
@@ -86,7 +89,7 @@ def stage_housing_contract(raw: pd.DataFrame, extract_date: dt.date) -> Staged:
         Failure(INVALID_ID_FORMAT, per_contract["format"], "buyers: a buyer ID is not a resident ID"),
         Failure(INVALID_ID_CHECKSUM, per_contract["checksum"], "buyers: a buyer ID's check character does not match"),
     )
-    staged, accepted = stage_with_schema(raw, SCHEMA, extract_date, failures)
+    staged, accepted = stage_with_schema(raw, SCHEMA, extract_date, failures, duplicate)
     counts = buyers.groupby(level=0).size().rename("buyers_count")
     per_buyer = accepted.drop(columns=["buyers"]).join(buyers, how="inner").join(counts)
     per_buyer["buyers_count"] = per_buyer["buyers_count"].astype("int64")

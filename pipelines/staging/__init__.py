@@ -6,11 +6,13 @@ layers, each importing only layers listed before it:
 
 - ``schema``: what a source's delivery holds (``Column``, ``Schema``, ``load_schema``).
 - ``delivery``: which delivery folder, that it lies inside the landing directory, its bytes
-  read without following links, and decoded to UTF-8 (the schema's encoding first).
-- ``readers``: CSV, JSON Lines and the exchange database read as strings keyed by the schema's
-  English column names; a header drifting from the schema rejects the whole delivery, so the
+  read in blocks of whole lines without following links, and decoded to UTF-8 (the schema's
+  encoding first).
+- ``readers``: CSV, JSON Lines and the exchange database read a slice at a time as strings
+  keyed by the schema's English column names; a header drifting from the schema rejects the whole delivery, so the
   last good snapshot stays in use.
-- ``quarantine``: reason codes in contract order, ``Failure``, duplicates, the quarantine frame.
+- ``quarantine``: reason codes in contract order, ``Failure``, duplicates (``EarlierCopies``),
+  the quarantine frame.
 - ``casting``: IDs, dates, codes and numbers typed per the schema, each with its failures.
 - ``stage``: ``Staged`` and ``stage_with_schema``, the split into accepted and quarantined
   rows (``rows_in = accepted + quarantined + duplicate``) by which every source is staged.

@@ -6,11 +6,18 @@ link, so a hostile delivery cannot make the pipeline read (and quote) a file it 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
+import itertools
 import logging
 import os
 import stat
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -60,58 +67,151 @@ def choose_delivery(landing: Path, source: str, as_of: dt.date) -> Path:
 
 UTF8_BOM = b"\xef\xbb\xbf"
 ENCODING_NAMES = {"utf-8": "UTF-8", "gb18030": "GB18030"}
+BLOCK_BYTES = 1 << 26  # a delivery is read 64 MiB of whole lines at a time, never whole
 
 
-def _as_utf8(data: bytes) -> bytes | int:
-    """The UTF-8 body (BOM dropped), or the offset of the first byte that is not UTF-8."""
-    bom = len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0
-    body = data[bom:]
+def _utf8_error(block: bytes) -> int | None:
+    """Offset of the first byte of ``block`` that is not UTF-8, else None."""
     try:
-        pa.array([body], type=pa.large_binary()).cast(pa.large_string())  # validates in C, fast
-        return body
+        pa.array([block], type=pa.large_binary()).cast(pa.large_string())  # validates in C, fast
+        return None
     except pa.ArrowInvalid:
         pass
     try:
-        body.decode("utf-8")
-        return body
-    except UnicodeDecodeError as exc:
-        return exc.start + bom
-
-
-def _from_gb18030(data: bytes) -> bytes | int:
-    """The GB18030 text re-encoded as UTF-8, or the offset of the first byte that is not GB18030."""
-    try:
-        return data.decode("gb18030").encode("utf-8")
+        block.decode("utf-8")
+        return None
     except UnicodeDecodeError as exc:
         return exc.start
 
 
-def decode_delivery(data: bytes, label: str, declared: str) -> bytes:
-    """The delivery as UTF-8 bytes: the schema's ``declared`` encoding first, then the other of
-    strict UTF-8 (BOM dropped) and GB18030, since a department may send the other one.
+def _first_invalid(blocks: Iterable[bytes], encoding: str, spill: Path | None) -> int | None:
+    """Offset in the whole text of its first byte not in ``encoding``, else None; with a
+    ``spill``, the text is written there decoded to UTF-8 (removed if it is not all valid).
 
-    ``utf-8-sig`` reads as UTF-8. A UTF-8 byte-order mark is the file declaring itself, so such
-    a file is tried as UTF-8 first whatever the schema says. Anything neither — binary content,
-    a file cut inside a multi-byte character — rejects the whole delivery naming the byte offsets.
+    Blocks end at a newline, and a newline byte is never part of a UTF-8 or GB18030 character,
+    so a character never straddles two blocks.
     """
-    if data.startswith(b"\x89PNG"):
-        raise DeliveryRejected(f"{label}: a PNG image, not a text table")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise DeliveryRejected(f"{label}: NUL byte at offset {nul}, not a text table")
-    expected, other = ("gb18030", "utf-8") if declared == "gb18030" else ("utf-8", "gb18030")
-    order = ("utf-8", "gb18030") if data.startswith(UTF8_BOM) else (expected, other)
-    decoders = {"utf-8": _as_utf8, "gb18030": _from_gb18030}
-    offsets: dict[str, int] = {}
-    for encoding in order:
-        decoded = decoders[encoding](data)
-        if isinstance(decoded, bytes):
-            return decoded
-        offsets[encoding] = decoded
-    raise DeliveryRejected(
-        f"{label}: neither {ENCODING_NAMES[expected]} as its schema declares (invalid byte at offset "
-        f"{offsets[expected]}) nor {ENCODING_NAMES[other]} (invalid byte at offset {offsets[other]})"
-    )
+    offset = 0
+    with open(spill, "wb") if spill is not None else contextlib.nullcontext() as out:
+        for block in blocks:
+            if encoding == "utf-8":
+                error = _utf8_error(block)
+            else:
+                try:
+                    decoded, error = block.decode(encoding), None
+                except UnicodeDecodeError as exc:
+                    error = exc.start
+                if error is None and out is not None:
+                    out.write(decoded.encode("utf-8"))
+            if error is not None:
+                if spill is not None:
+                    spill.unlink(missing_ok=True)
+                return offset + error
+            offset += len(block)
+    return None
+
+
+@dataclass(frozen=True)
+class DeliveryText:
+    """A scanned delivery file as UTF-8: where its UTF-8 lies (the file itself, or the spill a
+    GB18030 file was decoded into), its encoding, checksum and whether it holds any text."""
+
+    path: Path
+    what: str
+    encoding: str
+    checksum: str
+    has_text: bool
+    spilled: bool
+    block_bytes: int | None = None
+
+    def text_blocks(self) -> Iterator[bytes]:
+        """The text in UTF-8 blocks of whole lines (a UTF-8 byte-order mark dropped)."""
+        for i, block in enumerate(DeliveryFile(self.path, self.what, self.block_bytes).blocks()):
+            yield block[len(UTF8_BOM) :] if i == 0 and block.startswith(UTF8_BOM) else block
+
+    def remove_spill(self) -> None:
+        if self.spilled:
+            self.path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class DeliveryFile:
+    """A delivered text file, read in blocks of whole lines.
+
+    ``scan`` reads it once: its checksum, and the encoding it is in — the schema's ``declared``
+    one first, then the other of strict UTF-8 (BOM dropped) and GB18030, since a department may
+    send the other one. ``utf-8-sig`` reads as UTF-8. A UTF-8 byte-order mark is the file
+    declaring itself, so such a file is tried as UTF-8 first whatever the schema says. Anything
+    neither — binary content, a file cut inside a multi-byte character — rejects the whole
+    delivery naming the byte offsets. Only a block is ever held, so the memory a delivery takes
+    does not grow with it; a GB18030 file is decoded once, into a UTF-8 spill file that the
+    passes over its records then read.
+    """
+
+    path: Path
+    what: str  # how errors name it
+    block_bytes: int | None = None  # BLOCK_BYTES
+
+    def blocks(self) -> Iterator[bytes]:
+        """The file's bytes in blocks ending at a newline (the last may not)."""
+        size = self.block_bytes or BLOCK_BYTES
+        with open_regular_file(self.path, self.what) as handle:
+            buffer = bytearray()
+            while chunk := handle.read(size):
+                buffer += chunk
+                end = buffer.rfind(b"\n", len(buffer) - len(chunk)) + 1
+                if end:  # else a line longer than a block: read on until it ends
+                    yield bytes(buffer[:end])
+                    del buffer[:end]
+            if buffer:
+                yield bytes(buffer)
+
+    def scan(self, declared: str, spill: Path) -> DeliveryText:
+        """Checksum, encoding and whether there is any text; a GB18030 file decoded into ``spill``."""
+        digest = hashlib.sha256()
+        expected, other = ("gb18030", "utf-8") if declared == "gb18030" else ("utf-8", "gb18030")
+        order, has_text = (expected, other), False
+
+        def checked(blocks: Iterator[bytes]) -> Iterator[bytes]:
+            nonlocal order, has_text
+            at = 0
+            for i, block in enumerate(blocks):
+                if i == 0:
+                    if block.startswith(b"\x89PNG"):
+                        raise DeliveryRejected(f"{self.what}: a PNG image, not a text table")
+                    if block.startswith(UTF8_BOM):
+                        order = ("utf-8", "gb18030")
+                if (nul := block.find(b"\x00")) >= 0:
+                    raise DeliveryRejected(f"{self.what}: NUL byte at offset {at + nul}, not a text table")
+                digest.update(block)
+                has_text = has_text or bool(block.strip())
+                at += len(block)
+                yield block
+
+        errors: dict[str, int] = {}
+        blocks = checked(self.blocks())
+        blocks = itertools.chain([next(blocks, b"")], blocks)  # the first block may be a BOM, deciding the order
+        for attempt in range(2):
+            encoding = order[attempt]
+            error = _first_invalid(blocks, encoding, spill if encoding == "gb18030" else None)
+            for _ in blocks:  # the first pass reads on to the end for the checksum
+                pass
+            if error is None:
+                return DeliveryText(
+                    spill if encoding == "gb18030" else self.path,
+                    self.what,
+                    encoding,
+                    digest.hexdigest(),
+                    has_text,
+                    spilled=encoding == "gb18030",
+                    block_bytes=self.block_bytes,
+                )
+            errors[encoding] = error
+            blocks = iter(self.blocks())
+        raise DeliveryRejected(
+            f"{self.what}: neither {ENCODING_NAMES[expected]} as its schema declares (invalid byte at offset "
+            f"{errors[expected]}) nor {ENCODING_NAMES[other]} (invalid byte at offset {errors[other]})"
+        )
 
 
 def split_lines(text: bytes) -> pa.Array:
@@ -134,8 +234,9 @@ def split_lines(text: bytes) -> pa.Array:
     return pc.utf8_rtrim(lines, characters="\r") if crlf else lines
 
 
-def read_regular_file(path: Path, what: str) -> bytes:
-    """The bytes of a regular file, never through a symbolic link (``O_NOFOLLOW``, then fstat)."""
+@contextmanager
+def open_regular_file(path: Path, what: str) -> Iterator[BinaryIO]:
+    """A regular file opened for reading, never through a symbolic link (``O_NOFOLLOW``, then fstat)."""
     try:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
@@ -147,4 +248,4 @@ def read_regular_file(path: Path, what: str) -> bytes:
     with os.fdopen(descriptor, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise DeliveryRejected(f"{what}: not a regular file")
-        return handle.read()
+        yield handle

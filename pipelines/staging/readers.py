@@ -1,6 +1,7 @@
 """Readers: a delivery as strings, keyed by the schema's English column names.
 
-Each reader returns one row per delivered record with the columns as text, plus ``record_ref``
+Each reader offers a delivery's records in slices (``FileRecords``, ``ExchangeRecords``): raw
+frames of one row per delivered record with the columns as text, plus ``record_ref``
 (contracts.md), ``raw`` (the record as delivered, for the quarantine) and ``parse_error`` (why
 a record could not be split, else empty). Nothing is typed here (see ``casting``). A header that
 drifts from the schema rejects the whole delivery, so the last good snapshot stays in use.
@@ -12,6 +13,9 @@ import csv
 import datetime as dt
 import hashlib
 import json
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +26,16 @@ import pyarrow.compute as pc
 
 from pipelines.errors import DeliveryRejected, UsageError
 from pipelines.masking import mask_ids_in
-from pipelines.staging.delivery import decode_delivery, read_regular_file, split_lines
+from pipelines.staging.delivery import DeliveryFile, split_lines
 from pipelines.staging.schema import Schema
 
 MAX_LINE_CHARS = 1 << 20  # a record is a few hundred bytes; a 1 MiB line is not a record
-RAW_KEEP_CHARS = 4096  # how much of an oversized line the quarantine keeps
 QUOTE_CHARS = 24  # the most of a delivered text an error message quotes (masked)
 CHUNK_LINES = 1 << 19  # parse in slices so the split's intermediates stay small at city scale
 
 
 def _to_str(array: pa.Array) -> pd.Series:
     return pa.table({"v": array}).to_pandas()["v"].astype("str")
-
-
-def _truncate_raw(raw: pd.Series) -> pd.Series:
-    """Raw texts longer than the quarantine keeps cut short; only those rows are sliced."""
-    long = raw.str.len() > RAW_KEEP_CHARS
-    if not long.any():
-        return raw
-    return raw.where(~long, raw[long].str.slice(0, RAW_KEEP_CHARS) + "…")
 
 
 def _raw_frame(values: dict[str, pd.Series], refs: pd.Series, raw: pd.Series, errors: pd.Series) -> pd.DataFrame:
@@ -113,42 +108,28 @@ def _split_chunk(chunk: pa.Array, separator: str, width: int) -> tuple[list[pa.A
     return columns, errors, quoted & ~oversized
 
 
-def read_csv_delivery(lines: pa.Array, schema: Schema, label: str) -> pd.DataFrame:
-    """Split CSV lines into string columns; a line with the wrong field count is malformed.
+def _csv_header(first_line: str, schema: Schema, label: str) -> list[str]:
+    """The header's column names, checked against the schema (drift rejects the delivery)."""
+    if not first_line.strip():
+        raise DeliveryRejected(f"{schema.source}: {label}: empty file")
+    header = [name.strip() for name in next(csv.reader([first_line], delimiter=schema.separator))]
+    _check_columns(schema, label, header, {c.header: c.key for c in schema.columns})
+    return header
+
+
+def csv_frame(lines: pa.Array, line_no: np.ndarray, header: list[str], schema: Schema) -> pd.DataFrame:
+    """The raw frame of some CSV record lines; a line with the wrong field count is malformed.
 
     Unquoted lines (nearly all) are split in Arrow; only lines holding a ``"`` go through the
-    ``csv`` module. Blank lines carry no record and are skipped.
+    ``csv`` module.
     """
-    if len(lines) == 0 or not lines[0].as_py().strip():
-        raise DeliveryRejected(f"{schema.source}: {label}: empty file")
-    header = [name.strip() for name in next(csv.reader([lines[0].as_py()], delimiter=schema.separator))]
     names = {c.header: c.key for c in schema.columns}
-    _check_columns(schema, label, header, names)
     width = len(header)
-    column_chunks: list[list[pa.Array]] = [[] for _ in header]
-    raw_chunks, error_chunks, line_chunks, quoted_chunks = [], [], [], []
-    for start in range(1, len(lines), CHUNK_LINES):
-        chunk = lines.slice(start, CHUNK_LINES)
-        line_no = np.arange(start + 1, start + 1 + len(chunk))
-        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(chunk)), 0).to_numpy(zero_copy_only=False)
-        if blank.any():
-            chunk, line_no = chunk.filter(pa.array(~blank)), line_no[~blank]
-        columns, errors, quoted = _split_chunk(chunk, schema.separator, width)
-        for j, column in enumerate(columns):
-            column_chunks[j].append(column)
-        raw_chunks.append(chunk)
-        error_chunks.append(errors)
-        line_chunks.append(line_no)
-        quoted_chunks.append(quoted)
-    line_no = np.concatenate(line_chunks) if line_chunks else np.zeros(0, dtype=np.int64)
-    if len(line_no) == 0:
-        raise DeliveryRejected(f"{schema.source}: {label}: no data rows (header only)")
-    raw_lines = pa.chunked_array(raw_chunks, type=pa.large_string())
-    errors = np.concatenate(error_chunks)
-    quoted_rows = np.flatnonzero(np.concatenate(quoted_chunks))
-    quoted_values: list[list[str]] = [[] for _ in header]
+    columns, errors, quoted = _split_chunk(lines, schema.separator, width)
+    quoted_rows = np.flatnonzero(quoted)
+    quoted_values: list[list[str | None]] = [[] for _ in header]
     for i in quoted_rows:
-        line = raw_lines[int(i)].as_py()
+        line = lines[int(i)].as_py()
         try:
             row = next(csv.reader([line], delimiter=schema.separator, strict=True))
         except csv.Error as exc:
@@ -159,14 +140,12 @@ def read_csv_delivery(lines: pa.Array, schema: Schema, label: str) -> pd.DataFra
             quoted_values[j].append(row[j] if len(row) == width else None)
     keyed = {}
     for j, name in enumerate(header):
-        column = _to_str(pa.chunked_array(column_chunks[j], type=pa.large_string()))
-        column_chunks[j] = []
+        column = _to_str(columns[j])
+        columns[j] = None
         if len(quoted_rows):
             column.iloc[quoted_rows] = quoted_values[j]
         keyed[names[name]] = column
-    raw = _to_str(raw_lines)
-    if (errors != "").any():
-        raw = _truncate_raw(raw)
+    raw = _to_str(lines)
     refs = pd.Series(schema.file + ":", index=raw.index) + pd.Series(line_no).astype("str")
     return _raw_frame(keyed, refs, raw, pd.Series(errors, dtype="str"))
 
@@ -181,14 +160,13 @@ def _json_text(value: Any) -> str:
     return str(value)
 
 
-def read_jsonl_delivery(lines: pa.Array, schema: Schema, label: str) -> pd.DataFrame:
-    """Parse JSON Lines; a line that is not a JSON object is malformed, the rest is staged."""
+def jsonl_frame(lines: pa.Array, line_no: np.ndarray, schema: Schema) -> tuple[pd.DataFrame, set[str], int]:
+    """The raw frame of some JSON Lines records, the keys they hold and how many parsed.
+
+    A line that is not a JSON object is malformed; whether the keys drift from the schema is
+    decided over the whole delivery (``FileRecords.frames``).
+    """
     raw_lines = _to_str(lines)
-    keep = raw_lines.str.strip() != ""
-    if not keep.any():
-        raise DeliveryRejected(f"{schema.source}: {label}: empty file")
-    raw_lines = raw_lines[keep]
-    line_no = pd.Series(np.flatnonzero(keep.to_numpy()) + 1, index=raw_lines.index)
     records: list[dict[str, Any] | None] = []
     errors: list[str] = []
     for line in raw_lines.tolist():
@@ -208,37 +186,107 @@ def read_jsonl_delivery(lines: pa.Array, schema: Schema, label: str) -> pd.DataF
         else:
             records.append(None)
             errors.append("not a JSON object")
-    parsed = [record for record in records if record is not None]
-    if not parsed:
-        raise DeliveryRejected(f"{schema.source}: {label}: no parsable record")
     seen: set[str] = set()
-    for record in parsed:
-        seen.update(record)
-    names = {c.key: c.key for c in schema.columns}
-    present = [key for key in schema.keys if key in seen] + sorted(seen - set(names))
-    _check_columns(schema, label, present, names)
+    for record in records:
+        if record is not None:
+            seen.update(record)
     values = {
         key: pd.Series(
             [_json_text(r.get(key)) if r is not None else "" for r in records], index=raw_lines.index, dtype="str"
         )
         for key in schema.keys
     }
-    refs = schema.file + ":" + line_no.astype("str")
-    return _raw_frame(values, refs, _truncate_raw(raw_lines), pd.Series(errors, index=raw_lines.index, dtype="str"))
+    refs = pd.Series(schema.file + ":", index=raw_lines.index) + pd.Series(line_no).astype("str")
+    frame = _raw_frame(values, refs, raw_lines, pd.Series(errors, index=raw_lines.index, dtype="str"))
+    return frame, seen, sum(record is not None for record in records)
 
 
-def read_file_delivery(folder: Path, schema: Schema) -> tuple[pd.DataFrame, str]:
-    """The raw frame of one delivery folder and the sha256 of its bytes."""
-    path = folder / schema.file
-    label = f"{schema.source}/{folder.name}/{schema.file}"
-    data = read_regular_file(path, f"{schema.source}: {label}")
-    if not data.strip():
-        raise DeliveryRejected(f"{schema.source}: {label}: empty file")
-    checksum = hashlib.sha256(data).hexdigest()
-    lines = split_lines(decode_delivery(data, f"{schema.source}: {label}", schema.encoding))
-    del data
-    reader = read_csv_delivery if schema.format == "csv" else read_jsonl_delivery
-    return reader(lines, schema, label), checksum
+class FileRecords:
+    """The records of one delivery file, read in slices, twice if need be: their texts as
+    delivered (``texts``: which records repeat an earlier one), then their raw frames
+    (``frames``). Only a slice is held at a time, so staging a city's file takes the memory of
+    a slice, not of the file.
+
+    Opening it reads the file once (checksum, encoding, and for CSV the header, whose drift
+    rejects the delivery at once). Blank lines carry no record and are skipped; a record's
+    ``record_ref`` is its physical line number.
+    """
+
+    def __init__(self, folder: Path, schema: Schema, spill_dir: Path | None = None) -> None:
+        self.schema = schema
+        self.label = f"{schema.source}/{folder.name}/{schema.file}"
+        file = DeliveryFile(folder / schema.file, f"{schema.source}: {self.label}")
+        spill = Path(spill_dir or tempfile.gettempdir()) / f".{schema.source}.utf8.{os.getpid()}.tmp"
+        self._text = file.scan(schema.encoding, spill)
+        self.checksum = self._text.checksum
+        try:
+            if not self._text.has_text:
+                raise DeliveryRejected(f"{schema.source}: {self.label}: empty file")
+            self._header: list[str] | None = None
+            if schema.format == "csv":
+                first = next(self._text.text_blocks())
+                self._header = _csv_header(split_lines(first)[0].as_py(), schema, self.label)
+        except BaseException:
+            self._text.remove_spill()
+            raise
+
+    def __enter__(self) -> FileRecords:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._text.remove_spill()
+
+    def _lines(self) -> Iterator[tuple[pa.Array, np.ndarray]]:
+        """Record lines in slices of at most ``CHUNK_LINES``, with their line numbers."""
+        number, header = 0, self._header is not None
+        for block in self._text.text_blocks():
+            lines = split_lines(block)
+            for start in range(0, len(lines), CHUNK_LINES):
+                chunk = lines.slice(start, CHUNK_LINES)
+                line_no = np.arange(number + 1, number + 1 + len(chunk))
+                number += len(chunk)
+                if header:
+                    chunk, line_no, header = chunk.slice(1), line_no[1:], False
+                blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(chunk)), 0).to_numpy(zero_copy_only=False)
+                if blank.any():
+                    chunk, line_no = chunk.filter(pa.array(~blank)), line_no[~blank]
+                if len(chunk):
+                    yield chunk, line_no
+
+    def texts(self) -> Iterator[pa.Array]:
+        """Each record's text as delivered, a slice at a time, in the order of ``frames``."""
+        records = 0
+        for lines, _ in self._lines():
+            records += len(lines)
+            yield lines
+        if not records:
+            what = "no data rows (header only)" if self._header is not None else "empty file"
+            raise DeliveryRejected(f"{self.schema.source}: {self.label}: {what}")
+
+    def frames(self) -> Iterator[pd.DataFrame]:
+        """The records' raw frames (``readers``), a slice at a time."""
+        if self._header is not None:
+            for lines, line_no in self._lines():
+                yield csv_frame(lines, line_no, self._header, self.schema)
+            return
+        seen: set[str] = set()
+        parsed = 0
+        for lines, line_no in self._lines():
+            frame, keys, count = jsonl_frame(lines, line_no, self.schema)
+            seen |= keys
+            parsed += count
+            yield frame
+        if not parsed:
+            raise DeliveryRejected(f"{self.schema.source}: {self.label}: no parsable record")
+        names = {c.key: c.key for c in self.schema.columns}
+        present = [key for key in self.schema.keys if key in seen] + sorted(seen - set(names))
+        _check_columns(self.schema, self.label, present, names)
+
+
+def read_file_delivery(folder: Path, schema: Schema, spill_dir: Path | None = None) -> FileRecords:
+    """The records of one delivery folder's file (its checksum is the sha256 of its bytes); a
+    GB18030 file's UTF-8 spill goes in ``spill_dir`` until the records are closed."""
+    return FileRecords(folder, schema, spill_dir)
 
 
 # --- exchange database -----------------------------------------------------------------------
@@ -352,11 +400,33 @@ def _fetch_text_columns(conn, query) -> list[pa.ChunkedArray]:
     return [pc.fill_null(pa.chunked_array(chunks, type=pa.large_string()), "") for chunks in batches]
 
 
-def read_exchange_delivery(url: str, schema: Schema, as_of: dt.date) -> tuple[pd.DataFrame, str, dt.date]:
+class ExchangeRecords:
+    """The rows of one exchange extract, held whole (the database hands them over as one
+    result), offered in slices like ``FileRecords``."""
+
+    def __init__(self, raw: pd.DataFrame, texts: pa.ChunkedArray, checksum: str) -> None:
+        self._raw, self._texts, self.checksum = raw, texts, checksum
+
+    def __enter__(self) -> ExchangeRecords:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def texts(self) -> Iterator[pa.ChunkedArray]:
+        for start in range(0, len(self._texts), CHUNK_LINES):
+            yield self._texts.slice(start, CHUNK_LINES)
+
+    def frames(self) -> Iterator[pd.DataFrame]:
+        for start in range(0, len(self._raw), CHUNK_LINES):
+            yield self._raw.iloc[start : start + CHUNK_LINES].reset_index(drop=True)
+
+
+def read_exchange_delivery(url: str, schema: Schema, as_of: dt.date) -> tuple[ExchangeRecords, dt.date]:
     """The snapshot in the exchange database: rows of the newest ``extract_date`` ≤ ``as_of``.
 
-    Columns may carry the department's header or the English key. Returns the raw frame
-    (``raw`` is the row as JSON text), a sha256 over the sorted rows, and the extract date.
+    Columns may carry the department's header or the English key. Returns the records (``raw``
+    is the row as JSON text; the checksum is a sha256 over the sorted rows) and the extract date.
     """
     import sqlalchemy as sa
 
@@ -414,4 +484,4 @@ def read_exchange_delivery(url: str, schema: Schema, as_of: dt.date) -> tuple[pd
     keys = [strings[key].str.strip() for key in schema.natural_key]
     refs = table_name + ":" + keys[0].str.cat(keys[1:], sep="|") if len(keys) > 1 else table_name + ":" + keys[0]
     errors = pd.Series("", index=pd.RangeIndex(rows), dtype="str")
-    return _raw_frame(strings, refs, _to_str(raw), errors), checksum, chosen_day
+    return ExchangeRecords(_raw_frame(strings, refs, _to_str(raw), errors), raw, checksum), chosen_day

@@ -31,7 +31,7 @@ COLUMN_TYPES = (
     "json",
 )
 FORMATS = ("csv", "jsonl")
-ENCODINGS = ("utf-8", "utf-8-sig", "gb18030")  # what delivery.decode_delivery reads
+ENCODINGS = ("utf-8", "utf-8-sig", "gb18030")  # what delivery.DeliveryFile reads
 DEFAULT_MAX_DELIVERY_AGE_DAYS = 7  # a daily source a week behind has missed more than a holiday
 
 

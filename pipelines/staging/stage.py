@@ -16,8 +16,8 @@ import pandas as pd
 from pipelines.staging.casting import cast_columns
 from pipelines.staging.quarantine import (
     MALFORMED_RECORD,
+    EarlierCopies,
     Failure,
-    duplicate_rows,
     first_failure,
     quarantine_frame,
 )
@@ -51,17 +51,21 @@ def stage_with_schema(
     schema: Schema,
     extract_date: dt.date,
     extra_failures: tuple[Failure, ...] = (),
+    duplicate: np.ndarray | None = None,
 ) -> tuple[Staged, pd.DataFrame]:
     """Dedupe, cast (events checked against ``extract_date``), and split into accepted and
     quarantined rows.
 
     Returns the ``Staged`` result and the typed frame of the accepted rows indexed like ``raw``
     (for a source module that reshapes them, like housing_contract's buyers).
-    ``extra_failures`` are a source's own checks, masks indexed like ``raw``. Rows are cast
-    ``CAST_ROWS`` at a time (every check is per row; duplicates are found over the whole
-    delivery first), so the casts' intermediates at city scale are a slice's, not the city's.
+    ``extra_failures`` are a source's own checks, masks indexed like ``raw``. ``duplicate``
+    marks the rows repeating an earlier row of the delivery (``EarlierCopies``, over the whole
+    delivery when ``raw`` is a slice of it); without it the duplicates are found in ``raw``.
+    Rows are cast ``CAST_ROWS`` at a time (every check is per row), so the casts'
+    intermediates are a slice's, not the delivery's.
     """
-    duplicate = duplicate_rows(raw, schema.natural_key[0])
+    if duplicate is None:
+        duplicate = EarlierCopies.in_frame(raw["raw"])
     accepted_parts, quarantined_parts = [], []
     for start in range(0, max(len(raw), 1), CAST_ROWS):
         part = raw.iloc[start : start + CAST_ROWS]

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from pipelines.errors import UsageError
-from pipelines.staging.delivery import SUCCESS_MARKER, decode_delivery, split_lines
-from pipelines.staging.readers import read_csv_delivery, read_jsonl_delivery
+from pipelines.staging.delivery import SUCCESS_MARKER
+from pipelines.staging.readers import FileRecords
 from pipelines.staging.schema import Schema, load_schemas
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,8 @@ def _deliveries(landing: Path, source: str) -> list[tuple[dt.date, Path]]:
 
 def _delivered_rows(folder: Path, schema: Schema) -> tuple[pd.DataFrame, int]:
     """The delivery's well-formed records as text columns named by the file form's headers."""
-    data = (folder / schema.file).read_bytes()
-    lines = split_lines(decode_delivery(data, f"{schema.source}/{folder.name}/{schema.file}", schema.encoding))
-    del data
-    reader = read_csv_delivery if schema.format == "csv" else read_jsonl_delivery
-    raw = reader(lines, schema, f"{schema.source}/{folder.name}")
-    del lines
+    with FileRecords(folder, schema) as records:
+        raw = pd.concat(list(records.frames()), ignore_index=True)
     good = (raw["parse_error"].fillna("") == "").to_numpy()
     present = [c for c in schema.columns if c.key in raw.columns]
     frame = pd.DataFrame({c.header: raw[c.key][good].fillna("").astype("str") for c in present})
