@@ -148,8 +148,10 @@ def run_bench(
         summary = {"as_of": "2027-08-15"}
         print(f"bench reusing the city in {city_dir}", flush=True)
     else:
-        with timer.phase("synth", rows=people):
-            summary = synthesize(city_dir, people, seed)
+        with timer.phase("synth", rows=people):  # in a process of its own: what it held is not the run's
+            summary = steps.in_fresh_processes(synthesize, {"synth": (city_dir, people, seed)}, 1, lambda _: None)[
+                "synth"
+            ]
     as_of = dt.date.fromisoformat(str(summary.get("as_of", "2027-08-15")))
     settings = Settings(
         landing=city_dir / "landing",

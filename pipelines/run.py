@@ -646,7 +646,7 @@ def do_step(
         return _each(step, attempt, items, progress, workers)
     arguments = (attempt, *([done[step.takes]] if step.takes else []))
     if workers > 1:  # in a process of its own, as the DAG's task: what it held goes back when it ends
-        return _in_fresh_processes(step.do, {step.progress: arguments}, workers, progress)[step.progress]
+        return in_fresh_processes(step.do, {step.progress: arguments}, workers, progress)[step.progress]
     progress(step.progress)
     return step.do(*arguments)
 
@@ -657,7 +657,7 @@ def _each(
     """``step.do(attempt, item)`` for every item, results in the items' order."""
     if workers > 1:
         calls = {label: (attempt, item) for item, label in items.items()}
-        results = _in_fresh_processes(step.do, calls, workers, progress)
+        results = in_fresh_processes(step.do, calls, workers, progress)
         return {item: results[label] for item, label in items.items()}
     results = {}
     for item, label in items.items():
@@ -666,7 +666,7 @@ def _each(
     return results
 
 
-def _in_fresh_processes(
+def in_fresh_processes(
     do: Callable[..., dict], calls: Mapping[str, tuple], workers: int, progress: Callable[[str], None]
 ) -> dict[str, dict]:
     """``do(*arguments)`` for every call (by its label), at most ``workers`` at once, each in a
