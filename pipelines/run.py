@@ -370,7 +370,13 @@ def bucket_inputs(attempt: Attempt) -> dict:
 
     settings = attempt.settings
     run_id = run_id_for(settings)
-    plan = split_inputs(settings.layout.staged_dir, engine_work(attempt), bucket_count(settings), run_id)
+    plan = split_inputs(
+        settings.layout.staged_dir,
+        engine_work(attempt),
+        bucket_count(settings),
+        run_id,
+        address_dir=attempt.layout.addresses_dir,
+    )
     count = int(plan["buckets"])
     return {
         "run_id": run_id,

@@ -90,6 +90,38 @@ def test_the_engine_steps_publish_the_same_bytes_for_1_3_and_7_buckets(staged):
             assert results[buckets][name] == data, (buckets, name)
 
 
+def test_a_bucket_reads_the_address_matches_of_its_own_rows_texts_only(staged):
+    """What a bucket's join holds stays a bucket's as the city grows: its address matches are
+    those of the texts its rows hold, and together the buckets hold every match the rows need."""
+    from pipelines import registry
+
+    attempt = with_buckets(staged, 3)
+    steps.bucket_inputs(attempt)
+    work = attempt.layout.engine_work_dir
+    city = pd.read_parquet(attempt.layout.addresses_dir / "address_match.parquet")
+    held_by_buckets = set()
+    for bucket in range(3):
+        matches = pd.read_parquet(work / "addresses" / str(bucket) / "address_match.parquet")
+        held = set(zip(matches["source"], matches["address"]))
+        rows_texts = set()
+        for path in (work / "staged" / str(bucket)).glob("*.parquet"):
+            source = path.stem.split("#")[0]
+            if source in registry.address_columns():
+                texts = pd.read_parquet(path)[registry.address_columns()[source]].dropna()
+                rows_texts |= {(source, text) for text in texts}
+        assert held and held <= rows_texts
+        assert len(matches) < len(city)
+        held_by_buckets |= held
+    assert held_by_buckets == set(zip(city["source"], city["address"])) & held_by_buckets
+    wanted = {
+        (source, text)
+        for source, column in registry.address_columns().items()
+        if (attempt.layout.accepted_rows(source)).exists()
+        for text in pd.read_parquet(attempt.layout.accepted_rows(source))[column].dropna()
+    }
+    assert wanted & set(zip(city["source"], city["address"])) == held_by_buckets
+
+
 def test_two_worker_processes_stage_and_decide_the_same_bytes_as_one(staged):
     """``--workers 2``: a step's sources or buckets in two processes at once change nothing."""
     stage = next(s for s in steps.STEPS if s.name == "stage")

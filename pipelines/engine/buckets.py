@@ -14,10 +14,12 @@ process or on its own machine (the warehouse DAG maps them over the buckets):
 =================  =========  ==============================================================
 stage              per        reads → writes (under the work folder)
 =================  =========  ==============================================================
-bucket_inputs      run        staged ``accepted.parquet`` → ``staged/<b>/<role>.parquet``,
-                              ``household/<b>/hukou.parquet``, ``plan.json`` (bucket count,
-                              run id)
-join_bucket        bucket     ``staged/<b>``, addresses → ``person/<b>/<table>.parquet``
+bucket_inputs      run        staged ``accepted.parquet``, address matches →
+                              ``staged/<b>/<role>.parquet``, ``household/<b>/hukou.parquet``,
+                              ``addresses/<b>/address_match.parquet`` (the matches of the
+                              texts bucket b's rows hold), ``plan.json`` (bucket count, run id)
+join_bucket        bucket     ``staged/<b>``, ``addresses/<b>``, catchments →
+                              ``person/<b>/<table>.parquet``
                               (person tables, facts, guardian_eligibility, children),
                               ``household/<b>/guardianship.parquet``
 route_edges        run        every ``person/<b>/children``, ``household/<b>/guardianship`` →
@@ -25,7 +27,7 @@ route_edges        run        every ``person/<b>/children``, ``household/<b>/gua
                               ``holders/<b>/edges.parquet``, ``guardians/<b>/guardianship.parquet``
 link_bucket        bucket     ``holders/<b>``, ``person/<b>`` facts →
                               ``edges/from<b>/<child bucket>/<edge table>.parquet``
-decide_bucket      bucket     ``person/<b>/children``, ``edges/from*/<b>``, addresses →
+decide_bucket      bucket     ``person/<b>/children``, ``edges/from*/<b>``, catchments →
                               ``decided/<b>/{eligibility,ineligibility}.parquet``
 prefill_bucket     bucket     ``guardians/<b>``, ``person/<b>``, ``children``, every
                               ``decided/*`` → ``prefill/<b>/prefill.parquet``
@@ -46,7 +48,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -340,41 +342,69 @@ def _per_level(rows: pd.DataFrame | None) -> dict[str, int]:
 
 
 _ADDRESS_FILES = ("address_match.parquet", "address_catchment.parquet")
-_addresses_read: dict[str, tuple] = {}  # the last addresses read in this process: key → frames
+ADDRESS_MATCH_FOLDER = "addresses"  # the work folder of each bucket's address matches
+_catchments_read: dict[str, tuple] = {}  # the last catchments read in this process: key → frame
 
 
-def _addresses(address_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The address matches (the columns a bucket's placing reads) and catchments of the whole
-    city; each step takes the rows of its own bucket's addresses. Read once per process for a
-    run's buckets: kept while the files (path, size, modification time) are the same."""
-    address_dir = Path(address_dir).resolve()
-    stats = [(address_dir / name).stat() for name in _ADDRESS_FILES]
-    key = (str(address_dir), tuple((st.st_size, st.st_mtime_ns) for st in stats))
-    kept = _addresses_read.get("last")
+def _catchments(address_dir: Path) -> pd.DataFrame:
+    """The catchments of the city's standard addresses (small beside the matches: one row per
+    address and catchment), which a bucket's facts and decisions look up by address code.
+    Read once per process for a run's buckets: kept while the file (path, size, modification
+    time) is the same."""
+    path = Path(address_dir).resolve() / _ADDRESS_FILES[1]
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    kept = _catchments_read.get("last")
     if kept is None or kept[0] != key:
-        address_match = pd.read_parquet(address_dir / _ADDRESS_FILES[0], columns=PLACING_COLUMNS)
-        address_catchment = pd.read_parquet(address_dir / _ADDRESS_FILES[1])
-        kept = _addresses_read["last"] = (key, address_match, address_catchment)
-    # shallow copies: with copy-on-write a caller changing its frame never changes the kept one
-    return kept[1].copy(deep=False), kept[2].copy(deep=False)
+        kept = _catchments_read["last"] = (key, pd.read_parquet(path))
+    return kept[1].copy(deep=False)  # shallow: with copy-on-write a caller's change never reaches the kept one
 
 
-def _forget_addresses() -> None:
-    """Drop the kept addresses: no stage after ``decide_bucket`` reads them (a process running
+def _split_address_match(path: Path, texts: Mapping[str, tuple], buckets: int, work: WorkFolder) -> None:
+    """Each bucket's address matches: the rows (placing's columns) of the texts its rows hold.
+
+    ``texts``: per source, its address texts (a dictionary) and which of them each bucket's
+    rows hold (a buckets × texts mask), so each match is looked up once, not once per bucket.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    matches = pq.read_table(path, columns=PLACING_COLUMNS)
+    looked_up = []
+    for source, (dictionary, held) in texts.items():
+        rows = matches.filter(pc.equal(matches.column("source"), source).fill_null(False))
+        at = pc.index_in(rows.column("address").cast(pa.large_string()), value_set=dictionary)
+        found = at.is_valid().to_numpy(zero_copy_only=False)
+        looked_up.append((rows, at.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64), found, held))
+    for bucket in range(buckets):
+        parts = [matches.slice(0, 0)]
+        for rows, at, found, held in looked_up:
+            parts.append(rows.filter(pa.array(found & held[bucket][at])))
+        work.write_table(pa.concat_tables(parts), ADDRESS_MATCH_FOLDER, bucket, _ADDRESS_FILES[0])
+
+
+def _forget_catchments() -> None:
+    """Drop the kept catchments: no stage after ``decide_bucket`` reads them (a process running
     the stages one after the other holds them only from the first join to the last decide)."""
-    _addresses_read.clear()
+    _catchments_read.clear()
 
 
 # --- stage 1: split the staged rows by bucket -----------------------------------------------------
 
 
-def bucket_inputs(staged_dir: Path, work: WorkFolder, buckets: int, run_id: str) -> dict:
+def bucket_inputs(staged_dir: Path, work: WorkFolder, buckets: int, run_id: str, *, address_dir: Path) -> dict:
     """Split each staged source by the bucket of the person each role names (hukou also by
-    household) and write the plan: bucket count, run id and the inputs split.
+    household), and the address matches by the buckets whose rows hold their texts; write the
+    plan: bucket count, run id and the inputs split.
 
-    A work folder holding another plan (another bucket count, run or set of inputs) is cleared
-    first; one with the same plan is overwritten with the same bytes.
+    A bucket's join reads only the matches of its own rows' address texts, so what it holds
+    stays a bucket's as the city grows. A work folder holding another plan (another bucket
+    count, run or set of inputs) is cleared first; one with the same plan is overwritten with
+    the same bytes.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     staged_dir, buckets = Path(staged_dir), max(1, int(buckets))
@@ -393,17 +423,32 @@ def bucket_inputs(staged_dir: Path, work: WorkFolder, buckets: int, run_id: str)
     plan = {
         "buckets": buckets,
         "run_id": run_id,
-        "inputs": [f"{folder}/{name}" for _, ways in splits for *_, folder, name in ways],
+        "inputs": [f"{folder}/{name}" for _, ways in splits for *_, folder, name in ways]
+        + [f"{ADDRESS_MATCH_FOLDER}/{_ADDRESS_FILES[0]}"],
     }
     if not (work.exists(PLAN_FILE) and read_plan(work) == plan):
         work.clear()
     rows = 0
+    address_columns = registry.address_columns()
+    texts: dict[str, tuple] = {}  # source → its address texts and which each bucket's rows hold
     for path, ways in splits:
         table = pq.read_table(path)
         rows += table.num_rows
+        source = path.parent.name
+        if source in address_columns:
+            address = table.column(address_columns[source]).cast(pa.large_string())  # null-typed when all blank
+            encoded = pc.dictionary_encode(address).combine_chunks()
+            text_of_row = encoded.indices.to_numpy(zero_copy_only=False)
+            has_text = encoded.indices.is_valid().to_numpy(zero_copy_only=False)
+            held = np.zeros((buckets, max(len(encoded.dictionary), 1)), dtype=bool)  # a lookup never found reads 0
+            texts[source] = (encoded.dictionary, held)
         for column, bucket_of, folder, name in ways:
-            _split_table(table, bucket_of(table.column(column), buckets), buckets, work, folder, name)
+            of_row = bucket_of(table.column(column), buckets)
+            _split_table(table, of_row, buckets, work, folder, name)
+            if source in address_columns and folder == "staged":  # the rows a join places
+                held[of_row[has_text], text_of_row[has_text].astype(np.int64)] = True
         del table
+    _split_address_match(Path(address_dir) / _ADDRESS_FILES[0], texts, buckets, work)
     work.write_json(plan, PLAN_FILE)
     log.info("engine inputs: %d staged rows of %d source(s) split into %d bucket(s)", rows, len(splits), buckets)
     return plan
@@ -417,7 +462,8 @@ def join_bucket(work: WorkFolder, address_dir: Path, policy: Policy, bucket: int
     guardian eligibility and the school-age children; the household bucket's guardianship."""
     plan = read_bucket_plan(work, bucket)
     buckets, run_id = plan["buckets"], plan["run_id"]
-    address_match, address_catchment = _addresses(address_dir)
+    address_catchment = _catchments(address_dir)
+    address_match = work.read_frame(ADDRESS_MATCH_FOLDER, bucket, _ADDRESS_FILES[0])
     frames = {name[: -len(PARQUET)]: work.read_frame("staged", bucket, name) for name in work.files("staged", bucket)}
     rows_in = sum(len(frame) for frame in frames.values())
     tables = build_person_tables(frames, address_match, policy)
@@ -522,7 +568,7 @@ def decide_bucket(work: WorkFolder, address_dir: Path, policy: Policy, bucket: i
     """Eligibility and ineligibility of one bucket's school-age children."""
     plan = read_bucket_plan(work, bucket)
     buckets, run_id = plan["buckets"], plan["run_id"]
-    _, address_catchment = _addresses(address_dir)
+    address_catchment = _catchments(address_dir)
     children = work.read_frame("person", bucket, "children.parquet")
     linked = {
         name: _read_parts(work, [("edges", f"from{h}", bucket, f"{name}{PARQUET}") for h in range(buckets)])
@@ -557,7 +603,7 @@ def _decided_all(work: WorkFolder, buckets: int) -> dict[str, pd.DataFrame | Non
 
 def prefill_bucket(work: WorkFolder, policy: Policy, bucket: int) -> dict:
     """One prefill document per guardian of the bucket: their own records, their children's outcome."""
-    _forget_addresses()
+    _forget_catchments()
     plan = read_bucket_plan(work, bucket)
     buckets, run_id = plan["buckets"], plan["run_id"]
     tables = {name: work.read_frame("person", bucket, f"{name}{PARQUET}") for name in PERSON_TABLES}
@@ -628,7 +674,7 @@ def _publish(work: WorkFolder, parts: list[tuple], path: Path, keys: list[str]):
 def gather_buckets(work: WorkFolder, out_dir: Path) -> dict[str, Path]:
     """One Parquet per published table in ``out_dir``, its bucket parts concatenated in key
     order. Returns table name → path."""
-    _forget_addresses()
+    _forget_catchments()
     out_dir = Path(out_dir)
     buckets = read_plan(work)["buckets"]
     log.info("children per level: %s", _per_level(work.read_frame("children.parquet")))
@@ -676,7 +722,7 @@ def run_engine(
     location = work if work is not None else tempfile.mkdtemp(prefix="_work", dir=out_dir)
     folder = WorkFolder(location)
     try:
-        count = bucket_inputs(staged_dir, folder, buckets, run_id)["buckets"]
+        count = bucket_inputs(staged_dir, folder, buckets, run_id, address_dir=address_dir)["buckets"]
         for bucket in range(count):
             join_bucket(folder, address_dir, policy, bucket)
         route_edges(folder, policy)
@@ -688,6 +734,6 @@ def run_engine(
             prefill_bucket(folder, policy, bucket)
         return gather_buckets(folder, out_dir)
     finally:
-        _forget_addresses()  # also when a stage failed
+        _forget_catchments()  # also when a stage failed
         if work is None:
             shutil.rmtree(location, ignore_errors=True)
