@@ -67,7 +67,7 @@ def choose_delivery(landing: Path, source: str, as_of: dt.date) -> Path:
 
 UTF8_BOM = b"\xef\xbb\xbf"
 ENCODING_NAMES = {"utf-8": "UTF-8", "gb18030": "GB18030"}
-BLOCK_BYTES = 1 << 26  # a delivery is read 64 MiB of whole lines at a time, never whole
+BLOCK_BYTES = 1 << 24  # a delivery is read 16 MiB of whole lines at a time, never whole
 
 
 def _utf8_error(block: bytes) -> int | None:
