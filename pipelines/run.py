@@ -252,11 +252,11 @@ def validate(attempt: Attempt, source: str) -> dict:
     """
     from pipelines.errors import ValidationFailed
     from pipelines.quality_page import record_validation, write_quality_page
-    from pipelines.validation import validate_staged
+    from pipelines.validation import read_checked_rows, validate_staged
 
     settings = attempt.settings
     snapshot = staged_snapshot(source, settings)
-    accepted = pd.read_parquet(snapshot["accepted_path"])
+    accepted = read_checked_rows(source, Path(snapshot["accepted_path"]))
     try:
         result = validate_staged(
             source,

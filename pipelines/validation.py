@@ -341,6 +341,21 @@ def missing_columns(spec: SuiteSpec, accepted: pd.DataFrame) -> list[str]:
     return sorted({c for chk in spec.row_checks for c in _source_columns(chk)} - set(accepted.columns))
 
 
+def read_checked_rows(source: str, path: Path, suites: dict[str, SuiteSpec] | None = None) -> pd.DataFrame:
+    """A staged snapshot's rows with only the columns its suite reads (its row checks' columns
+    and conditions, and the record numbers): names and address texts, a source's widest
+    columns, are checked by no row check, so validation does not hold them. A column the suite
+    names but the snapshot lacks stays missing, for ``columns_present`` to report."""
+    import pyarrow.parquet as pq
+
+    suites = suites if suites is not None else load_expectation_suites(DEFAULT_EXPECTATIONS_DIR)
+    if source not in suites:
+        raise UsageError(f"no expectation suite for source {source!r} (expectations/{source}.yaml)")
+    spec = suites[source]
+    read = {c for chk in spec.row_checks for c in _source_columns(chk)} | {RECORD_COLUMN}
+    return pd.read_parquet(path, columns=[name for name in pq.read_schema(path).names if name in read])
+
+
 def build_validation_frame(spec: SuiteSpec, accepted: pd.DataFrame) -> pd.DataFrame:
     """The narrow frame GX evaluates: checked columns only, derived verdicts in place of IDs.
 

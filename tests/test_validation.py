@@ -368,3 +368,27 @@ def test_social_insurance_suite_names_each_broken_check(tmp_path, suites):
     assert sorted(caught.value.report["failed_expectations"]) == sorted(
         ["between(local_months)", "pattern(last_paid_month)", "credit_code(employer_code)", "unique(citizen_id,scheme)"]
     )
+
+
+def test_validation_reads_only_the_columns_its_suite_checks_and_judges_alike(tmp_path, suites):
+    """Names and address texts, the widest staged columns, are checked by no row check: the
+    rows are read without them, and the verdict on a bad row is the one on the whole frame."""
+    from pipelines.validation import read_checked_rows
+
+    frame = hukou_frame(6)
+    frame.loc[2, "citizen_id"] = wrong_check(frame.loc[2, "citizen_id"])
+    path = tmp_path / "accepted.parquet"
+    frame.to_parquet(path, index=False)
+    read = read_checked_rows("hukou", path, suites)
+    assert {"name", "hukou_address"} <= set(frame.columns)
+    assert len(read) == 6 and {"name", "hukou_address"}.isdisjoint(read.columns)
+    assert set(read.columns) < set(frame.columns)
+    verdicts = []
+    for i, rows in enumerate((frame, read)):
+        with pytest.raises(ValidationFailed) as failed:
+            run(rows, tmp_path / str(i), suites)
+        verdicts.append((str(failed.value).split("; see ")[0], failed.value.report["failed_expectations"]))
+    assert verdicts[0] == verdicts[1] and "resident_id(citizen_id)" in verdicts[0][1]
+    frame.drop(columns=["status"]).to_parquet(tmp_path / "narrow.parquet", index=False)
+    with pytest.raises(ValidationFailed, match=r"columns_present failed: .*'status'"):
+        run(read_checked_rows("hukou", tmp_path / "narrow.parquet", suites), tmp_path / "2", suites)
