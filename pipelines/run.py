@@ -252,15 +252,17 @@ def validate(attempt: Attempt, source: str) -> dict:
     """
     from pipelines.errors import ValidationFailed
     from pipelines.quality_page import record_validation, write_quality_page
-    from pipelines.validation import read_checked_rows, validate_staged
+    from pipelines.validation import read_checked_rows, suite_for, validate_staged
 
     settings = attempt.settings
     snapshot = staged_snapshot(source, settings)
-    accepted = read_checked_rows(source, Path(snapshot["accepted_path"]))
+    spec, suites = suite_for(source)
+    accepted = read_checked_rows(spec, Path(snapshot["accepted_path"]))
     try:
         result = validate_staged(
             source,
             accepted,
+            suites=suites,
             as_of=settings.as_of,
             previous_rows=previous_accepted_rows(settings, source),
             results_dir=settings.layout.validation_dir,

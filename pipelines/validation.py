@@ -336,23 +336,32 @@ def _source_columns(check: RowCheck) -> list[str]:
     return [*check.columns, *(column for column, _ in check.when)]
 
 
+def _checked_columns(spec: SuiteSpec) -> set[str]:
+    """The staged columns the suite's row checks read (their columns and conditions)."""
+    return {c for chk in spec.row_checks for c in _source_columns(chk)}
+
+
 def missing_columns(spec: SuiteSpec, accepted: pd.DataFrame) -> list[str]:
     """Staged columns the suite names but the frame lacks (a staging contract breach)."""
-    return sorted({c for chk in spec.row_checks for c in _source_columns(chk)} - set(accepted.columns))
+    return sorted(_checked_columns(spec) - set(accepted.columns))
 
 
-def read_checked_rows(source: str, path: Path, suites: dict[str, SuiteSpec] | None = None) -> pd.DataFrame:
+def suite_for(source: str, suites: dict[str, SuiteSpec] | None = None) -> tuple[SuiteSpec, dict[str, SuiteSpec]]:
+    """The source's suite, and the suites it was found in (read from the expectations when not given)."""
+    suites = suites if suites is not None else load_expectation_suites(DEFAULT_EXPECTATIONS_DIR)
+    if source not in suites:
+        raise UsageError(f"no expectation suite for source {source!r} (expectations/{source}.yaml)")
+    return suites[source], suites
+
+
+def read_checked_rows(spec: SuiteSpec, path: Path) -> pd.DataFrame:
     """A staged snapshot's rows with only the columns its suite reads (its row checks' columns
     and conditions, and the record numbers): names and address texts, a source's widest
     columns, are checked by no row check, so validation does not hold them. A column the suite
     names but the snapshot lacks stays missing, for ``columns_present`` to report."""
     import pyarrow.parquet as pq
 
-    suites = suites if suites is not None else load_expectation_suites(DEFAULT_EXPECTATIONS_DIR)
-    if source not in suites:
-        raise UsageError(f"no expectation suite for source {source!r} (expectations/{source}.yaml)")
-    spec = suites[source]
-    read = {c for chk in spec.row_checks for c in _source_columns(chk)} | {RECORD_COLUMN}
+    read = _checked_columns(spec) | {RECORD_COLUMN}
     return pd.read_parquet(path, columns=[name for name in pq.read_schema(path).names if name in read])
 
 
@@ -526,10 +535,7 @@ def validate_staged(
     instead of the Data Docs (their index needs the internet to show anything).
     The report's ``failures`` list each failed expectation with its column and counts.
     """
-    suites = suites if suites is not None else load_expectation_suites(DEFAULT_EXPECTATIONS_DIR)
-    if source not in suites:
-        raise UsageError(f"no expectation suite for source {source!r} (expectations/{source}.yaml)")
-    spec = suites[source]
+    spec, suites = suite_for(source, suites)
     results_dir = Path(results_dir)
     codes = schema_code_lists(source, schemas_dir)
     gx = _gx()

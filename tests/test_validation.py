@@ -379,7 +379,7 @@ def test_validation_reads_only_the_columns_its_suite_checks_and_judges_alike(tmp
     frame.loc[2, "citizen_id"] = wrong_check(frame.loc[2, "citizen_id"])
     path = tmp_path / "accepted.parquet"
     frame.to_parquet(path, index=False)
-    read = read_checked_rows("hukou", path, suites)
+    read = read_checked_rows(suites["hukou"], path)
     assert {"name", "hukou_address"} <= set(frame.columns)
     assert len(read) == 6 and {"name", "hukou_address"}.isdisjoint(read.columns)
     assert set(read.columns) < set(frame.columns)
@@ -391,4 +391,4 @@ def test_validation_reads_only_the_columns_its_suite_checks_and_judges_alike(tmp
     assert verdicts[0] == verdicts[1] and "resident_id(citizen_id)" in verdicts[0][1]
     frame.drop(columns=["status"]).to_parquet(tmp_path / "narrow.parquet", index=False)
     with pytest.raises(ValidationFailed, match=r"columns_present failed: .*'status'"):
-        run(read_checked_rows("hukou", tmp_path / "narrow.parquet", suites), tmp_path / "2", suites)
+        run(read_checked_rows(suites["hukou"], tmp_path / "narrow.parquet"), tmp_path / "2", suites)

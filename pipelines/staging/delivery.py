@@ -194,8 +194,9 @@ class DeliveryFile:
         for attempt in range(2):
             encoding = order[attempt]
             error = _first_invalid(blocks, encoding, spill if encoding == "gb18030" else None)
-            for _ in blocks:  # the first pass reads on to the end for the checksum
-                pass
+            if attempt == 0:
+                for _ in blocks:  # the first pass reads on to the end: checksum, NUL bytes
+                    pass
             if error is None:
                 return DeliveryText(
                     spill if encoding == "gb18030" else self.path,

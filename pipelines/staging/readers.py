@@ -9,6 +9,7 @@ drifts from the schema rejects the whole delivery, so the last good snapshot sta
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -208,8 +209,9 @@ class FileRecords:
     a slice, not of the file.
 
     Opening it reads the file once (checksum, encoding, and for CSV the header, whose drift
-    rejects the delivery at once). Blank lines carry no record and are skipped; a record's
-    ``record_ref`` is its physical line number.
+    rejects the delivery at once); a GB18030 file's UTF-8 spill goes in ``spill_dir`` until the
+    records are closed. Blank lines carry no record and are skipped; a record's ``record_ref``
+    is its physical line number.
     """
 
     def __init__(self, folder: Path, schema: Schema, spill_dir: Path | None = None) -> None:
@@ -224,8 +226,9 @@ class FileRecords:
                 raise DeliveryRejected(f"{schema.source}: {self.label}: empty file")
             self._header: list[str] | None = None
             if schema.format == "csv":
-                first = next(self._text.text_blocks())
-                self._header = _csv_header(split_lines(first)[0].as_py(), schema, self.label)
+                with contextlib.closing(self._text.text_blocks()) as blocks:  # the file is closed at once
+                    first_line = split_lines(next(blocks))[0].as_py()
+                self._header = _csv_header(first_line, schema, self.label)
         except BaseException:
             self._text.remove_spill()
             raise
@@ -281,12 +284,6 @@ class FileRecords:
         names = {c.key: c.key for c in self.schema.columns}
         present = [key for key in self.schema.keys if key in seen] + sorted(seen - set(names))
         _check_columns(self.schema, self.label, present, names)
-
-
-def read_file_delivery(folder: Path, schema: Schema, spill_dir: Path | None = None) -> FileRecords:
-    """The records of one delivery folder's file (its checksum is the sha256 of its bytes); a
-    GB18030 file's UTF-8 spill goes in ``spill_dir`` until the records are closed."""
-    return FileRecords(folder, schema, spill_dir)
 
 
 # --- exchange database -----------------------------------------------------------------------
@@ -404,8 +401,8 @@ class ExchangeRecords:
     """The rows of one exchange extract, held whole (the database hands them over as one
     result), offered in slices like ``FileRecords``."""
 
-    def __init__(self, raw: pd.DataFrame, texts: pa.ChunkedArray, checksum: str) -> None:
-        self._raw, self._texts, self.checksum = raw, texts, checksum
+    def __init__(self, raw: pd.DataFrame, checksum: str) -> None:
+        self._raw, self.checksum = raw, checksum
 
     def __enter__(self) -> ExchangeRecords:
         return self
@@ -413,9 +410,9 @@ class ExchangeRecords:
     def __exit__(self, *exc) -> None:
         pass
 
-    def texts(self) -> Iterator[pa.ChunkedArray]:
-        for start in range(0, len(self._texts), CHUNK_LINES):
-            yield self._texts.slice(start, CHUNK_LINES)
+    def texts(self) -> Iterator[pa.Array]:
+        for frame in self.frames():
+            yield pa.array(frame["raw"])
 
     def frames(self) -> Iterator[pd.DataFrame]:
         for start in range(0, len(self._raw), CHUNK_LINES):
@@ -484,4 +481,4 @@ def read_exchange_delivery(url: str, schema: Schema, as_of: dt.date) -> tuple[Ex
     keys = [strings[key].str.strip() for key in schema.natural_key]
     refs = table_name + ":" + keys[0].str.cat(keys[1:], sep="|") if len(keys) > 1 else table_name + ":" + keys[0]
     errors = pd.Series("", index=pd.RangeIndex(rows), dtype="str")
-    return ExchangeRecords(_raw_frame(strings, refs, _to_str(raw), errors), raw, checksum), chosen_day
+    return ExchangeRecords(_raw_frame(strings, refs, _to_str(raw), errors), checksum), chosen_day

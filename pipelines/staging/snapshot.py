@@ -25,7 +25,7 @@ from pipelines import registry
 from pipelines.errors import UsageError
 from pipelines.staging.delivery import choose_delivery
 from pipelines.staging.quarantine import EarlierCopies
-from pipelines.staging.readers import read_exchange_delivery, read_file_delivery
+from pipelines.staging.readers import FileRecords, read_exchange_delivery
 from pipelines.staging.schema import load_schema
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ class ParquetParts:
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self._writer is None:
             if not len(table):
-                self._empty = self._empty or table
+                if self._empty is None:
+                    self._empty = table
                 return
             self._writer = pq.ParquetWriter(self._temporary, table.schema)
         elif not table.schema.equals(self._writer.schema):
@@ -107,7 +108,7 @@ def stage_source(source: str, *, landing: Path | None, exchange_url: str | None,
     scratch.mkdir(parents=True, exist_ok=True)
     if landing is not None:
         folder = choose_delivery(Path(landing), source, as_of)
-        records = read_file_delivery(folder, schema, spill_dir=scratch)
+        records = FileRecords(folder, schema, spill_dir=scratch)
         day = dt.date.fromisoformat(folder.name)
     else:
         records, day = read_exchange_delivery(exchange_url, schema, as_of)
