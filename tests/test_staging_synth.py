@@ -3,6 +3,7 @@
 import datetime as dt
 
 import pandas as pd
+import pytest
 
 from pipelines.registry import source_keys
 from pipelines.staging.snapshot import stage_source
@@ -11,8 +12,9 @@ from pipelines.synth import synthesize
 AS_OF = dt.date(2027, 8, 15)
 
 
-def test_quarantine_matches_the_synthetic_truth_and_nothing_is_lost(tmp_path):
-    synthesize(tmp_path / "city", 1500, 11, as_of=AS_OF)
+@pytest.mark.parametrize(("profile", "seed"), [("default", 11), ("weifang", 3)])
+def test_quarantine_matches_the_synthetic_truth_and_nothing_is_lost(tmp_path, profile, seed):
+    synthesize(tmp_path / "city", 1500, seed, as_of=AS_OF, profile=profile)
     truth = pd.read_csv(tmp_path / "city/truth/quarantine.csv", dtype=str)
     quarantined = []
     for source in source_keys():
@@ -30,14 +32,15 @@ def test_quarantine_matches_the_synthetic_truth_and_nothing_is_lost(tmp_path):
     assert got.sort_values(key).values.tolist() == truth[key].sort_values(key).values.tolist()
 
 
-def test_staging_a_delivery_in_slices_stages_the_same_snapshot(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("profile", "seed"), [("default", 5), ("weifang", 13)])
+def test_staging_a_delivery_in_slices_stages_the_same_snapshot(tmp_path, monkeypatch, profile, seed):
     """A delivery is read in blocks, staged in slices and cast in smaller slices to bound memory
     at city scale; blocks of a few kilobytes and slices of a few rows (duplicates and
     their originals in different slices, quarantined rows in every slice) stage the same
     snapshot as one slice does."""
     from pipelines.staging import delivery, readers, stage
 
-    synthesize(tmp_path / "city", 1500, 5, as_of=AS_OF)
+    synthesize(tmp_path / "city", 1500, seed, as_of=AS_OF, profile=profile)
 
     snapshots: dict[str, dict] = {}
 
