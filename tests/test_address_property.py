@@ -244,3 +244,16 @@ def test_status_candidates_and_codes_follow_the_registry(seed):
         "district_missing" if s and d is None else "several_codes" for s, d in zip(spans, review["district"])
     ]
     assert list(hints) == expected_hint
+
+
+def test_texts_resolved_a_few_at_a_time_resolve_as_all_at_once():
+    rng = random.Random(4)
+    frame = build_registry(rng)
+    registry = AddressRegistry.from_frame(frame)
+    rows = frame.to_dict("records")
+    texts = pd.Series([write_text(rows[rng.randrange(len(rows))], rng)["text"] for _ in range(2000)])
+    texts = pd.concat([texts, texts.sample(300, random_state=4), pd.Series([None])], ignore_index=True)
+    at_once = resolve_texts(texts, registry)
+    assert set(at_once["status"]) == {"exact", "normalized", "fuzzy", "ambiguous", "unmatched"}
+    for per_pass in (13, 500):
+        pd.testing.assert_frame_equal(resolve_texts(texts, registry, per_pass=per_pass), at_once)

@@ -71,15 +71,34 @@ class _Outcome:
         return positions[self.status[positions] == "unmatched"]
 
 
-def resolve_texts(texts: pd.Series, registry: AddressRegistry) -> pd.DataFrame:
-    """One row per distinct non-missing text: address, address_code, status, candidates, score.
+TEXTS_PER_PASS = 1 << 20
+"""Distinct texts resolved at once. Each text's outcome depends on the registry alone, so the
+texts are taken a pass at a time and what parsing and matching hold (readings, candidate pairs)
+is a pass's, however many texts a city has. Each pass probes the whole registry again, so a
+pass is large: the 3 M city's 2.7 M texts in three passes took 14.6 s instead of 12.8 s, at a
+step peak of 3.5 GB instead of 3.7 GB."""
+
+
+def resolve_texts(texts: pd.Series, registry: AddressRegistry, *, per_pass: int = TEXTS_PER_PASS) -> pd.DataFrame:
+    """One row per distinct non-missing text, in order of first appearance: address,
+    address_code, status, candidates, score.
 
     ``candidates`` is a JSON list of the codes that fit (the one code when resolved, every code
     that fits, at least two, when ambiguous, ``[]`` when unmatched); ``score`` is 1.0 for exact
     and normalized matches (and for texts whose components fit several codes), the name
     similarity for fuzzy ones (also when several names are equally close), 0.0 when unmatched.
+    The texts are resolved ``per_pass`` at a time; the outcome does not depend on it.
     """
     distinct = pd.Series(pd.unique(texts.dropna().astype("str")), dtype="str")
+    passes = [
+        _resolve_distinct(distinct.iloc[start : start + per_pass].reset_index(drop=True), registry)
+        for start in range(0, max(len(distinct), 1), per_pass)
+    ]
+    return passes[0] if len(passes) == 1 else pd.concat(passes, ignore_index=True)
+
+
+def _resolve_distinct(distinct: pd.Series, registry: AddressRegistry) -> pd.DataFrame:
+    """``resolve_texts`` of texts already distinct, indexed from 0."""
     out = _Outcome(len(distinct))
 
     exact, several = registry.find_standard_texts(distinct)
