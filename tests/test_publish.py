@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import psycopg
+import pyarrow as pa
 import pytest
 from resident_ids import resident_id
 
@@ -688,3 +689,32 @@ def test_binary_copy_reads_back_every_type_and_null_as_delivered(pg_url):
         (None, None, None, None, None, None),
         ('a "q", \\. x\nline', '"s"', dt.date(1970, 1, 1), True, 2**62, 0.0),
     ]
+
+
+def _parquet(columns: dict):
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(columns), sink)
+    return pq.ParquetFile(pa.BufferReader(sink.getvalue()))
+
+
+@pytest.mark.parametrize(
+    ("columns", "ordered"),
+    [
+        ({"a": ["1", "2", "2", "3"], "b": [5, 1, 2, 0]}, True),  # ties on a, ordered by b
+        ({"a": ["1", "2", "2", "3"], "b": [5, 2, 1, 0]}, False),
+        ({"a": ["1", None, "3"], "b": [1, 2, 3]}, False),
+        ({"a": ["z", "é"], "b": [1, 1]}, True),  # UTF-8 bytes, as SQLite's BINARY collation
+        ({"a": ["é", "z"], "b": [1, 1]}, False),
+        ({"a": [f"{i:06d}" for i in range(70_000)], "b": [0] * 70_000}, True),  # over two batches
+        ({"a": [f"{i:06d}" for i in range(1, 65_537)] + ["000000"], "b": [0] * 65_537}, False),  # at the seam
+        ({"a": [], "b": []}, False),  # no key values at all (Arrow's null type)
+        ({"a": pa.array([], pa.string()), "b": pa.array([], pa.int64())}, True),
+        ({"a": ["1"], "b": [1]}, True),
+    ],
+)
+def test_a_file_already_in_key_order_is_told_apart_from_one_that_is_not(columns, ordered):
+    from pipelines.warehouse.common import in_key_order
+
+    assert in_key_order(_parquet(columns), ["a", "b"]) is ordered

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -193,12 +193,14 @@ def _empty_parquet(table: Table) -> pq.ParquetFile:
 
 
 def batches(table: Table, source: pq.ParquetFile, run_id: str, *, key_order: bool = False) -> Iterator[pa.RecordBatch]:
-    """Conformed batches, streamed; or the whole file sorted by its primary key.
+    """Conformed batches, streamed; with ``key_order``, in primary-key order.
 
     SQLite maintains a primary key while inserting: in key order that is an append, in random
-    order a B-tree search per row (twice as slow at a million rows).
+    order a B-tree search per row (twice as slow at a million rows). The engine's and the marts'
+    large tables are written in key order already: those are streamed as they are; any other
+    is read whole and sorted.
     """
-    if not (key_order and table.primary_key):
+    if not (key_order and table.primary_key) or in_key_order(source, table.primary_key):
         for batch in source.iter_batches(batch_size=BATCH_ROWS):
             yield conform_batch(table, batch, run_id)
         return
@@ -210,6 +212,28 @@ def batches(table: Table, source: pq.ParquetFile, run_id: str, *, key_order: boo
         chunk = whole.take(order.slice(start, BATCH_ROWS)).combine_chunks()
         for batch in chunk.to_batches():
             yield conform_batch(table, batch, run_id)
+
+
+def in_key_order(source: pq.ParquetFile, keys: Sequence[str]) -> bool:
+    """Whether the rows run in ascending order of ``keys`` (equal keys allowed), compared as
+    SQLite's BINARY collation does (text by its UTF-8 bytes); beside a missing key value they
+    are not (so is a key column with no values at all). Reads the key columns a batch at a time,
+    each with the row before it."""
+    if any(pa.types.is_null(source.schema_arrow.field(key).type) for key in keys):
+        return False
+    last = None
+    for batch in source.iter_batches(batch_size=BATCH_ROWS, columns=list(keys)):
+        rows = pa.Table.from_batches([batch])
+        rows = rows if last is None else pa.concat_tables([last, rows])
+        before, after = rows.slice(0, max(rows.num_rows - 1, 0)), rows.slice(1)
+        ordered = pa.array([True] * before.num_rows, pa.bool_())
+        for key in reversed(keys):  # (a1, a2) <= (b1, b2): a1 < b1, or a1 = b1 and a2 <= b2
+            a, b = before.column(key), after.column(key)
+            ordered = pc.or_(pc.less(a, b), pc.and_(pc.equal(a, b), ordered))
+        if not pc.all(ordered.fill_null(False), min_count=0).as_py():
+            return False
+        last = rows.slice(rows.num_rows - 1) if rows.num_rows else last
+    return True
 
 
 @contextmanager
