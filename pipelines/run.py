@@ -300,12 +300,13 @@ def resolve_addresses(attempt: Attempt) -> dict:
     settings, layout = attempt.settings, attempt.layout
     policy = load_policy(settings.policy_path)
     known = AddressRegistry.load(settings.reference / "addresses.csv")
-    staged = {}
+    staged = {}  # each source's distinct texts: a city repeats an address over its households' rows
     for source, column in registry.address_columns().items():
         path = layout.accepted_rows(source)
         if path.exists():
-            staged[source] = pd.read_parquet(path, columns=[column])
+            staged[source] = pd.read_parquet(path, columns=[column]).drop_duplicates(ignore_index=True)
     address_match = build_address_match(staged, known)
+    del staged
     layout.addresses_dir.mkdir(parents=True, exist_ok=True)
     address_match.to_parquet(layout.address_match, index=False)
     catchment = place_in_catchments(known, settings.reference / "catchments.geojson", policy.enrollment_year)
