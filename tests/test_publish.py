@@ -691,14 +691,6 @@ def test_binary_copy_reads_back_every_type_and_null_as_delivered(pg_url):
     ]
 
 
-def _parquet(columns: dict):
-    import pyarrow.parquet as pq
-
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.table(columns), sink)
-    return pq.ParquetFile(pa.BufferReader(sink.getvalue()))
-
-
 @pytest.mark.parametrize(
     ("columns", "ordered"),
     [
@@ -715,6 +707,6 @@ def _parquet(columns: dict):
     ],
 )
 def test_a_file_already_in_key_order_is_told_apart_from_one_that_is_not(columns, ordered):
-    from pipelines.warehouse.common import in_key_order
+    from pipelines.warehouse.common import in_key_order, in_memory_parquet
 
-    assert in_key_order(_parquet(columns), ["a", "b"]) is ordered
+    assert in_key_order(in_memory_parquet(pa.table(columns)), ["a", "b"]) is ordered

@@ -187,8 +187,13 @@ def open_inputs(tables: Mapping[str, object]) -> dict[str, pq.ParquetFile]:
 
 def _empty_parquet(table: Table) -> pq.ParquetFile:
     """An in-memory Parquet file with the table's columns and no rows."""
+    return in_memory_parquet(arrow_schema(table).empty_table())
+
+
+def in_memory_parquet(rows: pa.Table) -> pq.ParquetFile:
+    """Rows written as Parquet into memory and opened again, as a publish opens its inputs."""
     sink = pa.BufferOutputStream()
-    pq.write_table(arrow_schema(table).empty_table(), sink)
+    pq.write_table(rows, sink)
     return pq.ParquetFile(pa.BufferReader(sink.getvalue()))
 
 
@@ -226,8 +231,8 @@ def in_key_order(source: pq.ParquetFile, keys: Sequence[str]) -> bool:
         rows = pa.Table.from_batches([batch])
         rows = rows if last is None else pa.concat_tables([last, rows])
         before, after = rows.slice(0, max(rows.num_rows - 1, 0)), rows.slice(1)
-        ordered = pa.array([True] * before.num_rows, pa.bool_())
-        for key in reversed(keys):  # (a1, a2) <= (b1, b2): a1 < b1, or a1 = b1 and a2 <= b2
+        ordered = pc.less_equal(before.column(keys[-1]), after.column(keys[-1]))
+        for key in reversed(keys[:-1]):  # (a1, a2) <= (b1, b2): a1 < b1, or a1 = b1 and a2 <= b2
             a, b = before.column(key), after.column(key)
             ordered = pc.or_(pc.less(a, b), pc.and_(pc.equal(a, b), ordered))
         if not pc.all(ordered.fill_null(False), min_count=0).as_py():
